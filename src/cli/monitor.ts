@@ -1,0 +1,109 @@
+/**
+ * `gatehouse monitor`: shows the relay's monitor socket live in the terminal (clients, tunnels,
+ * throughput), or prints one compact JSON document with `--json` (scripts).
+ */
+import { Command } from 'commander';
+import { connect } from 'node:net';
+import { resolve } from 'node:path';
+import { defaultConfig, loadGatewayConfig } from '../config.ts';
+import { dirname } from 'node:path';
+
+interface MonitorDoc {
+  serverName?: string;
+  serverVersion?: string;
+  proxyStatistic?: {
+    clientCount?: number;
+    tunnelCount?: number;
+    troughput?: number;
+    clients?: { id: number; address: string; name: string; uuid: string; userName: string; authenticated: boolean; tunnelConnected: boolean; rxDataCount: number; txDataCount: number; timestamp: number }[];
+    tunnels?: { clientOne: number; clientTwo: number; timestamp: number }[];
+    total?: { totalClientCount?: number; totalTunnelCount?: number; totalTraffic?: number };
+  };
+}
+
+/** Human-readable byte counts: 1.5 MiB. */
+export function formatBytes(n: number): string {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let v = n;
+  let i = 0;
+  while (v >= 1024 && i < units.length - 1) {
+    v /= 1024;
+    i++;
+  }
+  return `${i === 0 ? v : v.toFixed(1)} ${units[i]}`;
+}
+
+/** Renders one monitor document as the terminal view. */
+export function renderMonitor(doc: MonitorDoc, nowMs = Date.now()): string {
+  const p = doc.proxyStatistic ?? {};
+  const lines = [
+    `${doc.serverName ?? '?'} ${doc.serverVersion ?? ''}   clients ${p.clientCount ?? 0}   tunnels ${p.tunnelCount ?? 0}   throughput ${formatBytes(p.troughput ?? 0)}/s   total ${formatBytes(p.total?.totalTraffic ?? 0)} in ${p.total?.totalTunnelCount ?? 0} tunnels`,
+    '',
+    'ID      ADDRESS                 NAME                  STATE        RX          TX          AGE',
+  ];
+  for (const c of p.clients ?? []) {
+    const state = c.tunnelConnected ? 'tunnel' : c.authenticated ? 'waiting' : 'connecting';
+    const age = Math.max(0, Math.round(nowMs / 1000 - c.timestamp));
+    lines.push(
+      `${String(c.id).padEnd(8)}${c.address.padEnd(24)}${c.name.slice(0, 21).padEnd(22)}${state.padEnd(13)}${formatBytes(c.rxDataCount).padEnd(12)}${formatBytes(c.txDataCount).padEnd(12)}${age}s`,
+    );
+  }
+  if ((p.tunnels ?? []).length > 0) {
+    lines.push('', 'TUNNELS');
+    for (const t of p.tunnels ?? []) lines.push(`  ${t.clientOne} <-> ${t.clientTwo}   up ${Math.max(0, Math.round(nowMs / 1000 - t.timestamp))}s`);
+  }
+  return lines.join('\n');
+}
+
+async function socketPath(opts: { socket?: string; config?: string }): Promise<string> {
+  if (opts.socket !== undefined) return resolve(opts.socket);
+  const config = opts.config === undefined ? defaultConfig() : await loadGatewayConfig(opts.config);
+  const base = opts.config === undefined ? process.cwd() : dirname(resolve(opts.config));
+  return resolve(base, config.relay.monitor.path);
+}
+
+export function monitorCommand(): Command {
+  return new Command('monitor')
+    .description("Watch the relay live: clients, tunnels, throughput (reads the monitor socket).")
+    .option('-s, --socket <path>', 'monitor socket path (default: from the config)')
+    .option('-c, --config <file>', 'config file to take the socket path from')
+    .option('--json', 'print one JSON document and exit')
+    .action(async (opts: { socket?: string; config?: string; json?: boolean }) => {
+      const path = await socketPath(opts);
+      const socket = connect({ path });
+      socket.on('error', (err) => {
+        process.stderr.write(`gatehouse monitor: cannot read ${path}: ${err.message}\n`);
+        process.exit(69);
+      });
+      socket.setEncoding('utf8');
+      let buffer = '';
+      if (opts.json === true) {
+        socket.write('{"method":"refresh","params":{"printAll":true}}\n');
+        socket.on('data', (text: string) => {
+          buffer += text;
+          const nl = buffer.indexOf('\n');
+          if (nl < 0) return;
+          process.stdout.write(`${buffer.slice(0, nl)}\n`);
+          socket.destroy();
+        });
+        return;
+      }
+      const refresh = () => socket.write('{"method":"refresh","params":{"printAll":false}}\n');
+      socket.on('connect', refresh);
+      const timer = setInterval(refresh, 1000);
+      socket.on('close', () => {
+        clearInterval(timer);
+        process.stdout.write('\nmonitor socket closed\n');
+        process.exit(0);
+      });
+      socket.on('data', (text: string) => {
+        buffer += text;
+        let nl: number;
+        while ((nl = buffer.indexOf('\n')) >= 0) {
+          const line = buffer.slice(0, nl);
+          buffer = buffer.slice(nl + 1);
+          process.stdout.write(`\x1b[2J\x1b[H${renderMonitor(JSON.parse(line) as MonitorDoc)}\n`);
+        }
+      });
+    });
+}

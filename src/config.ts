@@ -1,0 +1,38 @@
+/**
+ * The whole config file: one section per front end plus logging and shutdown. Built from the front ends'
+ * own schemas; validated once at start (every problem at once, with its key), then frozen.
+ * With no file at all, `EMBEDDED_DEFAULTS` run everything on loopback with development credentials.
+ */
+import { z } from 'zod';
+import { relayConfigSchema } from './relay/config.ts';
+import { loadConfigFile, validateConfig } from './core/config/load.ts';
+
+export const gatewayConfigSchema = z.strictObject({
+  log: z
+    .strictObject({
+      level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+    })
+    .prefault({}),
+  shutdown: z
+    .strictObject({
+      /** How long open tunnels and requests may drain after SIGINT/SIGTERM before they are closed. */
+      graceMs: z.number().int().min(0).default(10000),
+    })
+    .prefault({}),
+  relay: relayConfigSchema.prefault({}),
+});
+
+export type GatewayConfig = z.output<typeof gatewayConfigSchema>;
+
+/** The configuration `gatehouse serve` uses without `--config`: every front end on loopback. */
+export const EMBEDDED_DEFAULTS = {} as const;
+
+/** Validates the embedded defaults (no file). */
+export function defaultConfig(): GatewayConfig {
+  return validateConfig(gatewayConfigSchema, EMBEDDED_DEFAULTS);
+}
+
+/** Loads and validates a config file. @throws GatewayError CORE_CONFIG_UNREADABLE / CORE_CONFIG_INVALID */
+export function loadGatewayConfig(path: string): Promise<GatewayConfig> {
+  return loadConfigFile(gatewayConfigSchema, path);
+}

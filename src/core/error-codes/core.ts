@@ -1,0 +1,27 @@
+/** Error codes shared by every front end: configuration, listeners, lifecycle. */
+import type { ErrorSpec } from '../errors.ts';
+
+export const coreErrors = {
+  CORE_CONFIG_INVALID: { summary: 'The configuration file failed validation; every problem is listed.', httpStatus: 500 },
+  CORE_CONFIG_UNREADABLE: { summary: 'The configuration file could not be read or is not valid TOML.', httpStatus: 500 },
+  CORE_LISTEN_FAILED: { summary: 'A listener could not bind its address (in use, no permission, bad path).', httpStatus: 500 },
+  CORE_TLS_MATERIAL: { summary: 'A TLS certificate or key file could not be read or parsed.', httpStatus: 500 },
+  CORE_SHUTTING_DOWN: {
+    summary: 'The gateway is draining for shutdown and takes no new work.',
+    httpStatus: 503,
+    close: { code: 1001, reason: 'Server shutting down.' },
+  },
+  CORE_LIMIT_CONNECTIONS: {
+    summary: 'The listener refused a connection: the total connection limit is reached.',
+    httpStatus: 503,
+    jsonRpcText: 'Too many connections.',
+    close: { code: 1013, reason: 'Too many connections.' },
+  },
+  CORE_LIMIT_CONNECTIONS_PER_IP: {
+    summary: 'The listener refused a connection: this address has too many open connections.',
+    httpStatus: 429,
+    jsonRpcText: 'Too many connections from this address.',
+    close: { code: 1013, reason: 'Too many connections from this address.' },
+  },
+  CORE_INTERNAL: { summary: 'An unexpected internal failure (a bug); details are in the log.', httpStatus: 500 },
+} as const satisfies Record<string, ErrorSpec>;

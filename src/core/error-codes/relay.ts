@@ -1,0 +1,124 @@
+/**
+ * Error codes of the relay front end. The JSON-RPC texts and close reasons are nymea-remoteproxy 1.8.4's
+ * exact strings (see docs/protocols.md); stock clients and nymea's own tests compare them byte for byte.
+ * Close code 1011 is what nymea uses for every server-initiated WebSocket close except shutdown (1000).
+ */
+import type { ErrorSpec } from '../errors.ts';
+
+const closeWith = (reason: string, code = 1011) => ({ code, reason });
+
+export const relayErrors = {
+  RELAY_INVALID_JSON: {
+    summary: 'A client sent a message that is not valid JSON.',
+    httpStatus: 400,
+    jsonRpcText: 'Failed to parse JSON data: ',
+    close: closeWith('Invalid JSON data received.'),
+  },
+  RELAY_MISSING_ID: {
+    summary: "A request had no integer-convertible 'id'.",
+    httpStatus: 400,
+    jsonRpcText: "Error parsing command. Missing 'id'",
+    close: closeWith('The id property is missing in the request.'),
+  },
+  RELAY_INVALID_METHOD: {
+    summary: "A request's method is missing or not of the form Namespace.Method.",
+    httpStatus: 400,
+    jsonRpcText: "Error parsing method. Got: '%s'', Expected: 'Namespace.method'",
+    close: closeWith('Invalid method passed.'),
+  },
+  RELAY_NO_SUCH_NAMESPACE: {
+    summary: 'A request named an unknown namespace.',
+    httpStatus: 404,
+    jsonRpcText: 'No such namespace',
+    close: closeWith('No such namespace.'),
+  },
+  RELAY_NO_SUCH_METHOD: {
+    summary: 'A request named an unknown method.',
+    httpStatus: 404,
+    jsonRpcText: 'No such method',
+    close: closeWith('No such method.'),
+  },
+  RELAY_INVALID_PARAMS: {
+    summary: "A request's params do not match the method's template.",
+    httpStatus: 400,
+    jsonRpcText: 'Invalid params: ',
+    close: closeWith('Invalid params passed.'),
+  },
+  RELAY_COMMAND_TIMEOUT: {
+    summary: 'An asynchronous reply (the authenticator) took longer than the JSON-RPC timeout.',
+    httpStatus: 504,
+    jsonRpcText: 'Command timed out',
+    close: closeWith('API call timeouted.'),
+  },
+  RELAY_AUTHENTICATION_FAILED: {
+    summary: 'Authenticate answered with an AuthenticationError other than NoError; the client is closed.',
+    httpStatus: 401,
+    close: closeWith('API call was not successfully.'),
+  },
+  RELAY_INACTIVE_TIMEOUT: {
+    summary: 'A client sent nothing for the inactive timeout before authenticating.',
+    httpStatus: 408,
+    close: closeWith('Proxy timeout occurred. The socket was inactive.'),
+  },
+  RELAY_ALONE_TIMEOUT: {
+    summary: 'An authenticated client waited longer than the alone timeout for its partner.',
+    httpStatus: 408,
+    close: closeWith('Proxy timeout occurred. The tunnel partner did not show up.'),
+  },
+  RELAY_DATA_BEFORE_TUNNEL: {
+    summary: 'A client sent data after authenticating but before its tunnel was established.',
+    httpStatus: 400,
+    close: closeWith('Data received while authenticated but not remote connected.'),
+  },
+  RELAY_TUNNEL_EXISTS: {
+    summary: 'A third client authenticated with a (token, nonce) that already has a tunnel.',
+    httpStatus: 409,
+    close: closeWith('Tunnel already exists for this token nonce combination.'),
+  },
+  RELAY_DUPLICATE_UUID: {
+    summary: 'Both clients of a pair used the same uuid; both are closed.',
+    httpStatus: 409,
+    close: closeWith('Duplicated client UUID.'),
+  },
+  RELAY_PARTNER_CLOSED: {
+    summary: 'The tunnel partner disconnected; this side is closed after pending data is flushed.',
+    httpStatus: 410,
+    close: closeWith('Tunnel client disconnected'),
+  },
+  RELAY_MESSAGE_TOO_LARGE: {
+    summary: 'More than the message limit (10240 bytes) of incomplete JSON arrived before the tunnel.',
+    httpStatus: 413,
+    close: closeWith('Data buffer size violation.'),
+  },
+  RELAY_BINARY_NOT_EXPECTED: {
+    summary: 'A WebSocket binary frame arrived before the tunnel was established.',
+    httpStatus: 400,
+    close: closeWith('Binary message not expected.'),
+  },
+  RELAY_SHUTDOWN: {
+    summary: 'The server is stopping; clients are told and closed.',
+    httpStatus: 503,
+    close: closeWith('Stop server', 1000),
+  },
+  RELAY_TUNNEL_IDLE_TIMEOUT: {
+    summary: 'An established tunnel carried no data for the configured tunnel idle timeout (off by default).',
+    httpStatus: 408,
+    close: closeWith('Proxy timeout occurred. The tunnel was idle.'),
+  },
+  RELAY_LIMIT_WAITING_PER_TOKEN: {
+    summary: 'Too many clients are already waiting for partners under this token (across nonces).',
+    httpStatus: 429,
+    jsonRpcText: 'Too many clients waiting for this token.',
+    close: closeWith('Too many clients waiting for this token.'),
+  },
+  RELAY_LIMIT_AUTH_BACKOFF: {
+    summary: 'This address failed authentication too often; it must wait before trying again.',
+    httpStatus: 429,
+    jsonRpcText: 'Too many failed authentications from this address. Retry later.',
+    close: closeWith('Too many failed authentications from this address.'),
+  },
+  RELAY_AUTHENTICATOR_ERROR: {
+    summary: 'The authenticator backend failed (unreachable, bad answer); the client got ProxyError.',
+    httpStatus: 502,
+  },
+} as const satisfies Record<string, ErrorSpec>;

@@ -1,0 +1,8 @@
+// Placeholder: being written (see authenticators helper).
+import type { AuthenticatorConfig } from '../config.ts';
+import type { Authenticator } from './types.ts';
+import type { AuthenticatorDeps } from './index.ts';
+
+export function createStaticAuthenticator(_config: Extract<AuthenticatorConfig, { kind: 'static' }>, _deps: AuthenticatorDeps): Promise<Authenticator> {
+  return Promise.reject(new Error('not implemented yet'));
+}

@@ -1,0 +1,204 @@
+/**
+ * A relay client (the library behind `gatehouse tunnel`): connects over tcp://, tls:// (or ssl://),
+ * ws://, wss:// or unix:PATH, authenticates, waits for RemoteProxy.TunnelEstablished, and then hands
+ * over the raw tunnel: `write()` sends bytes, `onData` receives them, `end()` half-closes.
+ */
+import { connect as netConnect, type Socket } from 'node:net';
+import { connect as tlsConnect } from 'node:tls';
+import { WebSocket } from 'ws';
+import { MessageSplitter } from './protocol/framing.ts';
+import { toCompactJson } from './protocol/json.ts';
+
+export interface TunnelClientOptions {
+  readonly url: string;
+  readonly token: string;
+  readonly nonce?: string;
+  readonly name?: string;
+  readonly uuid?: string;
+  /** Accept self-signed server certificates (development). */
+  readonly insecure?: boolean;
+  /** Give up if no tunnel is established within this many ms. */
+  readonly timeoutMs?: number;
+  /** Called with each JSON-RPC line sent and received (`--verbose`). */
+  readonly trace?: (direction: 'send' | 'recv', line: string) => void;
+}
+
+export interface TunnelPartner {
+  readonly name: string;
+  readonly uuid: string;
+}
+
+export interface OpenTunnel {
+  readonly partner: TunnelPartner;
+  write(chunk: Buffer): boolean;
+  end(): void;
+  destroy(): void;
+  onData(cb: (chunk: Buffer) => void): void;
+  onDrain(cb: () => void): void;
+  /** Fires once when the relay ends the tunnel (partner gone). */
+  onEnd(cb: (reason: string) => void): void;
+  pause(): void;
+  resume(): void;
+}
+
+interface RawTransport {
+  send(data: Buffer | string): boolean;
+  on(event: 'data', cb: (b: Buffer) => void): void;
+  on(event: 'end', cb: (reason: string) => void): void;
+  on(event: 'drain', cb: () => void): void;
+  end(): void;
+  destroy(): void;
+  pause(): void;
+  resume(): void;
+}
+
+function streamTransport(socket: Socket): RawTransport {
+  socket.setNoDelay(true);
+  let ended = false;
+  const endOnce = (cb: (r: string) => void, r: string) => {
+    if (!ended) {
+      ended = true;
+      cb(r);
+    }
+  };
+  return {
+    send: (d) => socket.write(d),
+    on(event: string, cb: (arg: never) => void) {
+      if (event === 'data') socket.on('data', cb as (b: Buffer) => void);
+      else if (event === 'drain') socket.on('drain', cb as () => void);
+      else {
+        socket.on('end', () => endOnce(cb as (r: string) => void, 'end of stream'));
+        socket.on('close', () => endOnce(cb as (r: string) => void, 'connection closed'));
+      }
+    },
+    end: () => socket.end(),
+    destroy: () => socket.destroy(),
+    pause: () => socket.pause(),
+    resume: () => socket.resume(),
+  };
+}
+
+function wsTransport(ws: WebSocket): RawTransport {
+  const drainCbs: (() => void)[] = [];
+  return {
+    send(d) {
+      ws.send(d, { binary: typeof d !== 'string' }, () => {
+        if (ws.bufferedAmount === 0) for (const cb of drainCbs) cb();
+      });
+      return ws.bufferedAmount < 1024 * 1024;
+    },
+    on(event: string, cb: (arg: never) => void) {
+      if (event === 'data') ws.on('message', (data: Buffer) => (cb as (b: Buffer) => void)(data));
+      else if (event === 'drain') drainCbs.push(cb as () => void);
+      else ws.on('close', (code: number, reason: Buffer) => (cb as (r: string) => void)(`websocket closed ${code} ${reason.toString()}`));
+    },
+    end: () => ws.close(1000),
+    destroy: () => ws.terminate(),
+    pause: () => ws.pause(),
+    resume: () => ws.resume(),
+  };
+}
+
+function open(opts: TunnelClientOptions): Promise<RawTransport> {
+  const url = opts.url;
+  return new Promise((resolve, reject) => {
+    if (url.startsWith('ws://') || url.startsWith('wss://')) {
+      const ws = new WebSocket(url, { rejectUnauthorized: opts.insecure !== true, perMessageDeflate: false });
+      ws.once('open', () => resolve(wsTransport(ws)));
+      ws.once('error', reject);
+      return;
+    }
+    let socket: Socket;
+    if (url.startsWith('unix:')) socket = netConnect({ path: url.slice(5).replace(/^\/\/(?=\/)/, '') });
+    else {
+      const u = new URL(url);
+      const host = u.hostname.replace(/^\[(.*)\]$/, '$1');
+      const port = Number(u.port);
+      if (u.protocol === 'tcp:') socket = netConnect({ host, port });
+      else if (u.protocol === 'tls:' || u.protocol === 'ssl:') socket = tlsConnect({ host, port, servername: host, rejectUnauthorized: opts.insecure !== true });
+      else return reject(new Error(`unsupported URL scheme ${u.protocol} (use tcp, tls, ssl, ws, wss or unix:PATH)`));
+    }
+    socket.once(url.startsWith('tls:') || url.startsWith('ssl:') ? 'secureConnect' : 'connect', () => resolve(streamTransport(socket)));
+    socket.once('error', reject);
+  });
+}
+
+/** Connects and authenticates; resolves once the tunnel is established. */
+export async function openTunnel(opts: TunnelClientOptions): Promise<OpenTunnel> {
+  const t = await open(opts);
+  const splitter = new MessageSplitter();
+  const trace = opts.trace ?? (() => undefined);
+  const send = (obj: Record<string, unknown>) => {
+    const line = `${toCompactJson(obj)}\n`;
+    trace('send', line.trimEnd());
+    t.send(line);
+  };
+  return new Promise<OpenTunnel>((resolve, reject) => {
+    let dataCb: (b: Buffer) => void = () => undefined;
+    let endCb: (r: string) => void = () => undefined;
+    let established = false;
+    const timer = setTimeout(() => {
+      t.destroy();
+      reject(new Error(`no tunnel within ${opts.timeoutMs ?? 30000} ms`));
+    }, opts.timeoutMs ?? 30000);
+    t.on('data', (chunk) => {
+      if (established) return dataCb(chunk);
+      let messages: string[];
+      try {
+        messages = splitter.push(chunk);
+      } catch (err) {
+        t.destroy();
+        return reject(err as Error);
+      }
+      for (const m of messages) {
+        trace('recv', m.trimEnd());
+        const msg = JSON.parse(m) as { status?: string; error?: string; notification?: string; params?: Record<string, unknown> };
+        if (msg.status === 'error') {
+          clearTimeout(timer);
+          t.destroy();
+          return reject(new Error(`relay error: ${msg.error ?? ''}`));
+        }
+        const authErr = msg.params?.authenticationError;
+        if (typeof authErr === 'string' && authErr !== 'AuthenticationErrorNoError') {
+          clearTimeout(timer);
+          t.destroy();
+          return reject(new Error(`authentication failed: ${authErr}`));
+        }
+        if (msg.notification === 'RemoteProxy.TunnelEstablished') {
+          established = true;
+          clearTimeout(timer);
+          const rest = splitter.drain();
+          const partner = { name: String(msg.params?.name ?? ''), uuid: String(msg.params?.uuid ?? '') };
+          resolve({
+            partner,
+            write: (b) => t.send(b),
+            end: () => t.end(),
+            destroy: () => t.destroy(),
+            onData: (cb) => {
+              dataCb = cb;
+              if (rest.length > 0) cb(rest);
+            },
+            onDrain: (cb) => t.on('drain', cb),
+            onEnd: (cb) => {
+              endCb = cb;
+            },
+            pause: () => t.pause(),
+            resume: () => t.resume(),
+          });
+        }
+      }
+    });
+    t.on('end', (reason) => {
+      if (established) return endCb(reason);
+      clearTimeout(timer);
+      reject(new Error(`relay closed the connection before the tunnel was established (${reason})`));
+    });
+    const params: Record<string, unknown> = {
+      name: opts.name ?? 'gatehouse-tunnel',
+      token: opts.token,
+      uuid: opts.uuid ?? crypto.randomUUID(),
+    };
+    if (opts.nonce !== undefined && opts.nonce !== '') params.nonce = opts.nonce;
+    send({ id: 1, method: 'Authentication.Authenticate', params });
+  });
+}

@@ -1,0 +1,148 @@
+/**
+ * The `[relay]` section of the config file: its schema and defaults (the only place defaults live).
+ * Defaults follow nymea-remoteproxy 1.8.4 (ports 1212/1213 on loopback, 8 s / 8 s / 8 s / 10 s timeouts,
+ * Hello strings of 1.8.4). Unknown keys are rejected.
+ */
+import { z } from 'zod';
+import { secretString } from '../core/config/secret.ts';
+import { isLoopbackHost } from '../core/net.ts';
+
+const port = z.number().int().min(0).max(65535);
+const host = z.string().min(1);
+const ms = z.number().int().min(0);
+const positiveMs = z.number().int().min(1);
+
+const listenerSchema = z.discriminatedUnion('kind', [
+  z.strictObject({ kind: z.literal('tcp'), host: host.default('127.0.0.1'), port: port.default(1213) }),
+  z.strictObject({ kind: z.literal('tls'), host: host.default('127.0.0.1'), port: port.default(1213) }),
+  z.strictObject({ kind: z.literal('ws'), host: host.default('127.0.0.1'), port: port.default(1212) }),
+  z.strictObject({ kind: z.literal('wss'), host: host.default('127.0.0.1'), port: port.default(1212) }),
+  z.strictObject({
+    kind: z.literal('unix'),
+    path: z.string().min(1),
+    /** File mode of the socket, octal string such as "660". */
+    mode: z.string().regex(/^[0-7]{3,4}$/).default('660'),
+  }),
+]);
+export type RelayListenerConfig = z.output<typeof listenerSchema>;
+
+const authenticatorSchema = z.discriminatedUnion('kind', [
+  z.strictObject({
+    kind: z.literal('dev'),
+    /** Let the accept-all authenticator run on non-loopback listeners. Never in production. */
+    allowNonLoopback: z.boolean().default(false),
+  }),
+  z.strictObject({ kind: z.literal('mock') }),
+  z.strictObject({
+    kind: z.literal('static'),
+    /** Token file: one `sha256:<hex>[ user]` (or `scrypt:`) entry per line; see docs/configuration.md. */
+    file: z.string().min(1),
+    /** How often to check the file for changes besides fs.watch, ms. */
+    reloadCheckMs: positiveMs.default(2000),
+  }),
+  z.strictObject({
+    kind: z.literal('http'),
+    url: z.url(),
+    /** Sent as `Authorization: Bearer <secret>` to the authorizer. */
+    bearer: secretString().optional(),
+  }),
+  z.strictObject({
+    kind: z.literal('lambda'),
+    /** Lambda endpoint base, e.g. https://lambda.eu-west-1.amazonaws.com (a local endpoint in tests). */
+    endpoint: z.url(),
+    functionName: z.string().min(1),
+    region: z.string().min(1),
+    accessKeyId: secretString(),
+    secretAccessKey: secretString(),
+    sessionToken: secretString().optional(),
+  }),
+]);
+export type AuthenticatorConfig = z.output<typeof authenticatorSchema>;
+
+export const relayConfigSchema = z
+  .strictObject({
+    enabled: z.boolean().default(true),
+    hello: z
+      .strictObject({
+        server: z.string().default('nymea-remoteproxy'),
+        name: z.string().default('gatehouse'),
+        version: z.string().default('1.8.4'),
+        apiVersion: z.string().default('5'),
+      })
+      .prefault({}),
+    listeners: z
+      .array(listenerSchema)
+      .default([
+        { kind: 'ws', host: '127.0.0.1', port: 1212 },
+        { kind: 'tcp', host: '127.0.0.1', port: 1213 },
+      ]),
+    /** Certificate for `tls` and `wss` listeners (nymea has one TLS switch for all). */
+    tls: z
+      .strictObject({
+        certFile: z.string().min(1),
+        keyFile: z.string().min(1),
+        caFile: z.string().min(1).optional(),
+        minVersion: z.enum(['TLSv1.2', 'TLSv1.3']).default('TLSv1.2'),
+      })
+      .optional(),
+    timeouts: z
+      .strictObject({
+        /** From connect until authenticated; re-armed by every received chunk. */
+        inactiveMs: positiveMs.default(8000),
+        /** After a successful Authenticate until the partner arrives. */
+        aloneMs: positiveMs.default(8000),
+        /** Bounds the authenticator; past it the answer is AuthenticationErrorTimeout. */
+        authenticationMs: positiveMs.default(8000),
+        /** Bounds any asynchronous JSON-RPC reply; past it `Command timed out`. */
+        jsonRpcMs: positiveMs.default(10000),
+        /** Closes an established tunnel that carried nothing for this long; 0 = never (nymea). */
+        tunnelIdleMs: ms.default(0),
+        /** After one side of a tunnel ended, how long the other may keep sending before both are closed. */
+        halfCloseMs: positiveMs.default(60000),
+        /** How long a closing socket may take to flush before it is destroyed. */
+        closeFlushMs: positiveMs.default(5000),
+      })
+      .prefault({}),
+    limits: z
+      .strictObject({
+        maxConnections: z.number().int().min(1).default(20000),
+        maxConnectionsPerIp: z.number().int().min(1).default(1000),
+        /** Clients authenticated under one token and still waiting for partners (across nonces). */
+        maxWaitingPerToken: z.number().int().min(1).default(64),
+        /** Failed authentications from one address within the window before it must back off. */
+        maxFailedAuthPerIp: z.number().int().min(1).default(20),
+        failedAuthWindowMs: positiveMs.default(60000),
+        /** Incomplete JSON held before a tunnel exists (nymea: 10240). */
+        maxMessageBytes: z.number().int().min(64).default(10240),
+        /** Bytes buffered toward one side of a tunnel before the other side is paused. */
+        tunnelBufferBytes: z.number().int().min(16384).default(1048576),
+      })
+      .prefault({}),
+    authenticator: authenticatorSchema.default({ kind: 'dev', allowNonLoopback: false }),
+    monitor: z
+      .strictObject({
+        enabled: z.boolean().default(true),
+        path: z.string().min(1).default('var/gatehouse-monitor.sock'),
+        intervalMs: positiveMs.default(1000),
+      })
+      .prefault({}),
+  })
+  .superRefine((cfg, ctx) => {
+    const needsTls = cfg.listeners.some((l) => l.kind === 'tls' || l.kind === 'wss');
+    if (needsTls && cfg.tls === undefined) {
+      ctx.addIssue({ code: 'custom', path: ['tls'], message: 'tls and wss listeners need [relay.tls] certFile and keyFile' });
+    }
+    if (cfg.authenticator.kind === 'dev' && !cfg.authenticator.allowNonLoopback) {
+      cfg.listeners.forEach((l, i) => {
+        if (l.kind !== 'unix' && !isLoopbackHost(l.host)) {
+          ctx.addIssue({
+            code: 'custom',
+            path: ['listeners', i, 'host'],
+            message: `the dev authenticator accepts every token; it only binds to loopback (set authenticator.allowNonLoopback to force ${l.host})`,
+          });
+        }
+      });
+    }
+  });
+
+export type RelayConfig = z.output<typeof relayConfigSchema>;

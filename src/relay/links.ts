@@ -1,0 +1,226 @@
+/**
+ * Links: one interface over the relay's transports (TCP, TLS, unix: byte streams; WS, WSS: messages), so
+ * the session and the tunnel never care which one a client used.
+ *
+ * Inbound data arrives through `onData`; `pause`/`resume` apply backpressure to the peer. Outbound:
+ * `sendText` for JSON-RPC (a WebSocket text frame), `sendData` for relayed bytes (returns false once more
+ * than `highWaterBytes` wait to be flushed; `onDrain` fires when that has gone), `finish(reason)` to flush
+ * and close (WS: close frame with the catalogue's code and reason; streams: FIN), `destroy()` to drop now.
+ */
+import type { Socket } from 'node:net';
+import { isUtf8 } from 'node:buffer';
+import type { WebSocket } from 'ws';
+
+export type TransportKind = 'tcp' | 'tls' | 'unix' | 'ws' | 'wss';
+
+export interface LinkHandlers {
+  /** Bytes from the peer; `binary` is true only for WebSocket binary frames. */
+  data(chunk: Buffer, binary: boolean): void;
+  /** The peer ended its sending side (stream FIN, WebSocket close frame). */
+  end(): void;
+  /** The link is fully gone (after finish/destroy or a peer reset). Fires once. */
+  close(): void;
+  /** Pending outbound data went below the high-water mark after `sendData` returned false. */
+  drain(): void;
+}
+
+export interface Link {
+  readonly kind: TransportKind;
+  readonly remoteAddress: string;
+  handlers: LinkHandlers;
+  /** Bytes waiting to be flushed to the peer. */
+  readonly pendingBytes: number;
+  readonly closed: boolean;
+  sendText(text: string, onFlushed?: () => void): void;
+  sendData(chunk: Buffer): boolean;
+  pause(): void;
+  resume(): void;
+  /** Flush what is pending, then close with this close code and reason (WS) or FIN (streams). */
+  /** `lingerMs` bounds how long the peer may take to close its side (default: the close-flush timeout). */
+  finish(close?: { code: number; reason: string }, lingerMs?: number): void;
+  destroy(): void;
+}
+
+const noop = () => undefined;
+const nullHandlers: LinkHandlers = { data: noop, end: noop, close: noop, drain: noop };
+
+/** A stream transport over a net.Socket or tls.TLSSocket (created with allowHalfOpen). */
+export class StreamLink implements Link {
+  handlers: LinkHandlers = nullHandlers;
+  #closed = false;
+  #finishing = false;
+  #flushTimer: NodeJS.Timeout | undefined;
+  readonly remoteAddress: string;
+
+  constructor(
+    readonly kind: 'tcp' | 'tls' | 'unix',
+    private readonly socket: Socket,
+    private readonly highWaterBytes: number,
+    private readonly closeFlushMs: number,
+  ) {
+    this.remoteAddress = kind === 'unix' ? 'unix' : (socket.remoteAddress ?? 'unknown');
+    socket.setNoDelay(true);
+    socket.on('data', (chunk: Buffer) => this.handlers.data(chunk, false));
+    socket.on('end', () => this.handlers.end());
+    socket.on('drain', () => this.handlers.drain());
+    socket.on('error', noop); // 'close' follows every error; resets are an expected end.
+    socket.on('close', () => {
+      this.#closed = true;
+      if (this.#flushTimer !== undefined) clearTimeout(this.#flushTimer);
+      this.handlers.close();
+    });
+  }
+
+  get pendingBytes(): number {
+    return this.socket.writableLength;
+  }
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  sendText(text: string, onFlushed?: () => void): void {
+    if (this.#finishing || this.socket.destroyed) return;
+    this.socket.write(text, onFlushed === undefined ? undefined : () => onFlushed());
+  }
+
+  sendData(chunk: Buffer): boolean {
+    if (this.#finishing || this.socket.destroyed) return true;
+    this.socket.write(chunk);
+    return this.socket.writableLength < this.highWaterBytes;
+  }
+
+  pause(): void {
+    this.socket.pause();
+  }
+  resume(): void {
+    this.socket.resume();
+  }
+
+  finish(_close?: { code: number; reason: string }, lingerMs = this.closeFlushMs): void {
+    if (this.#finishing || this.#closed) return;
+    this.#finishing = true;
+    // end() flushes queued writes, then sends FIN. The peer may keep its side open (a half-closed
+    // tunnel keeps relaying the other way), so the wait is bounded by lingerMs.
+    this.socket.end(() => {
+      if (this.socket.readableEnded) this.socket.destroy();
+    });
+    this.socket.once('end', () => {
+      if (this.socket.writableFinished) this.socket.destroy();
+    });
+    this.#flushTimer = setTimeout(() => this.socket.destroy(), lingerMs);
+    this.#flushTimer.unref();
+  }
+
+  destroy(): void {
+    this.socket.destroy();
+  }
+}
+
+/**
+ * A WebSocket transport. Relayed bytes go out as text frames while the peer has only ever sent text and
+ * the bytes are valid UTF-8 (stock nymea clients expect text); otherwise as binary frames, so arbitrary
+ * bytes arrive exactly. A UTF-8 sequence split across chunks is held back for the next frame.
+ */
+export class WsLink implements Link {
+  handlers: LinkHandlers = nullHandlers;
+  #closed = false;
+  #finishing = false;
+  #peerTextOnly = true;
+  #carry: Buffer | undefined;
+  #waitingDrain = false;
+  #flushTimer: NodeJS.Timeout | undefined;
+
+  constructor(
+    readonly kind: 'ws' | 'wss',
+    private readonly ws: WebSocket,
+    readonly remoteAddress: string,
+    private readonly highWaterBytes: number,
+    private readonly closeFlushMs: number,
+  ) {
+    ws.on('message', (data: Buffer, isBinary: boolean) => {
+      if (isBinary) this.#peerTextOnly = false;
+      this.handlers.data(data, isBinary);
+    });
+    ws.on('error', noop);
+    ws.on('close', () => {
+      this.#closed = true;
+      if (this.#flushTimer !== undefined) clearTimeout(this.#flushTimer);
+      // A WebSocket has no half-close: the peer's close frame ends the whole link.
+      this.handlers.close();
+    });
+  }
+
+  get pendingBytes(): number {
+    return this.ws.bufferedAmount;
+  }
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  sendText(text: string, onFlushed?: () => void): void {
+    if (this.#finishing || this.ws.readyState !== this.ws.OPEN) return;
+    this.ws.send(text, { binary: false }, onFlushed === undefined ? undefined : () => onFlushed());
+  }
+
+  sendData(chunk: Buffer): boolean {
+    if (this.#finishing || this.ws.readyState !== this.ws.OPEN) return true;
+    let out = this.#carry === undefined ? chunk : Buffer.concat([this.#carry, chunk]);
+    this.#carry = undefined;
+    let binary = !this.#peerTextOnly;
+    if (!binary) {
+      const cut = out.length - incompleteUtf8Tail(out);
+      if (isUtf8(out.subarray(0, cut))) {
+        if (cut < out.length) {
+          this.#carry = Buffer.from(out.subarray(cut));
+          out = out.subarray(0, cut);
+        }
+      } else {
+        binary = true;
+      }
+    }
+    if (out.length > 0) this.ws.send(out, { binary }, this.#afterSend);
+    const below = this.ws.bufferedAmount < this.highWaterBytes;
+    if (!below) this.#waitingDrain = true;
+    return below;
+  }
+
+  readonly #afterSend = (): void => {
+    if (this.#waitingDrain && this.ws.bufferedAmount < this.highWaterBytes / 2) {
+      this.#waitingDrain = false;
+      this.handlers.drain();
+    }
+  };
+
+  pause(): void {
+    this.ws.pause();
+  }
+  resume(): void {
+    this.ws.resume();
+  }
+
+  finish(close: { code: number; reason: string } = { code: 1000, reason: '' }, lingerMs = this.closeFlushMs): void {
+    if (this.#finishing || this.#closed) return;
+    this.#finishing = true;
+    if (this.#carry !== undefined && this.ws.readyState === this.ws.OPEN) this.ws.send(this.#carry, { binary: true });
+    this.#carry = undefined;
+    if (this.ws.readyState === this.ws.OPEN) this.ws.close(close.code, close.reason);
+    this.#flushTimer = setTimeout(() => this.ws.terminate(), lingerMs);
+    this.#flushTimer.unref();
+  }
+
+  destroy(): void {
+    this.ws.terminate();
+  }
+}
+
+/** Length of a trailing UTF-8 sequence that is cut off (0 when the buffer ends on a boundary). */
+export function incompleteUtf8Tail(buf: Buffer): number {
+  const n = buf.length;
+  for (let back = 1; back <= Math.min(3, n); back++) {
+    const b = buf[n - back]!;
+    if ((b & 0xc0) === 0x80) continue; // continuation byte: keep looking for the lead
+    const need = b >= 0xf0 ? 4 : b >= 0xe0 ? 3 : b >= 0xc0 ? 2 : 1;
+    return need > back ? back : 0;
+  }
+  return 0;
+}

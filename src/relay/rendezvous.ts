@@ -1,0 +1,98 @@
+/**
+ * The rendezvous table: where an authenticated client waits for the partner with the same (token, nonce).
+ *
+ * The protocol code talks only to the `Rendezvous` interface, so a shared directory (Redis, for several
+ * gateway machines) can replace the in-memory table without touching sessions. Methods are async for that
+ * reason. Keys hold secrets (tokens): implementations must never log them.
+ *
+ * Rules (spec "Pairing"): an empty nonce equals an absent one; pairing is by token AND nonce (nymea 1.8.4
+ * paired by nonce alone: FIX); while a key has a tunnel, further clients are refused; the key is free
+ * again once its tunnel closes or its waiting client leaves.
+ */
+
+export interface RendezvousKey {
+  readonly token: string;
+  readonly nonce: string;
+}
+
+export type OfferResult<P> =
+  | { readonly kind: 'waiting' }
+  | { readonly kind: 'paired'; readonly partner: P }
+  | { readonly kind: 'tunnel-exists' }
+  | { readonly kind: 'too-many-waiting' };
+
+export interface Rendezvous<P> {
+  /** Registers `party` under `key`: it waits, pairs with the waiting partner, or is refused. */
+  offer(key: RendezvousKey, party: P): Promise<OfferResult<P>>;
+  /** A waiting party left before pairing. No-op if it is not the one waiting. */
+  withdraw(key: RendezvousKey, party: P): Promise<void>;
+  /** The tunnel under `key` closed; the key may be used again. */
+  release(key: RendezvousKey): Promise<void>;
+  /** Waiting parties and open tunnels, for the monitor. */
+  readonly size: { readonly waiting: number; readonly tunnels: number };
+}
+
+type Slot<P> = { state: 'waiting'; party: P } | { state: 'tunnel' };
+
+/** The single-process table. `maxWaitingPerToken` bounds waiting parties per token across nonces. */
+export class MemoryRendezvous<P> implements Rendezvous<P> {
+  readonly #slots = new Map<string, Slot<P>>();
+  readonly #waitingPerToken = new Map<string, number>();
+  #waiting = 0;
+  #tunnels = 0;
+
+  constructor(private readonly maxWaitingPerToken: number) {}
+
+  get size() {
+    return { waiting: this.#waiting, tunnels: this.#tunnels };
+  }
+
+  offer(key: RendezvousKey, party: P): Promise<OfferResult<P>> {
+    const id = slotId(key);
+    const slot = this.#slots.get(id);
+    if (slot?.state === 'tunnel') return Promise.resolve({ kind: 'tunnel-exists' });
+    if (slot?.state === 'waiting') {
+      this.#slots.set(id, { state: 'tunnel' });
+      this.#unwait(key.token);
+      this.#tunnels++;
+      return Promise.resolve({ kind: 'paired', partner: slot.party });
+    }
+    const n = this.#waitingPerToken.get(key.token) ?? 0;
+    if (n >= this.maxWaitingPerToken) return Promise.resolve({ kind: 'too-many-waiting' });
+    this.#waitingPerToken.set(key.token, n + 1);
+    this.#waiting++;
+    this.#slots.set(id, { state: 'waiting', party });
+    return Promise.resolve({ kind: 'waiting' });
+  }
+
+  withdraw(key: RendezvousKey, party: P): Promise<void> {
+    const id = slotId(key);
+    const slot = this.#slots.get(id);
+    if (slot?.state === 'waiting' && slot.party === party) {
+      this.#slots.delete(id);
+      this.#unwait(key.token);
+    }
+    return Promise.resolve();
+  }
+
+  release(key: RendezvousKey): Promise<void> {
+    const id = slotId(key);
+    if (this.#slots.get(id)?.state === 'tunnel') {
+      this.#slots.delete(id);
+      this.#tunnels--;
+    }
+    return Promise.resolve();
+  }
+
+  #unwait(token: string): void {
+    this.#waiting--;
+    const left = (this.#waitingPerToken.get(token) ?? 1) - 1;
+    if (left <= 0) this.#waitingPerToken.delete(token);
+    else this.#waitingPerToken.set(token, left);
+  }
+}
+
+/** Unambiguous map key for (token, nonce). */
+function slotId(key: RendezvousKey): string {
+  return `${key.token.length}:${key.token}${key.nonce}`;
+}

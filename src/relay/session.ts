@@ -1,0 +1,281 @@
+/**
+ * One relay client from connect to tunnel: the only place a socket (a Link) meets the protocol.
+ *
+ * Phases, each with its own deadline:
+ *   handshake      Hello / Introspect / Authenticate; inactive timeout, re-armed by every chunk
+ *   authenticating the authenticator runs; authentication timeout (→ AuthenticationErrorTimeout) and
+ *                  the JSON-RPC timeout (→ `Command timed out`)
+ *   waiting        authenticated, alone; alone timeout; any byte from the client closes it
+ *   tunnel         handed to a Tunnel (tunnel.ts), which owns the link from then on
+ * Every error is answered (where the protocol has an answer), then the link is flushed and closed with
+ * the catalogue's reason.
+ */
+import type { Logger } from '../core/log.ts';
+import { errorSpec, type ErrorCode } from '../core/errors.ts';
+import type { RelayConfig } from './config.ts';
+import type { Link } from './links.ts';
+import { MessageSplitter } from './protocol/framing.ts';
+import { decodeRequest, errorResponse, successResponse } from './protocol/jsonrpc.ts';
+import { introspect, type AuthenticationError } from './protocol/api.ts';
+import type { Authenticator, AuthResult } from './authenticators/types.ts';
+import type { Rendezvous, RendezvousKey } from './rendezvous.ts';
+import type { AuthBackoff } from './backoff.ts';
+import { sameUuid } from './uuid.ts';
+
+export type SessionState = 'handshake' | 'authenticating' | 'waiting' | 'pairing' | 'tunnel' | 'closed';
+
+/** What a session needs from its server. */
+export interface SessionContext {
+  readonly config: RelayConfig;
+  readonly authenticator: Authenticator;
+  readonly rendezvous: Rendezvous<Session>;
+  readonly backoff: AuthBackoff;
+  readonly log: Logger;
+  /** Called with two sessions whose (token, nonce) matched; the tunnel takes both links over. */
+  establish(first: Session, second: Session, key: RendezvousKey): void;
+  /** The link is gone; drop the session from the server's registry. */
+  forget(session: Session): void;
+}
+
+let nextSessionId = 1;
+
+export class Session {
+  readonly id = nextSessionId++;
+  readonly connectedAt = Date.now();
+  state: SessionState = 'handshake';
+  name = '';
+  uuid = '';
+  userName = '';
+  /** Bytes received from / sent to this client (JSON-RPC and relayed). */
+  rxBytes = 0;
+  txBytes = 0;
+  key: RendezvousKey | undefined;
+  readonly log: Logger;
+
+  readonly #ctx: SessionContext;
+  readonly #splitter: MessageSplitter;
+  #queued: string[] = [];
+  #queuedBytes = 0;
+  #timer: NodeJS.Timeout | undefined;
+  #auth: AbortController | undefined;
+
+  constructor(
+    readonly link: Link,
+    ctx: SessionContext,
+  ) {
+    this.#ctx = ctx;
+    this.#splitter = new MessageSplitter(ctx.config.limits.maxMessageBytes);
+    this.log = ctx.log.child({ session: this.id, transport: link.kind, remote: link.remoteAddress });
+    link.handlers = {
+      data: (chunk, binary) => this.#onData(chunk, binary),
+      end: () => this.#onPeerEnd(),
+      close: () => this.#onClosed(),
+      drain: () => undefined,
+    };
+    this.#arm(ctx.config.timeouts.inactiveMs, 'RELAY_INACTIVE_TIMEOUT');
+  }
+
+  get authenticated(): boolean {
+    return this.state === 'waiting' || this.state === 'pairing' || this.state === 'tunnel';
+  }
+
+  /** Sends a JSON-RPC line (response or notification), counting its bytes. */
+  sendText(text: string, onFlushed?: () => void): void {
+    this.txBytes += Buffer.byteLength(text);
+    this.link.sendText(text, onFlushed);
+  }
+
+  /**
+   * Closes this client with a catalogue reason after flushing what is pending. Optionally answers a
+   * request first with the code's JSON-RPC text (`answerId`).
+   */
+  fail(code: ErrorCode, answer?: { id: number; text?: string }): void {
+    if (this.state === 'closed') return;
+    const spec = errorSpec(code);
+    if (answer !== undefined) this.sendText(errorResponse(answer.id, answer.text ?? spec.jsonRpcText ?? spec.summary));
+    const level = code === 'RELAY_SHUTDOWN' || code === 'RELAY_PARTNER_CLOSED' ? 'debug' : 'info';
+    this.log[level]({ code, state: this.state }, spec.close?.reason ?? spec.summary);
+    this.#leave();
+    this.link.finish(spec.close);
+  }
+
+  /** Stops everything of the handshake phases; the tunnel takes over the link. */
+  enterPairing(): void {
+    this.#clearTimer();
+    this.state = 'pairing';
+  }
+
+  #leave(): void {
+    const was = this.state;
+    this.state = 'closed';
+    this.#clearTimer();
+    this.#auth?.abort();
+    if (was === 'waiting' && this.key !== undefined) void this.#ctx.rendezvous.withdraw(this.key, this);
+  }
+
+  #onClosed(): void {
+    if (this.state !== 'closed' && this.state !== 'tunnel' && this.state !== 'pairing') this.#leave();
+    this.#ctx.forget(this);
+  }
+
+  #onPeerEnd(): void {
+    // Before a tunnel, a client that stops sending has left: close our side too.
+    if (this.state === 'tunnel' || this.state === 'pairing') return;
+    if (this.state !== 'closed') {
+      this.#leave();
+      this.link.finish();
+    }
+  }
+
+  #arm(ms: number, code: ErrorCode): void {
+    this.#clearTimer();
+    this.#timer = setTimeout(() => this.fail(code), ms);
+  }
+
+  #clearTimer(): void {
+    if (this.#timer !== undefined) clearTimeout(this.#timer);
+    this.#timer = undefined;
+  }
+
+  #onData(chunk: Buffer, binary: boolean): void {
+    if (this.state === 'closed' || this.state === 'tunnel' || this.state === 'pairing') return;
+    this.rxBytes += chunk.length;
+    if (binary) return this.fail('RELAY_BINARY_NOT_EXPECTED');
+    if (this.state === 'waiting') return this.fail('RELAY_DATA_BEFORE_TUNNEL');
+    if (this.state === 'handshake') this.#arm(this.#ctx.config.timeouts.inactiveMs, 'RELAY_INACTIVE_TIMEOUT');
+    let messages: string[];
+    try {
+      messages = this.#splitter.push(chunk);
+    } catch {
+      return this.fail('RELAY_MESSAGE_TOO_LARGE');
+    }
+    for (const message of messages) {
+      if (this.state === 'handshake') this.#handle(message);
+      else if (this.state === 'authenticating') {
+        // Keep order: requests that arrive while the authenticator runs wait for its answer.
+        this.#queuedBytes += message.length;
+        if (this.#queuedBytes + this.#splitter.bufferedBytes > this.#ctx.config.limits.maxMessageBytes) return this.fail('RELAY_MESSAGE_TOO_LARGE');
+        this.#queued.push(message);
+      } else if (this.state === 'waiting') return this.fail('RELAY_DATA_BEFORE_TUNNEL');
+      else return;
+    }
+  }
+
+  #handle(message: string): void {
+    const decoded = decodeRequest(message);
+    if (!decoded.ok) {
+      const { id, error, text } = decoded.failure;
+      return this.fail(error.code, { id, text });
+    }
+    const { id, method, params } = decoded.request;
+    switch (method) {
+      case 'RemoteProxy.Hello': {
+        const h = this.#ctx.config.hello;
+        this.sendText(successResponse(id, { apiVersion: h.apiVersion, name: h.name, server: h.server, version: h.version }));
+        return;
+      }
+      case 'RemoteProxy.Introspect':
+        this.sendText(successResponse(id, introspect()));
+        return;
+      case 'Authentication.Authenticate':
+        this.#authenticate(id, params);
+        return;
+    }
+  }
+
+  #authenticate(id: number, params: Readonly<Record<string, string>>): void {
+    const ip = this.link.remoteAddress;
+    if (this.#ctx.backoff.blocked(ip)) return this.fail('RELAY_LIMIT_AUTH_BACKOFF', { id });
+    this.state = 'authenticating';
+    this.name = params.name ?? '';
+    this.uuid = params.uuid ?? '';
+    const token = params.token ?? '';
+    const nonce = params.nonce ?? '';
+    const { authenticationMs, jsonRpcMs } = this.#ctx.config.timeouts;
+    const abort = new AbortController();
+    this.#auth = abort;
+    let settled = false;
+    const settle = (result: AuthResult) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(authTimer);
+      this.#clearTimer();
+      abort.abort();
+      if (this.state !== 'authenticating') return;
+      this.#afterAuthentication(id, { token, nonce }, result);
+    };
+    const authTimer = setTimeout(() => settle({ error: 'AuthenticationErrorTimeout' }), authenticationMs);
+    this.#clearTimer();
+    this.#timer = setTimeout(() => {
+      settled = true;
+      clearTimeout(authTimer);
+      abort.abort();
+      this.fail('RELAY_COMMAND_TIMEOUT', { id });
+    }, jsonRpcMs);
+    this.#ctx.authenticator
+      .authenticate({ uuid: this.uuid, name: this.name, token, nonce, remoteAddress: ip }, abort.signal)
+      .then(settle, (err: unknown) => {
+        this.log.warn({ err, authenticator: this.#ctx.authenticator.kind }, 'authenticator failed');
+        settle({ error: 'AuthenticationErrorProxyError' });
+      });
+  }
+
+  #afterAuthentication(id: number, key: RendezvousKey, result: AuthResult): void {
+    const reply = (error: AuthenticationError) => this.sendText(successResponse(id, { authenticationError: error }));
+    if (result.error !== 'AuthenticationErrorNoError') {
+      this.#ctx.backoff.fail(this.link.remoteAddress);
+      this.log.info({ authenticationError: result.error }, 'authentication failed');
+      reply(result.error);
+      return this.fail('RELAY_AUTHENTICATION_FAILED');
+    }
+    this.userName = result.user ?? '';
+    this.key = key;
+    void this.#ctx.rendezvous.offer(key, this).then((offer) => {
+      if (this.state !== 'authenticating') {
+        // The client left while the offer was on its way: undo it.
+        if (offer.kind === 'waiting') void this.#ctx.rendezvous.withdraw(key, this);
+        if (offer.kind === 'paired') {
+          void this.#ctx.rendezvous.release(key);
+          offer.partner.fail('RELAY_PARTNER_CLOSED');
+        }
+        return;
+      }
+      switch (offer.kind) {
+        case 'tunnel-exists':
+          return this.fail('RELAY_TUNNEL_EXISTS');
+        case 'too-many-waiting':
+          return this.fail('RELAY_LIMIT_WAITING_PER_TOKEN', { id });
+        case 'waiting':
+          reply('AuthenticationErrorNoError');
+          this.state = 'waiting';
+          this.log.debug('authenticated, waiting for partner');
+          if (this.#hasPendingInput()) return this.fail('RELAY_DATA_BEFORE_TUNNEL');
+          this.#arm(this.#ctx.config.timeouts.aloneMs, 'RELAY_ALONE_TIMEOUT');
+          return;
+        case 'paired': {
+          reply('AuthenticationErrorNoError');
+          const partner = offer.partner;
+          if (this.#hasPendingInput()) {
+            void this.#ctx.rendezvous.release(key);
+            partner.fail('RELAY_PARTNER_CLOSED');
+            return this.fail('RELAY_DATA_BEFORE_TUNNEL');
+          }
+          if (sameUuid(partner.uuid, this.uuid)) {
+            void this.#ctx.rendezvous.release(key);
+            partner.fail('RELAY_DUPLICATE_UUID');
+            return this.fail('RELAY_DUPLICATE_UUID');
+          }
+          this.#ctx.establish(partner, this, key);
+          return;
+        }
+      }
+    });
+  }
+
+  /** True when the client sent anything beyond its Authenticate request (whitespace aside). */
+  #hasPendingInput(): boolean {
+    if (this.#queued.length > 0) return true;
+    const rest = this.#splitter.drain();
+    return rest.some((b) => !(b === 0x20 || (b >= 0x09 && b <= 0x0d)));
+  }
+}
