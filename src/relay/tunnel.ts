@@ -8,7 +8,7 @@
  * until B drains. No per-chunk allocation, timer or log.
  * End: when A ends its sending side, B is sent what is pending and then closed (stream FIN, or WS close
  * 1011 "Tunnel client disconnected"); B may still send toward A until it ends too or `halfCloseMs`
- * passes. When A is gone entirely, B is flushed and closed. The key is released when both are gone.
+ * passes. When A is gone entirely, B is flushed and closed. The key is free for a new pair from A's end on.
  */
 import type { Logger } from '../core/log.ts';
 import { errorSpec } from '../core/errors.ts';
@@ -37,6 +37,7 @@ export class Tunnel {
   readonly createdAt = Date.now();
   #open = 2;
   #relaying = false;
+  #released = false;
   /** Relayed bytes in both directions; the idle sweeper compares it between ticks. */
   relayedBytes = 0;
 
@@ -110,6 +111,9 @@ export class Tunnel {
   /** One side ended its sending (`gone` false) or disappeared (`gone` true). */
   #sideGone(side: Session, gone: boolean): void {
     const other = side === this.a ? this.b : this.a;
+    // The tunnel is ending (a FIN cannot be told apart from a full close until later): free the key
+    // for the next pair now; what is left of this tunnel drains on its own.
+    this.#release();
     if (gone) {
       side.state = 'closed';
       other.link.finish(PARTNER_CLOSED, this.ctx.closeFlushMs);
@@ -119,10 +123,16 @@ export class Tunnel {
     }
   }
 
+  #release(): void {
+    if (this.#released) return;
+    this.#released = true;
+    void this.ctx.rendezvous.release(this.key);
+  }
+
   #closed(): void {
     this.a.state = 'closed';
     this.b.state = 'closed';
-    void this.ctx.rendezvous.release(this.key);
+    this.#release();
     this.ctx.log.info({ tunnel: this.id, relaying: this.#relaying, rx: [this.a.rxBytes, this.b.rxBytes] }, 'tunnel closed');
     this.ctx.closed(this);
   }

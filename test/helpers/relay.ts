@@ -8,6 +8,7 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { WebSocket } from 'ws';
+import { execFileSync } from 'node:child_process';
 import { relayConfigSchema, type RelayConfig } from '../../src/relay/config.ts';
 import { createRelayServer, type RelayServer } from '../../src/relay/server.ts';
 import { validateConfig } from '../../src/core/config/load.ts';
@@ -282,4 +283,16 @@ export async function pair(urlA: string, urlB: string, opts: { token?: string; n
 /** Splits received bytes into JSON lines. */
 export function lines(buf: Buffer): string[] {
   return buf.toString().split('\n').filter((l) => l !== '');
+}
+
+/** Generates a self-signed certificate for 127.0.0.1/localhost with the openssl CLI (EC P-256). */
+export function selfSignedCert(dir: string): { certFile: string; keyFile: string } {
+  const certFile = join(dir, 'cert.pem');
+  const keyFile = join(dir, 'key.pem');
+  execFileSync('openssl', [
+    'req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-days', '2',
+    '-subj', '/CN=localhost', '-addext', 'subjectAltName=IP:127.0.0.1,DNS:localhost',
+    '-keyout', keyFile, '-out', certFile,
+  ], { stdio: 'ignore' });
+  return { certFile, keyFile };
 }

@@ -61,3 +61,162 @@ test('second Authenticate before partner counts as data', async () => {
   await a.closed();
   assert.equal(lines(a.received()).length, 1);
 });
+
+test('nonce pairing: same token and nonce pair; the same nonce with another token does not (FIX)', async () => {
+  const a = await rawClient(relay.url('tcp'));
+  a.send(authenticate('tok-A', { nonce: 'n1' }));
+  await a.waitFor(NO_ERROR);
+  const intruder = await rawClient(relay.url('tcp'));
+  intruder.send(authenticate('tok-B', { nonce: 'n1' }));
+  await intruder.waitFor(NO_ERROR);
+  const b = await rawClient(relay.url('ws'));
+  b.send(authenticate('tok-A', { nonce: 'n1' }));
+  await b.waitFor(TUNNEL_ESTABLISHED);
+  await a.waitFor(TUNNEL_ESTABLISHED);
+  assert.ok(!intruder.received().includes(TUNNEL_ESTABLISHED));
+  // An empty nonce equals an absent one.
+  const c = await rawClient(relay.url('tcp'));
+  c.send(authenticate('tok-C', { nonce: '' }));
+  await c.waitFor(NO_ERROR);
+  const d = await rawClient(relay.url('tcp'));
+  d.send(authenticate('tok-C'));
+  await c.waitFor(TUNNEL_ESTABLISHED);
+  await d.waitFor(TUNNEL_ESTABLISHED);
+  for (const x of [a, b, c, d, intruder]) x.destroy();
+});
+
+test('a different nonce under the same token waits separately', async () => {
+  const a = await rawClient(relay.url('tcp'));
+  a.send(authenticate('tok-N', { nonce: 'one' }));
+  await a.waitFor(NO_ERROR);
+  const b = await rawClient(relay.url('tcp'));
+  b.send(authenticate('tok-N', { nonce: 'two' }));
+  await b.waitFor(NO_ERROR);
+  await new Promise((r) => setTimeout(r, 50));
+  assert.ok(!a.received().includes(TUNNEL_ESTABLISHED));
+  assert.ok(!b.received().includes(TUNNEL_ESTABLISHED));
+  a.destroy();
+  b.destroy();
+});
+
+test('three clients, one key: the third is closed without a reply; the first tunnel keeps working (FIX)', async () => {
+  const { a, b, aOffset, bOffset, token } = await pair(relay.url('tcp'), relay.url('tcp'));
+  const c = await rawClient(relay.url('ws'));
+  c.send(authenticate(token));
+  const how = await c.closed();
+  assert.deepEqual(how, { code: 1011, reason: 'Tunnel already exists for this token nonce combination.' });
+  assert.equal(c.received().length, 0);
+  a.send('still');
+  assert.equal((await b.waitForBytes(bOffset + 5)).subarray(bOffset).toString(), 'still');
+  b.send('alive');
+  assert.equal((await a.waitForBytes(aOffset + 5)).subarray(aOffset).toString(), 'alive');
+  // Closes still propagate in the surviving tunnel.
+  a.destroy();
+  await b.closed();
+});
+
+test('duplicate uuid: both clients are closed', async () => {
+  const uuid = crypto.randomUUID();
+  const a = await rawClient(relay.url('ws'));
+  a.send(authenticate('tok-dup', { uuid }));
+  await a.waitFor(NO_ERROR);
+  const b = await rawClient(relay.url('ws'));
+  b.send(authenticate('tok-dup', { uuid: `{${uuid.toUpperCase()}}` }));
+  assert.deepEqual(await a.closed(), { code: 1011, reason: 'Duplicated client UUID.' });
+  assert.deepEqual(await b.closed(), { code: 1011, reason: 'Duplicated client UUID.' });
+  // The key is free again.
+  await pair(relay.url('tcp'), relay.url('tcp'), { token: 'tok-dup' });
+});
+
+test('a waiting client that disconnects is forgotten; a key is reusable after its tunnel closed', async () => {
+  const a = await rawClient(relay.url('tcp'));
+  a.send(authenticate('tok-reuse'));
+  await a.waitFor(NO_ERROR);
+  a.destroy();
+  await new Promise((r) => setTimeout(r, 30));
+  const first = await pair(relay.url('tcp'), relay.url('tcp'), { token: 'tok-reuse' });
+  first.a.destroy();
+  await first.b.closed();
+  await new Promise((r) => setTimeout(r, 30));
+  const second = await pair(relay.url('ws'), relay.url('tcp'), { token: 'tok-reuse' });
+  second.a.send('again');
+  await second.b.waitFor('again');
+});
+
+test('data sent before TunnelEstablished closes the client with the reason', async () => {
+  const a = await rawClient(relay.url('ws'));
+  a.send(authenticate('tok-early'));
+  await a.waitFor(NO_ERROR);
+  a.send('too early');
+  assert.deepEqual(await a.closed(), { code: 1011, reason: 'Data received while authenticated but not remote connected.' });
+  // Pipelined data right behind Authenticate counts too.
+  const b = await rawClient(relay.url('tcp'));
+  b.send(`${authenticate('tok-early2').trimEnd()}\n{"id":1,"method":"RemoteProxy.Hello"}\n`);
+  await b.closed();
+  assert.equal(lines(b.received()).length, 1);
+});
+
+test('the notification and relayed data never share a read (20 rounds)', async () => {
+  for (let i = 0; i < 20; i++) {
+    const token = `tok-split-${i}`;
+    const a = await rawClient(relay.url('tcp'));
+    a.send(authenticate(token));
+    await a.waitFor(NO_ERROR);
+    // a answers the notification at once with data; b must see its notification alone first.
+    const aSocket = a.socket!;
+    aSocket.on('data', (d: Buffer) => {
+      if (d.includes(TUNNEL_ESTABLISHED)) aSocket.write('X'.repeat(100));
+    });
+    const b = await rawClient(relay.url('tcp'));
+    const firstReads: Buffer[] = [];
+    b.socket!.on('data', (d: Buffer) => firstReads.push(d));
+    b.send(authenticate(token));
+    await b.waitFor('X'.repeat(100));
+    const withNotification = firstReads.find((d) => d.includes(TUNNEL_ESTABLISHED))!;
+    assert.ok(withNotification.toString().endsWith('}\n'), `notification shared a read with data: ${withNotification.toString()}`);
+    a.destroy();
+    b.destroy();
+  }
+});
+
+test('stock client quirks: "id":0 on every request, braces in uuids, nonce omitted', async () => {
+  const a = await rawClient(relay.url('tcp'));
+  a.send('{"id":0,"method":"RemoteProxy.Hello"}\n');
+  await a.waitFor('"status":"success"');
+  a.send('{"id":0,"method":"Authentication.Authenticate","params":{"name":"nymea","token":"tok-stock","uuid":"{11111111-2222-3333-4444-555555555555}"}}\n');
+  await a.waitFor(NO_ERROR);
+  const b = await rawClient(relay.url('ws'));
+  b.send('{"id":0,"method":"Authentication.Authenticate","params":{"name":"app","token":"tok-stock","uuid":"{AAAAAAAA-BBBB-CCCC-DDDD-EEEEEEEEEEEE}"}}');
+  await b.waitFor(TUNNEL_ESTABLISHED);
+  assert.ok(b.received().toString().includes('"params":{"name":"nymea","uuid":"11111111-2222-3333-4444-555555555555"}'));
+  await a.waitFor('"uuid":"aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee"');
+  a.destroy();
+  b.destroy();
+});
+
+test('an unparsable uuid is shown to the partner as the null uuid', async () => {
+  const { a } = await pair(relay.url('tcp'), relay.url('tcp'), { nameB: 'odd' });
+  assert.ok(a.received().includes('"uuid":"'));
+  const c = await rawClient(relay.url('tcp'));
+  c.send(authenticate('tok-null', { uuid: 'not-a-uuid' }));
+  await c.waitFor(NO_ERROR);
+  const d = await rawClient(relay.url('tcp'));
+  d.send(authenticate('tok-null'));
+  await d.waitFor('"uuid":"00000000-0000-0000-0000-000000000000"');
+  c.destroy();
+  d.destroy();
+});
+
+test('notification ids come from one counter per server', async () => {
+  const ids: number[] = [];
+  for (let i = 0; i < 3; i++) {
+    const { a, b } = await pair(relay.url('tcp'), relay.url('tcp'));
+    for (const c of [a, b]) {
+      const note = lines(c.received()).find((l) => l.includes(TUNNEL_ESTABLISHED))!;
+      ids.push((JSON.parse(note) as { id: number }).id);
+    }
+  }
+  const sorted = [...ids].sort((x, y) => x - y);
+  assert.equal(new Set(ids).size, 6);
+  for (let i = 1; i < sorted.length; i++) assert.equal(sorted[i], sorted[i - 1]! + 1);
+});

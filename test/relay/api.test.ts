@@ -1,0 +1,106 @@
+/**
+ * The JSON-RPC API over TCP and WebSocket, byte for byte: Hello, Introspect, every error row of the spec
+ * (answered, then closed with the reason), Authenticate with each AuthenticationError value.
+ */
+import { test, after, before, describe } from 'node:test';
+import assert from 'node:assert/strict';
+import { startRelay, rawClient, request, lines, type StartedRelay } from '../helpers/relay.ts';
+import { introspect, AUTHENTICATION_ERRORS } from '../../src/relay/protocol/api.ts';
+import { toCompactJson } from '../../src/relay/protocol/json.ts';
+
+let relay: StartedRelay;
+before(async () => {
+  relay = await startRelay({ hello: { name: 'test-relay' } });
+});
+after(() => relay.close());
+
+for (const transport of ['tcp', 'ws'] as const) {
+  describe(`over ${transport}`, () => {
+    test('Hello answers the configured strings with the 1.8.4 defaults', async () => {
+      const c = await rawClient(relay.url(transport));
+      c.send(request(0, 'RemoteProxy.Hello'));
+      await c.waitFor('\n');
+      assert.equal(
+        c.received().toString(),
+        '{"id":0,"params":{"apiVersion":"5","name":"test-relay","server":"nymea-remoteproxy","version":"1.8.4"},"status":"success"}\n',
+      );
+      if (transport === 'ws') assert.equal(c.frames()[0]?.binary, false);
+      // Hello any number of times, and the connection stays open.
+      c.send(request(1, 'RemoteProxy.Hello'));
+      await c.waitFor('"id":1');
+      assert.equal(c.isClosed, false);
+      c.destroy();
+    });
+
+    test('Introspect describes exactly this API', async () => {
+      const c = await rawClient(relay.url(transport));
+      c.send(request(42, 'RemoteProxy.Introspect', {}));
+      await c.waitFor('"status":"success"}\n');
+      assert.equal(c.received().toString(), `${toCompactJson({ id: 42, params: introspect(), status: 'success' })}\n`);
+      const doc = JSON.parse(c.received().toString()) as { params: { methods: Record<string, unknown>; notifications: Record<string, unknown>; types: { AuthenticationError: string[] } } };
+      assert.deepEqual(Object.keys(doc.params.methods).sort(), ['Authentication.Authenticate', 'RemoteProxy.Hello', 'RemoteProxy.Introspect']);
+      assert.deepEqual(Object.keys(doc.params.notifications), ['RemoteProxy.TunnelEstablished']);
+      assert.deepEqual(doc.params.types.AuthenticationError, [...AUTHENTICATION_ERRORS]);
+      c.destroy();
+    });
+
+    const rows: [string, string | Buffer, string, string][] = [
+      ['invalid JSON', '{"id":1,"method":"RemoteProxy.Hello"}{"id":2}', '{"error":"Failed to parse JSON data: garbage at the end of the document","id":-1,"status":"error"}\n', 'Invalid JSON data received.'],
+      ['missing id', '{"method":"RemoteProxy.Hello"}\n', `{"error":"Error parsing command. Missing 'id'","id":-1,"status":"error"}\n`, 'The id property is missing in the request.'],
+      ['non-numeric id', '{"id":"abc","method":"RemoteProxy.Hello"}\n', `{"error":"Error parsing command. Missing 'id'","id":-1,"status":"error"}\n`, 'The id property is missing in the request.'],
+      ['method not A.B', '{"id":3,"method":"RemoteProxyHello"}\n', `{"error":"Error parsing method. Got: 'RemoteProxyHello'', Expected: 'Namespace.method'","id":3,"status":"error"}\n`, 'Invalid method passed.'],
+      ['unknown namespace', '{"id":4,"method":"Foo.Hello"}\n', '{"error":"No such namespace","id":4,"status":"error"}\n', 'No such namespace.'],
+      ['unknown method', '{"id":"5","method":"RemoteProxy.Bye"}\n', '{"error":"No such method","id":5,"status":"error"}\n', 'No such method.'],
+      ['id coerced from 5.7', '{"id":5.7,"method":"RemoteProxy.Bye"}\n', '{"error":"No such method","id":6,"status":"error"}\n', 'No such method.'],
+    ];
+    for (const [name, input, answer, reason] of rows) {
+      test(`error row: ${name} → answered, then closed (${reason})`, async () => {
+        const c = await rawClient(relay.url(transport));
+        c.send(input);
+        const how = await c.closed();
+        assert.equal(c.received().toString(), answer);
+        if (transport === 'ws') assert.deepEqual(how, { code: 1011, reason });
+      });
+    }
+
+    test('error row: bad params → Invalid params, then closed', async () => {
+      const c = await rawClient(relay.url(transport));
+      c.send('{"id":9,"method":"Authentication.Authenticate","params":{"name":"n","token":"t"}}\n');
+      const how = await c.closed();
+      const [line] = lines(c.received());
+      const msg = JSON.parse(line!) as { error: string; id: number; status: string };
+      assert.equal(msg.id, 9);
+      assert.equal(msg.status, 'error');
+      assert.match(msg.error, /^Invalid params: .*uuid/);
+      if (transport === 'ws') assert.deepEqual(how, { code: 1011, reason: 'Invalid params passed.' });
+    });
+
+    for (const error of AUTHENTICATION_ERRORS) {
+      test(`Authenticate answers ${error} (mock, 50 ms delay)`, async () => {
+        const c = await rawClient(relay.url(transport));
+        const started = Date.now();
+        c.send(`{"id":0,"method":"Authentication.Authenticate","params":{"name":"n","token":"mock:50:${error}","uuid":"{0b7e4a4e-4a5b-4d7c-9a2e-1f1f1f1f1f1f}"}}\n`);
+        await c.waitFor('\n');
+        assert.ok(Date.now() - started >= 45, 'the mock delay is honoured');
+        assert.equal(c.received().toString(), `{"id":0,"params":{"authenticationError":"${error}"},"status":"success"}\n`);
+        if (error === 'AuthenticationErrorNoError') {
+          assert.equal(c.isClosed, false);
+          c.destroy();
+        } else {
+          const how = await c.closed();
+          if (transport === 'ws') assert.deepEqual(how, { code: 1011, reason: 'API call was not successfully.' });
+        }
+      });
+    }
+  });
+}
+
+test('a request split across TCP segments is reassembled; two requests in one segment both answered', async () => {
+  const c = await rawClient(relay.url('tcp'));
+  c.send('{"id":1,"method":"Remote');
+  await new Promise((r) => setTimeout(r, 30));
+  c.send('Proxy.Hello"}\n{"id":2,"method":"RemoteProxy.Hello"}');
+  await c.waitFor('"id":2');
+  assert.deepEqual(lines(c.received()).map((l) => (JSON.parse(l) as { id: number }).id), [1, 2]);
+  c.destroy();
+});

@@ -1,0 +1,159 @@
+/** Every relay limit, one past it: its own error code and wire answer. */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { connect } from 'node:net';
+import { WebSocket } from 'ws';
+import { startRelay, rawClient, authenticate, pair, request, NO_ERROR, deadline } from '../helpers/relay.ts';
+
+test('total connections: one past maxConnections is refused with its own error (TCP bytes, WS 503)', async () => {
+  const relay = await startRelay({ limits: { maxConnections: 3 } });
+  try {
+    const held = [await rawClient(relay.url('tcp')), await rawClient(relay.url('tcp')), await rawClient(relay.url('ws'))];
+    const over = await rawClient(relay.url('tcp'));
+    await over.closed();
+    assert.equal(over.received().toString(), '{"error":"Too many connections.","id":-1,"status":"error"}\n');
+    const ws = new WebSocket(relay.url('ws'));
+    const status = await new Promise<number>((resolve) => ws.once('unexpected-response', (_req, res) => resolve(res.statusCode ?? 0)));
+    assert.equal(status, 503);
+    // A slot frees when a client leaves.
+    held[0]!.destroy();
+    await new Promise((r) => setTimeout(r, 50));
+    const again = await rawClient(relay.url('tcp'));
+    again.send(request(0, 'RemoteProxy.Hello'));
+    await again.waitFor('success');
+  } finally {
+    await relay.close();
+  }
+});
+
+test('connections per IP: one past the limit is refused; another address is not affected', async () => {
+  const relay = await startRelay({ limits: { maxConnectionsPerIp: 2 } });
+  try {
+    await rawClient(relay.url('tcp'));
+    await rawClient(relay.url('tcp'));
+    const over = await rawClient(relay.url('tcp'));
+    await over.closed();
+    assert.equal(over.received().toString(), '{"error":"Too many connections from this address.","id":-1,"status":"error"}\n');
+    const ws = new WebSocket(relay.url('ws'));
+    const res = await new Promise<{ status: number; code: string }>((resolve) =>
+      ws.once('unexpected-response', (_req, r) => resolve({ status: r.statusCode ?? 0, code: String(r.headers['x-gatehouse-error']) })),
+    );
+    assert.deepEqual(res, { status: 429, code: 'CORE_LIMIT_CONNECTIONS_PER_IP' });
+    // 127.0.0.2 is another address on loopback.
+    const other = connect({ host: '127.0.0.1', port: relay.port('tcp'), localAddress: '127.0.0.2' });
+    const answer = await deadline(new Promise<string>((resolve) => {
+      other.on('connect', () => other.write(request(0, 'RemoteProxy.Hello')));
+      other.on('data', (d: Buffer) => resolve(d.toString()));
+    }), 3000, 'hello from 127.0.0.2');
+    assert.match(answer, /"status":"success"/);
+    other.destroy();
+  } finally {
+    await relay.close();
+  }
+});
+
+test('waiting clients per token: one past the limit gets its own error, then close', async () => {
+  const relay = await startRelay({ limits: { maxWaitingPerToken: 2 } });
+  try {
+    for (const nonce of ['n1', 'n2']) {
+      const c = await rawClient(relay.url('tcp'));
+      c.send(authenticate('tok-many', { nonce }));
+      await c.waitFor(NO_ERROR);
+    }
+    const over = await rawClient(relay.url('ws'));
+    over.send(authenticate('tok-many', { nonce: 'n3', id: 5 }));
+    assert.deepEqual(await over.closed(), { code: 1011, reason: 'Too many clients waiting for this token.' });
+    assert.equal(over.received().toString(), '{"error":"Too many clients waiting for this token.","id":5,"status":"error"}\n');
+    // Other tokens are not affected, and pairing with a waiting one still works.
+    await pair(relay.url('tcp'), relay.url('tcp'));
+    const partner = await rawClient(relay.url('tcp'));
+    partner.send(authenticate('tok-many', { nonce: 'n1' }));
+    await partner.waitFor('TunnelEstablished');
+  } finally {
+    await relay.close();
+  }
+});
+
+test('failed authentications per IP: after the limit, Authenticate is refused until the window passes', async () => {
+  const relay = await startRelay({ limits: { maxFailedAuthPerIp: 2, failedAuthWindowMs: 600 } });
+  try {
+    for (let i = 0; i < 2; i++) {
+      const c = await rawClient(relay.url('tcp'));
+      c.send(authenticate('mock:0:AuthenticationErrorAuthenticationFailed'));
+      await c.closed();
+      assert.match(c.received().toString(), /AuthenticationErrorAuthenticationFailed/);
+    }
+    const blocked = await rawClient(relay.url('ws'));
+    blocked.send(authenticate('good-token', { id: 3 }));
+    assert.deepEqual(await blocked.closed(), { code: 1011, reason: 'Too many failed authentications from this address.' });
+    assert.equal(blocked.received().toString(), '{"error":"Too many failed authentications from this address. Retry later.","id":3,"status":"error"}\n');
+    await new Promise((r) => setTimeout(r, 700));
+    const later = await rawClient(relay.url('tcp'));
+    later.send(authenticate('good-token'));
+    await later.waitFor(NO_ERROR);
+  } finally {
+    await relay.close();
+  }
+});
+
+test('10240 bytes of incomplete JSON are held; one byte more closes without any reply', async () => {
+  const relay = await startRelay();
+  try {
+    const ok = await rawClient(relay.url('tcp'));
+    const head = '{"id":1,"method":"RemoteProxy.Hello","params":{},"pad":"';
+    ok.send(head + 'x'.repeat(10240 - head.length));
+    await new Promise((r) => setTimeout(r, 100));
+    assert.equal(ok.isClosed, false);
+    const over = await rawClient(relay.url('ws'));
+    over.send(head + 'x'.repeat(10241 - head.length));
+    assert.deepEqual(await over.closed(), { code: 1011, reason: 'Data buffer size violation.' });
+    assert.equal(over.received().length, 0);
+    const tcpOver = await rawClient(relay.url('tcp'));
+    tcpOver.send(head + 'x'.repeat(10241 - head.length));
+    await tcpOver.closed();
+    assert.equal(tcpOver.received().length, 0);
+  } finally {
+    await relay.close();
+  }
+});
+
+test('backpressure: a receiver that does not read pauses the sender; the relay buffers at most tunnelBufferBytes', async () => {
+  const cap = 256 * 1024;
+  const relay = await startRelay({ limits: { tunnelBufferBytes: cap } });
+  try {
+    const { a, b, bOffset } = await pair(relay.url('tcp'), relay.url('tcp'));
+    b.pause();
+    const chunk = Buffer.alloc(64 * 1024, 0x61);
+    let sent = 0;
+    const total = 64 * 1024 * 1024;
+    // Write until the sender's own socket refuses more (the relay stopped reading).
+    let stopped = false;
+    await new Promise<void>((resolve) => {
+      const pump = () => {
+        while (sent < total && !stopped) {
+          sent += chunk.length;
+          if (!a.socket!.write(chunk)) return setTimeout(pump, 20);
+        }
+        resolve();
+      };
+      pump();
+      setTimeout(() => {
+        stopped = true;
+        resolve();
+      }, 1500);
+    });
+    await new Promise((r) => setTimeout(r, 200));
+    const sessions = [...relay.server.sessions];
+    const maxPending = Math.max(...sessions.map((s) => s.link.pendingBytes));
+    assert.ok(maxPending <= cap + 2 * chunk.length, `relay buffered ${maxPending} bytes toward the paused receiver`);
+    const relayed = Math.max(...sessions.map((s) => s.rxBytes));
+    assert.ok(relayed < total / 2, `relay read ${relayed} of ${total} bytes although the receiver was paused`);
+    // Resume: everything sent so far arrives, exactly.
+    b.resume();
+    a.socket!.end();
+    await b.waitForBytes(bOffset + sent, 20000);
+    assert.equal(b.received().length - bOffset, sent);
+  } finally {
+    await relay.close();
+  }
+});
