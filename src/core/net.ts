@@ -67,7 +67,11 @@ export async function listen(server: Server, addr: ListenAddress, label: string)
   return typeof bound === 'object' && bound !== null ? bound.port : 0;
 }
 
-/** Closes a server's listening socket (not its connections); resolves when done. */
+/**
+ * Stops accepting at once and returns a promise that resolves when every connection the server accepted
+ * has closed too (Node's `server.close` semantics); callers that drain connections themselves should
+ * not await it before they have closed those connections.
+ */
 export function stopListening(server: Server): Promise<void> {
   return new Promise((resolve) => {
     if (!server.listening) {

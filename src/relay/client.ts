@@ -148,7 +148,7 @@ export async function openTunnel(opts: TunnelClientOptions): Promise<OpenTunnel>
         messages = splitter.push(chunk);
       } catch (err) {
         t.destroy();
-        return reject(err as Error);
+        return reject(err instanceof Error ? err : new Error(String(err)));
       }
       for (const m of messages) {
         trace('recv', m.trimEnd());
@@ -168,7 +168,8 @@ export async function openTunnel(opts: TunnelClientOptions): Promise<OpenTunnel>
           established = true;
           clearTimeout(timer);
           const rest = splitter.drain();
-          const partner = { name: String(msg.params?.name ?? ''), uuid: String(msg.params?.uuid ?? '') };
+          const str = (v: unknown) => (typeof v === 'string' ? v : '');
+          const partner = { name: str(msg.params?.name), uuid: str(msg.params?.uuid) };
           resolve({
             partner,
             write: (b) => t.send(b),

@@ -15,13 +15,13 @@ export type TransportKind = 'tcp' | 'tls' | 'unix' | 'ws' | 'wss';
 
 export interface LinkHandlers {
   /** Bytes from the peer; `binary` is true only for WebSocket binary frames. */
-  data(chunk: Buffer, binary: boolean): void;
+  data: (chunk: Buffer, binary: boolean) => void;
   /** The peer ended its sending side (stream FIN, WebSocket close frame). */
-  end(): void;
+  end: () => void;
   /** The link is fully gone (after finish/destroy or a peer reset). Fires once. */
-  close(): void;
+  close: () => void;
   /** Pending outbound data went below the high-water mark after `sendData` returned false. */
-  drain(): void;
+  drain: () => void;
 }
 
 export interface Link {

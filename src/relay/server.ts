@@ -159,7 +159,7 @@ export function createRelayServer(config: RelayConfig, deps: RelayDeps): RelaySe
       return;
     }
     wss.handleUpgrade(req, socket, head, (ws: WebSocket) => {
-      (req.socket as Socket).setNoDelay(true);
+      req.socket.setNoDelay(true);
       adopt(new WsLink(kind, ws, remote, highWater, closeFlushMs), release);
     });
   }
@@ -175,7 +175,7 @@ export function createRelayServer(config: RelayConfig, deps: RelayDeps): RelaySe
         break;
       case 'tls':
         server = createTlsServer({ ...tlsOpts, allowHalfOpen: true, handshakeTimeout }, (s: TLSSocket) => onStream('tls', s));
-        server.on('tlsClientError', (err) => log.debug({ err: err.message }, 'tls handshake failed'));
+        server.on('tlsClientError', (err: Error) => log.debug({ err: err.message }, 'tls handshake failed'));
         break;
       case 'ws':
       case 'wss': {
@@ -189,7 +189,7 @@ export function createRelayServer(config: RelayConfig, deps: RelayDeps): RelaySe
         wss = w;
         const kind = l.kind;
         http.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => onUpgrade(kind, w, req, socket, head));
-        if (l.kind === 'wss') http.on('tlsClientError', (err) => log.debug({ err: err.message }, 'tls handshake failed'));
+        if (l.kind === 'wss') http.on('tlsClientError', (err: Error) => log.debug({ err: err.message }, 'tls handshake failed'));
         server = http;
         break;
       }
@@ -229,7 +229,7 @@ export function createRelayServer(config: RelayConfig, deps: RelayDeps): RelaySe
           await monitor.start();
         }
       } catch (err) {
-        await Promise.all(servers.map((s) => stopListening(s.server as NetServer)));
+        await Promise.all(servers.map((s) => stopListening(s.server)));
         await authenticator?.close?.();
         state = 'closed';
         throw err;
@@ -256,7 +256,7 @@ export function createRelayServer(config: RelayConfig, deps: RelayDeps): RelaySe
         const graceMs = options.graceMs ?? 10_000;
         state = 'closing';
         if (idleSweep !== undefined) clearInterval(idleSweep);
-        await Promise.all(servers.map((s) => stopListening(s.server as NetServer)));
+        const listenersClosed = Promise.all(servers.map((s) => stopListening(s.server)));
         await monitor?.close();
         const stop = errorSpec('RELAY_SHUTDOWN').close;
         for (const s of sessions) if (s.state !== 'tunnel' && s.state !== 'pairing') s.fail('RELAY_SHUTDOWN');
@@ -272,6 +272,7 @@ export function createRelayServer(config: RelayConfig, deps: RelayDeps): RelaySe
         for (const s of sessions) s.link.destroy();
         await allGone();
         for (const { server } of servers) if ('closeAllConnections' in server) server.closeAllConnections();
+        await listenersClosed;
         await authenticator?.close?.();
         state = 'closed';
         log.info('relay closed');

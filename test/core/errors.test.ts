@@ -18,8 +18,9 @@ test('every code is upper snake case with a known prefix and a summary', () => {
 
 test('GatewayError carries its code and catalogue entry', () => {
   const err = new GatewayError('RELAY_DUPLICATE_UUID');
-  assert.ok(isGatewayError(err, 'RELAY_DUPLICATE_UUID'));
-  assert.ok(!isGatewayError(err, 'RELAY_TUNNEL_EXISTS'));
+  assert.equal(isGatewayError(err, 'RELAY_DUPLICATE_UUID'), true);
+  assert.equal(isGatewayError(err as unknown, 'RELAY_TUNNEL_EXISTS'), false);
+  assert.equal(isGatewayError(new Error('x')), false);
   assert.equal(err.spec.close?.reason, 'Duplicated client UUID.');
   assert.equal(err.message, ERROR_CATALOGUE.RELAY_DUPLICATE_UUID.summary);
 });

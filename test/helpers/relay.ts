@@ -153,7 +153,7 @@ export async function rawClient(url: string): Promise<RawClient> {
       const host = u.hostname.replace(/^\[(.*)\]$/, '$1');
       if (u.protocol === 'tls:') {
         kind = 'tls';
-        s = tlsConnect({ host, port: Number(u.port), rejectUnauthorized: false, allowHalfOpen: true });
+        s = tlsConnect({ host, port: Number(u.port), rejectUnauthorized: false, ...{ allowHalfOpen: true } });
       } else {
         kind = 'tcp';
         s = netConnect({ host, port: Number(u.port), allowHalfOpen: true });

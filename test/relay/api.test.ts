@@ -41,6 +41,11 @@ for (const transport of ['tcp', 'ws'] as const) {
       assert.deepEqual(Object.keys(doc.params.methods).sort(), ['Authentication.Authenticate', 'RemoteProxy.Hello', 'RemoteProxy.Introspect']);
       assert.deepEqual(Object.keys(doc.params.notifications), ['RemoteProxy.TunnelEstablished']);
       assert.deepEqual(doc.params.types.AuthenticationError, [...AUTHENTICATION_ERRORS]);
+      // Exact bytes of two entries as nymea 1.x writes them (sorted keys, enum order kept).
+      const wire = c.received().toString();
+      assert.ok(wire.includes('"RemoteProxy.Hello":{"description":"Once connected to this server, a client can get information about the server by saying Hello. The response informs the client about this proxy server.","params":{},"returns":{"apiVersion":"String","name":"String","server":"String","version":"String"}}'));
+      assert.ok(wire.includes('"params":{"name":"String","o:nonce":"String","token":"String","uuid":"String"},"returns":{"authenticationError":"$ref:AuthenticationError"}'));
+      assert.ok(wire.includes('"BasicType":["Uuid","String","Int","UInt","Double","Bool","Variant","Object"]'));
       c.destroy();
     });
 

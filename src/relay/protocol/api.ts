@@ -1,5 +1,6 @@
 /**
- * The relay's JSON-RPC API surface as nymea-remoteproxy 1.8.4 declares it: methods with their param and
+ * The relay's JSON-RPC API surface as nymea-remoteproxy 1.8.4 declares it (descriptions are nymea's own
+ * wire text, typos included, because clients may compare the Introspect document): methods with their param and
  * return templates, the one notification, the enum types. `introspect()` renders it as
  * `RemoteProxy.Introspect` returns it. Templates: `o:` marks an optional key, `$ref:Type` an enum.
  */
@@ -51,12 +52,25 @@ export const API = {
   },
   notifications: {
     'RemoteProxy.TunnelEstablished': {
-      description: 'Emitted once the tunnel to the remote client is established. After this notification all data will be transported directly between the tunnel clients.',
+      description:
+        'Emitted whenever the tunnel has been established successfully. This is the last message from the remote proxy server! Any following data will be from the other tunnel client until the connection will be closed. The parameter contain some information about the other tunnel client.',
       params: { name: 'String', uuid: 'String' },
     },
   },
+  // nymea 1.x lists every type of its global type table here, the tunnel proxy's enum included.
   types: {
     AuthenticationError: AUTHENTICATION_ERRORS,
+    BasicType: ['Uuid', 'String', 'Int', 'UInt', 'Double', 'Bool', 'Variant', 'Object'],
+    TunnelProxyError: [
+      'TunnelProxyErrorNoError',
+      'TunnelProxyErrorInvalidUuid',
+      'TunnelProxyErrorInternalServerError',
+      'TunnelProxyErrorServerNotFound',
+      'TunnelProxyErrorForbiddenCall',
+      'TunnelProxyErrorAlreadyRegistered',
+      'TunnelProxyErrorNotRegistered',
+      'TunnelProxyErrorUnknownSocketAddress',
+    ],
   },
 } as const satisfies {
   namespaces: Record<string, Record<string, MethodSpec>>;

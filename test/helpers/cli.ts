@@ -1,0 +1,47 @@
+/** Spawns the real `gatehouse` CLI (bin/gatehouse.js) and collects its output. */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { deadline } from './relay.ts';
+
+export const BIN = fileURLToPath(new URL('../../bin/gatehouse.js', import.meta.url));
+
+export interface Spawned {
+  readonly child: ChildProcess;
+  stdout(): string;
+  stderr(): string;
+  /** Resolves when stdout contains `needle`. */
+  waitForStdout(needle: string | RegExp, ms?: number): Promise<string>;
+  exited(ms?: number): Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+}
+
+export function gatehouse(args: string[], opts: { cwd?: string; input?: string } = {}): Spawned {
+  const child = spawn(process.execPath, [BIN, ...args], { cwd: opts.cwd ?? process.cwd(), stdio: ['pipe', 'pipe', 'pipe'] });
+  let out = '';
+  let err = '';
+  const waiters = new Set<() => void>();
+  child.stdout.setEncoding('utf8').on('data', (t: string) => {
+    out += t;
+    for (const w of waiters) w();
+  });
+  child.stderr.setEncoding('utf8').on('data', (t: string) => (err += t));
+  if (opts.input !== undefined) child.stdin.end(opts.input);
+  const exit = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.on('exit', (code, signal) => resolve({ code, signal })));
+  return {
+    child,
+    stdout: () => out,
+    stderr: () => err,
+    waitForStdout(needle, ms = 15000) {
+      return deadline(new Promise<string>((resolve) => {
+        const check = () => {
+          if (typeof needle === 'string' ? out.includes(needle) : needle.test(out)) {
+            waiters.delete(check);
+            resolve(out);
+          }
+        };
+        waiters.add(check);
+        check();
+      }), ms, `stdout ${String(needle)} (stdout: ${out.slice(-300)} stderr: ${err.slice(-500)})`);
+    },
+    exited: (ms = 15000) => deadline(exit, ms, 'process exit'),
+  };
+}
