@@ -195,6 +195,9 @@ export function createRelayServer(config: RelayConfig, deps: RelayDeps): RelaySe
       }
     }
     const addr: ListenAddress = l.kind === 'unix' ? { path: resolvePath(deps.baseDir, l.path) } : { host: l.host, port: l.port };
+    // A hard backstop behind the admission limits: the slack lets admission answer the first refused
+    // connections with its own error before the kernel-level cap silently drops them.
+    server.maxConnections = config.limits.maxConnections + 64;
     const port = await listen(server, addr, `relay ${l.kind} listener`);
     if (l.kind === 'unix' && 'path' in addr) await chmod(addr.path, parseInt(l.mode, 8));
     servers.push(wss === undefined ? { server } : { server, wss });

@@ -57,6 +57,13 @@ test('serve prints how to connect; two `gatehouse tunnel` processes pair and pip
     assert.equal(doc.proxyStatistic.tunnelCount, 1);
     assert.deepEqual(doc.proxyStatistic.clients.map((c) => c.name).sort(), ['one', 'two']);
     assert.match(two.stderr(), />> \{"id":1,"method":"Authentication.Authenticate"/);
+    // The live view renders clients and tunnels in the terminal.
+    const live = gatehouse(['monitor', '--socket', join(dir, 'mon.sock')]);
+    const screen = await live.waitForStdout(/TUNNELS[\s\S]*<->/);
+    assert.match(screen, /clients 2 {3}tunnels 1/);
+    assert.match(screen, /\bone\b[\s\S]*\btunnel\b/);
+    live.child.kill('SIGTERM');
+    await live.exited();
     // two (WebSocket, no half-close) ends its stdin: its data is flushed to one, then the tunnel ends.
     two.child.stdin!.end('bye\n');
     await one.waitForStdout('bye');
