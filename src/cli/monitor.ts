@@ -15,8 +15,8 @@ interface MonitorDoc {
     clientCount?: number;
     tunnelCount?: number;
     troughput?: number;
-    clients?: { id: number; address: string; name: string; uuid: string; userName: string; authenticated: boolean; tunnelConnected: boolean; rxDataCount: number; txDataCount: number; timestamp: number }[];
-    tunnels?: { clientOne: number; clientTwo: number; timestamp: number }[];
+    clients?: { id: string; address: string; name: string; uuid: string; userName: string; authenticated: boolean; tunnelConnected: boolean; rxDataCount: number; txDataCount: number; timestamp: number }[];
+    tunnels?: { clientOne: string; clientTwo: string; timestamp: number }[];
     total?: { totalClientCount?: number; totalTunnelCount?: number; totalTraffic?: number };
   };
 }
@@ -39,18 +39,18 @@ export function renderMonitor(doc: MonitorDoc, nowMs = Date.now()): string {
   const lines = [
     `${doc.serverName ?? '?'} ${doc.serverVersion ?? ''}   clients ${p.clientCount ?? 0}   tunnels ${p.tunnelCount ?? 0}   throughput ${formatBytes(p.troughput ?? 0)}/s   total ${formatBytes(p.total?.totalTraffic ?? 0)} in ${p.total?.totalTunnelCount ?? 0} tunnels`,
     '',
-    'ID      ADDRESS                 NAME                  STATE        RX          TX          AGE',
+    'ID        ADDRESS                 NAME                  STATE        RX          TX          AGE',
   ];
   for (const c of p.clients ?? []) {
     const state = c.tunnelConnected ? 'tunnel' : c.authenticated ? 'waiting' : 'connecting';
     const age = Math.max(0, Math.round(nowMs / 1000 - c.timestamp));
     lines.push(
-      `${String(c.id).padEnd(8)}${c.address.padEnd(24)}${c.name.slice(0, 21).padEnd(22)}${state.padEnd(13)}${formatBytes(c.rxDataCount).padEnd(12)}${formatBytes(c.txDataCount).padEnd(12)}${age}s`,
+      `${c.id.slice(1, 9).padEnd(10)}${c.address.padEnd(24)}${c.name.slice(0, 21).padEnd(22)}${state.padEnd(13)}${formatBytes(c.rxDataCount).padEnd(12)}${formatBytes(c.txDataCount).padEnd(12)}${age}s`,
     );
   }
   if ((p.tunnels ?? []).length > 0) {
     lines.push('', 'TUNNELS');
-    for (const t of p.tunnels ?? []) lines.push(`  ${t.clientOne} <-> ${t.clientTwo}   up ${Math.max(0, Math.round(nowMs / 1000 - t.timestamp))}s`);
+    for (const t of p.tunnels ?? []) lines.push(`  ${t.clientOne.slice(1, 9)} <-> ${t.clientTwo.slice(1, 9)}   up ${Math.max(0, Math.round(nowMs / 1000 - t.timestamp))}s`);
   }
   return lines.join('\n');
 }

@@ -52,16 +52,16 @@ export function createMonitor(relay: MonitoredRelay, config: RelayConfig, deps: 
     const clientsDoc = [...relay.sessions].map((s) => ({
       address: s.link.remoteAddress,
       authenticated: s.authenticated,
-      id: s.id,
+      id: s.connectionId,
       name: s.name,
       rxDataCount: s.rxBytes,
       timestamp: seconds(s.connectedAt),
       tunnelConnected: s.state === 'tunnel',
       txDataCount: s.txBytes,
       userName: s.userName,
-      uuid: s.uuid === '' ? '' : normalizeUuid(s.uuid),
+      uuid: normalizeUuid(s.uuid),
     }));
-    const tunnelsDoc = [...relay.tunnels].map((t) => ({ clientOne: t.a.id, clientTwo: t.b.id, timestamp: seconds(t.createdAt) }));
+    const tunnelsDoc = [...relay.tunnels].map((t) => ({ clientOne: t.a.connectionId, clientTwo: t.b.connectionId, timestamp: seconds(t.createdAt) }));
     return {
       apiVersion: config.hello.apiVersion,
       proxyStatistic: {
@@ -78,7 +78,8 @@ export function createMonitor(relay: MonitoredRelay, config: RelayConfig, deps: 
       },
       serverName: config.hello.name,
       serverVersion: config.hello.version,
-      tunnelProxyStatistic: { clientCount: 0, serverCount: 0, troughput: 0 },
+      // Gatehouse has no tunnel-proxy mode yet: the section is present and empty, as in nymea with no servers.
+      tunnelProxyStatistic: { clientConnectionsCount: 0, serverConnectionsCount: 0, totalClientCount: 0, transports: {}, troughput: 0, tunnelConnections: [] },
     };
   };
 
@@ -131,7 +132,8 @@ export function createMonitor(relay: MonitoredRelay, config: RelayConfig, deps: 
             c.destroy();
             continue;
           }
-          doc ??= toIndentedJson(snapshot());
+          // Qt's indented output already ends in "\n"; nymea appends another.
+          doc ??= `${toIndentedJson(snapshot())}\n`;
           c.write(doc);
         }
       }, config.monitor.intervalMs);

@@ -10,6 +10,7 @@
  * Every error is answered (where the protocol has an answer), then the link is flushed and closed with
  * the catalogue's reason.
  */
+import { randomUUID } from 'node:crypto';
 import type { Logger } from '../core/log.ts';
 import { errorSpec, type ErrorCode } from '../core/errors.ts';
 import type { RelayConfig } from './config.ts';
@@ -46,9 +47,11 @@ export class Session {
   name = '';
   uuid = '';
   userName = '';
-  /** Bytes received from / sent to this client (JSON-RPC and relayed). */
+  /** Relayed bytes received from this client, and every byte sent to it (nymea's rx/txDataCount). */
   rxBytes = 0;
   txBytes = 0;
+  /** Per-connection id shown by the monitor, a uuid in braces as nymea shows it. */
+  readonly connectionId = `{${randomUUID()}}`;
   key: RendezvousKey | undefined;
   readonly log: Logger;
 
@@ -139,7 +142,6 @@ export class Session {
 
   #onData(chunk: Buffer, binary: boolean): void {
     if (this.state === 'closed' || this.state === 'tunnel' || this.state === 'pairing') return;
-    this.rxBytes += chunk.length;
     if (binary) return this.fail('RELAY_BINARY_NOT_EXPECTED');
     if (this.state === 'waiting') return this.fail('RELAY_DATA_BEFORE_TUNNEL');
     if (this.state === 'handshake') this.#arm(this.#ctx.config.timeouts.inactiveMs, 'RELAY_INACTIVE_TIMEOUT');
@@ -253,17 +255,19 @@ export class Session {
           this.#arm(this.#ctx.config.timeouts.aloneMs, 'RELAY_ALONE_TIMEOUT');
           return;
         case 'paired': {
-          reply('AuthenticationErrorNoError');
           const partner = offer.partner;
+          if (sameUuid(partner.uuid, this.uuid)) {
+            // As nymea: the second client is closed before its reply is written; the first too.
+            void this.#ctx.rendezvous.release(key);
+            const code = key.nonce === '' ? 'RELAY_DUPLICATE_UUID' : 'RELAY_CLIENT_LOOP';
+            partner.fail(code);
+            return this.fail(code);
+          }
+          reply('AuthenticationErrorNoError');
           if (this.#hasPendingInput()) {
             void this.#ctx.rendezvous.release(key);
             partner.fail('RELAY_PARTNER_CLOSED');
             return this.fail('RELAY_DATA_BEFORE_TUNNEL');
-          }
-          if (sameUuid(partner.uuid, this.uuid)) {
-            void this.#ctx.rendezvous.release(key);
-            partner.fail('RELAY_DUPLICATE_UUID');
-            return this.fail('RELAY_DUPLICATE_UUID');
           }
           this.#ctx.establish(partner, this, key);
           return;

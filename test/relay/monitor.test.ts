@@ -38,7 +38,7 @@ test('1.8.4 push: an indented document per interval with clients, tunnels and to
   a.send('x'.repeat(1000));
   await b.waitFor('x'.repeat(1000));
   const m = await monitorClient();
-  await until(() => m.text().endsWith('}\n') && m.text().includes('"proxyStatistic"'), 2000, 'first push');
+  await until(() => m.text().endsWith('}\n\n') && m.text().includes('"proxyStatistic"'), 2000, 'first push');
   const first = m.text();
   assert.match(first, /^\{\n {4}"apiVersion": "5",\n {4}"proxyStatistic": \{\n/);
   const doc = JSON.parse(first) as {
@@ -48,8 +48,8 @@ test('1.8.4 push: an indented document per interval with clients, tunnels and to
       clientCount: number;
       tunnelCount: number;
       troughput: number;
-      clients: { name: string; tunnelConnected: boolean; authenticated: boolean; rxDataCount: number; address: string; id: number }[];
-      tunnels: { clientOne: number; clientTwo: number; timestamp: number }[];
+      clients: { name: string; tunnelConnected: boolean; authenticated: boolean; rxDataCount: number; address: string; id: string; uuid: string; userName: string }[];
+      tunnels: { clientOne: string; clientTwo: string; timestamp: number }[];
       total: { totalClientCount: number; totalTunnelCount: number; totalTraffic: number };
     };
   };
@@ -62,7 +62,9 @@ test('1.8.4 push: an indented document per interval with clients, tunnels and to
   assert.equal(fridge.tunnelConnected, true);
   assert.equal(fridge.authenticated, true);
   assert.equal(fridge.address, '127.0.0.1');
-  assert.ok(fridge.rxDataCount >= 1000);
+  assert.equal(fridge.rxDataCount, 1000, 'rxDataCount counts relayed bytes only');
+  assert.match(fridge.id, /^\{[0-9a-f-]{36}\}$/);
+  assert.match(fridge.uuid, /^[0-9a-f-]{36}$/);
   assert.ok(p.tunnels.some((t) => t.clientOne === fridge.id || t.clientTwo === fridge.id));
   assert.ok(p.total.totalTraffic >= 1000);
   // A second push follows.

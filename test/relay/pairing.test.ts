@@ -64,16 +64,22 @@ test('second Authenticate before partner counts as data', async () => {
 
 test('nonce pairing: same token and nonce pair; the same nonce with another token does not (FIX)', async () => {
   const a = await rawClient(relay.url('tcp'));
-  a.send(authenticate('tok-A', { nonce: 'n1' }));
+  a.send(authenticate('tok-A', { nonce: '67af856c4e4071833ed01128e50b3ea5' }));
   await a.waitFor(NO_ERROR);
   const intruder = await rawClient(relay.url('tcp'));
-  intruder.send(authenticate('tok-B', { nonce: 'n1' }));
+  intruder.send(authenticate('tok-B', { nonce: '67af856c4e4071833ed01128e50b3ea5' }));
   await intruder.waitFor(NO_ERROR);
   const b = await rawClient(relay.url('ws'));
-  b.send(authenticate('tok-A', { nonce: 'n1' }));
+  b.send(authenticate('tok-A', { nonce: '67af856c4e4071833ed01128e50b3ea5' }));
   await b.waitFor(TUNNEL_ESTABLISHED);
   await a.waitFor(TUNNEL_ESTABLISHED);
   assert.ok(!intruder.received().includes(TUNNEL_ESTABLISHED));
+  const aOff = a.received().length;
+  const bOff = b.received().length;
+  a.send('Hello from client one :-)');
+  b.send('Hello from client two :-)');
+  assert.equal((await b.waitForBytes(bOff + 25)).subarray(bOff).toString(), 'Hello from client one :-)');
+  assert.equal((await a.waitForBytes(aOff + 25)).subarray(aOff).toString(), 'Hello from client two :-)');
   // An empty nonce equals an absent one.
   const c = await rawClient(relay.url('tcp'));
   c.send(authenticate('tok-C', { nonce: '' }));
@@ -115,7 +121,7 @@ test('three clients, one key: the third is closed without a reply; the first tun
   await b.closed();
 });
 
-test('duplicate uuid: both clients are closed', async () => {
+test('duplicate uuid: both clients are closed; the second gets no Authenticate reply', async () => {
   const uuid = crypto.randomUUID();
   const a = await rawClient(relay.url('ws'));
   a.send(authenticate('tok-dup', { uuid }));
@@ -124,8 +130,20 @@ test('duplicate uuid: both clients are closed', async () => {
   b.send(authenticate('tok-dup', { uuid: `{${uuid.toUpperCase()}}` }));
   assert.deepEqual(await a.closed(), { code: 1011, reason: 'Duplicated client UUID.' });
   assert.deepEqual(await b.closed(), { code: 1011, reason: 'Duplicated client UUID.' });
+  assert.equal(b.received().length, 0);
   // The key is free again.
   await pair(relay.url('tcp'), relay.url('tcp'), { token: 'tok-dup' });
+});
+
+test('same uuid with a nonce: "Client loop detected." (nymea 1.x nonce path)', async () => {
+  const uuid = crypto.randomUUID();
+  const a = await rawClient(relay.url('ws'));
+  a.send(authenticate('tok-loop', { uuid, nonce: 'n' }));
+  await a.waitFor(NO_ERROR);
+  const b = await rawClient(relay.url('ws'));
+  b.send(authenticate('tok-loop', { uuid, nonce: 'n' }));
+  assert.deepEqual(await a.closed(), { code: 1011, reason: 'Client loop detected.' });
+  assert.deepEqual(await b.closed(), { code: 1011, reason: 'Client loop detected.' });
 });
 
 test('a waiting client that disconnects is forgotten; a key is reusable after its tunnel closed', async () => {

@@ -80,6 +80,11 @@ export const relayErrors = {
     httpStatus: 409,
     close: closeWith('Duplicated client UUID.'),
   },
+  RELAY_CLIENT_LOOP: {
+    summary: 'Both clients of a pair that used a nonce have the same uuid (a client talking to itself); both are closed.',
+    httpStatus: 409,
+    close: closeWith('Client loop detected.'),
+  },
   RELAY_PARTNER_CLOSED: {
     summary: 'The tunnel partner disconnected; this side is closed after pending data is flushed.',
     httpStatus: 410,
@@ -120,5 +125,17 @@ export const relayErrors = {
   RELAY_AUTHENTICATOR_ERROR: {
     summary: 'The authenticator backend failed (unreachable, bad answer); the client got ProxyError.',
     httpStatus: 502,
+  },
+  RELAY_AUTHORIZER_RESPONSE_TOO_LARGE: {
+    summary: 'The HTTP or Lambda authorizer answered with a body over 64 KiB; the client got ProxyError.',
+    httpStatus: 502,
+  },
+  RELAY_TOKEN_FILE_INVALID: {
+    summary: "The static authenticator's token file is unreadable or has a malformed line (named by number).",
+    httpStatus: 500,
+  },
+  RELAY_TOKEN_FILE_TOO_LARGE: {
+    summary: "The static authenticator's token file is larger than 8 MiB.",
+    httpStatus: 500,
   },
 } as const satisfies Record<string, ErrorSpec>;

@@ -7,6 +7,7 @@ import type { Authenticator } from './types.ts';
 export function createDevAuthenticator(): Authenticator {
   return {
     kind: 'dev',
-    authenticate: () => Promise.resolve({ error: 'AuthenticationErrorNoError', user: 'dev' }),
+    // nymea's dummy authenticator reports this user name; monitors show it.
+    authenticate: () => Promise.resolve({ error: 'AuthenticationErrorNoError', user: 'dummy@example.com' }),
   };
 }

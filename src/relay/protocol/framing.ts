@@ -3,7 +3,7 @@
  *
  * nymea-remoteproxy frames JSON-RPC loosely, and stock clients depend on it:
  * - a message ends where the buffer holds `}\n{` (the `}` closes one message, the `{` opens the next);
- * - the buffer is also complete when, after trailing whitespace, it ends with `}`;
+ * - the buffer is also complete when it ends with `}` or `}\n` (nothing else: `}\r\n` waits);
  * so the newline after a message is optional, fragments are reassembled, several newline-separated
  * messages in one chunk all come out, and `}{` without a newline stays one (unparsable) message.
  * More than `maxBufferedBytes` of incomplete input is a protocol violation (RELAY_MESSAGE_TOO_LARGE).
@@ -16,11 +16,6 @@ export const MAX_MESSAGE_BYTES = 10240;
 const CLOSE_BRACE = 0x7d;
 const LF = 0x0a;
 const OPEN_BRACE = 0x7b;
-
-function isSpace(b: number): boolean {
-  // Qt's QByteArray::trimmed(): \t \n \v \f \r and space.
-  return b === 0x20 || (b >= 0x09 && b <= 0x0d);
-}
 
 export class MessageSplitter {
   #buffer: Buffer = Buffer.alloc(0);
@@ -50,9 +45,8 @@ export class MessageSplitter {
       from = start;
     }
     if (start > 0) buf = buf.subarray(start);
-    let end = buf.length;
-    while (end > 0 && isSpace(buf[end - 1]!)) end--;
-    if (end > 0 && buf[end - 1] === CLOSE_BRACE) {
+    const n = buf.length;
+    if ((n > 0 && buf[n - 1] === CLOSE_BRACE) || (n > 1 && buf[n - 1] === LF && buf[n - 2] === CLOSE_BRACE)) {
       messages.push(buf.toString('utf8'));
       buf = Buffer.alloc(0);
     }

@@ -4,7 +4,7 @@
  * Byte-exact output comes from `toCompactJson` (sorted keys) plus a trailing newline.
  */
 import { GatewayError, errorSpec } from '../../core/errors.ts';
-import { parseJsonMessage, toCompactJson } from './json.ts';
+import { parseJsonMessage, toCompactJson, toIndentedJson } from './json.ts';
 import { API, type MethodName, type ParamTemplate } from './api.ts';
 
 export interface DecodedRequest {
@@ -65,30 +65,34 @@ function fail(id: number, code: 'RELAY_INVALID_JSON' | 'RELAY_MISSING_ID' | 'REL
 }
 
 /**
- * Validates `params` against a template: every key without the `o:` prefix is required, unknown keys
- * are rejected, `String` accepts strings, numbers and booleans (converted) and nothing else.
- * @returns the params as strings, or the detail text after `Invalid params: `.
+ * Validates `params` against a template as nymea's validator does, with its detail texts:
+ * template keys in sorted order, each required unless `o:`-prefixed (`Missing key <key> in <params>`);
+ * `String` accepts strings, numbers and booleans (converted) and nothing else
+ * (`Param  is not a string.`, the value's text being empty for objects, arrays and null); then every
+ * key the template does not name is refused (`Forbidden key "<key>" in <params>`). `<params>` is the
+ * params object as Qt's indented JSON.
+ * @returns the params as strings, or the detail text that follows `Invalid params: `.
  */
 export function validateParams(template: ParamTemplate, params: Record<string, unknown>): { ok: true; params: Record<string, string> } | { ok: false; detail: string } {
   const out: Record<string, string> = {};
-  const known = new Set<string>();
-  for (const [rawKey, type] of Object.entries(template)) {
+  for (const rawKey of Object.keys(template).sort()) {
     const optional = rawKey.startsWith('o:');
     const key = optional ? rawKey.slice(2) : rawKey;
-    known.add(key);
-    if (!(key in params)) {
+    if (!Object.hasOwn(params, key)) {
       if (optional) continue;
-      return { ok: false, detail: `Missing parameter: ${key}` };
+      return { ok: false, detail: `Missing key ${rawKey} in ${toIndentedJson(params)}` };
     }
     const v = params[key];
-    if (type === 'String') {
-      if (typeof v === 'string') out[key] = v;
-      else if (typeof v === 'number' || typeof v === 'boolean') out[key] = variantToString(v);
-      else return { ok: false, detail: `Param ${key} is not of type String.` };
+    if (template[rawKey] === 'String') {
+      if (typeof v === 'string' || typeof v === 'number' || typeof v === 'boolean') out[key] = variantToString(v);
+      else return { ok: false, detail: 'Param  is not a string.' };
     }
   }
-  for (const key of Object.keys(params)) {
-    if (!known.has(key)) return { ok: false, detail: `Unknown parameter: ${key}` };
+  for (const key of Object.keys(params).sort()) {
+    // nymea looks a key up as itself or with the `o:` prefix, so a literal "o:nonce" passes (and is ignored).
+    if (!Object.hasOwn(template, key) && !Object.hasOwn(template, `o:${key}`)) {
+      return { ok: false, detail: `Forbidden key "${key}" in ${toIndentedJson(params)}` };
+    }
   }
   return { ok: true, params: out };
 }

@@ -9,7 +9,10 @@ const push = (s: MessageSplitter, text: string) => s.push(Buffer.from(text));
 test('a message with or without the trailing newline is complete', () => {
   assert.deepEqual(push(new MessageSplitter(), '{"id":1}'), ['{"id":1}']);
   assert.deepEqual(push(new MessageSplitter(), '{"id":1}\n'), ['{"id":1}\n']);
-  assert.deepEqual(push(new MessageSplitter(), '{"id":1} \r\n'), ['{"id":1} \r\n']);
+  // Only "}" or "}\n" completes the buffer, as in nymea: "}\r\n" waits for more.
+  const crlf = new MessageSplitter();
+  assert.deepEqual(push(crlf, '{"id":1}\r\n'), []);
+  assert.deepEqual(push(crlf, '{"id":2}'), ['{"id":1}\r\n{"id":2}']);
 });
 
 test('two newline-separated messages in one chunk both come out', () => {
@@ -32,7 +35,7 @@ test('fragments are reassembled, also when the separator is split across chunks'
 });
 
 test('nymea quirk kept: a chunk that ends at an inner } completes the buffer early', () => {
-  // Qt's trimmed().endsWith('}') check: a nested object cut right after an inner brace is emitted
+  // nymea's endsWith("}") check: a nested object cut right after an inner brace is emitted
   // as it stands (and then fails to parse). Stock clients write whole messages, so this never bites them.
   const s = new MessageSplitter();
   assert.deepEqual(push(s, '{"a":{"b":1'), []);

@@ -81,6 +81,16 @@ test('params: absent, {} and null are all empty; String accepts numbers and bool
   assert.equal(validateParams({}, { a: 1 }).ok, false);
 });
 
+test('param detail texts are nymea validator texts (params as Qt indented JSON)', () => {
+  const tpl = { uuid: 'String', name: 'String', token: 'String', 'o:nonce': 'String' };
+  assert.deepEqual(validateParams(tpl, { your: 'mamma' }), { ok: false, detail: 'Missing key name in {\n    "your": "mamma"\n}\n' });
+  assert.deepEqual(validateParams(tpl, {}), { ok: false, detail: 'Missing key name in {\n}\n' });
+  assert.deepEqual(validateParams(tpl, { name: 'n', token: 't' }), { ok: false, detail: 'Missing key uuid in {\n    "name": "n",\n    "token": "t"\n}\n' });
+  assert.deepEqual(validateParams(tpl, { name: { a: 1 }, token: 't', uuid: 'u' }), { ok: false, detail: 'Param  is not a string.' });
+  assert.deepEqual(validateParams({}, { 'törööö': 'chooo-chooo' }), { ok: false, detail: 'Forbidden key "törööö" in {\n    "törööö": "chooo-chooo"\n}\n' });
+  assert.deepEqual(validateParams(tpl, { name: 'n', token: 't', uuid: 'u', 'o:nonce': 'x' }), { ok: true, params: { name: 'n', token: 't', uuid: 'u' } });
+});
+
 test('property: decodeRequest never throws, whatever the text', () => {
   fc.assert(
     fc.property(fc.oneof(fc.string({ maxLength: 200 }), fc.json()), (text) => {
