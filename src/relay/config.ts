@@ -35,21 +35,21 @@ const authenticatorSchema = z.discriminatedUnion('kind', [
   z.strictObject({ kind: z.literal('mock') }),
   z.strictObject({
     kind: z.literal('static'),
-    /** Token file: one `sha256:<hex>[ user]` (or `scrypt:`) entry per line; see docs/configuration.md. */
+    /** Token file: one `sha256:<64 hex>[ user]` entry per line; see docs/relay-authenticators.md. */
     file: z.string().min(1),
     /** How often to check the file for changes besides fs.watch, ms. */
     reloadCheckMs: positiveMs.default(2000),
   }),
   z.strictObject({
     kind: z.literal('http'),
-    url: z.url(),
+    url: z.url({ protocol: /^https?$/ }),
     /** Sent as `Authorization: Bearer <secret>` to the authorizer. */
     bearer: secretString().optional(),
   }),
   z.strictObject({
     kind: z.literal('lambda'),
-    /** Lambda endpoint base, e.g. https://lambda.eu-west-1.amazonaws.com (a local endpoint in tests). */
-    endpoint: z.url(),
+    /** Lambda endpoint base; default https://lambda.<region>.amazonaws.com (a local endpoint in tests). */
+    endpoint: z.url({ protocol: /^https?$/ }).optional(),
     functionName: z.string().min(1),
     region: z.string().min(1),
     accessKeyId: secretString(),
@@ -116,6 +116,14 @@ export const relayConfigSchema = z
         maxMessageBytes: z.number().int().min(64).default(10240),
         /** Bytes buffered toward one side of a tunnel before the other side is paused. */
         tunnelBufferBytes: z.number().int().min(16384).default(1048576),
+      })
+      .prefault({}),
+    /** Kernel-side relaying (Linux splice) for tunnels whose two sides are plain TCP or unix sockets. */
+    splice: z
+      .strictObject({
+        enabled: z.boolean().default(true),
+        /** Hand a tunnel to the kernel relay once it has carried this many bytes (0: at once). */
+        afterBytes: z.number().int().min(0).default(262144),
       })
       .prefault({}),
     authenticator: authenticatorSchema.default({ kind: 'dev', allowNonLoopback: false }),

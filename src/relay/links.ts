@@ -97,7 +97,7 @@ export class StreamLink implements Link {
   }
 
   finish(_close?: { code: number; reason: string }, lingerMs = this.closeFlushMs): void {
-    if (this.#finishing || this.#closed) return;
+    if (this.#finishing || this.#closed || this.socket.destroyed) return;
     this.#finishing = true;
     // end() flushes queued writes, then sends FIN. The peer may keep its side open (a half-closed
     // tunnel keeps relaying the other way), so the wait is bounded by lingerMs.
@@ -113,6 +113,34 @@ export class StreamLink implements Link {
 
   destroy(): void {
     this.socket.destroy();
+  }
+
+  /**
+   * Stops Node from reading this socket (for the kernel relay) and returns chunks Node had already read
+   * but not delivered; those belong to the partner. `resumeFromSplice()` undoes it.
+   */
+  quiesce(): Buffer[] {
+    const s = this.socket as Socket & { _handle?: { readStop?: () => number } | null; _read: (n: number) => void };
+    s.pause();
+    s._handle?.readStop?.();
+    // Node's stream machinery calls _read to refill its buffer; it must not start reading again.
+    s._read = () => undefined;
+    const rest: Buffer[] = [];
+    for (let c = s.read() as Buffer | null; c !== null; c = s.read() as Buffer | null) rest.push(c);
+    return rest;
+  }
+
+  /** Gives the socket back to Node after `quiesce()` (the kernel relay could not take it). */
+  resumeFromSplice(): void {
+    delete (this.socket as { _read?: unknown })._read;
+    this.socket.resume();
+  }
+
+  /** The file descriptor, when this socket has one and nothing waits to be written. */
+  spliceFd(): number | undefined {
+    const fd = (this.socket as Socket & { _handle?: { fd?: number } | null })._handle?.fd;
+    if (typeof fd !== 'number' || fd < 0 || this.socket.writableLength > 0 || this.#finishing || this.socket.destroyed) return undefined;
+    return fd;
   }
 }
 

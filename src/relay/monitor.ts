@@ -23,6 +23,7 @@ export interface MonitoredRelay {
   readonly sessions: ReadonlySet<Session>;
   readonly tunnels: ReadonlySet<Tunnel>;
   readonly stats: { readonly totalClientCount: number; readonly totalTunnelCount: number; readonly totalTraffic: number };
+  syncTraffic(): void;
 }
 
 export interface Monitor {
@@ -49,6 +50,7 @@ export function createMonitor(relay: MonitoredRelay, config: RelayConfig, deps: 
   let tick: NodeJS.Timeout | undefined;
 
   const snapshot = (): Record<string, unknown> => {
+    relay.syncTraffic();
     const clientsDoc = [...relay.sessions].map((s) => ({
       address: s.link.remoteAddress,
       authenticated: s.authenticated,
@@ -121,6 +123,7 @@ export function createMonitor(relay: MonitoredRelay, config: RelayConfig, deps: 
       await mkdir(dirname(deps.path), { recursive: true });
       await listen(server, { path: deps.path }, 'relay monitor');
       tick = setInterval(() => {
+        relay.syncTraffic();
         throughput = relay.stats.totalTraffic - lastTraffic;
         lastTraffic = relay.stats.totalTraffic;
         if (clients.size === 0) return;

@@ -28,6 +28,7 @@ import { errorResponse } from './protocol/jsonrpc.ts';
 import type { Authenticator } from './authenticators/types.ts';
 import { createAuthenticator } from './authenticators/index.ts';
 import { createMonitor, type Monitor } from './monitor.ts';
+import { loadSplice } from './splice.ts';
 
 export interface RelayDeps {
   readonly log: Logger;
@@ -58,6 +59,8 @@ export interface RelayServer extends Service {
   readonly tunnels: ReadonlySet<Tunnel>;
   readonly stats: RelayStats;
   readonly monitorPath: string | undefined;
+  /** Folds bytes moved by the kernel relay into the session and server counters. */
+  syncTraffic(): void;
 }
 
 export function createRelayServer(config: RelayConfig, deps: RelayDeps): RelayServer {
@@ -91,6 +94,8 @@ export function createRelayServer(config: RelayConfig, deps: RelayDeps): RelaySe
     closed: (t: Tunnel) => {
       tunnels.delete(t);
     },
+    splice: config.splice.enabled ? loadSplice() : undefined,
+    spliceAfterBytes: config.splice.afterBytes,
   };
 
   const sessionCtx = (): SessionContext => ({
@@ -211,6 +216,9 @@ export function createRelayServer(config: RelayConfig, deps: RelayDeps): RelaySe
     sessions,
     tunnels,
     stats,
+    syncTraffic() {
+      for (const t of tunnels) t.sync();
+    },
     get monitorPath() {
       return monitor?.path;
     },
@@ -243,6 +251,7 @@ export function createRelayServer(config: RelayConfig, deps: RelayDeps): RelaySe
         idleSweep = setInterval(() => {
           const now = Date.now();
           for (const t of tunnels) {
+            t.sync();
             const last = seen.get(t);
             if (last === undefined || last.bytes !== t.relayedBytes) seen.set(t, { bytes: t.relayedBytes, since: now });
             else if (now - last.since >= idleMs) t.close(errorSpec('RELAY_TUNNEL_IDLE_TIMEOUT').close);
@@ -251,7 +260,7 @@ export function createRelayServer(config: RelayConfig, deps: RelayDeps): RelaySe
         idleSweep.unref();
       }
       state = 'running';
-      log.info({ listeners: bound.map((b) => b.url), authenticator: authenticator.kind }, 'relay listening');
+      log.info({ listeners: bound.map((b) => b.url), authenticator: authenticator.kind, kernelRelay: tunnelCtx.splice !== undefined }, 'relay listening');
     },
 
     close(options: CloseOptions = {}) {

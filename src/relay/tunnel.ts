@@ -9,6 +9,10 @@
  * End: when A ends its sending side, B is sent what is pending and then closed (stream FIN, or WS close
  * 1011 "Tunnel client disconnected"); B may still send toward A until it ends too or `halfCloseMs`
  * passes. When A is gone entirely, B is flushed and closed. The key is free for a new pair from A's end on.
+ * Kernel relay: when both sides are plain TCP/unix sockets and the native splice addon is loaded, a tunnel
+ * that has carried `splice.afterBytes` is handed to the kernel (splice.ts): Node stops reading both
+ * sockets, what it had already read is forwarded, and once nothing waits to be written the fds move to
+ * the addon's thread. Its events (half-close, done, error) map onto the same rules as above.
  */
 import type { Logger } from '../core/log.ts';
 import { errorSpec } from '../core/errors.ts';
@@ -16,6 +20,8 @@ import type { Session } from './session.ts';
 import type { RendezvousKey, Rendezvous } from './rendezvous.ts';
 import { notification } from './protocol/jsonrpc.ts';
 import { normalizeUuid } from './uuid.ts';
+import { StreamLink } from './links.ts';
+import type { SpliceEngine, SpliceEvent } from './splice.ts';
 
 export interface TunnelContext {
   readonly rendezvous: Rendezvous<Session>;
@@ -26,7 +32,14 @@ export interface TunnelContext {
   /** Adds relayed bytes to the server's traffic counters. */
   countTraffic(bytes: number): void;
   closed(tunnel: Tunnel): void;
+  /** The kernel relay, when available and enabled. */
+  readonly splice: SpliceEngine | undefined;
+  /** Bytes a tunnel carries in JavaScript before it is handed to the kernel relay. */
+  readonly spliceAfterBytes: number;
 }
+
+/** How long a hand-off may wait for Node's write buffers to empty before it gives up (stays in JS). */
+const HANDOFF_WAIT_MS = 2000;
 
 const PARTNER_CLOSED = errorSpec('RELAY_PARTNER_CLOSED').close;
 
@@ -40,6 +53,15 @@ export class Tunnel {
   #released = false;
   /** Relayed bytes in both directions; the idle sweeper compares it between ticks. */
   relayedBytes = 0;
+  /** Set while the kernel relay owns both sockets. */
+  #spliced: { id: number; counters: BigUint64Array; seen: [bigint, bigint] } | undefined;
+  #handoff: 'none' | 'pending' | 'done' | 'refused' = 'none';
+  #halfTimer: NodeJS.Timeout | undefined;
+
+  /** True while the kernel relay carries this tunnel. */
+  get spliced(): boolean {
+    return this.#spliced !== undefined;
+  }
 
   constructor(
     readonly a: Session,
@@ -89,8 +111,87 @@ export class Tunnel {
     this.#wire(this.b, this.a);
     for (const chunk of held[0]) this.a.link.handlers.data(chunk, false);
     for (const chunk of held[1]) this.b.link.handlers.data(chunk, false);
+    if (this.#spliceable() && this.relayedBytes >= this.ctx.spliceAfterBytes) return this.#handOff();
     this.a.link.resume();
     this.b.link.resume();
+  }
+
+  #spliceable(): boolean {
+    const ok = (l: unknown) => l instanceof StreamLink && l.kind !== 'tls';
+    return this.ctx.splice !== undefined && this.#handoff === 'none' && ok(this.a.link) && ok(this.b.link);
+  }
+
+  /** Moves the tunnel to the kernel relay (see the file header). Falls back to JS on any obstacle. */
+  #handOff(): void {
+    this.#handoff = 'pending';
+    const engine = this.ctx.splice!;
+    const la = this.a.link as StreamLink;
+    const lb = this.b.link as StreamLink;
+    // Whatever Node already read belongs to the partner: forward it through the JS path first.
+    for (const c of la.quiesce()) this.a.link.handlers.data(c, false);
+    for (const c of lb.quiesce()) this.b.link.handlers.data(c, false);
+    const giveUp = Date.now() + HANDOFF_WAIT_MS;
+    const attempt = () => {
+      if (this.#open < 2) return;
+      const fa = la.spliceFd();
+      const fb = lb.spliceFd();
+      if (fa === undefined || fb === undefined) {
+        if (Date.now() < giveUp && la.pendingBytes + lb.pendingBytes > 0 && !la.closed && !lb.closed) {
+          setTimeout(attempt, 1);
+          return;
+        }
+        return this.#stayInJs();
+      }
+      try {
+        const { id, counters } = engine.start(fa, fb, (e) => this.#onSpliceEvent(e));
+        this.#spliced = { id, counters, seen: [0n, 0n] };
+        this.#handoff = 'done';
+        this.ctx.log.debug({ tunnel: this.id }, 'tunnel handed to the kernel relay');
+      } catch (err) {
+        this.ctx.log.warn({ tunnel: this.id, err }, 'kernel relay refused the tunnel; staying in JavaScript');
+        this.#stayInJs();
+      }
+    };
+    attempt();
+  }
+
+  #stayInJs(): void {
+    this.#handoff = 'refused';
+    for (const l of [this.a.link, this.b.link]) if (l instanceof StreamLink) l.resumeFromSplice();
+  }
+
+  /** Folds the kernel relay's counters into the sessions and the server totals. */
+  sync(): void {
+    const sp = this.#spliced;
+    if (sp === undefined) return;
+    const ab = sp.counters[0]!;
+    const ba = sp.counters[1]!;
+    const dab = Number(ab - sp.seen[0]);
+    const dba = Number(ba - sp.seen[1]);
+    if (dab === 0 && dba === 0) return;
+    sp.seen = [ab, ba];
+    this.a.rxBytes += dab;
+    this.b.txBytes += dab;
+    this.b.rxBytes += dba;
+    this.a.txBytes += dba;
+    this.relayedBytes += dab + dba;
+    this.ctx.countTraffic(dab + dba);
+  }
+
+  #onSpliceEvent(e: SpliceEvent): void {
+    this.sync();
+    if (e.kind === 'half') {
+      // One side ended and the kernel shut the other's write side: as in JS, the key is free now and
+      // the other side has halfCloseMs to finish.
+      this.#release();
+      this.#halfTimer ??= setTimeout(() => this.ctx.splice?.stop(this.#spliced!.id), this.ctx.halfCloseMs);
+      return;
+    }
+    if (this.#halfTimer !== undefined) clearTimeout(this.#halfTimer);
+    if (e.kind === 'error') this.ctx.log.debug({ tunnel: this.id, errno: e.errno }, 'kernel relay ended with an error');
+    // The addon no longer touches the fds; closing the sockets is ours.
+    this.a.link.destroy();
+    this.b.link.destroy();
   }
 
   #wire(from: Session, to: Session): void {
@@ -104,6 +205,7 @@ export class Tunnel {
       this.relayedBytes += n;
       ctx.countTraffic(n);
       if (!dst.sendData(chunk)) src.pause();
+      if (this.#handoff === 'none' && this.relayedBytes >= this.ctx.spliceAfterBytes && this.#spliceable()) this.#handOff();
     };
     dst.handlers.drain = () => src.resume();
   }
@@ -130,6 +232,8 @@ export class Tunnel {
   }
 
   #closed(): void {
+    if (this.#halfTimer !== undefined) clearTimeout(this.#halfTimer);
+    this.sync();
     this.a.state = 'closed';
     this.b.state = 'closed';
     this.#release();
@@ -139,6 +243,8 @@ export class Tunnel {
 
   /** Closes both sides with a catalogue reason (shutdown, idle timeout). */
   close(reason: { code: number; reason: string } | undefined): void {
+    // Streams carry no reason: the kernel relay is stopped, and its `stopped` event closes both sockets.
+    if (this.#spliced !== undefined) return this.ctx.splice?.stop(this.#spliced.id);
     this.a.link.finish(reason);
     this.b.link.finish(reason);
   }
