@@ -6,6 +6,7 @@ import { Command } from 'commander';
 import { serveCommand } from './serve.ts';
 import { monitorCommand } from './monitor.ts';
 import { tunnelCommand } from './tunnel.ts';
+import { tokensCommand } from './tokens.ts';
 import { reportAndExit } from './exit.ts';
 
 const program = new Command()
@@ -17,5 +18,6 @@ const program = new Command()
 program.addCommand(serveCommand());
 program.addCommand(monitorCommand());
 program.addCommand(tunnelCommand());
+program.addCommand(tokensCommand());
 
 program.parseAsync(process.argv).catch(reportAndExit);

@@ -1,0 +1,131 @@
+/**
+ * One bounded JSON POST for the remote authorizers (http, lambda): global fetch, no redirects, the
+ * response body capped at `AUTHORIZER_MAX_RESPONSE_BYTES`, aborted by the caller's signal.
+ *
+ * It never throws and never logs: it returns what happened, and the caller decides the AuthResult and
+ * writes the warning. Nothing here includes the request body or headers in a reason (they carry secrets).
+ */
+import type { ErrorCode } from '../../core/errors.ts';
+
+/** Largest authorizer response body we read, bytes (one byte more is RELAY_AUTHORIZER_RESPONSE_TOO_LARGE). */
+export const AUTHORIZER_MAX_RESPONSE_BYTES = 64 * 1024;
+
+export type PostOutcome =
+  | { readonly kind: 'ok'; readonly status: number; readonly headers: Headers; readonly json: unknown }
+  | { readonly kind: 'aborted' }
+  /** Transport error, non-2xx status, oversized or non-JSON body. `reason` is safe to log. */
+  | {
+      readonly kind: 'failed';
+      readonly code: ErrorCode;
+      readonly reason: string;
+      readonly status?: number;
+      readonly headers?: Headers;
+    };
+
+/** Posts `body` (already serialized JSON) to `url` and reads a bounded JSON answer. */
+export async function postJson(
+  url: string,
+  headers: Record<string, string>,
+  body: string,
+  signal: AbortSignal,
+): Promise<PostOutcome> {
+  let res: Response;
+  try {
+    res = await fetch(url, { method: 'POST', headers, body, signal, redirect: 'error' });
+  } catch (err) {
+    if (signal.aborted) return { kind: 'aborted' };
+    return {
+      kind: 'failed',
+      code: 'RELAY_AUTHENTICATOR_ERROR',
+      reason: `request failed: ${describeFetchError(err)}`,
+    };
+  }
+  const status = res.status;
+  if (status < 200 || status > 299) {
+    await res.body?.cancel().catch(() => undefined);
+    return {
+      kind: 'failed',
+      code: 'RELAY_AUTHENTICATOR_ERROR',
+      reason: `HTTP status ${status}`,
+      status,
+      headers: res.headers,
+    };
+  }
+  const declared = Number(res.headers.get('content-length') ?? '');
+  if (Number.isFinite(declared) && declared > AUTHORIZER_MAX_RESPONSE_BYTES) {
+    await res.body?.cancel().catch(() => undefined);
+    return tooLarge(status, res.headers);
+  }
+  let text: string;
+  try {
+    const bytes = await readCapped(res, AUTHORIZER_MAX_RESPONSE_BYTES);
+    if (bytes === null) return tooLarge(status, res.headers);
+    text = new TextDecoder('utf-8', { fatal: true }).decode(bytes);
+  } catch (err) {
+    if (signal.aborted) return { kind: 'aborted' };
+    return {
+      kind: 'failed',
+      code: 'RELAY_AUTHENTICATOR_ERROR',
+      reason: `reading the response failed: ${describeFetchError(err)}`,
+      status,
+      headers: res.headers,
+    };
+  }
+  try {
+    return { kind: 'ok', status, headers: res.headers, json: JSON.parse(text) as unknown };
+  } catch {
+    return {
+      kind: 'failed',
+      code: 'RELAY_AUTHENTICATOR_ERROR',
+      reason: 'response is not valid JSON',
+      status,
+      headers: res.headers,
+    };
+  }
+}
+
+function tooLarge(status: number, headers: Headers): PostOutcome {
+  return {
+    kind: 'failed',
+    code: 'RELAY_AUTHORIZER_RESPONSE_TOO_LARGE',
+    reason: `response body larger than ${AUTHORIZER_MAX_RESPONSE_BYTES} bytes`,
+    status,
+    headers,
+  };
+}
+
+/** The body, or null once it grows past `max` bytes (the rest is not read). */
+async function readCapped(res: Response, max: number): Promise<Uint8Array | null> {
+  if (res.body === null) return new Uint8Array(0);
+  const reader = (res.body as ReadableStream<Uint8Array>).getReader();
+  const chunks: Uint8Array[] = [];
+  let total = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    total += value.byteLength;
+    if (total > max) {
+      await reader.cancel().catch(() => undefined);
+      return null;
+    }
+    chunks.push(value);
+  }
+  const out = new Uint8Array(total);
+  let at = 0;
+  for (const c of chunks) {
+    out.set(c, at);
+    at += c.byteLength;
+  }
+  return out;
+}
+
+/** undici reports `fetch failed` with the socket error as `cause`; the cause's code is the useful part. */
+function describeFetchError(err: unknown): string {
+  if (!(err instanceof Error)) return String(err);
+  const cause: unknown = err.cause;
+  if (cause instanceof Error) {
+    const code = (cause as NodeJS.ErrnoException).code;
+    return code !== undefined ? `${code} (${cause.message})` : cause.message;
+  }
+  return err.message;
+}
