@@ -12,6 +12,7 @@ import {
   createStaticAuthenticator,
   hashToken,
   lookupToken,
+  indexTokens,
   parseTokenFile,
   TOKEN_FILE_MAX_BYTES,
   type StaticAuthenticator,
@@ -62,8 +63,8 @@ test('hashToken gives sha256:<hex of SHA-256> and an optional user; the line par
   assert.equal(hashToken('s3cret', 'alice'), `sha256:${hex} alice`);
   const entries = parseTokenFile(`${hashToken('s3cret', 'alice')}\n`, 'f');
   assert.equal(entries.length, 1);
-  assert.equal(lookupToken(entries, 's3cret')?.user, 'alice');
-  assert.equal(lookupToken(entries, 's3cret '), undefined);
+  assert.equal(lookupToken(indexTokens(entries), 's3cret')?.user, 'alice');
+  assert.equal(lookupToken(indexTokens(entries), 's3cret '), undefined);
   assert.throws(() => hashToken(''), /empty/);
   assert.throws(() => hashToken('x', 'two words'), /whitespace/);
   assert.throws(() => hashToken('x', '#hash'), /#/);
@@ -92,10 +93,10 @@ test('token file: comments, blank lines, CRLF, trailing comments, upper-case hex
       [7, 'carol#1'],
     ],
   );
-  assert.equal(lookupToken(entries, 'tok-a')?.user, 'alice');
-  assert.equal(lookupToken(entries, 'tok-b')?.line, 5);
-  assert.equal(lookupToken(entries, 'tok-c')?.user, 'carol#1');
-  assert.equal(lookupToken(entries, 'tok-d'), undefined);
+  assert.equal(lookupToken(indexTokens(entries), 'tok-a')?.user, 'alice');
+  assert.equal(lookupToken(indexTokens(entries), 'tok-b')?.line, 5);
+  assert.equal(lookupToken(indexTokens(entries), 'tok-c')?.user, 'carol#1');
+  assert.equal(lookupToken(indexTokens(entries), 'tok-d'), undefined);
   assert.deepEqual(parseTokenFile('', 'empty'), []);
 });
 
@@ -314,8 +315,8 @@ test('reload without fs.watch: the stat poll alone picks up a change', async () 
 test('lookup compares against every entry (no early exit) and finds any position', () => {
   const tokens = Array.from({ length: 50 }, (_, i) => `t${i}`);
   const entries = parseTokenFile(tokens.map((t, i) => hashToken(t, `u${i}`)).join('\n'), 'f');
-  for (const i of [0, 25, 49]) assert.equal(lookupToken(entries, `t${i}`)?.user, `u${i}`);
-  assert.equal(lookupToken(entries, 't50'), undefined);
+  for (const i of [0, 25, 49]) assert.equal(lookupToken(indexTokens(entries), `t${i}`)?.user, `u${i}`);
+  assert.equal(lookupToken(indexTokens(entries), 't50'), undefined);
 });
 
 test('gatehouse tokens hash: prints the line; "-" reads the token from stdin; a bad user exits 64', () => {

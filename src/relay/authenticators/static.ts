@@ -11,8 +11,9 @@
  * error. At start a bad file fails the start with RELAY_TOKEN_FILE_INVALID naming every bad line; at a
  * reload a bad or missing file is logged as a warning and the previous table stays in force.
  *
- * A lookup hashes the presented token and compares it with every entry in constant time, without stopping
- * at the first match, so timing says nothing about which entry (if any) matched.
+ * A lookup hashes the presented token and finds the digest in a map: O(1) whatever the file's size. The
+ * map is keyed by SHA-256 digests, which a client cannot steer, so lookup timing tells it nothing about
+ * stored tokens; the final comparison is constant-time all the same.
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { watch, type FSWatcher } from 'node:fs';
@@ -121,19 +122,19 @@ export function parseTokenFile(text: string, source: string): TokenEntry[] {
   return entries;
 }
 
-/**
- * Looks `token` up in `entries`: compares with every entry in constant time, no early exit.
- * Returns the matching entry or undefined.
- */
-export function lookupToken(entries: readonly TokenEntry[], token: string): TokenEntry | undefined {
+/** A token table indexed by the hex SHA-256 digest of each token. */
+export type TokenIndex = ReadonlyMap<string, TokenEntry>;
+
+/** Indexes parsed entries for lookup (digests are unique: the parser refuses duplicates). */
+export function indexTokens(entries: readonly TokenEntry[]): TokenIndex {
+  return new Map(entries.map((e) => [e.digest.toString('hex'), e]));
+}
+
+/** Looks `token` up: the entry whose digest matches, or undefined. */
+export function lookupToken(index: TokenIndex, token: string): TokenEntry | undefined {
   const digest = digestOf(token);
-  let found: TokenEntry | undefined;
-  for (const entry of entries) {
-    const match = timingSafeEqual(entry.digest, digest);
-    // Select without branching on the comparison more than needed; the loop always runs to the end.
-    found = match && found === undefined ? entry : found;
-  }
-  return found;
+  const entry = index.get(digest.toString('hex'));
+  return entry !== undefined && timingSafeEqual(entry.digest, digest) ? entry : undefined;
 }
 
 /**
@@ -205,6 +206,7 @@ export async function createStaticAuthenticator(
   const log = deps.log.child({ authenticator: 'static', file: path });
   const first = await readTokenFile(path);
   let entries = parseTokenFile(first.text, path);
+  let index = indexTokens(entries);
   let fingerprint = first.fingerprint;
   let statKey = await statKeyOf(path);
   log.info({ entries: entries.length }, 'token file loaded');
@@ -232,6 +234,7 @@ export async function createStaticAuthenticator(
     fingerprint = read.fingerprint;
     try {
       entries = parseTokenFile(read.text, path);
+      index = indexTokens(entries);
     } catch (err) {
       log.warn(
         { code: (err as GatewayError).code, reason: (err as Error).message },
@@ -302,7 +305,7 @@ export async function createStaticAuthenticator(
     },
     reload,
     authenticate(request): Promise<AuthResult> {
-      const entry = lookupToken(entries, request.token);
+      const entry = lookupToken(index, request.token);
       if (entry === undefined) return Promise.resolve({ error: 'AuthenticationErrorAuthenticationFailed' });
       return Promise.resolve(
         entry.user === undefined
