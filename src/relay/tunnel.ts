@@ -111,22 +111,24 @@ export class Tunnel {
     this.#wire(this.b, this.a);
     for (const chunk of held[0]) this.a.link.handlers.data(chunk, false);
     for (const chunk of held[1]) this.b.link.handlers.data(chunk, false);
-    if (this.#spliceable() && this.relayedBytes >= this.ctx.spliceAfterBytes) return this.#handOff();
+    const streams = this.relayedBytes >= this.ctx.spliceAfterBytes ? this.#spliceable() : undefined;
+    if (streams !== undefined) return this.#handOff(streams);
     this.a.link.resume();
     this.b.link.resume();
   }
 
-  #spliceable(): boolean {
-    const ok = (l: unknown) => l instanceof StreamLink && l.kind !== 'tls';
-    return this.ctx.splice !== undefined && this.#handoff === 'none' && ok(this.a.link) && ok(this.b.link);
+  /** Both links when the kernel relay could carry this tunnel (plain TCP/unix sockets, addon loaded). */
+  #spliceable(): [StreamLink, StreamLink] | undefined {
+    const { a, b } = this;
+    if (this.ctx.splice === undefined || this.#handoff !== 'none') return undefined;
+    if (!(a.link instanceof StreamLink) || !(b.link instanceof StreamLink) || a.link.kind === 'tls' || b.link.kind === 'tls') return undefined;
+    return [a.link, b.link];
   }
 
   /** Moves the tunnel to the kernel relay (see the file header). Falls back to JS on any obstacle. */
-  #handOff(): void {
+  #handOff([la, lb]: [StreamLink, StreamLink]): void {
     this.#handoff = 'pending';
     const engine = this.ctx.splice!;
-    const la = this.a.link as StreamLink;
-    const lb = this.b.link as StreamLink;
     // Whatever Node already read belongs to the partner: forward it through the JS path first.
     for (const c of la.quiesce()) this.a.link.handlers.data(c, false);
     for (const c of lb.quiesce()) this.b.link.handlers.data(c, false);
@@ -205,7 +207,10 @@ export class Tunnel {
       this.relayedBytes += n;
       ctx.countTraffic(n);
       if (!dst.sendData(chunk)) src.pause();
-      if (this.#handoff === 'none' && this.relayedBytes >= this.ctx.spliceAfterBytes && this.#spliceable()) this.#handOff();
+      if (this.#handoff === 'none' && this.relayedBytes >= this.ctx.spliceAfterBytes) {
+        const streams = this.#spliceable();
+        if (streams !== undefined) this.#handOff(streams);
+      }
     };
     dst.handlers.drain = () => src.resume();
   }
