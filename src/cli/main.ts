@@ -7,6 +7,7 @@ import { serveCommand } from './serve.ts';
 import { monitorCommand } from './monitor.ts';
 import { tunnelCommand } from './tunnel.ts';
 import { tokensCommand } from './tokens.ts';
+import { initCommand } from './init.ts';
 import { reportAndExit } from './exit.ts';
 
 const program = new Command()
@@ -15,6 +16,7 @@ const program = new Command()
   .version('0.1.0')
   .showHelpAfterError();
 
+program.addCommand(initCommand());
 program.addCommand(serveCommand());
 program.addCommand(monitorCommand());
 program.addCommand(tunnelCommand());

@@ -1,0 +1,110 @@
+/**
+ * `gatehouse init [DIR]`: writes a working, commented starting point for production: gatehouse.toml,
+ * a token file with one fresh token (shown once), and, with --tls, a self-signed certificate made with
+ * the openssl CLI. Never overwrites existing files.
+ */
+import { Command } from 'commander';
+import { randomBytes } from 'node:crypto';
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdirSync, writeFileSync, chmodSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { hashToken } from '../relay/authenticators/static.ts';
+
+export interface InitOptions {
+  readonly dir: string;
+  /** Bind 0.0.0.0 instead of loopback. */
+  readonly public: boolean;
+  /** Add TLS and WSS listeners with a self-signed certificate. */
+  readonly tls: boolean;
+}
+
+/** The config file text for these options. */
+export function renderInitConfig(opts: InitOptions): string {
+  const host = opts.public ? '0.0.0.0' : '127.0.0.1';
+  const listeners = [
+    `  { kind = "ws", host = "${host}", port = 1212 },`,
+    `  { kind = "tcp", host = "${host}", port = 1213 },`,
+    ...(opts.tls ? [`  { kind = "wss", host = "${host}", port = 1214 },`, `  { kind = "tls", host = "${host}", port = 1215 },`] : []),
+  ];
+  return [
+    '# Gatehouse configuration. Every key and its default: docs/configuration.md',
+    '',
+    '[log]',
+    'level = "info"',
+    '',
+    '[shutdown]',
+    '# How long open tunnels may drain after SIGTERM before they are closed.',
+    'graceMs = 10000',
+    '',
+    '[relay]',
+    '# nymea-remoteproxy 1.8.4 compatible rendezvous tunnels.',
+    'listeners = [',
+    ...listeners,
+    ']',
+    '',
+    '[relay.hello]',
+    'name = "gatehouse"',
+    '',
+    ...(opts.tls ? ['[relay.tls]', '# Self-signed: replace with your certificate for production.', 'certFile = "cert.pem"', 'keyFile = "key.pem"', ''] : []),
+    '[relay.authenticator]',
+    '# Clients authenticate with a token from this file; add one with `gatehouse tokens hash <token>`.',
+    'kind = "static"',
+    'file = "tokens"',
+    '',
+    '[relay.limits]',
+    'maxConnectionsPerIp = 1000',
+    'maxFailedAuthPerIp = 20',
+    '',
+    '[relay.monitor]',
+    '# Watch it with: gatehouse monitor --config gatehouse.toml',
+    'path = "gatehouse-monitor.sock"',
+    '',
+  ].join('\n');
+}
+
+/** Writes the files; returns the generated token. @throws Error if a target file exists. */
+export function initDirectory(opts: InitOptions): { token: string; files: string[] } {
+  mkdirSync(opts.dir, { recursive: true, mode: 0o750 });
+  const config = join(opts.dir, 'gatehouse.toml');
+  const tokens = join(opts.dir, 'tokens');
+  const cert = join(opts.dir, 'cert.pem');
+  const key = join(opts.dir, 'key.pem');
+  const targets = [config, tokens, ...(opts.tls ? [cert, key] : [])];
+  const existing = targets.filter((f) => existsSync(f));
+  if (existing.length > 0) throw new Error(`refusing to overwrite ${existing.join(', ')}`);
+  const token = randomBytes(24).toString('base64url');
+  writeFileSync(tokens, `# Relay tokens: sha256:<hex> [user]. Add lines with: gatehouse tokens hash <token> --user NAME\n${hashToken(token, 'first-client')}\n`, { mode: 0o600 });
+  if (opts.tls) {
+    execFileSync('openssl', [
+      'req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-days', '825',
+      '-subj', '/CN=gatehouse', '-addext', 'subjectAltName=DNS:localhost,IP:127.0.0.1',
+      '-keyout', key, '-out', cert,
+    ], { stdio: 'ignore' });
+    chmodSync(key, 0o600);
+  }
+  writeFileSync(config, renderInitConfig(opts), { mode: 0o640 });
+  return { token, files: targets };
+}
+
+export function initCommand(): Command {
+  return new Command('init')
+    .description('Write a starting configuration (gatehouse.toml, a token file, optionally a TLS certificate).')
+    .argument('[dir]', 'directory to write into', '.')
+    .option('--public', 'listen on all interfaces instead of loopback')
+    .option('--tls', 'add TLS and secure WebSocket listeners with a self-signed certificate (needs openssl)')
+    .action((dir: string, opts: { public?: boolean; tls?: boolean }) => {
+      const target = resolve(dir);
+      const { token, files } = initDirectory({ dir: target, public: opts.public === true, tls: opts.tls === true });
+      process.stdout.write(
+        [
+          `Wrote ${files.join(', ')}.`,
+          '',
+          `Relay token (shown once; only its hash is stored): ${token}`,
+          '',
+          `Start:   gatehouse serve --config ${join(target, 'gatehouse.toml')}`,
+          `Connect: gatehouse tunnel --url tcp://127.0.0.1:1213 --token ${token}   (run it twice to pair)`,
+          '',
+        ].join('\n'),
+      );
+    });
+}
