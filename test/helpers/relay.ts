@@ -12,7 +12,7 @@ import { execFileSync } from 'node:child_process';
 import { relayConfigSchema, type RelayConfig } from '../../src/relay/config.ts';
 import { createRelayServer, type RelayServer } from '../../src/relay/server.ts';
 import { validateConfig } from '../../src/core/config/load.ts';
-import { silentLogger, createLogger } from '../../src/core/log.ts';
+import { silentLogger, createLogger, type Logger } from '../../src/core/log.ts';
 
 export interface StartedRelay {
   readonly server: RelayServer;
@@ -40,7 +40,7 @@ export function tempDir(prefix = 'gatehouse-test-'): string {
  * Starts a relay. `overrides` is raw config (as in the TOML file); by default: tcp + ws listeners on
  * port 0, the mock authenticator, the monitor in a temp dir.
  */
-export async function startRelay(overrides: Record<string, unknown> = {}): Promise<StartedRelay> {
+export async function startRelay(overrides: Record<string, unknown> = {}, opts: { log?: Logger } = {}): Promise<StartedRelay> {
   const dir = tempDir();
   const raw = {
     listeners: [
@@ -52,7 +52,7 @@ export async function startRelay(overrides: Record<string, unknown> = {}): Promi
     ...overrides,
   };
   const config = validateConfig(relayConfigSchema, raw);
-  const log = process.env.GATEHOUSE_TEST_LOG !== undefined ? createLogger({ level: 'debug' }) : silentLogger();
+  const log = opts.log ?? (process.env.GATEHOUSE_TEST_LOG !== undefined ? createLogger({ level: 'debug' }) : silentLogger());
   const server = createRelayServer(config, { log, baseDir: dir });
   await server.start();
   const find = (kind: string) => {
@@ -70,6 +70,22 @@ export async function startRelay(overrides: Record<string, unknown> = {}): Promi
       destroyAllClients();
       await server.close({ graceMs });
     },
+  };
+}
+
+/** A debug-level logger whose JSON lines are kept in memory (to prove what is, and is not, logged). */
+export function captureLog(): { log: Logger; text: () => string; records: () => Record<string, unknown>[] } {
+  const out: string[] = [];
+  const log = createLogger({ level: 'debug' }, { write: (line: string) => void out.push(line) });
+  return {
+    log,
+    text: () => out.join(''),
+    records: () =>
+      out
+        .join('')
+        .split('\n')
+        .filter((l) => l !== '')
+        .map((l) => JSON.parse(l) as Record<string, unknown>),
   };
 }
 

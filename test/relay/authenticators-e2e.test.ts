@@ -7,11 +7,8 @@ import { writeFileSync, renameSync } from 'node:fs';
 import { join } from 'node:path';
 import { createServer, type IncomingMessage, type ServerResponse, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { rawClient, authenticate, pair, tempDir, destroyAllClients, deadline } from '../helpers/relay.ts';
-import { relayConfigSchema } from '../../src/relay/config.ts';
-import { createRelayServer, type RelayServer } from '../../src/relay/server.ts';
-import { validateConfig } from '../../src/core/config/load.ts';
-import { createLogger } from '../../src/core/log.ts';
+import { rawClient, authenticate, pair, tempDir, destroyAllClients, deadline, startRelay, captureLog } from '../helpers/relay.ts';
+import type { RelayServer } from '../../src/relay/server.ts';
 import { hashToken } from '../../src/relay/authenticators/static.ts';
 
 const FAILED_LINE =
@@ -38,35 +35,18 @@ after(async () => {
   }
 });
 
-/** A relay like test/helpers' startRelay, but with its log (debug level) captured in memory. */
+/** A relay (test/helpers' startRelay) with its log (debug level) captured in memory. */
 async function startLoggedRelay(overrides: Record<string, unknown>): Promise<Relay> {
-  const dir = tempDir();
-  const out: string[] = [];
-  const log = createLogger({ level: 'debug' }, { write: (s: string) => void out.push(s) });
-  const config = validateConfig(relayConfigSchema, {
-    listeners: [
-      { kind: 'tcp', host: '127.0.0.1', port: 0 },
-      { kind: 'ws', host: '127.0.0.1', port: 0 },
-    ],
-    monitor: { path: join(dir, 'monitor.sock') },
-    ...overrides,
-  });
-  const server = createRelayServer(config, { log, baseDir: dir });
-  await server.start();
+  const captured = captureLog();
+  const started = await startRelay({ authenticator: { kind: 'dev' }, ...overrides }, { log: captured.log });
   const relay: Relay = {
-    server,
-    url: (kind) => server.listeners.find((l) => l.kind === kind)!.url,
-    logText: () => out.join(''),
-    logRecords: () =>
-      out
-        .join('')
-        .split('\n')
-        .filter((l) => l !== '')
-        .map((l) => JSON.parse(l) as Record<string, unknown>),
+    server: started.server,
+    url: (kind) => started.url(kind),
+    logText: captured.text,
+    logRecords: captured.records,
     close: async () => {
       running.delete(relay);
-      destroyAllClients();
-      await server.close({ graceMs: 0 });
+      await started.close();
     },
   };
   running.add(relay);
