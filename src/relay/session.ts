@@ -53,13 +53,14 @@ export class Session {
   /** Per-connection id shown by the monitor, a uuid in braces as nymea shows it. */
   readonly connectionId = `{${randomUUID()}}`;
   key: RendezvousKey | undefined;
-  readonly log: Logger;
+  #log: Logger | undefined;
 
   readonly #ctx: SessionContext;
   readonly #splitter: MessageSplitter;
   #queued: string[] = [];
   #queuedBytes = 0;
   #timer: NodeJS.Timeout | undefined;
+  #timerCode: ErrorCode | undefined;
   #auth: AbortController | undefined;
 
   constructor(
@@ -68,7 +69,6 @@ export class Session {
   ) {
     this.#ctx = ctx;
     this.#splitter = new MessageSplitter(ctx.config.limits.maxMessageBytes);
-    this.log = ctx.log.child({ session: this.id, transport: link.kind, remote: link.remoteAddress });
     link.handlers = {
       data: (chunk, binary) => this.#onData(chunk, binary),
       end: () => this.#onPeerEnd(),
@@ -76,6 +76,11 @@ export class Session {
       drain: () => undefined,
     };
     this.#arm(ctx.config.timeouts.inactiveMs, 'RELAY_INACTIVE_TIMEOUT');
+  }
+
+  /** A child logger for this connection, made on first use (most connections never log). */
+  get log(): Logger {
+    return (this.#log ??= this.#ctx.log.child({ session: this.id, transport: this.link.kind, remote: this.link.remoteAddress }));
   }
 
   get authenticated(): boolean {
@@ -130,14 +135,21 @@ export class Session {
     }
   }
 
+  /** Starts the phase deadline `code`; re-arming the running one only refreshes it (cheap per chunk). */
   #arm(ms: number, code: ErrorCode): void {
+    if (this.#timer !== undefined && this.#timerCode === code) {
+      this.#timer.refresh();
+      return;
+    }
     this.#clearTimer();
+    this.#timerCode = code;
     this.#timer = setTimeout(() => this.fail(code), ms);
   }
 
   #clearTimer(): void {
     if (this.#timer !== undefined) clearTimeout(this.#timer);
     this.#timer = undefined;
+    this.#timerCode = undefined;
   }
 
   #onData(chunk: Buffer, binary: boolean): void {
@@ -208,6 +220,7 @@ export class Session {
     };
     const authTimer = setTimeout(() => settle({ error: 'AuthenticationErrorTimeout' }), authenticationMs);
     this.#clearTimer();
+    this.#timerCode = 'RELAY_COMMAND_TIMEOUT';
     this.#timer = setTimeout(() => {
       settled = true;
       clearTimeout(authTimer);

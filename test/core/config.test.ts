@@ -82,3 +82,17 @@ test('a Secret never prints its value', () => {
   assert.equal(inspect(s), '[redacted]');
   assert.equal(s.reveal(), 'hunter2');
 });
+
+test('a front end runs only when its section is present; none at all is a config error', async () => {
+  const cfg = validateConfig(gatewayConfigSchema, { relay: {} });
+  assert.equal(cfg.relay.enabled, true);
+  assert.equal(cfg.cardBridge.enabled, false);
+  assert.equal(cfg.sealedApi.enabled, false);
+  assert.equal(validateConfig(gatewayConfigSchema, { relay: { enabled: false } }).relay.enabled, false);
+  const { createGateway } = await import('../../src/gateway.ts');
+  const { silentLogger } = await import('../../src/core/log.ts');
+  assert.throws(
+    () => createGateway(validateConfig(gatewayConfigSchema, { log: { level: 'info' } }), { log: silentLogger(), baseDir: tempDir() }),
+    (e) => isGatewayError(e, 'CORE_CONFIG_INVALID') && /no front end is enabled/.test(e.message),
+  );
+});
