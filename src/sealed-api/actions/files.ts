@@ -1,0 +1,310 @@
+/**
+ * Managed config files, addressed by logical name only (a client never supplies a path).
+ *
+ * Every modification runs under the file's writer lock: read current → ETag check (409) → validate the
+ * new content for its format (422) → back up the current content (rotated, 0700 folder / 0600 files,
+ * outside the managed folder) → atomic write (temp, fsync, rename, fsync dir; mode, owner and symlinks
+ * kept) → optional post-write command (argv, no shell). A failed post-write command is reported in the
+ * result, not as an error: the write has happened and must not look as if it had not.
+ */
+import { createHash } from 'node:crypto';
+import { execFile } from 'node:child_process';
+import { mkdir, readdir, readFile, stat, unlink, writeFile, chmod, realpath } from 'node:fs/promises';
+import { dirname, join, relative, resolve, isAbsolute, sep } from 'node:path';
+import { z } from 'zod';
+import { GatewayError } from '../../core/errors.ts';
+import type { Logger } from '../../core/log.ts';
+import type { ManagedFileConfig } from '../config.ts';
+import { FORMATS, FormatError } from '../formats/index.ts';
+import { KeyedMutex, removeStrayTemps, resolveTarget, withFileLock, writeFileAtomic } from '../atomic.ts';
+import { defineAction, type Action } from './types.ts';
+
+export const ABSENT_ETAG = '"absent"';
+const BACKUP_ID = /^\d{8}T\d{9}Z-\d{6}$/;
+
+export function etagOf(content: string): string {
+  return `"${createHash('sha256').update(content).digest('base64url')}"`;
+}
+
+interface Managed {
+  readonly name: string;
+  readonly config: ManagedFileConfig;
+  readonly path: string;
+  readonly backupDir: string;
+}
+
+export interface FileManagerOptions {
+  readonly files: Readonly<Record<string, ManagedFileConfig>>;
+  readonly baseDir: string;
+  readonly backupDir: string;
+  readonly maxFileBytes: number;
+  /** How long a write waits for another process's lock on the same file. */
+  readonly lockWaitMs: number;
+  readonly log: Logger;
+}
+
+export interface WriteResult {
+  readonly etag: string;
+  readonly backup: string | null;
+  readonly postWrite: { readonly ok: boolean; readonly exitCode: number | null } | null;
+}
+
+function isInside(child: string, parent: string): boolean {
+  const rel = relative(parent, child);
+  return rel === '' || (!rel.startsWith(`..${sep}`) && rel !== '..' && !isAbsolute(rel));
+}
+
+export class FileManager {
+  readonly #files = new Map<string, Managed>();
+  readonly #lock = new KeyedMutex();
+  #seq = 0;
+
+  constructor(private readonly o: FileManagerOptions) {
+    for (const [name, config] of Object.entries(o.files)) {
+      this.#files.set(name, {
+        name,
+        config,
+        path: resolve(o.baseDir, config.path),
+        backupDir: join(o.backupDir, name),
+      });
+    }
+  }
+
+  names(): string[] {
+    return [...this.#files.keys()];
+  }
+
+  /** Checks safety (backups outside managed folders), prepares the backup folders, removes stray temp files. */
+  async start(): Promise<void> {
+    await mkdir(this.o.backupDir, { recursive: true, mode: 0o700 });
+    await chmod(this.o.backupDir, 0o700);
+    const realBackups = await realpath(this.o.backupDir);
+    for (const f of this.#files.values()) {
+      const folder = dirname(await resolveTarget(f.path).catch(() => f.path));
+      if (isInside(realBackups, folder)) {
+        throw new GatewayError(
+          'SEALED_CONFIG_UNSAFE',
+          `sealedApi: backups (${realBackups}) must be outside the folder of file ${f.name} (${folder})`,
+        );
+      }
+      const removed = await removeStrayTemps(f.path);
+      if (removed > 0)
+        this.o.log.warn({ file: f.name, removed }, 'removed temp files left by an interrupted write');
+    }
+  }
+
+  #get(name: string): Managed {
+    const f = this.#files.get(name);
+    if (f === undefined) throw new GatewayError('SEALED_UNKNOWN_FILE', `no managed file named ${name}`);
+    return f;
+  }
+
+  async #readCurrent(f: Managed): Promise<string | undefined> {
+    try {
+      const st = await stat(f.path);
+      if (st.size > this.o.maxFileBytes)
+        throw new GatewayError('SEALED_LIMIT_FILE', `file ${f.name} is larger than maxFileBytes`);
+      return await readFile(f.path, 'utf8');
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+      throw err;
+    }
+  }
+
+  async read(name: string): Promise<{ content: string; etag: string; format: string; exists: boolean }> {
+    const f = this.#get(name);
+    const content = await this.#readCurrent(f);
+    return {
+      content: content ?? '',
+      etag: content === undefined ? ABSENT_ETAG : etagOf(content),
+      format: f.config.format,
+      exists: content !== undefined,
+    };
+  }
+
+  /** Runs `produce(current)` under the writer lock and writes its result (validate → backup → write → hook). */
+  async #modify(
+    name: string,
+    ifMatch: string,
+    produce: (current: string | undefined, f: Managed) => Promise<string> | string,
+    log: Logger,
+  ): Promise<WriteResult> {
+    const f = this.#get(name);
+    return this.#lock.run(f.name, () =>
+      this.#locked(f, async () => {
+        const current = await this.#readCurrent(f);
+        const etag = current === undefined ? ABSENT_ETAG : etagOf(current);
+        if (ifMatch !== etag)
+          throw new GatewayError('SEALED_ETAG_MISMATCH', `file ${name} changed (if_match is stale)`);
+        let next: string;
+        try {
+          next = await produce(current, f);
+          if (Buffer.byteLength(next) > this.o.maxFileBytes)
+            throw new GatewayError('SEALED_LIMIT_FILE', `new content of ${name} is larger than maxFileBytes`);
+          FORMATS[f.config.format].validate(next);
+        } catch (err) {
+          if (err instanceof FormatError)
+            throw new GatewayError('SEALED_INVALID_CONTENT', `${name}: ${err.message}`);
+          throw err;
+        }
+        const backup = f.config.backup && current !== undefined ? await this.#backup(f, current) : null;
+        await writeFileAtomic(f.path, next, { mode: 0o600 });
+        log.info({ file: name, backup }, 'managed file written');
+        const postWrite = f.config.postWrite === undefined ? null : await this.#hook(f, log);
+        return { etag: etagOf(next), backup, postWrite };
+      }),
+    );
+  }
+
+  /** The cross-process lock (another gateway process managing the same file waits its turn). */
+  async #locked<T>(f: Managed, fn: () => Promise<T>): Promise<T> {
+    try {
+      return await withFileLock(f.path, fn, { waitMs: this.o.lockWaitMs });
+    } catch (err) {
+      if ((err as { code?: unknown }).code === 'ELOCKED')
+        throw new GatewayError('SEALED_FILE_LOCKED', `file ${f.name} is being written by another process`);
+      throw err;
+    }
+  }
+
+  write(name: string, content: string, ifMatch: string, log: Logger): Promise<WriteResult> {
+    return this.#modify(name, ifMatch, () => content, log);
+  }
+
+  update(name: string, ops: unknown, ifMatch: string, log: Logger): Promise<WriteResult> {
+    return this.#modify(
+      name,
+      ifMatch,
+      (current, f) => {
+        if (current === undefined)
+          throw new GatewayError('SEALED_INVALID_CONTENT', `${name} does not exist yet: use files.write`);
+        return FORMATS[f.config.format].apply(current, ops);
+      },
+      log,
+    );
+  }
+
+  async backups(name: string): Promise<{ id: string; size: number; created: string; etag: string }[]> {
+    const f = this.#get(name);
+    const ids = await this.#backupIds(f);
+    const out = [];
+    for (const id of ids.reverse()) {
+      const content = await readFile(join(f.backupDir, `${id}.bak`), 'utf8');
+      const st = await stat(join(f.backupDir, `${id}.bak`));
+      out.push({ id, size: st.size, created: st.mtime.toISOString(), etag: etagOf(content) });
+    }
+    return out;
+  }
+
+  restore(name: string, backup: string, ifMatch: string, log: Logger): Promise<WriteResult> {
+    return this.#modify(
+      name,
+      ifMatch,
+      async (_current, f) => {
+        if (!BACKUP_ID.test(backup)) throw new GatewayError('SEALED_UNKNOWN_BACKUP', `no backup ${backup}`);
+        try {
+          return await readFile(join(f.backupDir, `${backup}.bak`), 'utf8');
+        } catch {
+          throw new GatewayError('SEALED_UNKNOWN_BACKUP', `no backup ${backup} of ${name}`);
+        }
+      },
+      log,
+    );
+  }
+
+  async #backupIds(f: Managed): Promise<string[]> {
+    try {
+      return (await readdir(f.backupDir))
+        .filter((n) => n.endsWith('.bak'))
+        .map((n) => n.slice(0, -4))
+        .filter((id) => BACKUP_ID.test(id))
+        .sort();
+    } catch {
+      return [];
+    }
+  }
+
+  async #backup(f: Managed, content: string): Promise<string> {
+    await mkdir(f.backupDir, { recursive: true, mode: 0o700 });
+    await chmod(f.backupDir, 0o700);
+    const stamp = new Date().toISOString().replace(/[-:.]/g, '');
+    const id = `${stamp}-${String(++this.#seq % 1000000).padStart(6, '0')}`;
+    await writeFile(join(f.backupDir, `${id}.bak`), content, { mode: 0o600, flag: 'wx' });
+    const ids = await this.#backupIds(f);
+    for (const old of ids.slice(0, Math.max(0, ids.length - f.config.backupsKept)))
+      await unlink(join(f.backupDir, `${old}.bak`)).catch(() => undefined);
+    return id;
+  }
+
+  #hook(f: Managed, log: Logger): Promise<{ ok: boolean; exitCode: number | null }> {
+    const argv = f.config.postWrite!;
+    return new Promise((done) => {
+      execFile(
+        argv[0]!,
+        argv.slice(1),
+        { shell: false, timeout: f.config.postWriteTimeoutMs, maxBuffer: 65536 },
+        (err, _stdout, stderr) => {
+          if (err === null) {
+            done({ ok: true, exitCode: 0 });
+            return;
+          }
+          const exitCode = typeof err.code === 'number' ? err.code : null;
+          log.warn(
+            { file: f.name, command: argv[0], exitCode, signal: err.signal, stderr: stderr.slice(0, 2000) },
+            'post-write command failed',
+          );
+          done({ ok: false, exitCode });
+        },
+      );
+    });
+  }
+}
+
+const fileArg = z.string().min(1).max(64);
+const etagArg = z.string().min(1).max(128);
+
+/** The five `files.*` actions over one FileManager. */
+export function fileActions(files: FileManager): Action[] {
+  const byFile = (a: { file: string }) => a.file;
+  const readArgs = z.strictObject({ file: fileArg });
+  const writeArgs = z.strictObject({ file: fileArg, content: z.string(), if_match: etagArg });
+  const updateArgs = z.strictObject({ file: fileArg, ops: z.unknown(), if_match: etagArg });
+  const restoreArgs = z.strictObject({ file: fileArg, backup: z.string().min(1).max(64), if_match: etagArg });
+  return [
+    defineAction({
+      name: 'files.read',
+      description: 'Read a managed file: {content, etag, format, exists}.',
+      args: readArgs,
+      file: byFile,
+      run: (a) => files.read(a.file),
+    }),
+    defineAction({
+      name: 'files.write',
+      description: 'Replace a managed file (if_match = current etag, "absent" for a new file).',
+      args: writeArgs,
+      file: byFile,
+      run: (a, ctx) => files.write(a.file, a.content, a.if_match, ctx.log),
+    }),
+    defineAction({
+      name: 'files.update',
+      description: 'Apply format-aware operations to a managed file.',
+      args: updateArgs,
+      file: byFile,
+      run: (a, ctx) => files.update(a.file, a.ops, a.if_match, ctx.log),
+    }),
+    defineAction({
+      name: 'files.backups',
+      description: 'List the backups of a managed file, newest first.',
+      args: readArgs,
+      file: byFile,
+      run: (a) => files.backups(a.file),
+    }),
+    defineAction({
+      name: 'files.restore',
+      description: 'Restore a backup (the current content is backed up first).',
+      args: restoreArgs,
+      file: byFile,
+      run: (a, ctx) => files.restore(a.file, a.backup, a.if_match, ctx.log),
+    }),
+  ];
+}

@@ -1,0 +1,56 @@
+/**
+ * The format registry: for each managed-file format, how to validate whole content and how to apply
+ * format-aware operations (`files.update`). Both throw FormatError (→ 422) and never touch the disk.
+ */
+import { z } from 'zod';
+import type { FileFormat } from '../config.ts';
+import { FormatError } from './lines.ts';
+import { applyWireGuardOps, validateWireGuard, wireGuardOpSchema } from './wireguard.ts';
+import { applyIniOps, iniOpSchema, validateIni } from './ini.ts';
+import {
+  applyJsonOps,
+  applyTomlOps,
+  applyYamlOps,
+  pathOpSchema,
+  validateJson,
+  validateToml,
+  validateYaml,
+} from './structured.ts';
+
+export { FormatError } from './lines.ts';
+
+export interface Format {
+  validate(text: string): void;
+  /** Parses `ops` against the format's operation schema and applies them. */
+  apply(text: string, ops: unknown): string;
+}
+
+const MAX_OPS = 256;
+
+function withOps<T>(
+  schema: z.ZodType<T>,
+  apply: (text: string, ops: T[]) => string,
+): (text: string, ops: unknown) => string {
+  const list = z.array(schema).min(1).max(MAX_OPS);
+  return (text, ops) => {
+    const parsed = list.safeParse(ops);
+    if (!parsed.success) {
+      const i = parsed.error.issues[0];
+      throw new FormatError(
+        `ops${i === undefined ? '' : `.${i.path.join('.')}`}: ${i?.message ?? 'invalid'}`,
+      );
+    }
+    return apply(text, parsed.data);
+  };
+}
+
+export const FORMATS: Readonly<Record<FileFormat, Format>> = {
+  wireguard: {
+    validate: (t) => void validateWireGuard(t),
+    apply: withOps(wireGuardOpSchema, applyWireGuardOps),
+  },
+  ini: { validate: validateIni, apply: withOps(iniOpSchema, applyIniOps) },
+  toml: { validate: (t) => void validateToml(t), apply: withOps(pathOpSchema, applyTomlOps) },
+  yaml: { validate: validateYaml, apply: withOps(pathOpSchema, applyYamlOps) },
+  json: { validate: (t) => void validateJson(t), apply: withOps(pathOpSchema, applyJsonOps) },
+};

@@ -1,0 +1,120 @@
+/**
+ * INI files, line-preserving: `[section]` headers, `key = value` (or `key: value`) lines, full-line
+ * comments starting with `;` or `#`. Values are not cut at inline `;`/`#` (many dialects keep them), so
+ * files round-trip byte for byte. Keys before the first header belong to the section "" (global).
+ * Operations address the first section of a name; keys compare case-sensitively.
+ */
+import { z } from 'zod';
+import { FormatError, dominantEol, joinLines, splitLines, terminateLast, type Line } from './lines.ts';
+
+interface IniLine {
+  readonly kind: 'blank' | 'comment' | 'section' | 'kv';
+  readonly name?: string;
+  readonly key?: string;
+}
+
+function parse(text: string): IniLine {
+  const t = text.trim();
+  if (t === '') return { kind: 'blank' };
+  if (t.startsWith(';') || t.startsWith('#')) return { kind: 'comment' };
+  if (t.startsWith('[')) {
+    if (!t.endsWith(']')) return { kind: 'kv', key: '' };
+    return { kind: 'section', name: t.slice(1, -1).trim() };
+  }
+  const m = /^([^=:]+?)\s*[=:]/.exec(t);
+  return { kind: 'kv', key: m === null ? '' : m[1]!.trim() };
+}
+
+class IniFile {
+  lines: Line[];
+  parsed: IniLine[] = [];
+  constructor(text: string) {
+    this.lines = splitLines(text);
+    this.reindex();
+  }
+  reindex(): void {
+    this.parsed = this.lines.map((l) => parse(l.text));
+  }
+  /** [headerIndex or -1 for global, end) of the first section named `name`. */
+  section(name: string): { header: number; end: number } | undefined {
+    let header = name === '' ? -1 : undefined;
+    if (header === undefined) {
+      const i = this.parsed.findIndex((p) => p.kind === 'section' && p.name === name);
+      if (i < 0) return undefined;
+      header = i;
+    }
+    let end = header + 1;
+    while (end < this.lines.length && this.parsed[end]!.kind !== 'section') end++;
+    return { header, end };
+  }
+}
+
+/** @throws FormatError for a line that is neither a section, a key/value pair nor a comment. */
+export function validateIni(text: string): void {
+  new IniFile(text).parsed.forEach((p, i) => {
+    if (p.kind === 'kv' && p.key === '')
+      throw new FormatError('line is neither [section], key = value nor a comment', i + 1);
+  });
+}
+
+export const iniOpSchema = z.discriminatedUnion('op', [
+  z.strictObject({ op: z.literal('set'), section: z.string(), key: z.string().min(1), value: z.string() }),
+  z.strictObject({ op: z.literal('delete'), section: z.string(), key: z.string().min(1).optional() }),
+]);
+export type IniOp = z.output<typeof iniOpSchema>;
+
+const safe = (s: string, what: string) => {
+  if (/[\r\n]/.test(s) || (what !== 'value' && /[[\]=:]/.test(s)))
+    throw new FormatError(`${what} ${JSON.stringify(s)} has characters INI cannot hold`);
+  return s;
+};
+
+export function applyIniOps(text: string, ops: readonly IniOp[]): string {
+  validateIni(text);
+  const f = new IniFile(text);
+  const eol = dominantEol(f.lines);
+  for (const op of ops) {
+    let s = f.section(op.section);
+    if (op.op === 'delete') {
+      if (s === undefined) throw new FormatError(`no section [${op.section}]`);
+      if (op.key === undefined) {
+        if (s.header < 0) throw new FormatError('the global section cannot be deleted; delete its keys');
+        f.lines.splice(s.header, s.end - s.header);
+      } else {
+        const i = f.parsed.findIndex(
+          (p, n) => n > s!.header && n < s!.end && p.kind === 'kv' && p.key === op.key,
+        );
+        if (i < 0) throw new FormatError(`no key ${op.key} in [${op.section}]`);
+        f.lines.splice(i, 1);
+      }
+      f.reindex();
+      continue;
+    }
+    safe(op.key, 'key');
+    safe(op.value, 'value');
+    if (s === undefined) {
+      safe(op.section, 'section');
+      terminateLast(f.lines, eol);
+      if (f.lines.length > 0 && f.parsed[f.parsed.length - 1]!.kind !== 'blank')
+        f.lines.push({ text: '', eol });
+      f.lines.push({ text: `[${op.section}]`, eol });
+      f.reindex();
+      s = f.section(op.section)!;
+    }
+    const i = f.parsed.findIndex((p, n) => n > s.header && n < s.end && p.kind === 'kv' && p.key === op.key);
+    if (i >= 0) {
+      const old = f.lines[i]!.text;
+      const m = /^(\s*[^=:]+?\s*[=:])/.exec(old)!;
+      f.lines[i]!.text = `${m[1]!}${/[=:]\s/.test(old) ? ' ' : ''}${op.value}`;
+    } else {
+      let last = s.header;
+      for (let n = s.header + 1; n < s.end; n++) if (f.parsed[n]!.kind === 'kv') last = n;
+      if (last === f.lines.length - 1) terminateLast(f.lines, eol);
+      f.lines.splice(last + 1, 0, { text: `${op.key} = ${op.value}`, eol });
+    }
+    f.reindex();
+  }
+  const out = joinLines(f.lines);
+  validateIni(out);
+  return out;
+}

@@ -1,0 +1,353 @@
+/**
+ * WireGuard `wg0.conf` files, our own line-preserving parser following wg-quick's rules:
+ * keys and section names are case-insensitive; `#` anywhere starts a comment and `;` does not; the key is
+ * the text before the first `=` and the value the rest, both trimmed; `Address`, `DNS`, `AllowedIPs` and
+ * `PreUp`…`PostDown` may repeat. Peers are addressed by `PublicKey` (repeated `[Peer]` sections are the
+ * norm). Unedited files serialise byte for byte; edits touch only the lines they change.
+ */
+import { isIP } from 'node:net';
+import { z } from 'zod';
+import { FormatError, dominantEol, joinLines, splitLines, terminateLast, type Line } from './lines.ts';
+
+type Kind = 'blank' | 'comment' | 'section' | 'kv';
+
+interface Parsed {
+  readonly kind: Kind;
+  /** Lower-cased key (kv) or section name without brackets (section). */
+  readonly key?: string;
+  readonly value?: string;
+}
+
+interface Section {
+  readonly kind: 'interface' | 'peer';
+  /** Index of the `[...]` line. */
+  readonly header: number;
+  /** Index after the section's last own line (comments directly above the next header belong to it). */
+  readonly end: number;
+}
+
+const INTERFACE_KEYS = [
+  'PrivateKey',
+  'ListenPort',
+  'FwMark',
+  'Address',
+  'DNS',
+  'MTU',
+  'Table',
+  'PreUp',
+  'PostUp',
+  'PreDown',
+  'PostDown',
+  'SaveConfig',
+];
+const PEER_KEYS = ['PublicKey', 'PresharedKey', 'AllowedIPs', 'Endpoint', 'PersistentKeepalive'];
+const REPEATABLE = new Set(['address', 'dns', 'allowedips', 'preup', 'postup', 'predown', 'postdown']);
+const CANONICAL = new Map([...INTERFACE_KEYS, ...PEER_KEYS].map((k) => [k.toLowerCase(), k]));
+const INTERFACE_SET = new Set(INTERFACE_KEYS.map((k) => k.toLowerCase()));
+const PEER_SET = new Set(PEER_KEYS.map((k) => k.toLowerCase()));
+const WG_KEY = /^[A-Za-z0-9+/]{42}[AEIMQUYcgkosw480]=$/;
+
+export function parseLine(text: string): Parsed {
+  const hash = text.indexOf('#');
+  const stripped = (hash < 0 ? text : text.slice(0, hash)).trim();
+  if (stripped === '') return { kind: hash < 0 ? 'blank' : 'comment' };
+  if (stripped.startsWith('[')) return { kind: 'section', key: stripped.toLowerCase() };
+  const eq = stripped.indexOf('=');
+  if (eq < 0) return { kind: 'kv', key: '', value: stripped };
+  return {
+    kind: 'kv',
+    key: stripped.slice(0, eq).trim().toLowerCase(),
+    value: stripped.slice(eq + 1).trim(),
+  };
+}
+
+/** A parsed WireGuard file: its lines plus the section map. */
+export class WgFile {
+  lines: Line[];
+  parsed: Parsed[] = [];
+  sections: Section[] = [];
+
+  constructor(text: string) {
+    this.lines = splitLines(text);
+    this.reindex();
+  }
+
+  toString(): string {
+    return joinLines(this.lines);
+  }
+
+  reindex(): void {
+    this.parsed = this.lines.map((l) => parseLine(l.text));
+    const headers: number[] = [];
+    this.parsed.forEach((p, i) => {
+      if (p.kind === 'section') headers.push(i);
+    });
+    this.sections = headers.map((h, n) => {
+      const next = headers[n + 1] ?? this.lines.length;
+      let end = next;
+      if (n + 1 < headers.length) while (end - 1 > h && this.parsed[end - 1]!.kind === 'comment') end--;
+      const name = this.parsed[h]!.key!;
+      return { kind: name === '[interface]' ? 'interface' : 'peer', header: h, end };
+    });
+  }
+
+  /** Lines of section `s` holding `key` (lower-case). */
+  keyLines(s: Section, key: string): number[] {
+    const out: number[] = [];
+    for (let i = s.header + 1; i < s.end; i++)
+      if (this.parsed[i]!.kind === 'kv' && this.parsed[i]!.key === key) out.push(i);
+    return out;
+  }
+
+  value(s: Section, key: string): string | undefined {
+    const i = this.keyLines(s, key)[0];
+    return i === undefined ? undefined : this.parsed[i]!.value;
+  }
+
+  peers(): Section[] {
+    return this.sections.filter((s) => s.kind === 'peer');
+  }
+
+  findPeer(publicKey: string): Section | undefined {
+    return this.peers().find((s) => this.value(s, 'publickey') === publicKey);
+  }
+}
+
+function checkCidrList(value: string, key: string, line: number, allowBare: boolean): string[] {
+  const out: string[] = [];
+  for (const part of value.split(',').map((x) => x.trim())) {
+    if (part === '') throw new FormatError(`${key}: empty entry`, line);
+    const [ip, prefix, extra] = part.split('/');
+    const v = isIP(ip ?? '');
+    if (v === 0 || extra !== undefined)
+      throw new FormatError(`${key}: ${part} is not an IP address or CIDR`, line);
+    if (prefix === undefined) {
+      if (!allowBare) throw new FormatError(`${key}: ${part} needs a /prefix`, line);
+    } else if (!/^\d{1,3}$/.test(prefix) || Number(prefix) > (v === 4 ? 32 : 128)) {
+      throw new FormatError(`${key}: ${part} has a bad prefix length`, line);
+    }
+    out.push(part.toLowerCase());
+  }
+  return out;
+}
+
+function checkInt(
+  value: string,
+  key: string,
+  line: number,
+  max: number,
+  extra: readonly string[] = [],
+): void {
+  if (extra.includes(value.toLowerCase())) return;
+  if (!/^\d+$/.test(value) || Number(value) > max)
+    throw new FormatError(`${key}: ${value} is not an integer 0..${max}`, line);
+}
+
+function checkValue(key: string, value: string, line: number): void {
+  const name = CANONICAL.get(key) ?? key;
+  switch (key) {
+    case 'privatekey':
+    case 'publickey':
+    case 'presharedkey':
+      if (!WG_KEY.test(value))
+        throw new FormatError(`${name} is not a base64 WireGuard key (32 bytes)`, line);
+      return;
+    case 'listenport':
+      checkInt(value, name, line, 65535);
+      return;
+    case 'persistentkeepalive':
+      checkInt(value, name, line, 65535, ['off']);
+      return;
+    case 'mtu':
+      checkInt(value, name, line, 65535);
+      return;
+    case 'fwmark':
+      if (!/^(0x[0-9a-fA-F]{1,8}|\d{1,10}|off)$/.test(value))
+        throw new FormatError(`${name}: ${value} is not a mark`, line);
+      return;
+    case 'address':
+      checkCidrList(value, name, line, true);
+      return;
+    case 'allowedips':
+      checkCidrList(value, name, line, true);
+      return;
+    case 'endpoint': {
+      const m = /^(\[[0-9a-fA-F:.]+\]|[^\s:[\]]+):(\d{1,5})$/.exec(value);
+      if (m === null || Number(m[2]) > 65535)
+        throw new FormatError(`Endpoint: ${value} is not host:port`, line);
+      return;
+    }
+    case 'saveconfig':
+      if (!/^(true|false)$/i.test(value)) throw new FormatError('SaveConfig must be true or false', line);
+      return;
+    default:
+      if (value === '') throw new FormatError(`${name}: empty value`, line);
+  }
+}
+
+/**
+ * Checks a file as wg-quick would read it, plus our own rules: one [Interface] with a PrivateKey, every
+ * [Peer] with exactly one valid PublicKey, PublicKeys unique, AllowedIPs not claimed twice, values well formed.
+ * @throws FormatError
+ */
+export function validateWireGuard(text: string): WgFile {
+  const f = new WgFile(text);
+  let current: Section | undefined;
+  let sectionIndex = -1;
+  f.parsed.forEach((p, i) => {
+    const line = i + 1;
+    if (p.kind === 'section') {
+      if (p.key !== '[interface]' && p.key !== '[peer]')
+        throw new FormatError(`unknown section ${f.lines[i]!.text.trim()}`, line);
+      current = f.sections[++sectionIndex];
+      return;
+    }
+    if (p.kind !== 'kv') return;
+    if (current === undefined) throw new FormatError('key outside a section', line);
+    if (p.key === '') throw new FormatError('line is neither a section, a key = value nor a comment', line);
+    const allowed = current.kind === 'interface' ? INTERFACE_SET : PEER_SET;
+    if (!allowed.has(p.key!))
+      throw new FormatError(
+        `unknown key ${p.key!} in [${current.kind === 'interface' ? 'Interface' : 'Peer'}]`,
+        line,
+      );
+    checkValue(p.key!, p.value!, line);
+    if (!REPEATABLE.has(p.key!) && f.keyLines(current, p.key!)[0] !== i)
+      throw new FormatError(`${CANONICAL.get(p.key!)!} repeated in one section`, line);
+  });
+  const interfaces = f.sections.filter((s) => s.kind === 'interface');
+  if (interfaces.length !== 1)
+    throw new FormatError(`expected exactly one [Interface], found ${interfaces.length}`);
+  if (f.value(interfaces[0]!, 'privatekey') === undefined)
+    throw new FormatError('[Interface] has no PrivateKey');
+  const keys = new Set<string>();
+  const routes = new Map<string, string>();
+  for (const s of f.peers()) {
+    const pk = f.value(s, 'publickey');
+    if (pk === undefined) throw new FormatError('[Peer] without PublicKey', s.header + 1);
+    if (keys.has(pk)) throw new FormatError(`PublicKey ${pk} used by two peers`, s.header + 1);
+    keys.add(pk);
+    for (const i of f.keyLines(s, 'allowedips')) {
+      for (const cidr of checkCidrList(f.parsed[i]!.value!, 'AllowedIPs', i + 1, true)) {
+        const other = routes.get(cidr);
+        if (other !== undefined) throw new FormatError(`AllowedIPs ${cidr} claimed by two peers`, i + 1);
+        routes.set(cidr, pk);
+      }
+    }
+  }
+  return f;
+}
+
+const valueSchema = z.union([z.string(), z.array(z.string()).min(1), z.null()]);
+const setSchema = z.record(z.string().min(1), valueSchema);
+export const wireGuardOpSchema = z.discriminatedUnion('op', [
+  z.strictObject({ op: z.literal('peer.upsert'), publicKey: z.string(), set: setSchema.default({}) }),
+  z.strictObject({ op: z.literal('peer.remove'), publicKey: z.string() }),
+  z.strictObject({ op: z.literal('interface.set'), set: setSchema }),
+]);
+export type WireGuardOp = z.output<typeof wireGuardOpSchema>;
+
+function renderValue(v: string | readonly string[]): string {
+  const s = typeof v === 'string' ? v : v.join(', ');
+  if (/[\r\n#]/.test(s)) throw new FormatError('values cannot contain line breaks or #');
+  return s;
+}
+
+/** Sets or deletes `key` in section `s`, keeping the line's own key spelling and trailing comment. */
+function setKey(
+  f: WgFile,
+  s: Section,
+  rawKey: string,
+  value: string | readonly string[] | null,
+  allowed: ReadonlySet<string>,
+): void {
+  const key = rawKey.toLowerCase();
+  if (!allowed.has(key) || key === 'publickey') throw new FormatError(`key ${rawKey} cannot be set here`);
+  const at = f.keyLines(s, key);
+  const eol = dominantEol(f.lines);
+  if (value === null) {
+    for (const i of at.reverse()) f.lines.splice(i, 1);
+    f.reindex();
+    return;
+  }
+  const rendered = renderValue(value);
+  const first = at[0];
+  if (first !== undefined) {
+    const old = f.lines[first]!.text;
+    const hash = old.indexOf('#');
+    const comment = hash < 0 ? '' : ` ${old.slice(hash)}`;
+    const keyText = old.slice(0, old.indexOf('=')).trim();
+    const indent = /^\s*/.exec(old)![0];
+    f.lines[first]!.text = `${indent}${keyText} = ${rendered}${comment}`;
+    for (const i of at.slice(1).reverse()) f.lines.splice(i, 1);
+  } else {
+    let last = s.header;
+    for (let i = s.header + 1; i < s.end; i++) if (f.parsed[i]!.kind === 'kv') last = i;
+    if (last === f.lines.length - 1) terminateLast(f.lines, eol);
+    f.lines.splice(last + 1, 0, { text: `${CANONICAL.get(key)!} = ${rendered}`, eol });
+  }
+  f.reindex();
+}
+
+function removePeer(f: WgFile, s: Section): void {
+  let start = s.header;
+  while (start > 0 && f.parsed[start - 1]!.kind === 'comment') start--;
+  let end = s.end;
+  while (end > start && f.parsed[end - 1]!.kind === 'blank') end--;
+  const blankBefore = start === 0 || f.parsed[start - 1]!.kind === 'blank';
+  while (blankBefore && end < f.lines.length && f.parsed[end]!.kind === 'blank') end++;
+  f.lines.splice(start, end - start);
+  f.reindex();
+}
+
+function appendPeer(f: WgFile, publicKey: string): Section {
+  const eol = dominantEol(f.lines);
+  terminateLast(f.lines, eol);
+  const last = f.parsed[f.parsed.length - 1];
+  if (last !== undefined && last.kind !== 'blank') f.lines.push({ text: '', eol });
+  f.lines.push({ text: '[Peer]', eol }, { text: `PublicKey = ${publicKey}`, eol });
+  f.reindex();
+  return f.sections[f.sections.length - 1]!;
+}
+
+/**
+ * Applies operations to a valid file and validates the result.
+ * @throws FormatError (the file is then left unchanged by the caller)
+ */
+export function applyWireGuardOps(text: string, ops: readonly WireGuardOp[]): string {
+  const f = validateWireGuard(text);
+  for (const op of ops) {
+    if (op.op === 'interface.set') {
+      for (const [k, v] of Object.entries(op.set))
+        setKey(
+          f,
+          f.sections.find((s) => s.kind === 'interface')!,
+          k,
+          v,
+          INTERFACE_SET,
+        );
+      continue;
+    }
+    if (!WG_KEY.test(op.publicKey)) throw new FormatError('publicKey is not a base64 WireGuard key');
+    const found = f.findPeer(op.publicKey);
+    if (op.op === 'peer.remove') {
+      if (found === undefined) throw new FormatError(`no peer with PublicKey ${op.publicKey}`);
+      removePeer(f, found);
+      continue;
+    }
+    let header = (found ?? appendPeer(f, op.publicKey)).header;
+    for (const [k, v] of Object.entries(op.set)) {
+      setKey(
+        f,
+        f.sections.find((s) => s.header === header)!,
+        k,
+        v,
+        PEER_SET,
+      );
+      header = f.findPeer(op.publicKey)!.header;
+    }
+  }
+  const out = f.toString();
+  validateWireGuard(out);
+  return out;
+}

@@ -1,0 +1,134 @@
+/**
+ * The replay guard: remembers every accepted (client, jti) until its `exp` + skew, after which the claim
+ * check alone refuses the request. Bounded: when full (after dropping expired entries) a new request is
+ * refused; entries are never evicted early, since eviction would reopen the replay window.
+ *
+ * `ReplayStore` is the seam for a store shared by several gateway processes (e.g. Redis `SET NX PX`);
+ * the memory store serves one process, the directory store several processes on one host.
+ */
+import { createHash } from 'node:crypto';
+import { chmod, mkdir, open, readdir, stat, unlink } from 'node:fs/promises';
+import { join } from 'node:path';
+
+export type ReplayVerdict = 'fresh' | 'duplicate' | 'full';
+
+export interface ReplayStore {
+  /** Records `key` until `untilMs` unless already present. */
+  remember(key: string, untilMs: number, nowMs: number): ReplayVerdict | Promise<ReplayVerdict>;
+  readonly size: number;
+}
+
+export class MemoryReplayStore implements ReplayStore {
+  readonly #entries = new Map<string, number>();
+  /** Earliest expiry among entries (lower bound), to skip useless sweeps. */
+  #nextExpiryMs = Infinity;
+
+  constructor(private readonly maxEntries: number) {}
+
+  get size(): number {
+    return this.#entries.size;
+  }
+
+  remember(key: string, untilMs: number, nowMs: number): ReplayVerdict {
+    const seen = this.#entries.get(key);
+    if (seen !== undefined && seen >= nowMs) return 'duplicate';
+    if (this.#entries.size >= this.maxEntries) {
+      this.sweep(nowMs);
+      if (this.#entries.size >= this.maxEntries) return 'full';
+    }
+    this.#entries.set(key, untilMs);
+    if (untilMs < this.#nextExpiryMs) this.#nextExpiryMs = untilMs;
+    return 'fresh';
+  }
+
+  /** Drops entries whose time has passed. */
+  sweep(nowMs: number): void {
+    if (nowMs < this.#nextExpiryMs) return;
+    let next = Infinity;
+    for (const [k, until] of this.#entries) {
+      if (until < nowMs) this.#entries.delete(k);
+      else if (until < next) next = until;
+    }
+    this.#nextExpiryMs = next;
+  }
+}
+
+/**
+ * A replay store shared by several gateway processes on one host: one file per (client, jti) in a
+ * directory (0700), created with O_EXCL so exactly one process wins; the file's mtime is its expiry.
+ * A timer sweeps expired files; the entry count is re-read from the directory on every sweep, so the
+ * bound holds across processes to within one sweep interval. Full → refused, never evicted.
+ */
+export class DirectoryReplayStore implements ReplayStore {
+  #count = 0;
+  #timer: NodeJS.Timeout | undefined;
+  #sweeping: Promise<void> | undefined;
+  #lastFullSweepMs = 0;
+
+  constructor(
+    readonly dir: string,
+    private readonly maxEntries: number,
+    private readonly sweepEveryMs = 10000,
+  ) {}
+
+  get size(): number {
+    return this.#count;
+  }
+
+  async start(): Promise<void> {
+    await mkdir(this.dir, { recursive: true, mode: 0o700 });
+    await chmod(this.dir, 0o700);
+    await this.sweep(Date.now());
+    this.#timer = setInterval(() => void this.sweep(Date.now()), this.sweepEveryMs);
+    this.#timer.unref();
+  }
+
+  stop(): void {
+    if (this.#timer !== undefined) clearInterval(this.#timer);
+  }
+
+  async remember(key: string, untilMs: number, nowMs: number): Promise<ReplayVerdict> {
+    const file = join(this.dir, createHash('sha256').update(key).digest('base64url'));
+    if (this.#count >= this.maxEntries) {
+      if (nowMs - this.#lastFullSweepMs >= 1000) {
+        this.#lastFullSweepMs = nowMs;
+        await this.sweep(nowMs);
+      }
+      if (this.#count >= this.maxEntries) return 'full';
+    }
+    for (let attempt = 0; attempt < 2; attempt++) {
+      try {
+        const fh = await open(file, 'wx', 0o600);
+        try {
+          await fh.utimes(untilMs / 1000, untilMs / 1000);
+        } finally {
+          await fh.close();
+        }
+        this.#count++;
+        return 'fresh';
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+        const st = await stat(file).catch(() => undefined);
+        if (st !== undefined && st.mtimeMs >= nowMs) return 'duplicate';
+        await unlink(file).catch(() => undefined);
+      }
+    }
+    return 'duplicate';
+  }
+
+  /** Deletes expired entries and re-counts the directory (entries of every process). */
+  sweep(nowMs: number): Promise<void> {
+    this.#sweeping ??= (async () => {
+      let count = 0;
+      for (const name of await readdir(this.dir)) {
+        const path = join(this.dir, name);
+        const st = await stat(path).catch(() => undefined);
+        if (st === undefined) continue;
+        if (st.mtimeMs < nowMs) await unlink(path).catch(() => undefined);
+        else count++;
+      }
+      this.#count = count;
+    })().finally(() => (this.#sweeping = undefined));
+    return this.#sweeping;
+  }
+}

@@ -1,0 +1,279 @@
+/**
+ * Managed files through the API: ETags, backups (rotation, 0700/0600, outside the managed folder),
+ * restore, symlinks and modes kept, the post-write command as an argv without a shell, one writer per
+ * file, and the INI / TOML / YAML / JSON formats (comments and indentation kept where promised).
+ */
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import {
+  chownSync,
+  lstatSync,
+  mkdirSync,
+  readFileSync,
+  readdirSync,
+  statSync,
+  symlinkSync,
+  chmodSync,
+  readlinkSync,
+  writeFileSync,
+} from 'node:fs';
+import { join } from 'node:path';
+import { SealedCallError } from '../../src/sealed-api/client.ts';
+import { applyIniOps } from '../../src/sealed-api/formats/ini.ts';
+import { applyJsonOps, applyTomlOps, applyYamlOps } from '../../src/sealed-api/formats/structured.ts';
+import { FORMATS } from '../../src/sealed-api/formats/index.ts';
+import { startSealed, tempDir, wgKey, write, type StartedSealed } from './helpers.ts';
+
+const started: StartedSealed[] = [];
+after(async () => {
+  for (const s of started) await s.close();
+});
+
+const WG = `[Interface]\nPrivateKey = ${wgKey(1)}\nAddress = 10.0.0.1/24\n`;
+
+async function setup(files: Record<string, Record<string, unknown>>, prepare?: (etc: string) => void) {
+  const dir = tempDir();
+  const etc = join(dir, 'etc');
+  mkdirSync(etc);
+  prepare?.(etc);
+  const s = await startSealed({ files, backupDir: 'backups' }, { dir });
+  started.push(s);
+  return { s, dir, etc, c: await s.client('admin') };
+}
+
+type Read = { content: string; etag: string; format: string; exists: boolean };
+type Written = {
+  etag: string;
+  backup: string | null;
+  postWrite: { ok: boolean; exitCode: number | null } | null;
+};
+
+test('ETags: absent file, create with if_match "absent", stale writes (replayed or concurrent) get 409', async () => {
+  const { c, etc } = await setup({ wg0: { path: 'etc/wg0.conf', format: 'wireguard' } });
+  const r0 = await c.call<Read>('files.read', { file: 'wg0' });
+  assert.deepEqual(r0, { content: '', etag: '"absent"', format: 'wireguard', exists: false });
+  const w1 = await c.call<Written>('files.write', { file: 'wg0', content: WG, if_match: '"absent"' });
+  assert.equal(w1.backup, null, 'nothing to back up');
+  assert.equal(readFileSync(join(etc, 'wg0.conf'), 'utf8'), WG);
+  assert.equal(statSync(join(etc, 'wg0.conf')).mode & 0o777, 0o600, 'new files are 0600');
+  await assert.rejects(
+    c.call('files.write', { file: 'wg0', content: WG, if_match: '"absent"' }),
+    (e: unknown) => e instanceof SealedCallError && e.status === 409,
+  );
+  // Two concurrent writers with the same ETag: exactly one wins.
+  const next = (n: number) => `${WG}ListenPort = ${51820 + n}\n`;
+  const results = await Promise.allSettled(
+    [1, 2, 3, 4].map((n) =>
+      c.call<Written>('files.write', { file: 'wg0', content: next(n), if_match: w1.etag }),
+    ),
+  );
+  assert.equal(results.filter((r) => r.status === 'fulfilled').length, 1);
+  for (const r of results)
+    if (r.status === 'rejected') assert.equal((r.reason as SealedCallError).status, 409);
+});
+
+test('backups: one per modification, rotated to backupsKept, 0700 folder / 0600 files outside the managed folder; restore', async () => {
+  const { c, etc, dir } = await setup(
+    { wg0: { path: 'etc/wg0.conf', format: 'wireguard', backupsKept: 3 } },
+    (e) => write(e, 'wg0.conf', WG),
+  );
+  let etag = (await c.call<Read>('files.read', { file: 'wg0' })).etag;
+  const versions = [WG];
+  for (let n = 1; n <= 5; n++) {
+    const content = `${WG}ListenPort = ${51820 + n}\n`;
+    const w = await c.call<Written>('files.write', { file: 'wg0', content, if_match: etag });
+    assert.ok(w.backup !== null);
+    etag = w.etag;
+    versions.push(content);
+  }
+  const list = await c.call<{ id: string; etag: string }[]>('files.backups', { file: 'wg0' });
+  assert.equal(list.length, 3);
+  const folder = join(dir, 'backups', 'wg0');
+  assert.equal(statSync(join(dir, 'backups')).mode & 0o777, 0o700);
+  assert.equal(statSync(folder).mode & 0o777, 0o700);
+  for (const f of readdirSync(folder)) assert.equal(statSync(join(folder, f)).mode & 0o777, 0o600);
+  assert.equal(readdirSync(etc).length, 1, 'nothing but the managed file in its folder');
+  // Newest backup = the version before the current one.
+  assert.equal(readFileSync(join(folder, `${list[0]!.id}.bak`), 'utf8'), versions[4]);
+  const restored = await c.call<Written>('files.restore', {
+    file: 'wg0',
+    backup: list[2]!.id,
+    if_match: etag,
+  });
+  assert.equal(readFileSync(join(etc, 'wg0.conf'), 'utf8'), versions[2]);
+  assert.ok(restored.backup !== null, 'the current content is backed up before a restore');
+  await assert.rejects(
+    c.call('files.restore', { file: 'wg0', backup: '../../etc/wg0.conf', if_match: restored.etag }),
+    (e: unknown) => e instanceof SealedCallError && e.status === 404,
+  );
+});
+
+test('symlinks and modes are kept; the post-write command runs as an argv without a shell', async () => {
+  const dir = tempDir();
+  const marker = join(dir, 'marker.txt');
+  const { c, etc } = await setup(
+    {
+      wg0: {
+        path: 'etc/wg0.conf',
+        format: 'wireguard',
+        postWrite: [
+          process.execPath,
+          '-e',
+          "require('fs').writeFileSync(process.argv[1], process.argv[2])",
+          marker,
+          '$(touch pwned); echo `id`',
+        ],
+      },
+      bad: { path: 'etc/bad.json', format: 'json', postWrite: [process.execPath, '-e', 'process.exit(3)'] },
+    },
+    (e) => {
+      mkdirSync(join(e, 'real'));
+      write(join(e, 'real'), 'wg0.conf', WG);
+      chmodSync(join(e, 'real', 'wg0.conf'), 0o640);
+      if (process.getuid?.() === 0) chownSync(join(e, 'real', 'wg0.conf'), 4321, 4322);
+      symlinkSync('real/wg0.conf', join(e, 'wg0.conf'));
+      write(e, 'bad.json', '{}\n');
+    },
+  );
+  const r = await c.call<Read>('files.read', { file: 'wg0' });
+  const w = await c.call<Written>('files.write', {
+    file: 'wg0',
+    content: `${WG}MTU = 1420\n`,
+    if_match: r.etag,
+  });
+  assert.deepEqual(w.postWrite, { ok: true, exitCode: 0 });
+  assert.ok(lstatSync(join(etc, 'wg0.conf')).isSymbolicLink(), 'the link is still a link');
+  assert.equal(readlinkSync(join(etc, 'wg0.conf')), 'real/wg0.conf');
+  assert.equal(readFileSync(join(etc, 'real', 'wg0.conf'), 'utf8'), `${WG}MTU = 1420\n`);
+  assert.equal(statSync(join(etc, 'real', 'wg0.conf')).mode & 0o777, 0o640, 'mode kept');
+  if (process.getuid?.() === 0) {
+    assert.equal(statSync(join(etc, 'real', 'wg0.conf')).uid, 4321, 'owner kept (running as root)');
+    assert.equal(statSync(join(etc, 'real', 'wg0.conf')).gid, 4322);
+  }
+  assert.equal(
+    readFileSync(marker, 'utf8'),
+    '$(touch pwned); echo `id`',
+    'arguments reach the command literally',
+  );
+  const b = await c.call<Read>('files.read', { file: 'bad' });
+  const wb = await c.call<Written>('files.write', { file: 'bad', content: '{"a":1}\n', if_match: b.etag });
+  assert.deepEqual(wb.postWrite, { ok: false, exitCode: 3 }, 'a failed hook is reported, the write stands');
+  assert.equal(readFileSync(join(etc, 'bad.json'), 'utf8'), '{"a":1}\n');
+});
+
+test('file size limit: content one byte past maxFileBytes is refused (413 sealed)', async () => {
+  const dir = tempDir();
+  mkdirSync(join(dir, 'etc'));
+  const s = await startSealed(
+    { files: { j: { path: 'etc/j.json', format: 'json' } }, limits: { maxFileBytes: 64 } },
+    { dir },
+  );
+  started.push(s);
+  const c = await s.client('admin');
+  const fits = `"${'a'.repeat(62)}"`;
+  const w = await c.call<Written>('files.write', { file: 'j', content: fits, if_match: '"absent"' });
+  await assert.rejects(
+    c.call('files.write', { file: 'j', content: `"${'a'.repeat(63)}"`, if_match: w.etag }),
+    (e: unknown) => e instanceof SealedCallError && e.status === 413 && e.code === 'SEALED_LIMIT_FILE',
+  );
+});
+
+const INI = `; global comment
+name = demo ; not a comment in values
+[server]
+# port
+port = 8080
+host=0.0.0.0
+
+[client]
+retries: 3
+`;
+
+test('INI: round trip, set existing/new key and section, delete key and section; comments kept', () => {
+  FORMATS.ini.validate(INI);
+  assert.equal(
+    applyIniOps(INI, [
+      { op: 'set', section: 'server', key: 'port', value: '9090' },
+      { op: 'set', section: 'server', key: 'tls', value: 'on' },
+      { op: 'set', section: '', key: 'name', value: 'prod ; still value' },
+      { op: 'set', section: 'extra', key: 'k', value: 'v' },
+      { op: 'delete', section: 'client' },
+      { op: 'delete', section: 'server', key: 'host' },
+    ]),
+    `; global comment\nname = prod ; still value\n[server]\n# port\nport = 9090\ntls = on\n\n[extra]\nk = v\n`,
+  );
+  assert.throws(() => FORMATS.ini.validate('[a]\njust words\n'), /neither/);
+});
+
+test('JSON: indentation (spaces, tabs) and the final newline are kept', () => {
+  assert.equal(
+    applyJsonOps('{\n    "a": 1,\n    "b": {"c": 2}\n}\n', [{ op: 'set', path: ['b', 'd'], value: [1] }]),
+    '{\n    "a": 1,\n    "b": {\n        "c": 2,\n        "d": [\n            1\n        ]\n    }\n}\n',
+  );
+  assert.equal(applyJsonOps('{\n\t"a": 1\n}', [{ op: 'delete', path: ['a'] }]), '{}');
+  assert.equal(applyJsonOps('{"a":1}', [{ op: 'set', path: ['a'], value: 2 }]), '{"a":2}');
+  assert.throws(
+    () => applyJsonOps('{"a":1}', [{ op: 'set', path: ['__proto__', 'x'], value: 1 }]),
+    /not allowed/,
+  );
+});
+
+test('YAML: comments and layout of untouched nodes kept', () => {
+  const y =
+    '# top comment\nserver:\n  port: 8080 # the port\n  # hosts follow\n  hosts:\n    - a # first\n    - b\nother: 1 # tail\n';
+  assert.equal(
+    applyYamlOps(y, [{ op: 'set', path: ['server', 'port'], value: 9090 }]),
+    y.replace('8080', '9090'),
+  );
+  assert.equal(applyYamlOps(y, [{ op: 'delete', path: ['server', 'hosts', 1] }]), y.replace('    - b\n', ''));
+  assert.throws(() => applyYamlOps(y, [{ op: 'delete', path: ['nope'] }]), /does not exist/);
+  assert.throws(() => FORMATS.yaml.validate('a: [1\n'), /not valid YAML/);
+});
+
+test('TOML: set and delete by path; the result is valid TOML', () => {
+  const t = '[server]\nport = 8080\nhost = "0.0.0.0"\n';
+  assert.equal(
+    applyTomlOps(t, [
+      { op: 'set', path: ['server', 'port'], value: 9090 },
+      { op: 'delete', path: ['server', 'host'] },
+    ]),
+    '[server]\nport = 9090\n',
+  );
+  assert.throws(() => FORMATS.toml.validate('a = = 1'), /not valid TOML/);
+});
+
+test('formats through the API: files.update on YAML keeps comments on disk', async () => {
+  const y = '# keep me\nkey: value # and me\n';
+  const { c, etc } = await setup({ conf: { path: 'etc/app.yaml', format: 'yaml' } }, (e) =>
+    write(e, 'app.yaml', y),
+  );
+  const r = await c.call<Read>('files.read', { file: 'conf' });
+  await c.call('files.update', {
+    file: 'conf',
+    if_match: r.etag,
+    ops: [{ op: 'set', path: ['key'], value: 'other' }],
+  });
+  assert.equal(readFileSync(join(etc, 'app.yaml'), 'utf8'), '# keep me\nkey: other # and me\n');
+});
+
+test('cross-process writer lock: a live holder makes the write wait then fail (503); a dead holder is taken over', async () => {
+  const dir = tempDir();
+  mkdirSync(join(dir, 'etc'));
+  write(join(dir, 'etc'), 'j.json', '{}\n');
+  const s = await startSealed(
+    { files: { j: { path: 'etc/j.json', format: 'json' } }, timeouts: { fileLockMs: 300 } },
+    { dir },
+  );
+  started.push(s);
+  const c = await s.client('admin');
+  const lock = join(dir, 'etc', '.j.json.gh-lock');
+  const r = await c.call<Read>('files.read', { file: 'j' });
+  write(join(dir, 'etc'), '.j.json.gh-lock', String(process.pid));
+  await assert.rejects(
+    c.call('files.write', { file: 'j', content: '{"a":1}\n', if_match: r.etag }),
+    (e: unknown) => e instanceof SealedCallError && e.status === 503 && e.code === 'SEALED_FILE_LOCKED',
+  );
+  writeFileSync(lock, '999999999');
+  await c.call('files.write', { file: 'j', content: '{"a":1}\n', if_match: r.etag });
+  assert.deepEqual(readdirSync(join(dir, 'etc')), ['j.json'], 'the lock is gone after the write');
+});

@@ -1,0 +1,187 @@
+/**
+ * Test harness for the sealed API: a real server on 127.0.0.1 port 0 in a temp dir, real clients
+ * (the client library over node:http), clients registered through the same admin code the CLI uses.
+ */
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { execFileSync } from 'node:child_process';
+import { Writable } from 'node:stream';
+import { pino } from 'pino';
+import { validateConfig } from '../../src/core/config/load.ts';
+import { silentLogger, createLogger, type Logger } from '../../src/core/log.ts';
+import { sealedApiConfigSchema, type SealedApiConfig } from '../../src/sealed-api/config.ts';
+import {
+  createSealedApiServer,
+  type SealedApiServer,
+  type SealedApiDeps,
+} from '../../src/sealed-api/server.ts';
+import { addClient, sealedPaths } from '../../src/sealed-api/admin.ts';
+import { generateClientKey, importPublic } from '../../src/sealed-api/keys.ts';
+import { SealedClient, type SealedClientOptions } from '../../src/sealed-api/client.ts';
+import { importJWK, type CryptoKey } from 'jose';
+
+export function tempDir(prefix = 'gatehouse-sealed-'): string {
+  return mkdtempSync(join(tmpdir(), prefix));
+}
+
+/** A logger whose JSON lines are collected in `lines` (for "reason is logged" assertions). */
+export function captureLogger(): { log: Logger; lines: Record<string, unknown>[] } {
+  const lines: Record<string, unknown>[] = [];
+  const stream = new Writable({
+    write(chunk: Buffer, _enc, cb) {
+      for (const l of chunk.toString('utf8').split('\n'))
+        if (l.trim() !== '') lines.push(JSON.parse(l) as Record<string, unknown>);
+      cb();
+    },
+  });
+  return { log: pino({ level: 'debug' }, stream), lines };
+}
+
+export interface StartedSealed {
+  readonly server: SealedApiServer;
+  readonly config: SealedApiConfig;
+  readonly dir: string;
+  readonly lines: Record<string, unknown>[];
+  /** Registers a client and returns a library client for it. */
+  client(
+    name: string,
+    opts?: {
+      allow?: string[];
+      files?: string[];
+      expires?: string;
+      extra?: Partial<SealedClientOptions>;
+      requireSigned?: boolean;
+    },
+  ): Promise<TestClient>;
+  close(): Promise<void>;
+}
+
+export interface TestClient extends SealedClient {
+  readonly kid: string;
+  readonly key: CryptoKey;
+  readonly name: string;
+}
+
+const openClients = new Set<SealedClient>();
+
+/**
+ * Starts a sealed API server. `raw` is config as in the TOML file (port 0 and a temp stateDir are set).
+ * `dir` reuses a state dir (restart tests).
+ */
+export async function startSealed(
+  raw: Record<string, unknown> = {},
+  o: { dir?: string; deps?: Partial<SealedApiDeps> } = {},
+): Promise<StartedSealed> {
+  const dir = o.dir ?? tempDir();
+  const config = validateConfig(sealedApiConfigSchema, {
+    port: 0,
+    stateDir: 'state',
+    reloadCheckMs: 100,
+    ...raw,
+  });
+  const captured = captureLogger();
+  const log = process.env.GATEHOUSE_TEST_LOG !== undefined ? createLogger({ level: 'debug' }) : captured.log;
+  const server = createSealedApiServer(config, { log, baseDir: dir, ...o.deps });
+  await server.start();
+  const paths = sealedPaths(config, dir);
+  const mine = new Set<SealedClient>();
+  return {
+    server,
+    config,
+    dir,
+    lines: captured.lines,
+    async client(name, c = {}) {
+      const key = await generateClientKey(name);
+      await addClient(paths, {
+        name,
+        jwk: key.publicJwk,
+        allow: c.allow ?? ['*'],
+        files: c.files ?? ['*'],
+        ...(c.expires === undefined ? {} : { expires: c.expires }),
+      });
+      await server.reload();
+      const priv = (await importJWK(key.privateJwk, 'EdDSA')) as CryptoKey;
+      const info = server.serverInfo();
+      const client = new SealedClient({
+        url: server.url,
+        clientKid: key.kid,
+        clientKey: priv,
+        serverKid: info.kid,
+        serverKey: await importPublic(info.jwk, 'ECDH-ES'),
+        ...(c.requireSigned === true
+          ? { serverSigningKey: await importPublic(info.signing.jwk, 'EdDSA') }
+          : {}),
+        ...c.extra,
+      });
+      mine.add(client);
+      openClients.add(client);
+      return Object.assign(client, { kid: key.kid, key: priv, name });
+    },
+    async close() {
+      for (const c of mine) c.close();
+      await server.close({ graceMs: 0 });
+    },
+  };
+}
+
+/** Plain HTTP request helper (for malformed input: wrong method, type, size). */
+export async function rawPost(
+  url: string,
+  body: string | Buffer,
+  headers: Record<string, string> = {},
+  method = 'POST',
+): Promise<{ status: number; body: string; headers: Headers }> {
+  const res = await fetch(url, {
+    method,
+    body: method === 'GET' || method === 'HEAD' ? null : body,
+    headers: { 'content-type': 'application/jose', ...headers },
+  });
+  return { status: res.status, body: await res.text(), headers: res.headers };
+}
+
+/** Self-signed certificate for 127.0.0.1 (openssl CLI). */
+export function selfSigned(dir: string): { certFile: string; keyFile: string } {
+  const certFile = join(dir, 'cert.pem');
+  const keyFile = join(dir, 'key.pem');
+  execFileSync(
+    'openssl',
+    [
+      'req',
+      '-x509',
+      '-newkey',
+      'ec',
+      '-pkeyopt',
+      'ec_paramgen_curve:prime256v1',
+      '-nodes',
+      '-days',
+      '2',
+      '-subj',
+      '/CN=localhost',
+      '-addext',
+      'subjectAltName=IP:127.0.0.1',
+      '-keyout',
+      keyFile,
+      '-out',
+      certFile,
+    ],
+    { stdio: 'ignore' },
+  );
+  return { certFile, keyFile };
+}
+
+/** A WireGuard key (random 32 bytes, base64). */
+export function wgKey(seed: number): string {
+  const b = Buffer.alloc(32);
+  b.writeUInt32BE(seed >>> 0, 0);
+  b[31] = seed & 0xff;
+  return b.toString('base64');
+}
+
+export function write(dir: string, name: string, text: string): string {
+  const p = join(dir, name);
+  writeFileSync(p, text);
+  return p;
+}
+
+export { silentLogger };

@@ -1,0 +1,244 @@
+/**
+ * WireGuard format: byte-for-byte round trips (several peers, comments, repeated keys, `;` in values,
+ * CRLF, no final newline), exact results of edits, validation, and the same through the API.
+ */
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import fc from 'fast-check';
+import {
+  applyWireGuardOps,
+  parseLine,
+  validateWireGuard,
+  WgFile,
+} from '../../src/sealed-api/formats/wireguard.ts';
+import { joinLines, splitLines } from '../../src/sealed-api/formats/lines.ts';
+import { FormatError } from '../../src/sealed-api/formats/index.ts';
+import { SealedCallError } from '../../src/sealed-api/client.ts';
+import { startSealed, tempDir, wgKey, write, type StartedSealed } from './helpers.ts';
+
+const K = wgKey(1);
+const P1 = wgKey(2);
+const P2 = wgKey(3);
+const P3 = wgKey(4);
+const P4 = wgKey(5);
+const PSK = wgKey(6);
+
+const FIXTURE = `# wg0 — managed by Gatehouse
+[Interface]
+# the server
+PrivateKey = ${K}
+Address = 10.0.0.1/24
+Address = fd00::1/64
+ListenPort = 51820
+PostUp = iptables -A FORWARD -i %i -j ACCEPT; iptables -t nat -A POSTROUTING -o eth0 -j MASQUERADE
+PostUp = echo up ; logger wg0 # trailing comment
+DNS = 1.1.1.1
+
+# laptop
+[Peer]
+PublicKey = ${P1}
+AllowedIPs = 10.0.0.2/32
+AllowedIPs = fd00::2/128
+Endpoint = laptop.example.com:51820
+
+# phone
+[Peer]
+PublicKey = ${P2}
+PresharedKey = ${PSK}
+AllowedIPs = 10.0.0.3/32 # phone tunnel
+PersistentKeepalive = 25
+
+[peer]
+publickey=${P3}
+allowedips=10.0.0.4/32,fd00::4/128
+`;
+
+test('round trip byte for byte: LF, CRLF, no final newline, odd spacing', () => {
+  const variants = [
+    FIXTURE,
+    FIXTURE.replace(/\n/g, '\r\n'),
+    FIXTURE.trimEnd(),
+    `\n\n${FIXTURE}  \n\t\n`,
+    FIXTURE.replace('ListenPort = 51820', '  ListenPort\t=51820   '),
+  ];
+  for (const v of variants) {
+    assert.equal(validateWireGuard(v).toString(), v);
+    assert.equal(new WgFile(v).toString(), v);
+  }
+});
+
+test('wg-quick rules: # starts a comment anywhere, ; does not, key is before the first =, keys case-insensitive', () => {
+  assert.deepEqual(parseLine('PostUp = a; b = c # x'), { kind: 'kv', key: 'postup', value: 'a; b = c' });
+  assert.deepEqual(parseLine('  # only a comment'), { kind: 'comment' });
+  assert.deepEqual(parseLine('ALLOWEDIPS=10.0.0.1/32'), {
+    kind: 'kv',
+    key: 'allowedips',
+    value: '10.0.0.1/32',
+  });
+  assert.deepEqual(parseLine('[PEER] # c'), { kind: 'section', key: '[peer]' });
+  const f = validateWireGuard(FIXTURE);
+  assert.equal(f.peers().length, 3);
+  assert.equal(f.findPeer(P3)?.kind, 'peer');
+  const iface = f.sections[0]!;
+  assert.equal(f.keyLines(iface, 'postup').length, 2);
+  assert.equal(
+    f.value(iface, 'postup'),
+    'iptables -A FORWARD -i %i -j ACCEPT; iptables -t nat -A POSTROUTING -o eth0 -j MASQUERADE',
+  );
+});
+
+test('any text splits into lines and joins back to the same bytes (property)', () => {
+  fc.assert(
+    fc.property(
+      fc.array(
+        fc.oneof(fc.constantFrom('\n', '\r\n', '\r', '[Peer]', '#', ';', '=', ' ', 'PublicKey'), fc.string()),
+        { maxLength: 40 },
+      ),
+      (parts) => {
+        const s = parts.join('');
+        assert.equal(joinLines(splitLines(s)), s);
+        assert.equal(new WgFile(s).toString(), s);
+      },
+    ),
+  );
+});
+
+test('edit: update a peer by PublicKey (repeated AllowedIPs collapse, Endpoint deleted), nothing else moves', () => {
+  const out = applyWireGuardOps(FIXTURE, [
+    {
+      op: 'peer.upsert',
+      publicKey: P1,
+      set: { AllowedIPs: ['10.0.0.2/32', 'fd00::2/128', '10.0.0.22/32'], Endpoint: null },
+    },
+  ]);
+  const expected = FIXTURE.replace(
+    'AllowedIPs = 10.0.0.2/32\nAllowedIPs = fd00::2/128\nEndpoint = laptop.example.com:51820\n',
+    'AllowedIPs = 10.0.0.2/32, fd00::2/128, 10.0.0.22/32\n',
+  );
+  assert.equal(out, expected);
+});
+
+test("edit: a value keeps its line comment and key spelling; a new key goes after the section's last key", () => {
+  const out = applyWireGuardOps(FIXTURE, [
+    { op: 'peer.upsert', publicKey: P2, set: { allowedips: '10.0.0.33/32' } },
+    { op: 'peer.upsert', publicKey: P3, set: { PersistentKeepalive: '15' } },
+  ]);
+  const expected = FIXTURE.replace(
+    'AllowedIPs = 10.0.0.3/32 # phone tunnel',
+    'AllowedIPs = 10.0.0.33/32 # phone tunnel',
+  ).replace(
+    'allowedips=10.0.0.4/32,fd00::4/128\n',
+    'allowedips=10.0.0.4/32,fd00::4/128\nPersistentKeepalive = 15\n',
+  );
+  assert.equal(out, expected);
+});
+
+test('edit: remove a peer with its leading comment; add a new peer at the end; set interface keys', () => {
+  const removed = applyWireGuardOps(FIXTURE, [{ op: 'peer.remove', publicKey: P2 }]);
+  assert.equal(
+    removed,
+    FIXTURE.replace(
+      `# phone\n[Peer]\nPublicKey = ${P2}\nPresharedKey = ${PSK}\nAllowedIPs = 10.0.0.3/32 # phone tunnel\nPersistentKeepalive = 25\n\n`,
+      '',
+    ),
+  );
+  const added = applyWireGuardOps(FIXTURE.trimEnd(), [
+    { op: 'peer.upsert', publicKey: P4, set: { AllowedIPs: '10.0.0.9/32' } },
+  ]);
+  assert.equal(added, `${FIXTURE}\n[Peer]\nPublicKey = ${P4}\nAllowedIPs = 10.0.0.9/32\n`);
+  const iface = applyWireGuardOps(FIXTURE.replace(/\n/g, '\r\n'), [
+    { op: 'interface.set', set: { ListenPort: '51821', MTU: '1420', DNS: null } },
+  ]);
+  assert.equal(
+    iface,
+    FIXTURE.replace('ListenPort = 51820', 'ListenPort = 51821')
+      .replace('DNS = 1.1.1.1\n', 'MTU = 1420\n')
+      .replace(/\n/g, '\r\n'),
+  );
+});
+
+test('validation refuses what wg-quick or WireGuard would not take', () => {
+  const bad: [string, RegExp][] = [
+    [FIXTURE.replace(`PublicKey = ${P2}`, `PublicKey = ${P1}`), /used by two peers/],
+    [FIXTURE.replace(`PublicKey = ${P2}`, 'PublicKey = not-a-key'), /not a base64 WireGuard key/],
+    [FIXTURE.replace('10.0.0.3/32', '10.0.0.300/32'), /not an IP address/],
+    [FIXTURE.replace('10.0.0.3/32', '10.0.0.3/33'), /bad prefix/],
+    [FIXTURE.replace('10.0.0.3/32', '10.0.0.2/32'), /claimed by two peers/],
+    [FIXTURE.replace('ListenPort = 51820', 'ListenPort = 70000'), /ListenPort/],
+    [FIXTURE.replace('ListenPort = 51820', 'ListenPort = 51820\nListenPort = 51821'), /repeated/],
+    [FIXTURE.replace('DNS = 1.1.1.1', 'Bogus = 1'), /unknown key/],
+    [FIXTURE.replace(`publickey=${P3}\n`, ''), /without PublicKey/],
+    [FIXTURE.replace('Endpoint = laptop.example.com:51820', 'Endpoint = laptop'), /host:port/],
+    [FIXTURE.replace('[Interface]', '[Interfaces]'), /unknown section/],
+    [`${FIXTURE}[Interface]\nPrivateKey = ${K}\n`, /exactly one \[Interface\]/],
+    [`PrivateKey = ${K}\n${FIXTURE}`, /outside a section/],
+    [FIXTURE.replace('DNS = 1.1.1.1', 'just words'), /neither a section/],
+  ];
+  for (const [text, re] of bad)
+    assert.throws(
+      () => validateWireGuard(text),
+      (e: unknown) => e instanceof FormatError && re.test(e.message),
+      String(re),
+    );
+  assert.throws(() => applyWireGuardOps(FIXTURE, [{ op: 'peer.remove', publicKey: P4 }]), /no peer/);
+  assert.throws(
+    () =>
+      applyWireGuardOps(FIXTURE, [{ op: 'peer.upsert', publicKey: P1, set: { AllowedIPs: '10.0.0.3/32' } }]),
+    /claimed by two peers/,
+  );
+  assert.throws(
+    () => applyWireGuardOps(FIXTURE, [{ op: 'peer.upsert', publicKey: P1, set: { PostUp: 'x' } }]),
+    /cannot be set here/,
+  );
+  assert.throws(
+    () => applyWireGuardOps(FIXTURE, [{ op: 'interface.set', set: { PostUp: 'a\n[Peer]' } }]),
+    /line breaks/,
+  );
+});
+
+let s: StartedSealed | undefined;
+after(async () => s?.close());
+
+test('through the API: write and read are byte-exact on disk; update edits by PublicKey; stale if_match is 409; bad content 422', async () => {
+  const dir = tempDir();
+  mkdirSync(join(dir, 'etc'));
+  const path = write(dir, 'etc/wg0.conf', FIXTURE.replace(/\n/g, '\r\n'));
+  s = await startSealed(
+    { files: { wg0: { path: 'etc/wg0.conf', format: 'wireguard' } }, backupDir: 'backups' },
+    { dir },
+  );
+  const c = await s.client('admin');
+  const r = await c.call<{ content: string; etag: string }>('files.read', { file: 'wg0' });
+  assert.equal(r.content, FIXTURE.replace(/\n/g, '\r\n'));
+  const w = await c.call<{ etag: string }>('files.write', {
+    file: 'wg0',
+    content: FIXTURE,
+    if_match: r.etag,
+  });
+  assert.equal(readFileSync(path, 'utf8'), FIXTURE);
+  const u = await c.call<{ etag: string }>('files.update', {
+    file: 'wg0',
+    if_match: w.etag,
+    ops: [{ op: 'peer.remove', publicKey: P3 }],
+  });
+  assert.ok(!readFileSync(path, 'utf8').includes(P3));
+  await assert.rejects(
+    c.call('files.update', { file: 'wg0', if_match: w.etag, ops: [{ op: 'peer.remove', publicKey: P2 }] }),
+    (e: unknown) => e instanceof SealedCallError && e.status === 409,
+  );
+  await assert.rejects(
+    c.call('files.write', {
+      file: 'wg0',
+      if_match: u.etag,
+      content: FIXTURE.replace(`PublicKey = ${P2}`, `PublicKey = ${P1}`),
+    }),
+    (e: unknown) => e instanceof SealedCallError && e.status === 422 && /two peers/.test(e.message),
+  );
+  await assert.rejects(
+    c.call('files.update', { file: 'wg0', if_match: u.etag, ops: [{ op: 'frobnicate' }] }),
+    (e: unknown) => e instanceof SealedCallError && e.status === 422,
+  );
+  assert.ok(readFileSync(path, 'utf8').includes(P2), 'refused writes leave the file alone');
+});
