@@ -27,6 +27,10 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+/* Pipe capacity asked for, and bytes asked of one splice into a pipe. 256 KiB moves about twice the bytes
+   per system call of the kernel's default 64 KiB. An unprivileged user's pipe page budget
+   (fs.pipe-user-pages-soft, 16,384 pages) covers ~128 such tunnels at once; past it the kernel refuses
+   the resize and the pipe keeps its default size: slower, still correct. */
 #define PIPE_BYTES (256 * 1024)
 #define EV_HALF 0
 #define EV_DONE 1
@@ -69,6 +73,9 @@ static int epfd = -1, wakefd = -1;
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static command *queue_head = NULL, *queue_tail = NULL;
 static tunnel *tunnels = NULL;
+/* Tunnels finished during the current batch of epoll events; freed once the batch is done, so a later
+   event in the same batch can still look at (and skip) them. */
+static tunnel *graveyard = NULL;
 
 static void post(uint32_t id, int kind, int dir, int err, napi_ref ref) {
   event *e = malloc(sizeof(event));
@@ -104,7 +111,16 @@ static void finish(tunnel *t, int kind, int err) {
   close_pipes(t);
   unlink_tunnel(t);
   post(t->id, kind, -1, err, t->counters_ref);
-  free(t);
+  t->next = graveyard;
+  graveyard = t;
+}
+
+static void bury(void) {
+  while (graveyard) {
+    tunnel *next = graveyard->next;
+    free(graveyard);
+    graveyard = next;
+  }
 }
 
 /* Moves what can move now in one direction. Returns 0, or an errno that fails the tunnel. */
@@ -205,12 +221,10 @@ static void *loop(void *arg) {
     run_commands();
     for (int k = 0; k < n; k++) {
       tunnel *t = events[k].data.ptr;
-      if (t == NULL) continue;
-      /* The tunnel may have finished (and been freed) earlier in this batch. */
-      int alive = 0;
-      for (tunnel *x = tunnels; x; x = x->next) if (x == t) { alive = 1; break; }
-      if (alive) pump_all(t);
+      /* A tunnel may have finished earlier in this batch: it stays allocated until bury(). */
+      if (t != NULL && !t->finished) pump_all(t);
     }
+    bury();
   }
   return NULL;
 }
@@ -275,8 +289,8 @@ static napi_value js_init(napi_env env, napi_callback_info info) {
 static int make_pipe(direction *d) {
   int p[2];
   if (pipe2(p, O_NONBLOCK | O_CLOEXEC) != 0) return errno;
-  fcntl(p[1], F_SETPIPE_SZ, PIPE_BYTES); /* best effort: a smaller pipe only means more syscalls */
   d->pipe_r = p[0];
+  fcntl(p[1], F_SETPIPE_SZ, PIPE_BYTES); /* best effort, see PIPE_BYTES */
   d->pipe_w = p[1];
   return 0;
 }

@@ -209,16 +209,18 @@ export class Session {
     const abort = new AbortController();
     this.#auth = abort;
     let settled = false;
-    const settle = (result: AuthResult) => {
+    const settle = (result: AuthResult, timedOut = false) => {
       if (settled) return;
       settled = true;
       clearTimeout(authTimer);
       this.#clearTimer();
-      abort.abort();
+      // Aborting costs a DOMException with a stack: only a timed-out authenticator needs telling.
+      if (timedOut) abort.abort();
+      this.#auth = undefined;
       if (this.state !== 'authenticating') return;
       this.#afterAuthentication(id, { token, nonce }, result);
     };
-    const authTimer = setTimeout(() => settle({ error: 'AuthenticationErrorTimeout' }), authenticationMs);
+    const authTimer = setTimeout(() => settle({ error: 'AuthenticationErrorTimeout' }, true), authenticationMs);
     this.#clearTimer();
     this.#timerCode = 'RELAY_COMMAND_TIMEOUT';
     this.#timer = setTimeout(() => {
@@ -229,7 +231,7 @@ export class Session {
     }, jsonRpcMs);
     this.#ctx.authenticator
       .authenticate({ uuid: this.uuid, name: this.name, token, nonce, remoteAddress: ip }, abort.signal)
-      .then(settle, (err: unknown) => {
+      .then((result) => settle(result), (err: unknown) => {
         this.log.warn({ err, authenticator: this.#ctx.authenticator.kind }, 'authenticator failed');
         settle({ error: 'AuthenticationErrorProxyError' });
       });
