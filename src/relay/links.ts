@@ -120,9 +120,13 @@ export class StreamLink implements Link {
    * but not delivered; those belong to the partner. `resumeFromSplice()` undoes it.
    */
   quiesce(): Buffer[] {
-    const s = this.socket as Socket & { _handle?: { readStop?: () => number } | null; _read: (n: number) => void };
+    const s = this.socket as Socket & { _handle?: { readStop?: () => number; reading?: boolean } | null; _read: (n: number) => void };
     s.pause();
-    s._handle?.readStop?.();
+    if (s._handle) {
+      s._handle.readStop?.();
+      // Node's own flag: left true, a later _read (after resumeFromSplice) would never restart reading.
+      s._handle.reading = false;
+    }
     // Node's stream machinery calls _read to refill its buffer; it must not start reading again.
     s._read = () => undefined;
     const rest: Buffer[] = [];
@@ -136,10 +140,14 @@ export class StreamLink implements Link {
     this.socket.resume();
   }
 
-  /** The file descriptor, when this socket has one and nothing waits to be written. */
+  /**
+   * The file descriptor, when this socket has one, nothing waits to be written and Node has not seen
+   * its end (an end Node already read would otherwise be handled twice: by Node and by the kernel relay).
+   */
   spliceFd(): number | undefined {
-    const fd = (this.socket as Socket & { _handle?: { fd?: number } | null })._handle?.fd;
-    if (typeof fd !== 'number' || fd < 0 || this.socket.writableLength > 0 || this.#finishing || this.socket.destroyed) return undefined;
+    const s = this.socket as Socket & { _handle?: { fd?: number } | null; _readableState?: { ended?: boolean } };
+    const fd = s._handle?.fd;
+    if (typeof fd !== 'number' || fd < 0 || s.writableLength > 0 || this.#finishing || s.destroyed || s._readableState?.ended === true) return undefined;
     return fd;
   }
 }

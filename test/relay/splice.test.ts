@@ -144,3 +144,22 @@ test('idle timeout sees spliced traffic', { skip }, async () => {
     await relay.close();
   }
 });
+
+test('hand-off racing a FIN: every byte and the half-close still arrive (20 rounds)', { skip }, async () => {
+  const relay = await startRelay({ splice: { afterBytes: 1000 } });
+  try {
+    for (let i = 0; i < 20; i++) {
+      const { a, b, aOffset, bOffset } = await pair(relay.url('tcp'), relay.url('tcp'));
+      const data = randomBytes(3000 + i * 100);
+      a.socket!.end(data);
+      await b.closed();
+      assert.ok(b.received().subarray(bOffset).equals(data), `round ${i}`);
+      b.send('ack');
+      b.end();
+      await a.closed();
+      assert.equal(a.received().subarray(aOffset).toString(), 'ack');
+    }
+  } finally {
+    await relay.close();
+  }
+});
