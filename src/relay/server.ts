@@ -180,7 +180,12 @@ export function createRelayServer(config: RelayConfig, deps: RelayDeps): RelaySe
         break;
       case 'tls':
         server = createTlsServer({ ...tlsOpts, allowHalfOpen: true, handshakeTimeout }, (s: TLSSocket) => onStream('tls', s));
-        server.on('tlsClientError', (err: Error) => log.debug({ err: err.message }, 'tls handshake failed'));
+        // With a listener here Node no longer destroys the socket itself: do it, or a client that never
+        // finishes its handshake would hold a connection forever.
+        server.on('tlsClientError', (err: Error, socket: TLSSocket) => {
+          socket.destroy();
+          log.debug({ err: err.message }, 'tls handshake failed');
+        });
         break;
       case 'ws':
       case 'wss': {
@@ -194,7 +199,12 @@ export function createRelayServer(config: RelayConfig, deps: RelayDeps): RelaySe
         wss = w;
         const kind = l.kind;
         http.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => onUpgrade(kind, w, req, socket, head));
-        if (l.kind === 'wss') http.on('tlsClientError', (err: Error) => log.debug({ err: err.message }, 'tls handshake failed'));
+        if (l.kind === 'wss') {
+          http.on('tlsClientError', (err: Error, socket: TLSSocket) => {
+            socket.destroy();
+            log.debug({ err: err.message }, 'tls handshake failed');
+          });
+        }
         server = http;
         break;
       }

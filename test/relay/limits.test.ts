@@ -3,6 +3,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { connect } from 'node:net';
 import { WebSocket } from 'ws';
+import { errorSpec } from '../../src/core/errors.ts';
 import { startRelay, rawClient, authenticate, pair, request, NO_ERROR, deadline } from '../helpers/relay.ts';
 
 test('total connections: one past maxConnections is refused with its own error (TCP bytes, WS 503)', async () => {
@@ -153,6 +154,23 @@ test('backpressure: a receiver that does not read pauses the sender; the relay b
     a.socket!.end();
     await b.waitForBytes(bOffset + sent, 20000);
     assert.equal(b.received().length - bOffset, sent);
+  } finally {
+    await relay.close();
+  }
+});
+
+test('a WebSocket message one byte over tunnelBufferBytes is refused with close 1009', async () => {
+  const cap = 16384;
+  const relay = await startRelay({ limits: { tunnelBufferBytes: cap } });
+  try {
+    const { a, b, bOffset } = await pair(relay.url('ws'), relay.url('tcp'));
+    a.send(Buffer.alloc(cap, 0x61), { binary: true });
+    await b.waitForBytes(bOffset + cap);
+    a.send(Buffer.alloc(cap + 1, 0x62), { binary: true });
+    const how = await a.closed();
+    assert.deepEqual(how, errorSpec('RELAY_WS_MESSAGE_TOO_LARGE').close);
+    await b.closed();
+    assert.equal(b.received().length - bOffset, cap);
   } finally {
     await relay.close();
   }

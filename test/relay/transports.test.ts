@@ -1,10 +1,10 @@
 /** TLS, WSS and unix listeners; WebSocket specifics (ping, binary frames, text/binary choice); bind errors. */
 import { test, after, before } from 'node:test';
 import assert from 'node:assert/strict';
-import { createServer } from 'node:net';
+import { createServer, connect } from 'node:net';
 import { join } from 'node:path';
 import { WebSocket } from 'ws';
-import { startRelay, rawClient, authenticate, pair, request, selfSignedCert, tempDir, TUNNEL_ESTABLISHED, type StartedRelay } from '../helpers/relay.ts';
+import { startRelay, rawClient, authenticate, pair, request, selfSignedCert, tempDir, deadline, TUNNEL_ESTABLISHED, type StartedRelay } from '../helpers/relay.ts';
 import { isGatewayError } from '../../src/core/errors.ts';
 
 let relay: StartedRelay;
@@ -142,4 +142,25 @@ test('missing TLS files are a clear start-up error', async () => {
     startRelay({ tls: { certFile: '/nonexistent/cert.pem', keyFile: '/nonexistent/key.pem' }, listeners: [{ kind: 'tls', host: '127.0.0.1', port: 0 }] }),
     (err) => isGatewayError(err, 'CORE_TLS_MATERIAL') && err.message.includes('/nonexistent/cert.pem'),
   );
+});
+
+test('a client that never finishes its TLS handshake is dropped after inactiveMs (tls and wss)', async () => {
+  const dir = tempDir();
+  const r = await startRelay({
+    tls: selfSignedCert(dir),
+    timeouts: { inactiveMs: 300 },
+    listeners: [{ kind: 'tls', host: '127.0.0.1', port: 0 }, { kind: 'wss', host: '127.0.0.1', port: 0 }],
+  });
+  try {
+    for (const kind of ['tls', 'wss']) {
+      const port = r.port(kind);
+      const t0 = Date.now();
+      const sock = connect({ host: '127.0.0.1', port });
+      sock.on('error', () => undefined);
+      await deadline(new Promise<void>((resolve) => sock.on('close', () => resolve())), 5000, `${kind} silent client dropped`);
+      assert.ok(Date.now() - t0 >= 250, kind);
+    }
+  } finally {
+    await r.close();
+  }
 });

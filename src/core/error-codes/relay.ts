@@ -100,6 +100,11 @@ export const relayErrors = {
     httpStatus: 400,
     close: closeWith('Binary message not expected.'),
   },
+  RELAY_WS_MESSAGE_TOO_LARGE: {
+    summary: 'A WebSocket message larger than limits.tunnelBufferBytes arrived; the WebSocket layer closes it.',
+    httpStatus: 413,
+    close: { code: 1009, reason: '' },
+  },
   RELAY_SHUTDOWN: {
     summary: 'The server is stopping; clients are told and closed.',
     httpStatus: 503,
