@@ -5,7 +5,17 @@
  */
 import { z } from 'zod';
 import { relayConfigSchema } from './relay/config.ts';
+import { cardBridgeConfigSchema } from './card-bridge/config.ts';
+import { sealedApiConfigSchema } from './sealed-api/config.ts';
 import { loadConfigFile, validateConfig } from './core/config/load.ts';
+
+/**
+ * A front end's section: absent from the file means not enabled (its keys still get their defaults, so
+ * tools can read paths); present means enabled unless it says `enabled = false`.
+ */
+function frontEnd<S extends z.ZodType>(schema: S) {
+  return z.preprocess((raw) => (raw === undefined ? { enabled: false } : raw), schema);
+}
 
 export const gatewayConfigSchema = z.strictObject({
   log: z
@@ -19,13 +29,21 @@ export const gatewayConfigSchema = z.strictObject({
       graceMs: z.number().int().min(0).default(10000),
     })
     .prefault({}),
-  relay: relayConfigSchema.prefault({}),
+  relay: frontEnd(relayConfigSchema),
+  cardBridge: frontEnd(cardBridgeConfigSchema),
+  sealedApi: frontEnd(sealedApiConfigSchema),
 });
 
 export type GatewayConfig = z.output<typeof gatewayConfigSchema>;
 
 /** The configuration `gatehouse serve` uses without `--config`: every front end on loopback. */
-export const EMBEDDED_DEFAULTS = {} as const;
+export const EMBEDDED_DEFAULTS = {
+  relay: {},
+  // A few simulated cards (one I.CA-like signing card) so the card bridge is usable out of the box.
+  cardBridge: { backends: [{ kind: 'simulator' }] },
+  // A demo WireGuard file under var/sealed/ managed as `demo` by the sealed API.
+  sealedApi: { demo: true },
+} as const;
 
 /** Validates the embedded defaults (no file). */
 export function defaultConfig(): GatewayConfig {

@@ -4,8 +4,11 @@
  */
 import type { Logger } from './core/log.ts';
 import { composeServices, type Service } from './core/lifecycle.ts';
+import { GatewayError } from './core/errors.ts';
 import type { GatewayConfig } from './config.ts';
-import { createRelayServer, type RelayServer } from './relay/server.ts';
+import type { RelayServer } from './relay/server.ts';
+import type { CardBridgeServer } from './card-bridge/server.ts';
+import type { SealedApiServer } from './sealed-api/server.ts';
 
 export interface GatewayDeps {
   readonly log: Logger;
@@ -15,18 +18,31 @@ export interface GatewayDeps {
 
 export interface Gateway extends Service {
   readonly relay: RelayServer | undefined;
+  readonly cardBridge: CardBridgeServer | undefined;
+  readonly sealedApi: SealedApiServer | undefined;
   /** Human-readable lines saying how to reach each enabled front end. */
   describe(): string[];
 }
 
-export function createGateway(config: GatewayConfig, deps: GatewayDeps): Gateway {
-  const relay = config.relay.enabled ? createRelayServer(config.relay, deps) : undefined;
-  const parts: Service[] = [];
-  if (relay !== undefined) parts.push(relay);
+/**
+ * Builds the enabled front ends. Each is imported only when enabled, so a gateway that runs only the
+ * relay never loads the other front ends' code and libraries (memory: a few MB each).
+ * @throws GatewayError CORE_CONFIG_INVALID when no front end is enabled.
+ */
+export async function createGateway(config: GatewayConfig, deps: GatewayDeps): Promise<Gateway> {
+  if (!config.relay.enabled && !config.cardBridge.enabled && !config.sealedApi.enabled) {
+    throw new GatewayError('CORE_CONFIG_INVALID', 'no front end is enabled: add a [relay], [cardBridge] or [sealedApi] section to the config file');
+  }
+  const relay = config.relay.enabled ? (await import('./relay/server.ts')).createRelayServer(config.relay, deps) : undefined;
+  const cardBridge = config.cardBridge.enabled ? (await import('./card-bridge/server.ts')).createCardBridgeServer(config.cardBridge, deps) : undefined;
+  const sealedApi = config.sealedApi.enabled ? (await import('./sealed-api/server.ts')).createSealedApiServer(config.sealedApi, deps) : undefined;
+  const parts: Service[] = [relay, cardBridge, sealedApi].filter((s) => s !== undefined);
   const all = composeServices('gateway', parts);
   return {
     name: 'gateway',
     relay,
+    cardBridge,
+    sealedApi,
     start: () => all.start(),
     close: (options) => all.close(options ?? { graceMs: config.shutdown.graceMs }),
     describe() {
@@ -37,6 +53,17 @@ export function createGateway(config: GatewayConfig, deps: GatewayDeps): Gateway
         if (relay.monitorPath !== undefined) lines.push(`  monitor: gatehouse monitor --socket ${relay.monitorPath}`);
         const ws = relay.listeners.find((l) => l.kind === 'ws') ?? relay.listeners[0];
         if (ws !== undefined) lines.push(`  try:     gatehouse tunnel --url ${ws.url} --token demo   (run it twice to pair)`);
+      }
+      if (cardBridge !== undefined) {
+        lines.push('Card bridge (foxyproxy line protocol):');
+        for (const l of cardBridge.listeners) lines.push(`  ${l.kind.padEnd(4)} ${l.url}`);
+        lines.push(`  cards:   ${cardBridge.cards.readers().length} readers; try: gatehouse card list`);
+      }
+      if (sealedApi !== undefined) {
+        lines.push('Sealed API (end-to-end encrypted JOSE RPC):');
+        lines.push(`  http ${sealedApi.url}   server key ${sealedApi.serverInfo().kid}`);
+        lines.push(`  clients: gatehouse clients keygen --out me.json && gatehouse clients add --name me --key me.json --allow 'files.*,time' --files '*'`);
+        lines.push(`  try:     gatehouse call ${sealedApi.url} time --key me.json`);
       }
       return lines;
     },

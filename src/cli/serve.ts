@@ -15,7 +15,7 @@ export function serveCommand(): Command {
       const baseDir = opts.config === undefined ? process.cwd() : dirname(resolve(opts.config));
       const log = createLogger({ level: config.log.level });
       if (opts.config === undefined) log.warn('no --config given: running on embedded defaults (loopback only, development credentials)');
-      const gateway = createGateway(config, { log, baseDir });
+      const gateway = await createGateway(config, { log, baseDir });
       try {
         await gateway.start();
       } catch (err) {

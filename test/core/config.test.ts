@@ -91,7 +91,7 @@ test('a front end runs only when its section is present; none at all is a config
   assert.equal(validateConfig(gatewayConfigSchema, { relay: { enabled: false } }).relay.enabled, false);
   const { createGateway } = await import('../../src/gateway.ts');
   const { silentLogger } = await import('../../src/core/log.ts');
-  assert.throws(
+  await assert.rejects(
     () => createGateway(validateConfig(gatewayConfigSchema, { log: { level: 'info' } }), { log: silentLogger(), baseDir: tempDir() }),
     (e) => isGatewayError(e, 'CORE_CONFIG_INVALID') && /no front end is enabled/.test(e.message),
   );

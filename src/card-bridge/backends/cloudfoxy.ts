@@ -1,0 +1,183 @@
+/**
+ * The CloudFoxy REST upstream backend (foxyproxy's only backend): cards behind a CloudFoxy REST server, or
+ * behind another Gatehouse serving that API.
+ *
+ * - `GET /api/v1/basic?reset=&terminal=&apdu=` with `X-Auth-Token`; the first result line is the answer.
+ *   A first line with SW1 `C0` is a hardware error: retried `hardwareRetries` times, then
+ *   CARD_UPSTREAM_FAILED. Non-200 → the body's C08x result when it is one we know, else CARD_UPSTREAM_FAILED.
+ * - Every request has its own deadline (`requestTimeoutMs`, and the caller's signal) and a bounded body.
+ * - `/hello` and `/inventory` are polled every `pollIntervalMs`; a smaller uptime than before (the upstream
+ *   restarted) or a changed inventory fires a change, which makes the bridge rebuild its caches.
+ */
+import { GatewayError, type ErrorCode } from '../../core/errors.ts';
+import type { Logger } from '../../core/log.ts';
+import type { CardBackendConfig } from '../config.ts';
+import { statusWord, toHex } from '../protocol/apdu.ts';
+import { ChangeListeners, type CardBackend, type ReaderState } from './types.ts';
+
+type CloudFoxyConfig = Extract<CardBackendConfig, { kind: 'cloudfoxy' }>;
+
+const KNOWN_RESULTS: Readonly<Record<string, ErrorCode>> = {
+  C080: 'CARD_NO_CARD',
+  C083: 'CARD_READER_NOT_FOUND',
+  C087: 'CARD_BAD_APDU',
+  C089: 'CARD_COMMAND_TIMEOUT',
+};
+
+export class CloudFoxyBackend implements CardBackend {
+  readonly kind = 'cloudfoxy';
+  #readers: ReaderState[] = [];
+  #uptime: number | undefined;
+  #timer: NodeJS.Timeout | undefined;
+  #polling: Promise<void> | undefined;
+  #closed = false;
+  readonly #changes = new ChangeListeners();
+  readonly #log: Logger;
+  readonly #base: string;
+  /** Polls done (tests wait on this). */
+  polls = 0;
+
+  constructor(
+    private readonly cfg: CloudFoxyConfig,
+    log: Logger,
+  ) {
+    this.#log = log.child({ backend: 'cloudfoxy', upstream: cfg.url });
+    this.#base = cfg.url.replace(/\/+$/, '');
+  }
+
+  async start(): Promise<void> {
+    await this.poll();
+    this.#schedule();
+  }
+
+  async close(): Promise<void> {
+    this.#closed = true;
+    clearTimeout(this.#timer);
+    await this.#polling;
+  }
+
+  readers(): readonly ReaderState[] {
+    return this.#readers;
+  }
+
+  onChange(listener: () => void): () => void {
+    return this.#changes.add(listener);
+  }
+
+  reset(terminal: string, signal: AbortSignal): Promise<Buffer> {
+    return this.#basic(terminal, true, undefined, signal);
+  }
+
+  transmit(terminal: string, apdu: Buffer, signal: AbortSignal): Promise<Buffer> {
+    return this.#basic(terminal, false, apdu, signal);
+  }
+
+  #schedule(): void {
+    if (this.#closed) return;
+    this.#timer = setTimeout(() => {
+      this.#polling = this.poll().finally(() => {
+        this.#polling = undefined;
+        this.#schedule();
+      });
+    }, this.cfg.pollIntervalMs);
+    this.#timer.unref();
+  }
+
+  /** One /hello + /inventory round; never throws (an unreachable upstream keeps the last inventory). */
+  async poll(): Promise<void> {
+    this.polls++;
+    let changed = false;
+    try {
+      const hello = await this.#get('/api/v1/hello', AbortSignal.timeout(this.cfg.requestTimeoutMs));
+      if (hello.status === 200) {
+        const uptime = Number((hello.text.split(/\r?\n/)[1] ?? '').trim().split(/\s+/)[1]);
+        if (Number.isFinite(uptime)) {
+          if (this.#uptime !== undefined && uptime < this.#uptime) {
+            this.#log.info({ uptime, before: this.#uptime }, 'upstream restarted; rebuilding caches');
+            changed = true;
+          }
+          this.#uptime = uptime;
+        }
+      }
+      const inv = await this.#get('/api/v1/inventory', AbortSignal.timeout(this.cfg.requestTimeoutMs));
+      if (inv.status === 200) {
+        const readers: ReaderState[] = [];
+        for (const line of inv.text.split(/\r?\n/)) {
+          const t = line.trim();
+          if (t === '') continue;
+          const sp = t.lastIndexOf(' ');
+          const name = sp < 0 ? t : t.slice(0, sp).trim();
+          const atr = sp < 0 ? '' : t.slice(sp + 1);
+          readers.push({ terminal: name, atr: /^([0-9A-Fa-f]{2})+$/.test(atr) ? Buffer.from(atr, 'hex') : undefined });
+        }
+        const key = (rs: readonly ReaderState[]) => rs.map((r) => `${r.terminal}=${r.atr === undefined ? '' : toHex(r.atr)}`).join('\n');
+        if (key(readers) !== key(this.#readers)) changed = true;
+        this.#readers = readers;
+      } else {
+        this.#log.warn({ status: inv.status }, 'upstream inventory failed');
+      }
+    } catch (err) {
+      this.#log.warn({ err: (err as Error).message }, 'upstream poll failed');
+    }
+    if (changed) this.#changes.emit();
+  }
+
+  async #get(path: string, signal: AbortSignal): Promise<{ status: number; text: string }> {
+    const url = `${this.#base}${path}`;
+    const init = { headers: { 'X-Auth-Token': this.cfg.token.reveal() }, signal };
+    let res: Response;
+    try {
+      res = await fetch(url, init);
+    } catch (err) {
+      // A kept-alive connection the upstream closed (e.g. it restarted) fails once; a fresh one decides.
+      if (signal.aborted) throw err;
+      res = await fetch(url, init);
+    }
+    const reader = res.body?.getReader();
+    const parts: Uint8Array[] = [];
+    let n = 0;
+    if (reader !== undefined) {
+      for (;;) {
+        const { done, value } = (await reader.read()) as { done: boolean; value: Uint8Array | undefined };
+        if (done || value === undefined) break;
+        n += value.length;
+        if (n > this.cfg.maxResponseBytes) {
+          await reader.cancel();
+          throw new GatewayError('CARD_UPSTREAM_FAILED', `upstream answer over ${this.cfg.maxResponseBytes} bytes`);
+        }
+        parts.push(value);
+      }
+    }
+    return { status: res.status, text: Buffer.concat(parts).toString('utf8') };
+  }
+
+  async #basic(terminal: string, reset: boolean, apdu: Buffer | undefined, signal: AbortSignal): Promise<Buffer> {
+    const q = new URLSearchParams({ reset: reset ? '1' : '0', terminal });
+    if (apdu !== undefined) q.set('apdu', toHex(apdu));
+    for (let attempt = 0; ; attempt++) {
+      let res: { status: number; text: string };
+      try {
+        res = await this.#get(`/api/v1/basic?${q.toString()}`, AbortSignal.any([signal, AbortSignal.timeout(this.cfg.requestTimeoutMs)]));
+      } catch (err) {
+        if (signal.aborted) throw signal.reason as Error;
+        if (err instanceof GatewayError) throw err;
+        throw new GatewayError('CARD_UPSTREAM_FAILED', `upstream request failed: ${(err as Error).message}`, { cause: err });
+      }
+      const first = (res.text.split(/\r?\n/)[0] ?? '').trim();
+      if (res.status !== 200) {
+        const code = KNOWN_RESULTS[first.toUpperCase()];
+        throw new GatewayError(code ?? 'CARD_UPSTREAM_FAILED', `upstream answered HTTP ${res.status}`);
+      }
+      if (!/^([0-9A-Fa-f]{2})+$/.test(first)) throw new GatewayError('CARD_UPSTREAM_FAILED', 'upstream answer is not hex');
+      const out = Buffer.from(first, 'hex');
+      if (statusWord(out) >> 8 === 0xc0 && (apdu !== undefined || out.length === 2)) {
+        if (attempt < this.cfg.hardwareRetries) {
+          this.#log.warn({ terminal, sw: first, attempt: attempt + 1 }, 'upstream hardware error; retrying');
+          continue;
+        }
+        throw new GatewayError('CARD_UPSTREAM_FAILED', `upstream hardware error ${first} after ${attempt + 1} attempts`);
+      }
+      return out;
+    }
+  }
+}

@@ -1,0 +1,193 @@
+/**
+ * Runs one decoded request against the card layer and returns its answers, one `{id, result}` per command
+ * in order (EMPTYLINE gives none). Card commands (RESET, APDU, SIGN) hold their card's lock across
+ * consecutive commands on the same card, so a multi-command request is atomic on its card; listing commands
+ * release it first (they lock cards themselves). Errors become their catalogue's C08x result; nothing throws.
+ */
+import { errorSpec, GatewayError, isGatewayError } from '../core/errors.ts';
+import type { Logger } from '../core/log.ts';
+import type { CardCertificates, CardHandle, CardService, Certificate, Reader } from './cards.ts';
+import { fromHex, parseApdu, toHex } from './protocol/apdu.ts';
+import type { ReaderSpec, Request } from './protocol/lines.ts';
+import { decodeBase64Name, encodeName, readerCandidates } from './protocol/readers.ts';
+
+export interface Answer {
+  readonly id: string;
+  readonly result: string;
+}
+
+export interface ExecuteContext {
+  readonly cards: CardService;
+  readonly log: Logger;
+  /** Terminal ids to list first in ENUM / LIST (foxyproxy's `/select`). */
+  readonly preferred?: () => readonly string[];
+}
+
+export const COMMANDS = ['RESET', 'APDU', 'ENUM', 'LIST', 'READERS', 'ALIASES', 'CHAIN', 'SIGN', 'PERSONALIZE'] as const;
+
+function resultOf(err: unknown, log: Logger): string {
+  if (isGatewayError(err)) return errorSpec(err.code).lineResult ?? 'C090';
+  log.error({ err }, 'card command failed unexpectedly');
+  return 'C090';
+}
+
+/** Is `filter` empty or `*` (= everything)? */
+const isAll = (filter: string): boolean => filter === '' || filter === '*';
+
+function order(readers: Reader[], preferred: readonly string[]): Reader[] {
+  if (preferred.length === 0) return readers;
+  const first = preferred.map((t) => readers.find((r) => r.terminal === t)).filter((r): r is Reader => r !== undefined);
+  return [...first, ...readers.filter((r) => !first.includes(r))];
+}
+
+/** Texts an alias may be written as: itself and its base64 decoding. */
+function aliasForms(text: string): string[] {
+  const decoded = decodeBase64Name(text);
+  return decoded === undefined ? [text] : [text, decoded];
+}
+
+export async function executeRequest(request: Request, ctx: ExecuteContext): Promise<Answer[]> {
+  const answers: Answer[] = [];
+  let reader: ReaderSpec = request.reader ?? { text: '', name: '', pin: undefined };
+  let held: CardHandle | undefined;
+  const release = () => {
+    held?.release();
+    held = undefined;
+  };
+  /** The reader line's card: its whole text, else (when it has a `:PIN` part) the name before it. */
+  const readerOf = (spec: ReaderSpec): Reader => {
+    try {
+      return ctx.cards.resolve(spec.text);
+    } catch (err) {
+      if (spec.pin === undefined || !isGatewayError(err, 'CARD_READER_NOT_FOUND')) throw err;
+      return ctx.cards.resolve(spec.name);
+    }
+  };
+  const cardFor = async (r: Reader): Promise<CardHandle> => {
+    if (held !== undefined && held.reader.terminal === r.terminal) return held;
+    release();
+    if (r.atr === undefined) throw new GatewayError('CARD_NO_CARD');
+    const h = await ctx.cards.lock(r);
+    held = h;
+    return h;
+  };
+  try {
+    for (const item of request.items) {
+      if (item.kind === 'reader') {
+        reader = item.reader;
+        continue;
+      }
+      if (item.command === 'EMPTYLINE') continue;
+      const cmd = item.command.toUpperCase();
+      let result: string;
+      try {
+        switch (cmd) {
+          case 'RESET': {
+            const h = await cardFor(readerOf(reader));
+            result = toHex(await h.reset());
+            break;
+          }
+          case 'APDU': {
+            const apdu = parseApdu(item.data);
+            const h = await cardFor(readerOf(reader));
+            result = toHex(await h.transmit(apdu));
+            break;
+          }
+          case 'LIST':
+          case 'READERS':
+            release();
+            result = order(ctx.cards.readers(), ctx.preferred?.() ?? [])
+              .map((r) => encodeName(r.display))
+              .join('|');
+            break;
+          case 'ENUM':
+            release();
+            result = await enumerate(ctx, reader.text, item.data);
+            break;
+          case 'ALIASES':
+            release();
+            result = (await ctx.cards.certificates())
+              .filter((c) => c.endUser !== undefined)
+              .map((c) => encodeName(c.endUser!.info.subject))
+              .join('|');
+            break;
+          case 'CHAIN': {
+            release();
+            const card = await byAlias(ctx, reader.text);
+            result = [card.endUser, ...card.chain].map((c) => c.der.toString('base64')).join(':');
+            break;
+          }
+          case 'SIGN':
+            result = await sign(ctx, reader, item.data, cardFor);
+            break;
+          case 'PERSONALIZE':
+            result = 'OK';
+            break;
+          default:
+            result = errorSpec('CARD_UNKNOWN_COMMAND').lineResult!;
+        }
+      } catch (err) {
+        result = resultOf(err, ctx.log);
+        if (isGatewayError(err)) ctx.log.debug({ id: item.id, command: cmd, code: err.code, reason: err.message }, 'command failed');
+      }
+      answers.push({ id: item.id, result });
+    }
+  } finally {
+    release();
+  }
+  return answers;
+}
+
+async function enumerate(ctx: ExecuteContext, filter: string, max: string): Promise<string> {
+  const certs = await ctx.cards.certificates();
+  const needle = filter.toLowerCase();
+  const usable = certs.filter((c) => c.endUser !== undefined);
+  const matching = order(
+    usable.map((c) => c.reader),
+    ctx.preferred?.() ?? [],
+  ).filter((r) => {
+    if (isAll(filter)) return true;
+    const c = usable.find((x) => x.reader === r)!;
+    return (
+      r.display.toLowerCase().includes(needle) ||
+      r.terminal.toLowerCase().includes(needle) ||
+      readerCandidates(filter).includes(r.terminal) ||
+      c.endUser!.info.subject.toLowerCase().includes(needle)
+    );
+  });
+  const n = /^\d+$/.test(max) ? Number(max) : 0;
+  return (n > 0 ? matching.slice(0, n) : matching).map((r) => encodeName(r.display)).join('|');
+}
+
+/** The one card whose end-user subject contains the alias (or whose reader it names). */
+async function byAlias(ctx: ExecuteContext, alias: string): Promise<CardCertificates & { endUser: Certificate }> {
+  const certs = (await ctx.cards.certificates()).filter((c) => c.endUser !== undefined);
+  const forms = aliasForms(alias);
+  const hits = certs.filter((c) =>
+    forms.some((f) => (isAll(f) ? true : c.endUser!.info.subject.includes(f) || readerCandidates(f).includes(c.reader.terminal) || c.reader.display === f)),
+  );
+  if (hits.length === 0) throw new GatewayError('CARD_READER_NOT_FOUND', 'no certificate matches the alias');
+  if (hits.length > 1) throw new GatewayError('CARD_ALIAS_AMBIGUOUS', `alias matches ${hits.length} cards`);
+  const c = hits[0]!;
+  return { ...c, endUser: c.endUser! };
+}
+
+async function sign(ctx: ExecuteContext, reader: ReaderSpec, data: string, cardFor: (r: Reader) => Promise<CardHandle>): Promise<string> {
+  const hash = fromHex(data, 32, 'CARD_BAD_SIGN_DATA');
+  if (hash.length !== 20 && hash.length !== 32) return errorSpec('CARD_BAD_SIGN_DATA').lineResult!;
+  // The whole reader text may itself be the alias (subjects contain `: `); only if it matches nothing is
+  // the part after the last `:` taken as the PIN.
+  let card: CardCertificates & { endUser: Certificate };
+  let pin: string | undefined;
+  try {
+    card = await byAlias(ctx, reader.text);
+    pin = undefined;
+  } catch (err) {
+    if (reader.pin === undefined || !isGatewayError(err, 'CARD_READER_NOT_FOUND')) throw err;
+    card = await byAlias(ctx, reader.name);
+    pin = reader.pin;
+  }
+  const h = await cardFor(card.reader);
+  const out = await ctx.cards.sign(h, hash, pin);
+  return out.ok ? toHex(out.signature) : out.sw;
+}

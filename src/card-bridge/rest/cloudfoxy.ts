@@ -1,0 +1,82 @@
+/**
+ * The CloudFoxy REST API, served over our cards, so foxyproxy (or any CloudFoxy client, or another
+ * Gatehouse's upstream backend) can use Gatehouse as its upstream:
+ *   GET /api/v1/basic?reset=<0|1>&terminal=<id>[&apdu=<HEX>]  → first line: R-APDU hex (or ATR for a bare reset)
+ *   GET /api/v1/hello       → `CloudFoxy REST API (Gatehouse)` / `uptime <seconds> s`
+ *   GET /api/v1/inventory   → one `<terminal> <ATR hex>` line per card
+ * Every request needs `X-Auth-Token` (401 without). Failures answer the catalogue's HTTP status with the
+ * line-protocol result (`C080`, `C083`, …) as the body's first line.
+ */
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Secret } from '../../core/config/secret.ts';
+import { errorSpec, GatewayError, isGatewayError } from '../../core/errors.ts';
+import type { Logger } from '../../core/log.ts';
+import type { CardService } from '../cards.ts';
+import { parseApdu, toHex } from '../protocol/apdu.ts';
+import { httpApi, requestToken, send, tokenMatches, type HttpApi } from './http.ts';
+
+export type { HttpApi } from './http.ts';
+
+export interface CloudFoxyApiOptions {
+  readonly token: Secret;
+  readonly log: Logger;
+  /** Epoch ms the uptime in /hello counts from. */
+  readonly startedAt: number;
+  readonly requestTimeoutMs?: number;
+}
+
+export function createCloudFoxyApi(cards: CardService, opts: CloudFoxyApiOptions): HttpApi {
+  const log = opts.log.child({ api: 'cloudfoxy' });
+  const fail = (res: ServerResponse, err: unknown) => {
+    if (!isGatewayError(err)) log.error({ err }, 'cloudfoxy api request failed unexpectedly');
+    const code = isGatewayError(err) ? err.code : 'CARD_INTERNAL';
+    const spec = errorSpec(code);
+    send(res, spec.httpStatus, `${spec.lineResult ?? 'C090'}\n${code}\n`);
+  };
+
+  async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const url = new URL(req.url ?? '/', 'http://localhost');
+    if (req.method !== 'GET') return send(res, 405, 'method not allowed\n');
+    if (!url.pathname.startsWith('/api/v1/')) return send(res, 404, 'not found\n');
+    if (!tokenMatches(opts.token, requestToken(req))) {
+      log.warn({ code: 'CARD_UNAUTHORIZED', remote: req.socket.remoteAddress }, 'request without a valid token');
+      return send(res, 401, 'unauthorized\n');
+    }
+    switch (url.pathname) {
+      case '/api/v1/hello':
+        return send(res, 200, `CloudFoxy REST API (Gatehouse)\nuptime ${((Date.now() - opts.startedAt) / 1000).toFixed(3)} s\n`);
+      case '/api/v1/inventory':
+        return send(
+          res,
+          200,
+          cards
+            .readers()
+            .filter((r) => r.atr !== undefined)
+            .map((r) => `${r.terminal} ${toHex(r.atr!)}\n`)
+            .join(''),
+        );
+      case '/api/v1/basic': {
+        try {
+          const terminal = url.searchParams.get('terminal') ?? '';
+          const reset = url.searchParams.get('reset') === '1';
+          const apduHex = url.searchParams.get('apdu');
+          const apdu = apduHex === null || apduHex === '' ? undefined : parseApdu(apduHex.replace(/\s+/g, ''));
+          const reader = cards.resolve(terminal);
+          if (reader.atr === undefined) return fail(res, new GatewayError('CARD_NO_CARD'));
+          const out = await cards.withCard(reader, async (h) => {
+            let atr: Buffer | undefined;
+            if (reset || apdu === undefined) atr = await h.reset();
+            return apdu === undefined ? atr! : await h.transmit(apdu);
+          });
+          return send(res, 200, `${toHex(out)}\n`);
+        } catch (err) {
+          return fail(res, err);
+        }
+      }
+      default:
+        return send(res, 404, 'not found\n');
+    }
+  }
+
+  return httpApi('card bridge CloudFoxy API', handle, opts.requestTimeoutMs ?? 120000);
+}

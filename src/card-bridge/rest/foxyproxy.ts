@@ -1,0 +1,81 @@
+/**
+ * foxyproxy's own HTTP API, with the authentication it never had (`Authorization: Bearer` or
+ * `X-Auth-Token`; 401 without):
+ *   POST /api/v1.0/command  `{"data":{"reader":"…","command":{"id":"1","line":"APDU:00A4…"}}}` (or
+ *        `"commands":[…]`) → `{"response":[{"id":"1","line":"<result>"}]}`
+ *   GET  /api/v1.0/select/<name>[/<limit>] → matching readers move to the front of ENUM / LIST
+ *   GET  /api/v1.0/hello → `{"result":true}`
+ * Commands run exactly as line-protocol requests do (same parser, same executor, same locks).
+ */
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Secret } from '../../core/config/secret.ts';
+import type { Logger } from '../../core/log.ts';
+import { executeRequest, type ExecuteContext } from '../commands.ts';
+import { parseCommandLine, parseReaderLine, type RequestItem } from '../protocol/lines.ts';
+import { readerCandidates } from '../protocol/readers.ts';
+import { httpApi, readBody, requestToken, send, tokenMatches, type HttpApi } from './http.ts';
+
+export interface FoxyproxyApiOptions {
+  readonly token: Secret;
+  readonly log: Logger;
+  /** Receives the terminal ids `/select` put first. */
+  readonly select: (terminals: readonly string[]) => void;
+  readonly maxBodyBytes?: number;
+  readonly maxCommands?: number;
+}
+
+interface CommandJson {
+  readonly id?: unknown;
+  readonly line?: unknown;
+}
+
+const json = (res: ServerResponse, status: number, body: unknown) => send(res, status, JSON.stringify(body), 'application/json');
+
+export function createFoxyproxyApi(exec: ExecuteContext, opts: FoxyproxyApiOptions): HttpApi {
+  const log = opts.log.child({ api: 'foxyproxy' });
+  const maxCommands = opts.maxCommands ?? 64;
+
+  async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const url = new URL(req.url ?? '/', 'http://localhost');
+    if (!url.pathname.startsWith('/api/v1.0/')) return json(res, 404, { result: false, error: 'not found' });
+    if (!tokenMatches(opts.token, requestToken(req))) {
+      log.warn({ code: 'CARD_UNAUTHORIZED', remote: req.socket.remoteAddress }, 'request without a valid token');
+      return json(res, 401, { result: false, error: 'unauthorized' });
+    }
+    if (req.method === 'GET' && url.pathname === '/api/v1.0/hello') return json(res, 200, { result: true });
+    if (req.method === 'GET' && url.pathname.startsWith('/api/v1.0/select/')) {
+      const [name = '', limit] = url.pathname.slice('/api/v1.0/select/'.length).split('/').map(decodeURIComponent);
+      const needle = name.toLowerCase();
+      const candidates = readerCandidates(name);
+      let hits = exec.cards
+        .readers()
+        .filter((r) => candidates.includes(r.terminal) || r.terminal.toLowerCase().includes(needle) || r.display.toLowerCase().includes(needle));
+      const n = limit !== undefined && /^\d+$/.test(limit) ? Number(limit) : 0;
+      if (n > 0) hits = hits.slice(0, n);
+      opts.select(hits.map((r) => r.terminal));
+      return json(res, 200, { result: true, selected: hits.map((r) => r.display) });
+    }
+    if (req.method === 'POST' && url.pathname === '/api/v1.0/command') {
+      const body = await readBody(req, opts.maxBodyBytes ?? 1048576);
+      if (body === undefined) return json(res, 413, { result: false, error: 'body too large' });
+      let parsed: unknown;
+      try {
+        parsed = JSON.parse(body.toString('utf8'));
+      } catch {
+        return json(res, 400, { result: false, error: 'invalid JSON' });
+      }
+      const data = (parsed as { data?: { reader?: unknown; command?: CommandJson; commands?: CommandJson[] } } | null)?.data;
+      const list = data?.commands ?? (data?.command === undefined ? [] : [data.command]);
+      if (typeof data?.reader !== 'string' || !Array.isArray(list) || list.length === 0 || list.length > maxCommands) {
+        return json(res, 400, { result: false, error: `need data.reader (string) and 1..${maxCommands} commands` });
+      }
+      const str = (v: unknown): string => (typeof v === 'string' || typeof v === 'number' ? String(v) : '');
+      const items: RequestItem[] = list.map((c) => parseCommandLine(`${str(c.id)}:${str(c.line)}`));
+      const answers = await executeRequest({ reader: parseReaderLine(data.reader), items }, exec);
+      return json(res, 200, { response: answers.map((a) => ({ id: a.id, line: a.result })) });
+    }
+    return json(res, 404, { result: false, error: 'not found' });
+  }
+
+  return httpApi('card bridge foxyproxy API', handle, 120000);
+}

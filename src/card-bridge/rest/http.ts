@@ -1,0 +1,88 @@
+/**
+ * Small HTTP plumbing shared by the REST APIs we serve: a bounded, deadline-bound node:http server with
+ * token checks in constant time, and graceful close.
+ */
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createHash, timingSafeEqual } from 'node:crypto';
+import type { Socket } from 'node:net';
+import type { Secret } from '../../core/config/secret.ts';
+import { listen, stopListening } from '../../core/net.ts';
+
+export interface HttpApi {
+  /** Binds; @returns the bound port. @throws GatewayError CORE_LISTEN_FAILED */
+  listen(host: string, port: number): Promise<number>;
+  close(graceMs: number): Promise<void>;
+}
+
+const digest = (s: string): Buffer => createHash('sha256').update(s).digest();
+
+/** True when `given` equals the secret (compared as digests, in constant time). */
+export function tokenMatches(secret: Secret, given: string | undefined): boolean {
+  if (given === undefined || given === '') return false;
+  return timingSafeEqual(digest(secret.reveal()), digest(given));
+}
+
+/** The token a request carries: `X-Auth-Token`, or `Authorization: Bearer …`. */
+export function requestToken(req: IncomingMessage): string | undefined {
+  const x = req.headers['x-auth-token'];
+  if (typeof x === 'string') return x;
+  const auth = req.headers.authorization;
+  if (typeof auth === 'string' && auth.toLowerCase().startsWith('bearer ')) return auth.slice(7).trim();
+  return undefined;
+}
+
+export function send(res: ServerResponse, status: number, body: string, type = 'text/plain; charset=utf-8'): void {
+  if (res.headersSent) {
+    res.end();
+    return;
+  }
+  res.writeHead(status, { 'Content-Type': type, 'Content-Length': Buffer.byteLength(body), 'Cache-Control': 'no-store' }).end(body);
+}
+
+/** Reads a request body up to `maxBytes`; undefined when over the limit. */
+export function readBody(req: IncomingMessage, maxBytes: number): Promise<Buffer | undefined> {
+  return new Promise((resolve, reject) => {
+    const parts: Buffer[] = [];
+    let n = 0;
+    let over = false;
+    req.on('data', (c: Buffer) => {
+      n += c.length;
+      if (n > maxBytes) over = true;
+      else parts.push(c);
+    });
+    req.on('end', () => resolve(over ? undefined : Buffer.concat(parts)));
+    req.on('error', reject);
+  });
+}
+
+/** An HttpApi around a request handler, with header/request deadlines and connection tracking. */
+export function httpApi(label: string, handler: (req: IncomingMessage, res: ServerResponse) => Promise<void>, requestTimeoutMs: number): HttpApi {
+  let server: Server | undefined;
+  const sockets = new Set<Socket>();
+  return {
+    async listen(host, port) {
+      const s = createServer((req, res) => {
+        handler(req, res).catch(() => send(res, 500, 'internal error\n'));
+      });
+      s.headersTimeout = Math.min(requestTimeoutMs, 10000);
+      s.requestTimeout = requestTimeoutMs;
+      s.keepAliveTimeout = 5000;
+      s.on('connection', (sock: Socket) => {
+        sockets.add(sock);
+        sock.on('close', () => sockets.delete(sock));
+      });
+      server = s;
+      return listen(s, { host, port }, label);
+    },
+    async close(graceMs) {
+      const s = server;
+      if (s === undefined) return;
+      const closed = stopListening(s);
+      s.closeIdleConnections();
+      const t = setTimeout(() => s.closeAllConnections(), graceMs);
+      await closed;
+      clearTimeout(t);
+      for (const sock of sockets) sock.destroy();
+    },
+  };
+}

@@ -1,0 +1,200 @@
+/**
+ * One line-protocol connection: the only place a socket meets the decoder. Requests are answered strictly
+ * in order, one at a time per connection (different connections run in parallel; cards lock themselves).
+ *
+ * Phases and their deadlines: idle between requests (`idleMs`, closed quietly), reading one request
+ * (`requestReadMs`, answered C089 and closed), answers unread by the client (`writeMs`, destroyed). At most
+ * `maxPendingRequests` decoded requests wait; past that, reading pauses (backpressure, nothing dropped).
+ * A limit (line, commands, request size) is answered C088 after the earlier requests' answers, then closed.
+ * EOF from the client ends the request in progress as if the empty line had come, answers, then closes.
+ */
+import type { Socket } from 'node:net';
+import { errorSpec, type ErrorCode } from '../core/errors.ts';
+import type { Logger } from '../core/log.ts';
+import type { CardBridgeConfig } from './config.ts';
+import { executeRequest, type ExecuteContext } from './commands.ts';
+import { formatAnswers } from './protocol/answers.ts';
+import { RequestDecoder, type Request } from './protocol/lines.ts';
+
+export interface SessionContext {
+  readonly config: CardBridgeConfig;
+  readonly exec: ExecuteContext;
+  readonly log: Logger;
+  readonly closed: (s: LineSession) => void;
+}
+
+export class LineSession {
+  readonly #decoder: RequestDecoder;
+  readonly #queue: Request[] = [];
+  #busy = false;
+  #ending = false;
+  #finalAnswer: string | undefined;
+  #idleTimer: NodeJS.Timeout | undefined;
+  #readTimer: NodeJS.Timeout | undefined;
+  #writeTimer: NodeJS.Timeout | undefined;
+  #done = false;
+  readonly #log: Logger;
+  /** Requests answered on this connection. */
+  answered = 0;
+
+  constructor(
+    readonly socket: Socket,
+    private readonly ctx: SessionContext,
+  ) {
+    const l = ctx.config.limits;
+    this.#decoder = new RequestDecoder({ maxLineBytes: l.maxLineBytes, maxCommands: l.maxCommandsPerRequest, maxRequestBytes: l.maxRequestBytes });
+    this.#log = ctx.log.child({ remote: socket.remoteAddress, port: socket.remotePort });
+    socket.setNoDelay(true);
+    socket.on('data', (chunk: Buffer) => this.#onData(chunk));
+    socket.on('end', () => this.#onEnd());
+    socket.on('error', (err) => this.#log.debug({ err: err.message }, 'socket error'));
+    socket.on('close', () => this.#cleanup());
+    socket.on('drain', () => this.#onDrain());
+    this.#armIdle();
+  }
+
+  /** True while the connection has work in hand (a request being read, queued or executed). */
+  get working(): boolean {
+    return this.#busy || this.#queue.length > 0 || this.#decoder.inRequest;
+  }
+
+  /** Graceful stop: stop reading; answer what is queued; then end. */
+  drain(): void {
+    if (this.#ending) return;
+    this.#ending = true;
+    this.socket.pause();
+    this.#clearTimer('read');
+    this.#maybeFinish();
+  }
+
+  destroy(): void {
+    this.socket.destroy();
+  }
+
+  #onData(chunk: Buffer): void {
+    if (this.#ending) return;
+    const events = this.#decoder.push(chunk);
+    // Only protocol progress counts as activity: lines that are not protocol lines do not keep a
+    // connection alive past idleMs.
+    if (events.length === 0 && !this.#decoder.inRequest) return;
+    this.#clearTimer('idle');
+    for (const ev of events) {
+      if (ev.kind === 'request') {
+        this.#queue.push(ev.request);
+        this.#clearTimer('read');
+      } else {
+        this.#log.warn({ code: ev.code }, 'limit exceeded; answering and closing');
+        this.#fail(ev.code, ev.id);
+        void this.#pump();
+        return;
+      }
+    }
+    if (this.#decoder.inRequest && this.#readTimer === undefined) {
+      this.#readTimer = setTimeout(() => {
+        this.#readTimer = undefined;
+        this.#log.warn({ code: 'CARD_REQUEST_READ_TIMEOUT' }, 'request not finished in time; answering and closing');
+        this.#fail('CARD_REQUEST_READ_TIMEOUT', this.#decoder.lastId);
+      }, this.ctx.config.timeouts.requestReadMs);
+    }
+    if (this.#queue.length >= this.ctx.config.limits.maxPendingRequests) this.socket.pause();
+    void this.#pump();
+    this.#armIdle();
+  }
+
+  #onEnd(): void {
+    if (!this.#ending && this.#decoder.inRequest) this.#onData(Buffer.from('\n\n'));
+    this.#ending = true;
+    this.#clearTimer('read');
+    this.#maybeFinish();
+  }
+
+  #fail(code: ErrorCode, id: string): void {
+    this.#ending = true;
+    this.socket.pause();
+    this.#clearTimer('read');
+    this.#finalAnswer = formatAnswers([{ id, result: errorSpec(code).lineResult ?? 'C090' }], false);
+    this.#maybeFinish();
+  }
+
+  async #pump(): Promise<void> {
+    if (this.#busy) return;
+    this.#busy = true;
+    try {
+      for (;;) {
+        if (this.#done || this.socket.writableNeedDrain) break;
+        const req = this.#queue.shift();
+        if (req === undefined) break;
+        const answers = await executeRequest(req, this.ctx.exec);
+        if (this.#done) break;
+        this.answered++;
+        this.#write(formatAnswers(answers, this.ctx.config.atAfterEveryAnswer));
+        if (this.ctx.config.closeAfterAnswer) {
+          this.#queue.length = 0;
+          this.drain();
+          break;
+        }
+        if (!this.#ending && this.socket.isPaused() && this.#queue.length < this.ctx.config.limits.maxPendingRequests && !this.socket.writableNeedDrain) {
+          this.socket.resume();
+        }
+      }
+    } finally {
+      this.#busy = false;
+    }
+    this.#maybeFinish();
+    this.#armIdle();
+  }
+
+  #write(text: string): void {
+    if (this.#done || this.socket.destroyed) return;
+    if (!this.socket.write(text)) {
+      this.socket.pause();
+      this.#writeTimer ??= setTimeout(() => {
+        this.#log.warn({ code: 'CARD_WRITE_TIMEOUT' }, 'client does not read its answers; destroying');
+        this.socket.destroy();
+      }, this.ctx.config.timeouts.writeMs);
+    }
+  }
+
+  #onDrain(): void {
+    this.#clearTimer('write');
+    if (!this.#ending && this.#queue.length < this.ctx.config.limits.maxPendingRequests) this.socket.resume();
+    void this.#pump();
+  }
+
+  #maybeFinish(): void {
+    if (!this.#ending || this.#busy || this.#queue.length > 0 || this.#done) return;
+    if (this.#finalAnswer !== undefined) {
+      this.#write(this.#finalAnswer);
+      this.#finalAnswer = undefined;
+    }
+    this.socket.end();
+    setTimeout(() => this.socket.destroy(), this.ctx.config.timeouts.closeFlushMs).unref();
+  }
+
+  #armIdle(): void {
+    if (this.#ending || this.#done || this.working) return;
+    this.#clearTimer('idle');
+    this.#idleTimer = setTimeout(() => {
+      this.#log.info({ code: 'CARD_IDLE_TIMEOUT' }, 'idle connection closed');
+      this.drain();
+    }, this.ctx.config.timeouts.idleMs);
+  }
+
+  #clearTimer(which: 'idle' | 'read' | 'write'): void {
+    const t = which === 'idle' ? this.#idleTimer : which === 'read' ? this.#readTimer : this.#writeTimer;
+    if (t !== undefined) clearTimeout(t);
+    if (which === 'idle') this.#idleTimer = undefined;
+    else if (which === 'read') this.#readTimer = undefined;
+    else this.#writeTimer = undefined;
+  }
+
+  #cleanup(): void {
+    if (this.#done) return;
+    this.#done = true;
+    this.#clearTimer('idle');
+    this.#clearTimer('read');
+    this.#clearTimer('write');
+    this.#queue.length = 0;
+    this.ctx.closed(this);
+  }
+}

@@ -1,0 +1,184 @@
+import { test, before, after } from 'node:test';
+import { createServer } from 'node:http';
+import assert from 'node:assert/strict';
+import { validateConfig } from '../../src/core/config/load.ts';
+import { cardBridgeConfigSchema } from '../../src/card-bridge/config.ts';
+import { CloudFoxyBackend } from '../../src/card-bridge/backends/cloudfoxy.ts';
+import { startBridge, oneShot, decodeListing, testLogger, type StartedBridge, type RawCard } from './helpers.ts';
+
+const TOKEN = 'cf-token-123';
+const FP_TOKEN = 'fp-token-456';
+const CARDS: RawCard[] = [
+  { name: '/192.168.42.10@1', script: [{ command: '80AA0000', response: 'C001' }] },
+  { name: 'USB Reader 1' },
+  { name: 'Slow One', delayMs: 1500 },
+];
+
+let upstream: StartedBridge;
+let cfPort = 0;
+before(async () => {
+  upstream = await startBridge({
+    cards: CARDS,
+    config: {
+      cloudfoxyApi: { enabled: true, host: '127.0.0.1', port: 0, token: TOKEN },
+      foxyproxyApi: { enabled: true, host: '127.0.0.1', port: 0, token: FP_TOKEN },
+    },
+  });
+  cfPort = upstream.server.listeners.find((l) => l.kind === 'cloudfoxy-api')!.port;
+});
+after(() => upstream.close());
+
+const cf = (path: string, token: string | null = TOKEN) =>
+  fetch(`http://127.0.0.1:${cfPort}${path}`, token === null ? {} : { headers: { 'X-Auth-Token': token } });
+
+function upstreamBackend(overrides: Record<string, unknown> = {}): CloudFoxyBackend {
+  const cfg = validateConfig(cardBridgeConfigSchema, {
+    backends: [{ kind: 'cloudfoxy', url: `http://127.0.0.1:${cfPort}`, token: TOKEN, pollIntervalMs: 60000, ...overrides }],
+  });
+  const b = cfg.backends[0];
+  assert.ok(b?.kind === 'cloudfoxy');
+  return new CloudFoxyBackend(b, testLogger());
+}
+
+test('CloudFoxy REST API: token required; hello, inventory, basic (reset, APDU, reset+APDU), errors', async () => {
+  assert.equal((await cf('/api/v1/hello', null)).status, 401);
+  assert.equal((await cf('/api/v1/hello', 'wrong')).status, 401);
+  const hello = await (await cf('/api/v1/hello')).text();
+  assert.match(hello, /^CloudFoxy REST API \(Gatehouse\)\nuptime \d+\.\d{3} s\n$/);
+  assert.equal(await (await cf('/api/v1/inventory')).text(), '/192.168.42.10@1 3B021450\nUSB Reader 1 3B021450\nSlow One 3B021450\n');
+  const t = encodeURIComponent('/192.168.42.10@1');
+  assert.equal(await (await cf(`/api/v1/basic?reset=1&terminal=${t}`)).text(), '3B021450\n');
+  assert.equal(await (await cf(`/api/v1/basic?reset=0&terminal=${t}&apdu=80EE000002BEEF`)).text(), 'BEEF9000\n');
+  assert.equal(await (await cf(`/api/v1/basic?reset=1&terminal=${t}&apdu=80EE000001AA`)).text(), 'AA9000\n');
+  const nf = await cf('/api/v1/basic?reset=0&terminal=nope&apdu=80EE000001AA');
+  assert.equal(nf.status, 404);
+  assert.equal((await nf.text()).split('\n')[0], 'C083');
+  const bad = await cf(`/api/v1/basic?reset=0&terminal=${t}&apdu=80EE00`);
+  assert.equal(bad.status, 400);
+  assert.equal((await bad.text()).split('\n')[0], 'C087');
+});
+
+test('upstream backend through our own REST server over real HTTP: line protocol end to end', async () => {
+  const backend = upstreamBackend();
+  const front = await startBridge({ backends: [backend] });
+  try {
+    assert.deepEqual(
+      decodeListing((await oneShot(front.port, '>*\n>1:LIST\n\n')).slice(3, -4)),
+      ['Foxy NET 192.168.42.10-1', 'Foxy USB USB Reader 1', 'Foxy USB Slow One'],
+    );
+    assert.equal(
+      await oneShot(front.port, '>Foxy NET 192.168.42.10-1|\n>1:APDU:80EE000003010203|\n>2:RESET\n>USB Reader 1\n>3:APDU:80EE000001FF\n\n'),
+      '>1:0102039000\n>2:3B021450\n>3:FF9000\n@@\n',
+    );
+    assert.equal(await oneShot(front.port, '>nope\n>1:RESET\n\n'), '>1:C083\n@@\n');
+  } finally {
+    await front.close();
+  }
+});
+
+test('upstream: C0 hardware errors are retried 3 times then C083; a stalled upstream hits its own deadline', async () => {
+  const backend = upstreamBackend({ requestTimeoutMs: 300 });
+  const front = await startBridge({ backends: [backend] });
+  try {
+    const card = upstream.sim!.card('/192.168.42.10@1')!;
+    card.log.length = 0;
+    assert.equal(await oneShot(front.port, '>/192.168.42.10@1\n>1:APDU:80AA0000\n\n'), '>1:C083\n@@\n');
+    assert.deepEqual(card.log, ['80AA0000', '80AA0000', '80AA0000', '80AA0000']);
+    const t0 = Date.now();
+    assert.equal(await oneShot(front.port, '>Slow One\n>1:RESET\n\n'), '>1:C083\n@@\n');
+    assert.ok(Date.now() - t0 < 1400, 'answered before the slow card finished');
+  } finally {
+    await front.close();
+  }
+});
+
+test('upstream restart (smaller uptime on /hello) rebuilds the caches', async () => {
+  const backend = upstreamBackend();
+  const front = await startBridge({ backends: [backend] });
+  try {
+    await new Promise((r) => setTimeout(r, 30));
+    await backend.poll();
+    const gen = front.server.cards.generation;
+    await upstream.close();
+    upstream = await startBridge({
+      cards: CARDS,
+      config: {
+        cloudfoxyApi: { enabled: true, host: '127.0.0.1', port: cfPort, token: TOKEN },
+        foxyproxyApi: { enabled: true, host: '127.0.0.1', port: 0, token: FP_TOKEN },
+      },
+    });
+    await backend.poll();
+    assert.ok(front.server.cards.generation > gen, 'change fired after the restart');
+    assert.equal(await oneShot(front.port, '>USB Reader 1\n>1:APDU:80EE000001AB\n\n'), '>1:AB9000\n@@\n');
+  } finally {
+    await front.close();
+  }
+});
+
+test('foxyproxy HTTP API: token required; command(s), select, hello', async () => {
+  const port = upstream.server.listeners.find((l) => l.kind === 'foxyproxy-api')!.port;
+  const base = `http://127.0.0.1:${port}/api/v1.0`;
+  const auth = { Authorization: `Bearer ${FP_TOKEN}`, 'Content-Type': 'application/json' };
+  assert.equal((await fetch(`${base}/hello`)).status, 401);
+  assert.deepEqual(await (await fetch(`${base}/hello`, { headers: auth })).json(), { result: true });
+  const one = await fetch(`${base}/command`, {
+    method: 'POST',
+    headers: auth,
+    body: JSON.stringify({ data: { reader: 'USB Reader 1', command: { id: '1', line: 'APDU:80EE000002CAFE' } } }),
+  });
+  assert.deepEqual(await one.json(), { response: [{ id: '1', line: 'CAFE9000' }] });
+  const many = await fetch(`${base}/command`, {
+    method: 'POST',
+    headers: { 'X-Auth-Token': FP_TOKEN },
+    body: JSON.stringify({ data: { reader: 'Foxy NET 192.168.42.10-1', commands: [{ id: '1', line: 'RESET' }, { id: '2', line: 'APDU|80EE000001AA' }, { id: '3', line: 'BOGUS' }] } }),
+  });
+  assert.deepEqual(await many.json(), { response: [{ id: '1', line: '3B021450' }, { id: '2', line: 'AA9000' }, { id: '3', line: 'C081' }] });
+  assert.equal((await fetch(`${base}/command`, { method: 'POST', headers: auth, body: '{"data":' })).status, 400);
+  const tooMany = { data: { reader: 'USB Reader 1', commands: Array.from({ length: 65 }, (_, i) => ({ id: String(i), line: 'RESET' })) } };
+  assert.equal((await fetch(`${base}/command`, { method: 'POST', headers: auth, body: JSON.stringify(tooMany) })).status, 400);
+  const huge = await fetch(`${base}/command`, { method: 'POST', headers: auth, body: 'x'.repeat(1048577) });
+  assert.equal(huge.status, 413);
+  const sel = await fetch(`${base}/select/${encodeURIComponent('Slow')}`, { headers: auth });
+  assert.deepEqual(await sel.json(), { result: true, selected: ['Foxy USB Slow One'] });
+  assert.deepEqual(decodeListing((await oneShot(upstream.port, '>*\n>1:READERS\n\n')).slice(3, -4))[0], 'Foxy USB Slow One');
+});
+
+test('upstream failure modes against a misbehaving CloudFoxy server: 500, non-hex, oversized answers, wrong token', async () => {
+  let mode = 'ok';
+  const fake = createServer((req, res) => {
+    const url = new URL(req.url ?? '/', 'http://x');
+    if (req.headers['x-auth-token'] !== TOKEN) return res.writeHead(401).end('unauthorized\n');
+    if (url.pathname === '/api/v1/hello') return res.end('CloudFoxy\nuptime 100 s\n');
+    if (url.pathname === '/api/v1/inventory') return res.end('/10.1.1.1@1 3B021450\n');
+    if (mode === '500') return res.writeHead(500).end('boom\n');
+    if (mode === 'text') return res.end('not hex at all\n');
+    if (mode === 'huge') return res.end('90'.repeat(4096));
+    return res.end('9000\n');
+  });
+  await new Promise<void>((r) => fake.listen(0, '127.0.0.1', r));
+  const addr = fake.address();
+  const url = `http://127.0.0.1:${typeof addr === 'object' && addr !== null ? addr.port : 0}`;
+  const mk = (token: string) => {
+    const cfg = validateConfig(cardBridgeConfigSchema, { backends: [{ kind: 'cloudfoxy', url, token, pollIntervalMs: 60000, maxResponseBytes: 1024 }] }).backends[0];
+    assert.ok(cfg?.kind === 'cloudfoxy');
+    return new CloudFoxyBackend(cfg, testLogger());
+  };
+  const front = await startBridge({ backends: [mk(TOKEN)] });
+  const unauth = mk('wrong-token');
+  const other = await startBridge({ backends: [unauth] });
+  try {
+    const ask = () => oneShot(front.port, '>/10.1.1.1@1\n>1:APDU:80EE000001AA\n\n');
+    assert.equal(await ask(), '>1:9000\n@@\n');
+    for (const m of ['500', 'text', 'huge']) {
+      mode = m;
+      assert.equal(await ask(), '>1:C083\n@@\n', m);
+    }
+    assert.deepEqual(unauth.readers(), [], 'a rejected token gives no inventory');
+    assert.equal(await oneShot(other.port, '>/10.1.1.1@1\n>1:RESET\n\n'), '>1:C083\n@@\n');
+  } finally {
+    await front.close();
+    await other.close();
+    fake.closeAllConnections();
+    await new Promise((r) => fake.close(r));
+  }
+});
