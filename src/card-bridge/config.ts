@@ -85,6 +85,8 @@ const backendSchema = z.discriminatedUnion('kind', [
     kind: z.literal('pcsc'),
     /** Only readers whose name contains one of these (all when empty). */
     readerFilter: z.array(z.string()).default([]),
+    /** While pcscd is unreachable (not started yet, restarted, crashed), how often to try again, ms. */
+    reconnectMs: z.number().int().min(100).default(2000),
   }),
 ]);
 export type CardBackendConfig = z.output<typeof backendSchema>;

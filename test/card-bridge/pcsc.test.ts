@@ -110,3 +110,19 @@ test('without the optional binding the PC/SC backend has no readers and the brid
     await b.close();
   }
 });
+
+test('PC/SC: readers detach when pcscd goes away and attach again when it comes back', async (t) => {
+  if (skip !== undefined) return t.skip(skip);
+  const port = bridge!.port;
+  await cards!.close();
+  await pcscd!.stop();
+  await until(() => backend!.readers().length === 0, 'readers to detach');
+  assert.equal(await oneShot(port, '>*\n>1:LIST\n\n'), '>1:\n@@\n');
+  assert.equal(await oneShot(port, `>${pcscd!.readers[1]}\n>1:APDU:80EE000001AA\n\n`), '>1:C083\n@@\n');
+  const again = await startPcscd();
+  assert.ok(typeof again !== 'string', String(again));
+  pcscd = again;
+  cards = await startVpcdCards(CARDS, pcscd.port, TEST_PKI_DIR);
+  await until(() => backend!.readers().filter((r) => r.atr !== undefined).length === 2, 'readers and cards to attach', 30000);
+  assert.equal(await oneShot(port, `>${pcscd.readers[1]}\n>1:APDU:80EE000001AA\n\n`), '>1:AA9000\n@@\n');
+});

@@ -5,6 +5,9 @@
  *
  * Readers and cards are tracked with the binding's ReaderMonitor (attach, detach, insert, remove each fire
  * a change). Cards are connected lazily in shared mode (T=0 or T=1) and kept; removal drops the connection.
+ * pcscd itself may be absent at start, restarted or crashed: a PC/SC context does not survive its daemon,
+ * so when the monitor reports an error every reader is detached, the context is dropped, and a new one is
+ * tried every `reconnectMs` until pcscd answers again.
  * APDUs go through raw: no automatic GET RESPONSE here (the card layer does it when configured).
  */
 import { GatewayError } from '../../core/errors.ts';
@@ -68,6 +71,8 @@ export class PcscBackend implements CardBackend {
   readonly #cards = new Map<string, Promise<PcscCard>>();
   readonly #changes = new ChangeListeners();
   readonly #log: Logger;
+  #retry: NodeJS.Timeout | undefined;
+  #closed = false;
   /** Why the backend has no readers, when it could not start. */
   unavailable: string | undefined;
 
@@ -88,50 +93,92 @@ export class PcscBackend implements CardBackend {
       return;
     }
     this.#pcsc = loaded.module;
+    this.#connect();
+  }
+
+  /** Opens a context and a reader monitor; while pcscd does not answer, tries again later. */
+  #connect(): void {
+    const pcsc = this.#pcsc;
+    if (this.#closed || pcsc === undefined) return;
     try {
-      this.#ctx = new loaded.module.Context();
+      this.#ctx = new pcsc.Context();
     } catch (err) {
-      this.unavailable = `cannot establish a PC/SC context (is pcscd running?): ${(err as Error).message}`;
-      this.#log.warn({ reason: this.unavailable }, 'PC/SC backend has no readers');
+      const reason = `cannot establish a PC/SC context (is pcscd running?): ${(err as Error).message}`;
+      if (this.unavailable !== reason) this.#log.warn({ reason, retryMs: this.cfg.reconnectMs }, 'PC/SC backend has no readers');
+      this.unavailable = reason;
+      this.#scheduleReconnect();
       return;
     }
+    if (this.unavailable !== undefined) this.#log.info('PC/SC context established');
+    this.unavailable = undefined;
     this.#refresh();
     try {
-      const mon = new loaded.module.ReaderMonitor();
+      const mon = new pcsc.ReaderMonitor();
       mon.start((ev) => {
+        if (ev.type === 'error') return this.#lost(ev.reader);
         if (ev.type === 'card-removed' || ev.type === 'reader-detached' || ev.type === 'card-inserted') this.#drop(ev.reader);
-        if (ev.type !== 'error') this.#refresh();
+        this.#refresh();
         this.#changes.emit();
       });
       this.#monitor = mon;
     } catch (err) {
       this.#log.warn({ err: (err as Error).message }, 'PC/SC reader monitor failed; reader list will not follow changes');
     }
+    this.#changes.emit();
   }
 
-  async close(): Promise<void> {
+  /** pcscd went away (or the context broke): detach every reader, drop the context, reconnect later. */
+  #lost(reason: string): void {
+    if (this.#ctx === undefined) return;
+    this.#log.warn({ reason, retryMs: this.cfg.reconnectMs }, 'PC/SC service lost; readers detached');
+    this.unavailable = `PC/SC service lost: ${reason}`;
+    this.#teardown();
+    this.#readers = [];
+    this.#changes.emit();
+    this.#scheduleReconnect();
+  }
+
+  #scheduleReconnect(): void {
+    if (this.#closed) return;
+    this.#retry = setTimeout(() => this.#connect(), this.cfg.reconnectMs);
+    this.#retry.unref();
+  }
+
+  /** Stops the monitor, disconnects every card and releases the context. */
+  #teardown(): Promise<void> {
+    const monitor = this.#monitor;
+    this.#monitor = undefined;
     try {
-      this.#monitor?.stop();
+      monitor?.stop();
     } catch {
       // already stopped
     }
-    // Disconnect every card before releasing the context that owns them.
     const cards = [...this.#cards.values()];
     this.#cards.clear();
-    for (const c of await Promise.allSettled(cards)) {
-      if (c.status !== 'fulfilled') continue;
-      try {
-        c.value.disconnect(this.#pcsc?.SCARD_LEAVE_CARD);
-      } catch {
-        // the card is gone already
-      }
-    }
-    try {
-      this.#ctx?.close();
-    } catch {
-      // already closed
-    }
+    const ctx = this.#ctx;
     this.#ctx = undefined;
+    // Disconnect every card before releasing the context that owns them.
+    return Promise.allSettled(cards).then((settled) => {
+      for (const c of settled) {
+        if (c.status !== 'fulfilled') continue;
+        try {
+          c.value.disconnect(this.#pcsc?.SCARD_LEAVE_CARD);
+        } catch {
+          // the card is gone already
+        }
+      }
+      try {
+        ctx?.close();
+      } catch {
+        // already closed
+      }
+    });
+  }
+
+  async close(): Promise<void> {
+    this.#closed = true;
+    if (this.#retry !== undefined) clearTimeout(this.#retry);
+    await this.#teardown();
   }
 
   readers(): readonly ReaderState[] {
