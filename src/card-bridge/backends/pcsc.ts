@@ -132,7 +132,7 @@ export class PcscBackend implements CardBackend {
     if (this.#ctx === undefined) return;
     this.#log.warn({ reason, retryMs: this.cfg.reconnectMs }, 'PC/SC service lost; readers detached');
     this.unavailable = `PC/SC service lost: ${reason}`;
-    this.#teardown();
+    void this.#teardown();
     this.#readers = [];
     this.#changes.emit();
     this.#scheduleReconnect();
