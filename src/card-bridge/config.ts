@@ -6,6 +6,7 @@
  */
 import { z } from 'zod';
 import { secretString } from '../core/config/secret.ts';
+import { tlsFilesSchema } from '../core/tls.ts';
 
 const port = z.number().int().min(0).max(65535);
 const host = z.string().min(1);
@@ -103,14 +104,7 @@ export const cardBridgeConfigSchema = z
   .strictObject({
     enabled: z.boolean().default(true),
     listeners: z.array(listenerSchema).default([{ kind: 'tcp', host: '127.0.0.1', port: 4001 }]),
-    tls: z
-      .strictObject({
-        certFile: z.string().min(1),
-        keyFile: z.string().min(1),
-        caFile: z.string().min(1).optional(),
-        minVersion: z.enum(['TLSv1.2', 'TLSv1.3']).default('TLSv1.2'),
-      })
-      .optional(),
+    tls: tlsFilesSchema.optional(),
     /** How listings name readers: foxy = `Foxy NET ip-n` / `Foxy USB name`; cloudfoxy = `CloudFoxy …`; raw = terminal id. */
     readerNameStyle: z.enum(['foxy', 'cloudfoxy', 'raw']).default('foxy'),
     /** foxyproxy 1.x framing: `@@` after every answer line instead of once per request. */

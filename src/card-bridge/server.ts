@@ -100,7 +100,7 @@ export function createCardBridgeServer(config: CardBridgeConfig, deps: CardBridg
     try {
       await cards.start();
       const needsTls = config.listeners.some((l) => l.kind === 'tls');
-      const tlsOpts: TlsServerOptions | undefined = needsTls && config.tls !== undefined ? await loadTlsFiles(config.tls) : undefined;
+      const tlsOpts: TlsServerOptions | undefined = needsTls && config.tls !== undefined ? await loadTlsFiles(config.tls, deps.baseDir) : undefined;
       for (const l of config.listeners) {
         const server =
           l.kind === 'tcp'

@@ -1,7 +1,20 @@
-/** Loads TLS certificate material from files into options for `tls.createServer` / `https.createServer`. */
+/**
+ * TLS certificate material: the config schema every front end uses for it, and loading the files into
+ * options for `tls.createServer` / `https.createServer`.
+ */
 import { readFile } from 'node:fs/promises';
+import { resolve } from 'node:path';
+import { z } from 'zod';
 import { createSecureContext, type SecureVersion } from 'node:tls';
 import { GatewayError } from './errors.ts';
+
+/** A `tls` config section: PEM files (relative paths are relative to the config file) and the floor version. */
+export const tlsFilesSchema = z.strictObject({
+  certFile: z.string().min(1),
+  keyFile: z.string().min(1),
+  caFile: z.string().min(1).optional(),
+  minVersion: z.enum(['TLSv1.2', 'TLSv1.3']).default('TLSv1.2'),
+});
 
 export interface TlsFiles {
   readonly certFile: string;
@@ -18,11 +31,12 @@ export interface TlsServerOptions {
 }
 
 /**
- * Reads and checks the files (the key must match the certificate).
+ * Reads and checks the files (the key must match the certificate); relative paths resolve against `baseDir`.
  * @throws GatewayError CORE_TLS_MATERIAL naming the file that failed.
  */
-export async function loadTlsFiles(files: TlsFiles): Promise<TlsServerOptions> {
-  const read = async (path: string, what: string) => {
+export async function loadTlsFiles(files: TlsFiles, baseDir: string): Promise<TlsServerOptions> {
+  const read = async (file: string, what: string) => {
+    const path = resolve(baseDir, file);
     try {
       return await readFile(path);
     } catch (err) {

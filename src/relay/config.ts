@@ -6,6 +6,7 @@
 import { z } from 'zod';
 import { secretString } from '../core/config/secret.ts';
 import { isLoopbackHost } from '../core/net.ts';
+import { tlsFilesSchema } from '../core/tls.ts';
 
 const port = z.number().int().min(0).max(65535);
 const host = z.string().min(1);
@@ -77,14 +78,7 @@ export const relayConfigSchema = z
         { kind: 'tcp', host: '127.0.0.1', port: 1213 },
       ]),
     /** Certificate for `tls` and `wss` listeners (nymea has one TLS switch for all). */
-    tls: z
-      .strictObject({
-        certFile: z.string().min(1),
-        keyFile: z.string().min(1),
-        caFile: z.string().min(1).optional(),
-        minVersion: z.enum(['TLSv1.2', 'TLSv1.3']).default('TLSv1.2'),
-      })
-      .optional(),
+    tls: tlsFilesSchema.optional(),
     timeouts: z
       .strictObject({
         /** From connect until authenticated; re-armed by every received chunk. */

@@ -195,7 +195,9 @@ export function createRelayServer(config: RelayConfig, deps: RelayDeps): RelaySe
         const http = l.kind === 'ws' ? createHttpServer(handler) : createHttpsServer({ ...tlsOpts, handshakeTimeout }, handler);
         http.headersTimeout = handshakeTimeout;
         http.requestTimeout = handshakeTimeout;
-        const w = new WebSocketServer({ noServer: true, maxPayload: config.limits.tunnelBufferBytes, perMessageDeflate: false, clientTracking: false });
+        // skipUTF8Validation: relayed text frames pass byte for byte (nymea mangles invalid UTF-8), and the
+        // JSON-RPC phase treats any bytes as input to its own parser.
+        const w = new WebSocketServer({ noServer: true, maxPayload: config.limits.tunnelBufferBytes, perMessageDeflate: false, clientTracking: false, skipUTF8Validation: true });
         wss = w;
         const kind = l.kind;
         http.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => onUpgrade(kind, w, req, socket, head));
@@ -242,7 +244,7 @@ export function createRelayServer(config: RelayConfig, deps: RelayDeps): RelaySe
         const needsTls = config.listeners.some((l) => l.kind === 'tls' || l.kind === 'wss');
         const tlsOpts =
           needsTls && config.tls !== undefined
-            ? await loadTlsFiles({ ...config.tls, certFile: resolvePath(deps.baseDir, config.tls.certFile), keyFile: resolvePath(deps.baseDir, config.tls.keyFile), caFile: config.tls.caFile === undefined ? undefined : resolvePath(deps.baseDir, config.tls.caFile) })
+            ? await loadTlsFiles(config.tls, deps.baseDir)
             : undefined;
         for (const l of config.listeners) await startListener(l, tlsOpts);
         if (config.monitor.enabled) {

@@ -3,6 +3,7 @@
  * Relative paths are resolved against the config file's directory (the cwd without a file).
  */
 import { z } from 'zod';
+import { tlsFilesSchema } from '../core/tls.ts';
 
 const positiveMs = z.number().int().min(1);
 const logicalName = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/, 'letters, digits, _ . - (max 64)');
@@ -39,13 +40,7 @@ export const sealedApiConfigSchema = z.strictObject({
     .regex(/^\/[\x21-\x7e]*$/)
     .default('/v1/rpc'),
   /** TLS on the listener; optional (the payload is sealed end to end either way). */
-  tls: z
-    .strictObject({
-      certFile: z.string().min(1),
-      keyFile: z.string().min(1),
-      minVersion: z.enum(['TLSv1.2', 'TLSv1.3']).default('TLSv1.2'),
-    })
-    .optional(),
+  tls: tlsFilesSchema.optional(),
   /** Server keys (created on first start, 0600), default registry and backups live here (0700). */
   stateDir: z.string().min(1).default('var/sealed'),
   /** Client registry file; default `<stateDir>/clients.json`. */

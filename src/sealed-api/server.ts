@@ -488,11 +488,7 @@ export function createSealedApiServer(config: SealedApiConfig, deps: SealedApiDe
           server = createHttpsServer(
             {
               ...options,
-              ...(await loadTlsFiles({
-                certFile: resolve(deps.baseDir, config.tls.certFile),
-                keyFile: resolve(deps.baseDir, config.tls.keyFile),
-                minVersion: config.tls.minVersion,
-              })),
+              ...(await loadTlsFiles(config.tls, deps.baseDir)),
             },
             onRequest,
           );

@@ -1,29 +1,15 @@
 // The HTTP authorizer, called directly against a real HTTP server on 127.0.0.1.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { captureLog as capture } from '../helpers/relay.ts';
 import { createServer, type IncomingMessage, type ServerResponse, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { createLogger, type Logger } from '../../src/core/log.ts';
 import { Secret } from '../../src/core/config/secret.ts';
 import { isGatewayError } from '../../src/core/errors.ts';
 import { createHttpAuthenticator } from '../../src/relay/authenticators/http.ts';
 import { AUTHORIZER_MAX_RESPONSE_BYTES } from '../../src/relay/authenticators/post-json.ts';
 import type { Authenticator, AuthRequest } from '../../src/relay/authenticators/types.ts';
 
-function capture(): { log: Logger; text: () => string; records: () => Record<string, unknown>[] } {
-  const out: string[] = [];
-  const log = createLogger({ level: 'debug' }, { write: (s: string) => void out.push(s) });
-  return {
-    log,
-    text: () => out.join(''),
-    records: () =>
-      out
-        .join('')
-        .split('\n')
-        .filter((l) => l !== '')
-        .map((l) => JSON.parse(l) as Record<string, unknown>),
-  };
-}
 
 interface Seen {
   method: string;

@@ -2,29 +2,15 @@
 // Invoke endpoint on 127.0.0.1 that checks the signature itself (its own SigV4 code, below).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { captureLog as capture } from '../helpers/relay.ts';
 import { createHash, createHmac, timingSafeEqual } from 'node:crypto';
 import { createServer, type IncomingMessage, type ServerResponse, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { createLogger, type Logger } from '../../src/core/log.ts';
 import { Secret } from '../../src/core/config/secret.ts';
 import { createLambdaAuthenticator, lambdaInvokeUrl } from '../../src/relay/authenticators/lambda.ts';
 import { signRequest, signingKey } from '../../src/relay/authenticators/sigv4.ts';
 import type { Authenticator, AuthRequest } from '../../src/relay/authenticators/types.ts';
 
-function capture(): { log: Logger; text: () => string; records: () => Record<string, unknown>[] } {
-  const out: string[] = [];
-  const log = createLogger({ level: 'debug' }, { write: (s: string) => void out.push(s) });
-  return {
-    log,
-    text: () => out.join(''),
-    records: () =>
-      out
-        .join('')
-        .split('\n')
-        .filter((l) => l !== '')
-        .map((l) => JSON.parse(l) as Record<string, unknown>),
-  };
-}
 
 const ACCESS_KEY = 'AKIDLOCALTEST0001';
 const SECRET_KEY = 'wJalr-local-secret-key/K7MDENG+bPxRfiCY';

@@ -5,8 +5,7 @@ import { createHash } from 'node:crypto';
 import { writeFileSync, renameSync, truncateSync } from 'node:fs';
 import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
-import { tempDir, deadline } from '../helpers/relay.ts';
-import { createLogger, type Logger } from '../../src/core/log.ts';
+import { tempDir, deadline, captureLog as capture } from '../helpers/relay.ts';
 import { isGatewayError } from '../../src/core/errors.ts';
 import {
   createStaticAuthenticator,
@@ -19,20 +18,6 @@ import {
 } from '../../src/relay/authenticators/static.ts';
 import type { AuthRequest } from '../../src/relay/authenticators/types.ts';
 
-function capture(): { log: Logger; text: () => string; records: () => Record<string, unknown>[] } {
-  const out: string[] = [];
-  const log = createLogger({ level: 'debug' }, { write: (s: string) => void out.push(s) });
-  return {
-    log,
-    text: () => out.join(''),
-    records: () =>
-      out
-        .join('')
-        .split('\n')
-        .filter((l) => l !== '')
-        .map((l) => JSON.parse(l) as Record<string, unknown>),
-  };
-}
 
 const req = (token: string): AuthRequest => ({
   token,

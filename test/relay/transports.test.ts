@@ -164,3 +164,16 @@ test('a client that never finishes its TLS handshake is dropped after inactiveMs
     await r.close();
   }
 });
+
+test('a WS text frame carrying invalid UTF-8 inside a tunnel is relayed byte for byte (FIX)', async () => {
+  const { a, b, bOffset } = await pair(relay.url('ws'), relay.url('tcp'));
+  const raw = Buffer.from([0x68, 0x69, 0xff, 0xfe, 0x00, 0xc3, 0x28]);
+  // The ws client refuses to build such a text frame itself; write the frame by hand (masked, FIN, opcode 1).
+  const mask = Buffer.from([1, 2, 3, 4]);
+  const payload = Buffer.from(raw.map((byte, i) => byte ^ mask[i % 4]!));
+  const frame = Buffer.concat([Buffer.from([0x81, 0x80 | raw.length]), mask, payload]);
+  (a.ws as unknown as { _socket: import('node:net').Socket })._socket.write(frame);
+  const got = await b.waitForBytes(bOffset + raw.length);
+  assert.deepEqual(got.subarray(bOffset), raw);
+  assert.equal(a.isClosed, false);
+});
