@@ -24,7 +24,7 @@ export function renderInitConfig(opts: InitOptions): string {
   const listeners = [
     `  { kind = "ws", host = "${host}", port = 1212 },`,
     `  { kind = "tcp", host = "${host}", port = 1213 },`,
-    ...(opts.tls ? [`  { kind = "wss", host = "${host}", port = 1214 },`, `  { kind = "tls", host = "${host}", port = 1215 },`] : []),
+    ...(opts.tls ? [`  { kind = "tls", host = "${host}", port = 1215 },`, `  { kind = "wss", host = "${host}", port = 1216 },`] : []),
   ];
   return [
     '# Gatehouse configuration. Every key and its default: docs/configuration.md',
@@ -58,6 +58,22 @@ export function renderInitConfig(opts: InitOptions): string {
     '[relay.monitor]',
     '# Watch it with: gatehouse monitor --config gatehouse.toml',
     'path = "gatehouse-monitor.sock"',
+    '',
+    '# The other front ends run when their section is present. Uncomment to enable.',
+    '',
+    '# Card bridge (foxyproxy line protocol on 4001): docs/card-bridge.md',
+    '# [cardBridge]',
+    `# listeners = [{ kind = "tcp", host = "${host}", port = 4001 }]`,
+    '# backends = [{ kind = "pcsc" }]',
+    '',
+    '# Sealed API (end-to-end encrypted actions on config files): docs/sealed-api.md',
+    '# [sealedApi]',
+    `# host = "${host}"`,
+    '# port = 1214',
+    '# [sealedApi.files.wg0]',
+    '# path = "/etc/wireguard/wg0.conf"',
+    '# format = "wireguard"',
+    '# postWrite = ["wg", "syncconf", "wg0", "/etc/wireguard/wg0.conf"]',
     '',
   ].join('\n');
 }

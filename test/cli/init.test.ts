@@ -49,3 +49,15 @@ test('init --tls, then serve it: the printed token pairs a TCP and a WSS client;
     await server.exited();
   }
 });
+
+test('the commented-out sections of the init config are valid when uncommented', async () => {
+  const { renderInitConfig } = await import('../../src/cli/init.ts');
+  const { parseConfigText, validateConfig } = await import('../../src/core/config/load.ts');
+  const { gatewayConfigSchema } = await import('../../src/config.ts');
+  const text = renderInitConfig({ dir: '/tmp', public: false, tls: true }).replace(/^# (\[|[a-z]+ = )/gm, '$1');
+  const cfg = validateConfig(gatewayConfigSchema, parseConfigText(text, 'init.toml'), 'init.toml');
+  assert.equal(cfg.cardBridge.enabled, true);
+  assert.equal(cfg.sealedApi.enabled, true);
+  assert.equal(cfg.sealedApi.files.wg0?.format, 'wireguard');
+  assert.deepEqual(cfg.relay.listeners.map((l) => ('port' in l ? l.port : 0)), [1212, 1213, 1215, 1216]);
+});
