@@ -29,8 +29,9 @@
 
 /* Pipe capacity asked for, and bytes asked of one splice into a pipe. 256 KiB moves about twice the bytes
    per system call of the kernel's default 64 KiB. An unprivileged user's pipe page budget
-   (fs.pipe-user-pages-soft, 16,384 pages) covers ~128 such tunnels at once; past it the kernel refuses
-   the resize and the pipe keeps its default size: slower, still correct. */
+   (fs.pipe-user-pages-soft, 16,384 pages) covers ~128 such tunnels at once; past it the kernel hands out
+   8 KiB pipes, which would splice slower than JavaScript copies: such a tunnel is refused (ENOBUFS) and
+   stays on the JavaScript path. */
 #define PIPE_BYTES (256 * 1024)
 #define EV_HALF 0
 #define EV_DONE 1
@@ -330,7 +331,7 @@ static napi_value js_start(napi_env env, napi_callback_info info) {
   if (err) {
     close_pipes(t);
     free(t);
-    napi_throw_error(env, NULL, "splice-relay: cannot create pipes");
+    napi_throw_error(env, err == ENOBUFS ? "ENOBUFS" : NULL, err == ENOBUFS ? "splice-relay: the pipe page budget is used up (fs.pipe-user-pages-soft)" : "splice-relay: cannot create pipes");
     return NULL;
   }
   napi_create_reference(env, argv[3], 1, &t->counters_ref);

@@ -44,6 +44,7 @@ const HANDOFF_WAIT_MS = 2000;
 const PARTNER_CLOSED = errorSpec('RELAY_PARTNER_CLOSED').close;
 
 let nextTunnelId = 1;
+let kernelRefusalLogged = false;
 
 export class Tunnel {
   readonly id = nextTunnelId++;
@@ -150,7 +151,10 @@ export class Tunnel {
         this.#handoff = 'done';
         this.ctx.log.debug({ tunnel: this.id }, 'tunnel handed to the kernel relay');
       } catch (err) {
-        this.ctx.log.warn({ tunnel: this.id, err }, 'kernel relay refused the tunnel; staying in JavaScript');
+        // Once per process at warn (a budget that is used up stays used up for a while), then debug.
+        const level = kernelRefusalLogged ? 'debug' : 'warn';
+        kernelRefusalLogged = true;
+        this.ctx.log[level]({ tunnel: this.id, err: (err as Error).message }, 'kernel relay refused a tunnel; it stays on the JavaScript path');
         this.#stayInJs();
       }
     };
