@@ -666,7 +666,7 @@ async function main(): Promise<void> {
       say(`${transport}: transfer and round trip`);
       gateway = await startGateway(command, configPath, logPath);
       const idleRss = memory(gateway.pid).rssKib / 1024;
-      kernelRelay ??= kernelRelayState(logPath);
+      // The log is written asynchronously: read the start line once the first transfer is done.
       const forwarderPids: Partial<Record<PathName, () => number[]>> = {};
       const gatewayPids: Partial<Record<PathName, number>> = { tunnel: gateway.pid };
       const paths: PathName[] =
@@ -695,6 +695,7 @@ async function main(): Promise<void> {
       socat = undefined;
       pipe = undefined;
       const { direct, tunnel } = measured;
+      kernelRelay ??= kernelRelayState(logPath);
       await gateway.stop();
       say(`${transport}: ${opts.idleTunnels} idle tunnels`);
       gateway = await startGateway(command, configPath, logPath);
