@@ -51,12 +51,14 @@ export interface CardHandle {
   readonly release: () => void;
 }
 
+/** terminal → ATR hex ('' = no card) of a backend's readers. */
+const stateOf = (b: CardBackend): Map<string, string> => new Map(b.readers().map((r) => [r.terminal, r.atr === undefined ? '' : toHex(r.atr)]));
 const cardKey = (r: Reader): string => `${r.terminal}|${r.atr === undefined ? '-' : toHex(r.atr)}`;
 const pinDigest = (key: string, pin: string): string => createHash('sha256').update(key).update('\0').update(pin).digest('hex');
 
 export class CardService {
   readonly #locks = new Map<string, CardLock>();
-  readonly #certs = new Map<string, Promise<CardCertificates>>();
+  readonly #certs = new Map<string, { readonly terminal: string; readonly p: Promise<CardCertificates> }>();
   readonly #kids = new Map<string, number>();
   readonly #failedPins = new Set<string>();
   readonly #unsubscribe: (() => void)[] = [];
@@ -74,13 +76,25 @@ export class CardService {
   async start(): Promise<void> {
     for (const b of this.backends) {
       await b.start();
+      let before = stateOf(b);
       this.#unsubscribe.push(
         b.onChange(() => {
           this.generation++;
-          this.#certs.clear();
+          // Forget only what belongs to readers whose card changed, so a re-read of one card never waits on
+          // the others (a slow or busy card would hold every ALIASES / CHAIN / SIGN up). A change with no
+          // visible difference (an upstream restart) forgets everything of that backend.
+          const now = stateOf(b);
+          const changed = [...new Set([...before.keys(), ...now.keys()])].filter((t) => before.get(t) !== now.get(t));
+          for (const t of changed.length > 0 ? changed : [...before.keys()]) this.#forget(t);
+          before = now;
         }),
       );
     }
+  }
+
+  #forget(terminal: string): void {
+    for (const [key, entry] of this.#certs) if (entry.terminal === terminal) this.#certs.delete(key);
+    for (const key of [...this.#kids.keys()]) if (key.startsWith(`${terminal}|`)) this.#kids.delete(key);
   }
 
   async close(): Promise<void> {
@@ -187,12 +201,13 @@ export class CardService {
     const all = await Promise.all(
       readers.map(async (r) => {
         const key = cardKey(r);
-        let p = this.#certs.get(key);
+        let p = this.#certs.get(key)?.p;
         if (p === undefined) {
-          p = this.withCard(r, async (h) => orderChain(r, await readCertificates(h.transmit)));
-          this.#certs.set(key, p);
-          p.catch((err: unknown) => {
-            if (this.#certs.get(key) === p) this.#certs.delete(key);
+          const read = this.withCard(r, async (h) => orderChain(r, await readCertificates(h.transmit)));
+          p = read;
+          this.#certs.set(key, { terminal: r.terminal, p: read });
+          read.catch((err: unknown) => {
+            if (this.#certs.get(key)?.p === read) this.#certs.delete(key);
             this.#log.warn({ terminal: r.terminal, code: isGatewayError(err) ? err.code : undefined }, 'reading certificates failed');
           });
         }
@@ -212,6 +227,12 @@ export class CardService {
    */
   async sign(h: CardHandle, hash: Buffer, pin: string | undefined): Promise<SignOutcome> {
     const key = cardKey(h.reader);
+    // The card gets the PIN's bytes: only printable ASCII maps one character to one byte (latin1 would fold
+    // other characters onto ASCII ones, so a different-looking PIN could re-send one that already failed).
+    // The message never contains the PIN.
+    if (pin !== undefined && (pin.length > 255 || !/^[\x20-\x7e]+$/.test(pin))) {
+      throw new GatewayError('CARD_BAD_SIGN_DATA', 'the PIN must be 1 to 255 printable ASCII characters');
+    }
     if (pin !== undefined && this.#failedPins.has(pinDigest(key, pin))) throw new GatewayError('CARD_PIN_ALREADY_FAILED');
     try {
       const out = await signHash(h.transmit, { hash, pin, kid: this.#kids.get(key), reset: () => h.reset() });

@@ -21,6 +21,8 @@ export interface ExecuteContext {
   readonly log: Logger;
   /** Terminal ids to list first in ENUM / LIST (foxyproxy's `/select`). */
   readonly preferred?: () => readonly string[];
+  /** Aborted when nobody waits for the answers any more (the client went away): no further command runs. */
+  readonly signal?: AbortSignal;
 }
 
 export const COMMANDS = ['RESET', 'APDU', 'ENUM', 'LIST', 'READERS', 'ALIASES', 'CHAIN', 'SIGN', 'PERSONALIZE'] as const;
@@ -40,6 +42,24 @@ function order(readers: Reader[], preferred: readonly string[]): Reader[] {
   return [...first, ...readers.filter((r) => !first.includes(r))];
 }
 
+/** Longest PIN we consider when splitting a reader line (a VERIFY APDU carries at most 255 bytes). */
+export const MAX_PIN_CHARS = 255;
+
+/**
+ * The ways a reader line's text splits into a name (reader or alias) and a PIN: first the whole text with no
+ * PIN (subjects contain `: `), then at each `:` from the last to the first, so the name is as long as
+ * possible and a PIN may itself contain `:`. An empty PIN part means no PIN. Only splits that leave a PIN of
+ * at most MAX_PIN_CHARS are offered (bounds the work on hostile lines).
+ */
+export function pinSplits(text: string): { name: string; pin: string | undefined }[] {
+  const out: { name: string; pin: string | undefined }[] = [{ name: text, pin: undefined }];
+  for (let i = text.lastIndexOf(':'); i >= 0 && text.length - i - 1 <= MAX_PIN_CHARS + 2; i = i === 0 ? -1 : text.lastIndexOf(':', i - 1)) {
+    const pin = text.slice(i + 1).trim();
+    out.push({ name: text.slice(0, i).trim(), pin: pin === '' ? undefined : pin });
+  }
+  return out;
+}
+
 /** Texts an alias may be written as: itself and its base64 decoding. */
 function aliasForms(text: string): string[] {
   const decoded = decodeBase64Name(text);
@@ -54,25 +74,32 @@ export async function executeRequest(request: Request, ctx: ExecuteContext): Pro
     held?.release();
     held = undefined;
   };
-  /** The reader line's card: its whole text, else (when it has a `:PIN` part) the name before it. */
+  /** The reader line's card: its whole text, else the text before a `:` that starts a PIN part. */
   const readerOf = (spec: ReaderSpec): Reader => {
-    try {
-      return ctx.cards.resolve(spec.text);
-    } catch (err) {
-      if (spec.pin === undefined || !isGatewayError(err, 'CARD_READER_NOT_FOUND')) throw err;
-      return ctx.cards.resolve(spec.name);
+    for (const { name } of pinSplits(spec.text)) {
+      try {
+        return ctx.cards.resolve(name);
+      } catch (err) {
+        if (!isGatewayError(err, 'CARD_READER_NOT_FOUND')) throw err;
+      }
     }
+    throw new GatewayError('CARD_READER_NOT_FOUND', 'no reader matches the reader line');
   };
   const cardFor = async (r: Reader): Promise<CardHandle> => {
     if (held !== undefined && held.reader.terminal === r.terminal) return held;
     release();
     if (r.atr === undefined) throw new GatewayError('CARD_NO_CARD');
     const h = await ctx.cards.lock(r);
+    if (ctx.signal?.aborted === true) {
+      h.release();
+      throw new GatewayError('CARD_INTERNAL', 'the client went away');
+    }
     held = h;
     return h;
   };
   try {
     for (const item of request.items) {
+      if (ctx.signal?.aborted === true) break;
       if (item.kind === 'reader') {
         reader = item.reader;
         continue;
@@ -175,19 +202,19 @@ async function byAlias(ctx: ExecuteContext, alias: string): Promise<CardCertific
 async function sign(ctx: ExecuteContext, reader: ReaderSpec, data: string, cardFor: (r: Reader) => Promise<CardHandle>): Promise<string> {
   const hash = fromHex(data, 32, 'CARD_BAD_SIGN_DATA');
   if (hash.length !== 20 && hash.length !== 32) return errorSpec('CARD_BAD_SIGN_DATA').lineResult!;
-  // The whole reader text may itself be the alias (subjects contain `: `); only if it matches nothing is
-  // the part after the last `:` taken as the PIN.
-  let card: CardCertificates & { endUser: Certificate };
-  let pin: string | undefined;
-  try {
-    card = await byAlias(ctx, reader.text);
-    pin = undefined;
-  } catch (err) {
-    if (reader.pin === undefined || !isGatewayError(err, 'CARD_READER_NOT_FOUND')) throw err;
-    card = await byAlias(ctx, reader.name);
-    pin = reader.pin;
+  // The whole reader text may itself be the alias (subjects contain `: `); otherwise the longest alias
+  // before a `:` that matches wins and the rest is the PIN. An ambiguous alias stops the search (C082).
+  for (const { name, pin } of pinSplits(reader.text)) {
+    let card: CardCertificates & { endUser: Certificate };
+    try {
+      card = await byAlias(ctx, name);
+    } catch (err) {
+      if (isGatewayError(err, 'CARD_READER_NOT_FOUND')) continue;
+      throw err;
+    }
+    const h = await cardFor(card.reader);
+    const out = await ctx.cards.sign(h, hash, pin);
+    return out.ok ? toHex(out.signature) : out.sw;
   }
-  const h = await cardFor(card.reader);
-  const out = await ctx.cards.sign(h, hash, pin);
-  return out.ok ? toHex(out.signature) : out.sw;
+  throw new GatewayError('CARD_READER_NOT_FOUND', 'no certificate matches the alias');
 }

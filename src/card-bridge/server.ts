@@ -107,6 +107,9 @@ export function createCardBridgeServer(config: CardBridgeConfig, deps: CardBridg
             ? createNetServer({ allowHalfOpen: true, noDelay: true }, onSocket)
             : createTlsServer({ ...tlsOpts, allowHalfOpen: true, handshakeTimeout: config.timeouts.requestReadMs }, onSocket);
         if (l.kind === 'tls') {
+          // Admission only sees sockets that finished their handshake: cap the ones still in it too (node
+          // destroys connections past this at accept).
+          server.maxConnections = config.limits.maxConnections;
           // With a listener, Node no longer destroys the failed socket itself (handshake timeout included).
           server.on('tlsClientError', (err: Error, tlsSocket: Socket) => {
             log.debug({ err: err.message }, 'tls handshake failed');
@@ -122,7 +125,7 @@ export function createCardBridgeServer(config: CardBridgeConfig, deps: CardBridg
         bound.push({ kind: l.kind, port, url: `${l.kind}://${describeAddress({ host: l.host, port })}` });
       }
       if (config.cloudfoxyApi.enabled) {
-        const api = createCloudFoxyApi(cards, { token: config.cloudfoxyApi.token!, log, startedAt: Date.now() });
+        const api = createCloudFoxyApi(cards, { token: config.cloudfoxyApi.token!, log, startedAt: Date.now(), maxConnections: config.limits.maxConnections });
         const port = await api.listen(config.cloudfoxyApi.host, config.cloudfoxyApi.port);
         apis.push(api);
         bound.push({ kind: 'cloudfoxy-api', port, url: `http://${describeAddress({ host: config.cloudfoxyApi.host, port })}/api/v1/` });
@@ -131,6 +134,7 @@ export function createCardBridgeServer(config: CardBridgeConfig, deps: CardBridg
         const api = createFoxyproxyApi(exec, {
           token: config.foxyproxyApi.token!,
           log,
+          maxConnections: config.limits.maxConnections,
           select: (names) => {
             preferred = names;
           },

@@ -3,7 +3,8 @@
  * in order, one at a time per connection (different connections run in parallel; cards lock themselves).
  *
  * Phases and their deadlines: idle between requests (`idleMs`, closed quietly), reading one request
- * (`requestReadMs`, answered C089 and closed), answers unread by the client (`writeMs`, destroyed). At most
+ * (`requestReadMs`, answered C089 and closed; it runs only while we read, so it starts afresh after
+ * backpressure paused reading), answers unread by the client (`writeMs`, destroyed). At most
  * `maxPendingRequests` decoded requests wait; past that, reading pauses (backpressure, nothing dropped).
  * A limit (line, commands, request size) is answered C088 after the earlier requests' answers, then closed.
  * EOF from the client ends the request in progress as if the empty line had come, answers, then closes.
@@ -33,6 +34,8 @@ export class LineSession {
   #readTimer: NodeJS.Timeout | undefined;
   #writeTimer: NodeJS.Timeout | undefined;
   #done = false;
+  /** Aborted when the connection closes: the request in progress runs no further commands. */
+  readonly #gone = new AbortController();
   readonly #log: Logger;
   /** Requests answered on this connection. */
   answered = 0;
@@ -76,7 +79,14 @@ export class LineSession {
     const events = this.#decoder.push(chunk);
     // Only protocol progress counts as activity: lines that are not protocol lines do not keep a
     // connection alive past idleMs.
-    if (events.length === 0 && !this.#decoder.inRequest) return;
+    if (events.length === 0 && !this.#decoder.inRequest) {
+      // A partial non-protocol line armed the request deadline; its line end disarms it (no request is open).
+      if (this.#readTimer !== undefined) {
+        this.#clearTimer('read');
+        this.#armIdle();
+      }
+      return;
+    }
     this.#clearTimer('idle');
     for (const ev of events) {
       if (ev.kind === 'request') {
@@ -89,16 +99,32 @@ export class LineSession {
         return;
       }
     }
-    if (this.#decoder.inRequest && this.#readTimer === undefined) {
-      this.#readTimer = setTimeout(() => {
-        this.#readTimer = undefined;
-        this.#log.warn({ code: 'CARD_REQUEST_READ_TIMEOUT' }, 'request not finished in time; answering and closing');
-        this.#fail('CARD_REQUEST_READ_TIMEOUT', this.#decoder.lastId);
-      }, this.ctx.config.timeouts.requestReadMs);
-    }
-    if (this.#queue.length >= this.ctx.config.limits.maxPendingRequests) this.socket.pause();
+    if (!this.#decoder.inRequest) this.#clearTimer('read');
+    else this.#armRead();
+    if (this.#queue.length >= this.ctx.config.limits.maxPendingRequests) this.#pause();
     void this.#pump();
     this.#armIdle();
+  }
+
+  /** The request-read deadline runs only while we read: a client is not blamed for our own backpressure. */
+  #armRead(): void {
+    if (this.#readTimer !== undefined || this.#ending || this.socket.isPaused() || !this.#decoder.inRequest) return;
+    this.#readTimer = setTimeout(() => {
+      this.#readTimer = undefined;
+      this.#log.warn({ code: 'CARD_REQUEST_READ_TIMEOUT' }, 'request not finished in time; answering and closing');
+      this.#fail('CARD_REQUEST_READ_TIMEOUT', this.#decoder.lastId);
+    }, this.ctx.config.timeouts.requestReadMs);
+  }
+
+  /** Backpressure: stop reading (and the request-read deadline with it). */
+  #pause(): void {
+    this.socket.pause();
+    this.#clearTimer('read');
+  }
+
+  #resume(): void {
+    this.socket.resume();
+    this.#armRead();
   }
 
   #onEnd(): void {
@@ -124,7 +150,7 @@ export class LineSession {
         if (this.#done || this.socket.writableNeedDrain) break;
         const req = this.#queue.shift();
         if (req === undefined) break;
-        const answers = await executeRequest(req, this.ctx.exec);
+        const answers = await executeRequest(req, { ...this.ctx.exec, signal: this.#gone.signal });
         if (this.#done) break;
         this.answered++;
         this.#write(formatAnswers(answers, this.ctx.config.atAfterEveryAnswer));
@@ -134,7 +160,7 @@ export class LineSession {
           break;
         }
         if (!this.#ending && this.socket.isPaused() && this.#queue.length < this.ctx.config.limits.maxPendingRequests && !this.socket.writableNeedDrain) {
-          this.socket.resume();
+          this.#resume();
         }
       }
     } finally {
@@ -147,7 +173,7 @@ export class LineSession {
   #write(text: string): void {
     if (this.#done || this.socket.destroyed) return;
     if (!this.socket.write(text)) {
-      this.socket.pause();
+      this.#pause();
       this.#writeTimer ??= setTimeout(() => {
         this.#log.warn({ code: 'CARD_WRITE_TIMEOUT' }, 'client does not read its answers; destroying');
         this.socket.destroy();
@@ -157,7 +183,7 @@ export class LineSession {
 
   #onDrain(): void {
     this.#clearTimer('write');
-    if (!this.#ending && this.#queue.length < this.ctx.config.limits.maxPendingRequests) this.socket.resume();
+    if (!this.#ending && this.#queue.length < this.ctx.config.limits.maxPendingRequests) this.#resume();
     void this.#pump();
   }
 
@@ -191,6 +217,7 @@ export class LineSession {
   #cleanup(): void {
     if (this.#done) return;
     this.#done = true;
+    this.#gone.abort();
     this.#clearTimer('idle');
     this.#clearTimer('read');
     this.#clearTimer('write');

@@ -87,6 +87,7 @@ export class CloudFoxyBackend implements CardBackend {
   async poll(): Promise<void> {
     this.polls++;
     let changed = false;
+    let restarted = false;
     try {
       const hello = await this.#get('/api/v1/hello', AbortSignal.timeout(this.cfg.requestTimeoutMs));
       if (hello.status === 200) {
@@ -94,7 +95,7 @@ export class CloudFoxyBackend implements CardBackend {
         if (Number.isFinite(uptime)) {
           if (this.#uptime !== undefined && uptime < this.#uptime) {
             this.#log.info({ uptime, before: this.#uptime }, 'upstream restarted; rebuilding caches');
-            changed = true;
+            restarted = true;
           }
           this.#uptime = uptime;
         }
@@ -119,10 +120,24 @@ export class CloudFoxyBackend implements CardBackend {
     } catch (err) {
       this.#log.warn({ err: (err as Error).message }, 'upstream poll failed');
     }
+    if (restarted) {
+      // Listeners forget what belongs to readers that changed: show every reader gone for one event, so a
+      // restart (cards may have been swapped while it was down) forgets them all, whatever the inventory says.
+      const now = this.#readers;
+      this.#readers = [];
+      this.#changes.emit();
+      this.#readers = now;
+      changed = true;
+    }
     if (changed) this.#changes.emit();
   }
 
-  async #get(path: string, signal: AbortSignal): Promise<{ status: number; text: string }> {
+  /**
+   * `idempotent`: may the request be sent twice? An APDU may not (a VERIFY would cost a PIN try, and the
+   * failed-PIN memory would be bypassed): it is retried only when the connection was refused, i.e. the
+   * upstream cannot have seen it.
+   */
+  async #get(path: string, signal: AbortSignal, idempotent = true): Promise<{ status: number; text: string }> {
     const url = `${this.#base}${path}`;
     const init = { headers: { 'X-Auth-Token': this.cfg.token.reveal() }, signal };
     let res: Response;
@@ -131,6 +146,8 @@ export class CloudFoxyBackend implements CardBackend {
     } catch (err) {
       // A kept-alive connection the upstream closed (e.g. it restarted) fails once; a fresh one decides.
       if (signal.aborted) throw err;
+      const cause = (err as { cause?: { code?: unknown } }).cause;
+      if (!idempotent && cause?.code !== 'ECONNREFUSED') throw err;
       res = await fetch(url, init);
     }
     const reader = res.body?.getReader();
@@ -157,7 +174,7 @@ export class CloudFoxyBackend implements CardBackend {
     for (let attempt = 0; ; attempt++) {
       let res: { status: number; text: string };
       try {
-        res = await this.#get(`/api/v1/basic?${q.toString()}`, AbortSignal.any([signal, AbortSignal.timeout(this.cfg.requestTimeoutMs)]));
+        res = await this.#get(`/api/v1/basic?${q.toString()}`, AbortSignal.any([signal, AbortSignal.timeout(this.cfg.requestTimeoutMs)]), apdu === undefined);
       } catch (err) {
         if (signal.aborted) throw signal.reason as Error;
         if (err instanceof GatewayError) throw err;

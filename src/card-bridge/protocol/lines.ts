@@ -123,7 +123,7 @@ export class RequestDecoder {
       const line = this.#take(chunk, start, i);
       this.#skipLf = b === CR;
       start = i + 1;
-      const ev = this.#line(line);
+      const ev = this.#line(line.toString('utf8'), line.length);
       if (ev !== undefined) {
         out.push(ev);
         if (ev.kind === 'limit') return out;
@@ -141,14 +141,14 @@ export class RequestDecoder {
     return out;
   }
 
-  #take(chunk: Uint8Array, start: number, end: number): string {
+  #take(chunk: Uint8Array, start: number, end: number): Buffer {
     const piece = chunk.subarray(start, end);
     let buf: Buffer;
     if (this.#partialBytes === 0) buf = Buffer.from(piece.buffer, piece.byteOffset, piece.byteLength);
     else buf = Buffer.concat([...this.#partial, piece]);
     this.#partial = [];
     this.#partialBytes = 0;
-    return buf.toString('utf8');
+    return buf;
   }
 
   #die(code: 'CARD_LIMIT_LINE' | 'CARD_LIMIT_COMMANDS' | 'CARD_LIMIT_REQUEST', id: string): DecoderEvent {
@@ -158,8 +158,8 @@ export class RequestDecoder {
     return { kind: 'limit', code, id };
   }
 
-  #line(raw: string): DecoderEvent | undefined {
-    const bytes = Buffer.byteLength(raw);
+  /** `bytes` is the line's length on the wire (invalid UTF-8 decodes to longer text). */
+  #line(raw: string, bytes: number): DecoderEvent | undefined {
     if (bytes > this.limits.maxLineBytes) return this.#die('CARD_LIMIT_LINE', idOf(raw.slice(0, 80)) || this.#lastId);
     const text = raw.trim();
     if (this.#haveReader || text !== '') this.#requestBytes += bytes + 1;

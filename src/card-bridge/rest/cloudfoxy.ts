@@ -23,6 +23,8 @@ export interface CloudFoxyApiOptions {
   /** Epoch ms the uptime in /hello counts from. */
   readonly startedAt: number;
   readonly requestTimeoutMs?: number;
+  /** Most open connections (default 1000). */
+  readonly maxConnections?: number;
 }
 
 export function createCloudFoxyApi(cards: CardService, opts: CloudFoxyApiOptions): HttpApi {
@@ -78,5 +80,5 @@ export function createCloudFoxyApi(cards: CardService, opts: CloudFoxyApiOptions
     }
   }
 
-  return httpApi('card bridge CloudFoxy API', handle, opts.requestTimeoutMs ?? 120000);
+  return httpApi('card bridge CloudFoxy API', handle, { requestTimeoutMs: opts.requestTimeoutMs ?? 120000, maxConnections: opts.maxConnections ?? 1000 });
 }

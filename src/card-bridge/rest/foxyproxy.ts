@@ -22,6 +22,10 @@ export interface FoxyproxyApiOptions {
   readonly select: (terminals: readonly string[]) => void;
   readonly maxBodyBytes?: number;
   readonly maxCommands?: number;
+  /** Deadline for a whole request (default 120 s). */
+  readonly requestTimeoutMs?: number;
+  /** Most open connections (default 1000). */
+  readonly maxConnections?: number;
 }
 
 interface CommandJson {
@@ -44,7 +48,13 @@ export function createFoxyproxyApi(exec: ExecuteContext, opts: FoxyproxyApiOptio
     }
     if (req.method === 'GET' && url.pathname === '/api/v1.0/hello') return json(res, 200, { result: true });
     if (req.method === 'GET' && url.pathname.startsWith('/api/v1.0/select/')) {
-      const [name = '', limit] = url.pathname.slice('/api/v1.0/select/'.length).split('/').map(decodeURIComponent);
+      let parts: string[];
+      try {
+        parts = url.pathname.slice('/api/v1.0/select/'.length).split('/').map(decodeURIComponent);
+      } catch {
+        return json(res, 400, { result: false, error: 'bad percent-encoding in the path' });
+      }
+      const [name = '', limit] = parts;
       const needle = name.toLowerCase();
       const candidates = readerCandidates(name);
       let hits = exec.cards
@@ -57,7 +67,10 @@ export function createFoxyproxyApi(exec: ExecuteContext, opts: FoxyproxyApiOptio
     }
     if (req.method === 'POST' && url.pathname === '/api/v1.0/command') {
       const body = await readBody(req, opts.maxBodyBytes ?? 1048576);
-      if (body === undefined) return json(res, 413, { result: false, error: 'body too large' });
+      if (body === undefined) {
+        res.setHeader('Connection', 'close');
+        return json(res, 413, { result: false, error: 'body too large' });
+      }
       let parsed: unknown;
       try {
         parsed = JSON.parse(body.toString('utf8'));
@@ -66,16 +79,22 @@ export function createFoxyproxyApi(exec: ExecuteContext, opts: FoxyproxyApiOptio
       }
       const data = (parsed as { data?: { reader?: unknown; command?: CommandJson; commands?: CommandJson[] } } | null)?.data;
       const list = data?.commands ?? (data?.command === undefined ? [] : [data.command]);
-      if (typeof data?.reader !== 'string' || !Array.isArray(list) || list.length === 0 || list.length > maxCommands) {
+      const isCommand = (c: unknown): c is CommandJson => typeof c === 'object' && c !== null && !Array.isArray(c);
+      if (typeof data?.reader !== 'string' || !Array.isArray(list) || list.length === 0 || list.length > maxCommands || !list.every(isCommand)) {
         return json(res, 400, { result: false, error: `need data.reader (string) and 1..${maxCommands} commands` });
       }
       const str = (v: unknown): string => (typeof v === 'string' || typeof v === 'number' ? String(v) : '');
       const items: RequestItem[] = list.map((c) => parseCommandLine(`${str(c.id)}:${str(c.line)}`));
-      const answers = await executeRequest({ reader: parseReaderLine(data.reader), items }, exec);
+      // A client that goes away (closes before its answer) stops the request at its next command.
+      const gone = new AbortController();
+      res.on('close', () => {
+        if (!res.writableFinished) gone.abort();
+      });
+      const answers = await executeRequest({ reader: parseReaderLine(data.reader), items }, { ...exec, signal: gone.signal });
       return json(res, 200, { response: answers.map((a) => ({ id: a.id, line: a.result })) });
     }
     return json(res, 404, { result: false, error: 'not found' });
   }
 
-  return httpApi('card bridge foxyproxy API', handle, 120000);
+  return httpApi('card bridge foxyproxy API', handle, { requestTimeoutMs: opts.requestTimeoutMs ?? 120000, maxConnections: opts.maxConnections ?? 1000 });
 }

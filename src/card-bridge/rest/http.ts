@@ -46,27 +46,43 @@ export function readBody(req: IncomingMessage, maxBytes: number): Promise<Buffer
     let n = 0;
     let over = false;
     req.on('data', (c: Buffer) => {
+      if (over) return;
       n += c.length;
-      if (n > maxBytes) over = true;
-      else parts.push(c);
+      if (n > maxBytes) {
+        // Answer now rather than after the whole oversized body; the caller closes the connection.
+        over = true;
+        parts.length = 0;
+        resolve(undefined);
+      } else parts.push(c);
     });
     req.on('end', () => resolve(over ? undefined : Buffer.concat(parts)));
     req.on('error', reject);
   });
 }
 
-/** An HttpApi around a request handler, with header/request deadlines and connection tracking. */
-export function httpApi(label: string, handler: (req: IncomingMessage, res: ServerResponse) => Promise<void>, requestTimeoutMs: number): HttpApi {
+export interface HttpApiLimits {
+  /** Deadline for a whole request (headers and body); headers alone get min(this, 10 s). */
+  readonly requestTimeoutMs: number;
+  /** Most open connections; more are closed at once by node:http. */
+  readonly maxConnections: number;
+}
+
+/** An HttpApi around a request handler, with header/request deadlines, a connection cap and connection tracking. */
+export function httpApi(label: string, handler: (req: IncomingMessage, res: ServerResponse) => Promise<void>, limits: HttpApiLimits): HttpApi {
   let server: Server | undefined;
   const sockets = new Set<Socket>();
+  const { requestTimeoutMs } = limits;
   return {
     async listen(host, port) {
-      const s = createServer((req, res) => {
+      // node:http enforces headersTimeout / requestTimeout only when it checks its connections (every 30 s by
+      // default), so a slowloris client would outlive the deadlines by up to that much: check often.
+      const s = createServer({ connectionsCheckingInterval: Math.max(50, Math.min(1000, Math.floor(requestTimeoutMs / 4))) }, (req, res) => {
         handler(req, res).catch(() => send(res, 500, 'internal error\n'));
       });
       s.headersTimeout = Math.min(requestTimeoutMs, 10000);
       s.requestTimeout = requestTimeoutMs;
       s.keepAliveTimeout = 5000;
+      s.maxConnections = limits.maxConnections;
       s.on('connection', (sock: Socket) => {
         sockets.add(sock);
         sock.on('close', () => sockets.delete(sock));

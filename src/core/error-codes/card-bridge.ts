@@ -15,7 +15,7 @@ export const cardBridgeErrors = {
     httpStatus: 502,
     lineResult: 'C083',
   },
-  CARD_BAD_SIGN_DATA: { summary: 'SIGN data is not a 40 (SHA-1) or 64 (SHA-256) hex digit hash.', httpStatus: 400, lineResult: 'C084' },
+  CARD_BAD_SIGN_DATA: { summary: 'SIGN data is not a 40 (SHA-1) or 64 (SHA-256) hex digit hash, or the PIN is not 1-255 printable ASCII characters.', httpStatus: 400, lineResult: 'C084' },
   CARD_WRONG_PIN: { summary: 'The card refused the PIN (63Cx); the PIN is remembered as failed for that card.', httpStatus: 403, lineResult: 'C085' },
   CARD_PIN_ALREADY_FAILED: {
     summary: 'SIGN was asked again with a PIN that already failed on that card; it was not sent (lock-out protection).',
