@@ -22,6 +22,11 @@ const fileSchema = z.strictObject({
   /** Run after every successful write, as an argv (no shell), e.g. ["wg", "syncconf", "wg0", "/etc/wireguard/wg0.conf"]. */
   postWrite: z.array(z.string().min(1)).min(1).optional(),
   postWriteTimeoutMs: positiveMs.default(10000),
+  /**
+   * WireGuard only: let clients add, change or remove PreUp/PostUp/PreDown/PostDown lines (shell commands
+   * that wg-quick runs as root). Off: such a change is refused with a sealed 403.
+   */
+  allowHooks: z.boolean().default(false),
 });
 export type ManagedFileConfig = z.output<typeof fileSchema>;
 
@@ -75,6 +80,8 @@ export const sealedApiConfigSchema = z.strictObject({
       /** Remembered (client, jti) pairs; when full, new requests are refused (never evicted). */
       maxReplayEntries: z.number().int().min(1).default(200000),
       maxConcurrentRequests: z.number().int().min(1).default(256),
+      /** Open connections (idle keep-alive and half-sent requests included); more are closed at once. */
+      maxConnections: z.number().int().min(1).default(1024),
       /** Authentication failures from one address within the window before it gets 429. */
       maxAuthFailuresPerIp: z.number().int().min(1).default(20),
       authFailureWindowMs: positiveMs.default(60000),

@@ -108,6 +108,9 @@ export async function openRequest(
   try {
     const out = await compactVerify(jws, clientKey, { algorithms: [SIGN_ALG] });
     if (out.protectedHeader.kid !== clientKid) throw new EnvelopeError('inner kid differs from outer skid');
+    // jose honours `b64: false` (RFC 7797) listed in `crit`; we take only the plain form of the spec.
+    if (out.protectedHeader.crit !== undefined || out.protectedHeader.b64 !== undefined)
+      throw new EnvelopeError('inner header crit/b64 present');
     payload = out.payload;
   } catch (err) {
     if (err instanceof EnvelopeError) throw err;

@@ -102,6 +102,13 @@ export async function readRegistryFile(path: string): Promise<RegistryFile> {
       { cause: err },
     );
   }
+  // Whoever can write the registry can register a key with allow ["*"]: refuse group/world-writable files.
+  const st = await stat(path);
+  if ((st.mode & 0o022) !== 0)
+    throw new GatewayError(
+      'SEALED_REGISTRY_INVALID',
+      `${path}: permissions ${(st.mode & 0o777).toString(8)} let others write it (chmod 600)`,
+    );
   return parseRegistry(text, path);
 }
 

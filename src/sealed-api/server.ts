@@ -16,7 +16,7 @@ import {
 } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
 import { randomBytes } from 'node:crypto';
-import { mkdir, chmod, stat, writeFile } from 'node:fs/promises';
+import { mkdir, chmod, readFile, stat, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import type { Logger } from '../core/log.ts';
 import type { CloseOptions, Service, ServiceState } from '../core/lifecycle.ts';
@@ -81,6 +81,9 @@ const PLAIN_BODIES: Partial<Record<ErrorCode, string>> = {
   SEALED_UNAUTHORIZED: '{"error":"unauthorized"}',
 };
 
+/** Granularity of the replay horizon on disk (see createSealedApiServer). */
+const HORIZON_STEP_MS = 10000;
+
 function plainBody(code: ErrorCode): string {
   return PLAIN_BODIES[code] ?? JSON.stringify({ error: code.replace(/^(SEALED|CORE)_/, '').toLowerCase() });
 }
@@ -115,6 +118,7 @@ export function createSealedApiServer(config: SealedApiConfig, deps: SealedApiDe
       backup: true,
       backupsKept: 10,
       postWriteTimeoutMs: 10000,
+      allowHooks: false,
     };
   const fileManager = new FileManager({
     files,
@@ -136,16 +140,31 @@ export function createSealedApiServer(config: SealedApiConfig, deps: SealedApiDe
   let inFlight = 0;
   const idle = new Set<() => void>();
   const aborts = new Set<AbortController>();
+  /*
+   * The replay horizon (in-memory replay cache only; the directory store survives restarts by itself).
+   * A request is refused when its iat is before the process started, but the previous process accepted
+   * iat up to its own clock + skew. A request dated ahead of our clock is therefore recorded, rounded up
+   * to HORIZON_STEP_MS, in <stateDir>/replay-horizon before its action runs, and the next process refuses
+   * every iat before that mark. At most one fsynced write per step, and only for clients whose clock runs ahead.
+   */
+  const horizonFile = join(stateDir, 'replay-horizon');
+  const useHorizon = deps.replayStore === undefined && dirStore === undefined;
+  let horizonDurableMs = 0;
+  let horizonPendingMs = 0;
+  let horizonWrite: Promise<void> = Promise.resolve();
   const scheme = config.tls === undefined ? 'http' : 'https';
 
   async function loadKeys(first: boolean): Promise<void> {
     const st = await stat(keyFile).catch(() => undefined);
     if (!first && st !== undefined && `${st.ino}:${st.size}:${st.mtimeMs}` === keySig) return;
     const { file, created } = await loadOrCreateServerKeyFile(keyFile);
-    ring = await loadKeyRing(file, keyFile);
-    info = publicInfo(file);
-    // The public half, for local clients and `gatehouse call` (pinning it is the client's job).
-    await writeFileAtomic(publicFile, `${JSON.stringify(info, null, 2)}\n`, { mode: 0o644 });
+    const nextRing = await loadKeyRing(file, keyFile);
+    const nextInfo = publicInfo(file);
+    // The public half, for local clients and `gatehouse call` (pinning it is the client's job); written
+    // before the new keys are announced, so serverInfo() never runs ahead of the file.
+    await writeFileAtomic(publicFile, `${JSON.stringify(nextInfo, null, 2)}\n`, { mode: 0o644 });
+    ring = nextRing;
+    info = nextInfo;
     const now2 = await stat(keyFile);
     keySig = `${now2.ino}:${now2.size}:${now2.mtimeMs}`;
     if (created) log.info({ kid: ring.current.kid, file: keyFile }, 'server key pair created');
@@ -154,6 +173,36 @@ export function createSealedApiServer(config: SealedApiConfig, deps: SealedApiDe
         { kid: ring.current.kid, keys: ring.encryption.size },
         first ? 'server keys loaded' : 'server keys reloaded',
       );
+  }
+
+  async function readHorizon(): Promise<number> {
+    try {
+      const n = Number((await readFile(horizonFile, 'utf8')).trim());
+      return Number.isFinite(n) && n > 0 ? n : 0;
+    } catch {
+      return 0;
+    }
+  }
+
+  /** True once a restart is guaranteed to refuse this request (see the replay horizon above). */
+  async function guardAgainstRestart(iatMs: number, nowMs: number): Promise<boolean> {
+    if (!useHorizon || iatMs <= nowMs) return true;
+    if (iatMs > horizonPendingMs) {
+      const target = Math.ceil(iatMs / HORIZON_STEP_MS) * HORIZON_STEP_MS;
+      horizonPendingMs = target;
+      horizonWrite = horizonWrite.then(async () => {
+        if (target <= horizonDurableMs) return;
+        try {
+          await writeFileAtomic(horizonFile, `${target}\n`, { mode: 0o600 });
+          horizonDurableMs = Math.max(horizonDurableMs, target);
+        } catch (err) {
+          log.error({ err, file: horizonFile }, 'replay horizon not written');
+          if (horizonPendingMs === target) horizonPendingMs = horizonDurableMs;
+        }
+      });
+    }
+    await horizonWrite;
+    return iatMs <= horizonDurableMs;
   }
 
   function sendPlain(
@@ -296,7 +345,10 @@ export function createSealedApiServer(config: SealedApiConfig, deps: SealedApiDe
       return { ok: true, result: result === undefined ? null : result, status: 200 };
     } catch (err) {
       if (isGatewayError(err) && err.code.startsWith('SEALED_')) {
-        alog.info({ code: err.code, msg: err.message }, 'action refused');
+        // Messages about content or arguments may quote them (JSON.parse echoes its input): code only.
+        // (`detail`, not `msg`: pino's message argument would overwrite a `msg` key.)
+        const quotes = err.code === 'SEALED_INVALID_CONTENT' || err.code === 'SEALED_INVALID_ARGS';
+        alog.info(quotes ? { code: err.code } : { code: err.code, detail: err.message }, 'action refused');
         return fail(err.code, err.message);
       }
       alog.error({ err }, 'action failed');
@@ -374,6 +426,8 @@ export function createSealedApiServer(config: SealedApiConfig, deps: SealedApiDe
       const action = actions.get(claims.act);
       if (verdict === 'full')
         answer = fail('SEALED_REPLAY_CACHE_FULL', 'the server is too busy; retry later');
+      else if (!(await guardAgainstRestart(claims.iat * 1000, now())))
+        answer = fail('SEALED_REPLAY_HORIZON_FAILED', 'the server cannot record the request; retry later');
       else if (!matchesAllow(client.entry.allow, claims.act))
         answer = fail('SEALED_FORBIDDEN', `action ${claims.act} is not allowed for this client`);
       else if (action === undefined) answer = fail('SEALED_UNKNOWN_ACTION', `no action named ${claims.act}`);
@@ -475,6 +529,9 @@ export function createSealedApiServer(config: SealedApiConfig, deps: SealedApiDe
           headersTimeout: config.timeouts.headersMs,
           requestTimeout: config.timeouts.headersMs + config.timeouts.bodyMs + config.timeouts.actionMs,
           keepAliveTimeout: config.timeouts.keepAliveMs,
+          // Node checks headersTimeout/requestTimeout only this often (default 30 s, which let a client
+          // dribbling header bytes hold a connection for 30 s whatever headersMs said).
+          connectionsCheckingInterval: Math.max(50, Math.min(1000, Math.floor(config.timeouts.headersMs / 2))),
         };
         const onRequest = (req: IncomingMessage, res: ServerResponse) => {
           handle(req, res).catch((err: unknown) => {
@@ -492,8 +549,26 @@ export function createSealedApiServer(config: SealedApiConfig, deps: SealedApiDe
             },
             onRequest,
           );
+        server.maxConnections = config.limits.maxConnections;
+        let dropsLoggedAtMs = -Infinity;
+        let drops = 0;
+        server.on('drop', () => {
+          drops++;
+          const t = now();
+          if (t - dropsLoggedAtMs < 10000) return;
+          dropsLoggedAtMs = t;
+          log.warn(
+            { code: 'SEALED_LIMIT_CONNECTIONS', dropped: drops },
+            'connections closed at limits.maxConnections',
+          );
+          drops = 0;
+        });
         port = await listen(server, { host: config.host, port: config.port }, 'sealed API');
-        startedAtMs = now();
+        // Requests issued before this process started, or before the previous one's replay horizon, are
+        // refused: the previous process may have accepted them and its replay cache is gone.
+        const horizon = useHorizon ? await readHorizon() : 0;
+        horizonDurableMs = horizonPendingMs = horizon;
+        startedAtMs = Math.max(now(), horizon);
         keyPoll = setInterval(() => {
           loadKeys(false).catch((err: unknown) =>
             log.error({ err }, 'server keys not reloaded; the previous ones stay in force'),

@@ -29,6 +29,11 @@ export const sealedApiErrors = {
     summary: 'More than limits.maxConcurrentRequests requests were in progress.',
     httpStatus: 503,
   },
+  SEALED_LIMIT_CONNECTIONS: {
+    summary:
+      'More than limits.maxConnections connections were open; the new connection was closed without an answer (logged at most every 10 s).',
+    httpStatus: 503,
+  },
   SEALED_BODY_TIMEOUT: {
     summary: 'The request body did not arrive within timeouts.bodyMs.',
     httpStatus: 408,
@@ -62,6 +67,11 @@ export const sealedApiErrors = {
   SEALED_REPLAY_CACHE_FULL: {
     summary:
       'The replay cache is full (limits.maxReplayEntries); the request was refused rather than evicting entries.',
+    httpStatus: 503,
+  },
+  SEALED_REPLAY_HORIZON_FAILED: {
+    summary:
+      'A request dated ahead of the server clock could not be recorded in the replay-horizon file of stateDir (a restart could accept it again), so it was refused and its action did not run.',
     httpStatus: 503,
   },
   SEALED_ACTION_TIMEOUT: { summary: 'An action did not finish within timeouts.actionMs.', httpStatus: 504 },

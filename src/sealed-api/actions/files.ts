@@ -9,13 +9,15 @@
  */
 import { createHash } from 'node:crypto';
 import { execFile } from 'node:child_process';
-import { mkdir, readdir, readFile, stat, unlink, writeFile, chmod, realpath } from 'node:fs/promises';
+import { constants } from 'node:fs';
+import { lstat, mkdir, open, readdir, readFile, stat, unlink, writeFile, chmod, realpath } from 'node:fs/promises';
 import { dirname, join, relative, resolve, isAbsolute, sep } from 'node:path';
 import { z } from 'zod';
 import { GatewayError } from '../../core/errors.ts';
 import type { Logger } from '../../core/log.ts';
 import type { ManagedFileConfig } from '../config.ts';
 import { FORMATS, FormatError } from '../formats/index.ts';
+import { wireGuardHooks } from '../formats/wireguard.ts';
 import { KeyedMutex, removeStrayTemps, resolveTarget, withFileLock, writeFileAtomic } from '../atomic.ts';
 import { defineAction, type Action } from './types.ts';
 
@@ -142,6 +144,15 @@ export class FileManager {
           if (Buffer.byteLength(next) > this.o.maxFileBytes)
             throw new GatewayError('SEALED_LIMIT_FILE', `new content of ${name} is larger than maxFileBytes`);
           FORMATS[f.config.format].validate(next);
+          if (
+            f.config.format === 'wireguard' &&
+            !f.config.allowHooks &&
+            wireGuardHooks(current ?? '').join('\n') !== wireGuardHooks(next).join('\n')
+          )
+            throw new GatewayError(
+              'SEALED_FORBIDDEN',
+              `${name}: PreUp/PostUp/PreDown/PostDown lines may only be changed on the server (files.${name}.allowHooks)`,
+            );
         } catch (err) {
           if (err instanceof FormatError)
             throw new GatewayError('SEALED_INVALID_CONTENT', `${name}: ${err.message}`);
@@ -189,11 +200,42 @@ export class FileManager {
     const ids = await this.#backupIds(f);
     const out = [];
     for (const id of ids.reverse()) {
-      const content = await readFile(join(f.backupDir, `${id}.bak`), 'utf8');
-      const st = await stat(join(f.backupDir, `${id}.bak`));
-      out.push({ id, size: st.size, created: st.mtime.toISOString(), etag: etagOf(content) });
+      const b = await this.#readBackup(f, id);
+      if (b !== undefined)
+        out.push({ id, size: b.size, created: b.mtime.toISOString(), etag: etagOf(b.content) });
     }
     return out;
+  }
+
+  /**
+   * Reads one backup: a regular file of at most maxFileBytes directly in the file's own backup folder
+   * (neither the folder nor the file may be a symlink, so nothing planted there can point outside).
+   * Undefined when there is no such backup.
+   */
+  async #readBackup(
+    f: Managed,
+    id: string,
+  ): Promise<{ content: string; size: number; mtime: Date } | undefined> {
+    if (!BACKUP_ID.test(id) || !(await this.#backupDirIsReal(f))) return undefined;
+    let fh;
+    try {
+      fh = await open(join(f.backupDir, `${id}.bak`), constants.O_RDONLY | constants.O_NOFOLLOW);
+    } catch {
+      return undefined;
+    }
+    try {
+      const st = await fh.stat();
+      if (!st.isFile() || st.size > this.o.maxFileBytes) return undefined;
+      return { content: await fh.readFile('utf8'), size: st.size, mtime: st.mtime };
+    } finally {
+      await fh.close();
+    }
+  }
+
+  /** True when the file's backup folder exists and is a directory, not a symlink to one. */
+  async #backupDirIsReal(f: Managed): Promise<boolean> {
+    const st = await lstat(f.backupDir).catch(() => undefined);
+    return st !== undefined && st.isDirectory();
   }
 
   restore(name: string, backup: string, ifMatch: string, log: Logger): Promise<WriteResult> {
@@ -201,12 +243,9 @@ export class FileManager {
       name,
       ifMatch,
       async (_current, f) => {
-        if (!BACKUP_ID.test(backup)) throw new GatewayError('SEALED_UNKNOWN_BACKUP', `no backup ${backup}`);
-        try {
-          return await readFile(join(f.backupDir, `${backup}.bak`), 'utf8');
-        } catch {
-          throw new GatewayError('SEALED_UNKNOWN_BACKUP', `no backup ${backup} of ${name}`);
-        }
+        const b = await this.#readBackup(f, backup);
+        if (b === undefined) throw new GatewayError('SEALED_UNKNOWN_BACKUP', `no backup ${backup} of ${name}`);
+        return b.content;
       },
       log,
     );
@@ -226,6 +265,8 @@ export class FileManager {
 
   async #backup(f: Managed, content: string): Promise<string> {
     await mkdir(f.backupDir, { recursive: true, mode: 0o700 });
+    if (!(await this.#backupDirIsReal(f)))
+      throw new Error(`backup folder ${f.backupDir} is not a directory (a symlink?); refusing to write there`);
     await chmod(f.backupDir, 0o700);
     const stamp = new Date().toISOString().replace(/[-:.]/g, '');
     const id = `${stamp}-${String(++this.#seq % 1000000).padStart(6, '0')}`;

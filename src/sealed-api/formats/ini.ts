@@ -21,8 +21,18 @@ function parse(text: string): IniLine {
     if (!t.endsWith(']')) return { kind: 'kv', key: '' };
     return { kind: 'section', name: t.slice(1, -1).trim() };
   }
-  const m = /^([^=:]+?)\s*[=:]/.exec(t);
-  return { kind: 'kv', key: m === null ? '' : m[1]!.trim() };
+  // Index arithmetic, not a regex: /^([^=:]+?)\s*[=:]/ backtracks quadratically on a long line of spaces.
+  const sep = separatorIndex(t);
+  return { kind: 'kv', key: sep <= 0 ? '' : t.slice(0, sep).trim() };
+}
+
+/** Index of the first `=` or `:` in `text`, or -1. */
+function separatorIndex(text: string): number {
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c === 0x3d || c === 0x3a) return i;
+  }
+  return -1;
 }
 
 class IniFile {
@@ -104,8 +114,8 @@ export function applyIniOps(text: string, ops: readonly IniOp[]): string {
     const i = f.parsed.findIndex((p, n) => n > s.header && n < s.end && p.kind === 'kv' && p.key === op.key);
     if (i >= 0) {
       const old = f.lines[i]!.text;
-      const m = /^(\s*[^=:]+?\s*[=:])/.exec(old)!;
-      f.lines[i]!.text = `${m[1]!}${/[=:]\s/.test(old) ? ' ' : ''}${op.value}`;
+      const prefix = old.slice(0, separatorIndex(old) + 1);
+      f.lines[i]!.text = `${prefix}${/[=:]\s/.test(old) ? ' ' : ''}${op.value}`;
     } else {
       let last = s.header;
       for (let n = s.header + 1; n < s.end; n++) if (f.parsed[n]!.kind === 'kv') last = n;

@@ -126,9 +126,41 @@ function checkCidrList(value: string, key: string, line: number, allowBare: bool
     } else if (!/^\d{1,3}$/.test(prefix) || Number(prefix) > (v === 4 ? 32 : 128)) {
       throw new FormatError(`${key}: ${part} has a bad prefix length`, line);
     }
-    out.push(part.toLowerCase());
+    out.push(routeKey(ip!, v, prefix === undefined ? (v === 4 ? 32 : 128) : Number(prefix)));
   }
   return out;
+}
+
+/**
+ * The route an address/prefix stands for, as WireGuard sees it: host bits cleared and one spelling per
+ * address, so `10.0.0.2` = `10.0.0.2/32`, `10.0.0.9/24` = `10.0.0.0/24`, `fd00::2` = `fd00:0:0::2/128`.
+ */
+function routeKey(ip: string, version: number, prefix: number): string {
+  const bits = version === 4 ? 32 : 128;
+  let n = 0n;
+  if (version === 4) {
+    for (const o of ip.split('.')) n = (n << 8n) | BigInt(Number(o));
+  } else {
+    const addr = ip.split('%')[0]!.toLowerCase();
+    const [head, tail] = addr.includes('::') ? addr.split('::') : [addr, undefined];
+    const groups = (t: string | undefined): number[] => {
+      if (t === undefined || t === '') return [];
+      const out: number[] = [];
+      for (const g of t.split(':')) {
+        if (g.includes('.')) {
+          const [a, b, c, d] = g.split('.').map(Number);
+          out.push((a! << 8) | b!, (c! << 8) | d!);
+        } else out.push(parseInt(g, 16));
+      }
+      return out;
+    };
+    const h = groups(head);
+    const t = groups(tail);
+    const all = [...h, ...new Array<number>(Math.max(0, 8 - h.length - t.length)).fill(0), ...t];
+    for (const g of all) n = (n << 16n) | BigInt(g);
+  }
+  const mask = prefix === 0 ? 0n : ((1n << BigInt(bits)) - 1n) ^ ((1n << BigInt(bits - prefix)) - 1n);
+  return `${version}:${(n & mask).toString(16)}/${prefix}`;
 }
 
 function checkInt(
@@ -228,14 +260,31 @@ export function validateWireGuard(text: string): WgFile {
     if (keys.has(pk)) throw new FormatError(`PublicKey ${pk} used by two peers`, s.header + 1);
     keys.add(pk);
     for (const i of f.keyLines(s, 'allowedips')) {
-      for (const cidr of checkCidrList(f.parsed[i]!.value!, 'AllowedIPs', i + 1, true)) {
-        const other = routes.get(cidr);
-        if (other !== undefined) throw new FormatError(`AllowedIPs ${cidr} claimed by two peers`, i + 1);
-        routes.set(cidr, pk);
-      }
+      const value = f.parsed[i]!.value!;
+      const parts = value.split(',').map((x) => x.trim());
+      checkCidrList(value, 'AllowedIPs', i + 1, true).forEach((route, n) => {
+        if (routes.has(route))
+          throw new FormatError(`AllowedIPs ${parts[n]!.toLowerCase()} claimed by two peers`, i + 1);
+        routes.set(route, pk);
+      });
     }
   }
   return f;
+}
+
+const HOOKS = new Set(['preup', 'postup', 'predown', 'postdown']);
+
+/**
+ * The hook lines of a file (`PreUp`…`PostDown`, shell commands wg-quick runs as root), as `key=value`
+ * in file order; comments, spacing, key case and line ends do not count.
+ */
+export function wireGuardHooks(text: string): string[] {
+  const out: string[] = [];
+  for (const l of splitLines(text)) {
+    const p = parseLine(l.text);
+    if (p.kind === 'kv' && HOOKS.has(p.key!)) out.push(`${p.key!}=${p.value!}`);
+  }
+  return out;
 }
 
 const valueSchema = z.union([z.string(), z.array(z.string()).min(1), z.null()]);
