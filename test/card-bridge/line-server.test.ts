@@ -1,11 +1,8 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { connect as tlsConnect } from 'node:tls';
-import { writeFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { startBridge, LineClient, oneShot, decodeListing, type StartedBridge, type RawCard } from './helpers.ts';
-import { tempDir } from '../helpers/relay.ts';
-import { generateSigningMaterial } from '../../src/card-bridge/backends/sim-pki.ts';
+import { tempDir, selfSignedCert } from '../helpers/relay.ts';
 
 const LONG = 'A1'.repeat(300); // 300 bytes: a 61xx chain needs two GET RESPONSEs
 const CARDS: RawCard[] = [
@@ -281,15 +278,12 @@ test('a client that stops reading its answers is destroyed after writeMs', async
 
 test('TLS listener: same protocol over TLS', async () => {
   const dir = tempDir('gatehouse-card-tls-');
-  const m = generateSigningMaterial({ commonName: 'localhost' }, 2048);
-  const pem = (label: string, der: Buffer) => `-----BEGIN ${label}-----\n${der.toString('base64').replace(/(.{64})/g, '$1\n')}\n-----END ${label}-----\n`;
-  writeFileSync(join(dir, 'cert.pem'), pem('CERTIFICATE', m.certificate));
-  writeFileSync(join(dir, 'key.pem'), m.key.export({ type: 'pkcs8', format: 'pem' }));
+  const tls = selfSignedCert(dir);
   const b = await startBridge({
     cards: [{ name: 'one' }],
     config: {
       listeners: [{ kind: 'tls', host: '127.0.0.1', port: 0 }],
-      tls: { certFile: join(dir, 'cert.pem'), keyFile: join(dir, 'key.pem') },
+      tls,
       timeouts: { requestReadMs: 300 },
     },
   });

@@ -8,10 +8,7 @@ import assert from 'node:assert/strict';
 import { connect } from 'node:net';
 import { createServer, type Server } from 'node:http';
 import { Writable } from 'node:stream';
-import { writeFileSync } from 'node:fs';
-import { join } from 'node:path';
-import { tempDir } from '../helpers/relay.ts';
-import { generateSigningMaterial } from '../../src/card-bridge/backends/sim-pki.ts';
+import { tempDir, selfSignedCert } from '../helpers/relay.ts';
 import fc from 'fast-check';
 import { validateConfig } from '../../src/core/config/load.ts';
 import { createLogger } from '../../src/core/log.ts';
@@ -545,15 +542,12 @@ test('a pipelining client is not timed out while the server itself stopped readi
 
 test('TLS listener: connections still in their handshake count against maxConnections', async () => {
   const dir = tempDir('gatehouse-card-review-tls-');
-  const m = generateSigningMaterial({ commonName: 'localhost' }, 2048);
-  const pem = (label: string, der: Buffer) => `-----BEGIN ${label}-----\n${der.toString('base64').replace(/(.{64})/g, '$1\n')}\n-----END ${label}-----\n`;
-  writeFileSync(join(dir, 'cert.pem'), pem('CERTIFICATE', m.certificate));
-  writeFileSync(join(dir, 'key.pem'), m.key.export({ type: 'pkcs8', format: 'pem' }));
+  const tls = selfSignedCert(dir);
   const b = await startBridge({
     cards: [{ name: 'one' }],
     config: {
       listeners: [{ kind: 'tls', host: '127.0.0.1', port: 0 }],
-      tls: { certFile: join(dir, 'cert.pem'), keyFile: join(dir, 'key.pem') },
+      tls,
       timeouts: { requestReadMs: 4000 },
       limits: { maxConnections: 2 },
     },

@@ -2,10 +2,10 @@
  * Test harness for the sealed API: a real server on 127.0.0.1 port 0 in a temp dir, real clients
  * (the client library over node:http), clients registered through the same admin code the CLI uses.
  */
+import { selfSignedCert } from '../helpers/relay.ts';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { execFileSync } from 'node:child_process';
 import { Writable } from 'node:stream';
 import { pino } from 'pino';
 import { validateConfig } from '../../src/core/config/load.ts';
@@ -140,35 +140,8 @@ export async function rawPost(
   return { status: res.status, body: await res.text(), headers: res.headers };
 }
 
-/** Self-signed certificate for 127.0.0.1 (openssl CLI). */
-export function selfSigned(dir: string): { certFile: string; keyFile: string } {
-  const certFile = join(dir, 'cert.pem');
-  const keyFile = join(dir, 'key.pem');
-  execFileSync(
-    'openssl',
-    [
-      'req',
-      '-x509',
-      '-newkey',
-      'ec',
-      '-pkeyopt',
-      'ec_paramgen_curve:prime256v1',
-      '-nodes',
-      '-days',
-      '2',
-      '-subj',
-      '/CN=localhost',
-      '-addext',
-      'subjectAltName=IP:127.0.0.1',
-      '-keyout',
-      keyFile,
-      '-out',
-      certFile,
-    ],
-    { stdio: 'ignore' },
-  );
-  return { certFile, keyFile };
-}
+/** Self-signed certificate for 127.0.0.1 (the shared test generator). */
+export const selfSigned = selfSignedCert;
 
 /** A WireGuard key (random 32 bytes, base64). */
 export function wgKey(seed: number): string {
