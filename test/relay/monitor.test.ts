@@ -90,3 +90,10 @@ test('a monitor client that writes anything else is dropped', async () => {
   m.socket.write('hello\n');
   await deadline(m.closed, 2000, 'monitor drop');
 });
+
+test('a monitor request longer than 4096 bytes without a newline is dropped', async () => {
+  const m = await monitorClient();
+  m.socket.write(`{"method":"refresh","pad":"${'x'.repeat(4096)}`);
+  await deadline(m.closed, 2000, 'oversized monitor request dropped');
+  assert.equal(m.text(), '');
+});
