@@ -57,8 +57,6 @@ export class Session {
 
   readonly #ctx: SessionContext;
   readonly #splitter: MessageSplitter;
-  #queued: string[] = [];
-  #queuedBytes = 0;
   #timer: NodeJS.Timeout | undefined;
   #timerCode: ErrorCode | undefined;
   #auth: AbortController | undefined;
@@ -164,13 +162,10 @@ export class Session {
       return this.fail('RELAY_MESSAGE_TOO_LARGE');
     }
     for (const message of messages) {
-      if (this.state === 'handshake') this.#handle(message);
-      else if (this.state === 'authenticating') {
-        // Keep order: requests that arrive while the authenticator runs wait for its answer.
-        this.#queuedBytes += message.length;
-        if (this.#queuedBytes + this.#splitter.bufferedBytes > this.#ctx.config.limits.maxMessageBytes) return this.fail('RELAY_MESSAGE_TOO_LARGE');
-        this.#queued.push(message);
-      } else if (this.state === 'waiting') return this.fail('RELAY_DATA_BEFORE_TUNNEL');
+      // While the authenticator runs the client is not authenticated yet: like nymea, answer its other
+      // requests at once. Once authenticated, anything it sends is data before the tunnel.
+      if (this.state === 'handshake' || this.state === 'authenticating') this.#handle(message);
+      else if (this.state === 'waiting') return this.fail('RELAY_DATA_BEFORE_TUNNEL');
       else return;
     }
   }
@@ -192,6 +187,8 @@ export class Session {
         this.sendText(successResponse(id, introspect()));
         return;
       case 'Authentication.Authenticate':
+        // A second Authenticate while the first is still being decided counts as data, as after it.
+        if (this.state === 'authenticating') return this.fail('RELAY_DATA_BEFORE_TUNNEL');
         this.#authenticate(id, params);
         return;
     }
@@ -293,7 +290,6 @@ export class Session {
 
   /** True when the client sent anything beyond its Authenticate request (whitespace aside). */
   #hasPendingInput(): boolean {
-    if (this.#queued.length > 0) return true;
     const rest = this.#splitter.drain();
     return rest.some((b) => !(b === 0x20 || (b >= 0x09 && b <= 0x0d)));
   }

@@ -1,6 +1,6 @@
 import { test, after, before } from 'node:test';
 import assert from 'node:assert/strict';
-import { startRelay, rawClient, authenticate, pair, lines, NO_ERROR, TUNNEL_ESTABLISHED, type StartedRelay } from '../helpers/relay.ts';
+import { startRelay, rawClient, authenticate, pair, lines, request, NO_ERROR, TUNNEL_ESTABLISHED, type StartedRelay } from '../helpers/relay.ts';
 
 let relay: StartedRelay;
 before(async () => {
@@ -167,9 +167,11 @@ test('data sent before TunnelEstablished closes the client with the reason', asy
   await a.waitFor(NO_ERROR);
   a.send('too early');
   assert.deepEqual(await a.closed(), { code: 1011, reason: 'Data received while authenticated but not remote connected.' });
-  // Pipelined data right behind Authenticate counts too.
+  // Raw bytes pipelined right behind Authenticate count too (a JSON request there is answered, as by nymea).
   const b = await rawClient(relay.url('tcp'));
-  b.send(`${authenticate('tok-early2').trimEnd()}\n{"id":1,"method":"RemoteProxy.Hello"}\n`);
+  b.send(authenticate('mock:100:AuthenticationErrorNoError'));
+  await new Promise((r) => setTimeout(r, 20));
+  b.send('raw tunnel bytes');
   await b.closed();
   assert.equal(lines(b.received()).length, 1);
 });
@@ -237,4 +239,20 @@ test('notification ids come from one counter per server', async () => {
   const sorted = [...ids].sort((x, y) => x - y);
   assert.equal(new Set(ids).size, 6);
   for (let i = 1; i < sorted.length; i++) assert.equal(sorted[i], sorted[i - 1]! + 1);
+});
+
+test('while the authenticator runs, Hello is answered at once (as nymea); a second Authenticate closes', async () => {
+  const a = await rawClient(relay.url('tcp'));
+  a.send(`${authenticate('mock:300:AuthenticationErrorNoError', { id: 1 }).trimEnd()}\n${request(2, 'RemoteProxy.Hello').trimEnd()}\n`);
+  await a.waitFor('"id":2,');
+  assert.ok(!a.received().includes('"id":1,'), 'Hello answered before the slow Authenticate');
+  await a.waitFor(NO_ERROR);
+  assert.equal(a.isClosed, false);
+  const b = await rawClient(relay.url('tcp'));
+  b.send(authenticate('mock:300:AuthenticationErrorNoError'));
+  await new Promise((r) => setTimeout(r, 50));
+  b.send(authenticate('mock:300:AuthenticationErrorNoError'));
+  await b.closed();
+  assert.equal(b.received().length, 0);
+  a.destroy();
 });
