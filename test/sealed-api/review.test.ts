@@ -587,6 +587,11 @@ test('review: WireGuard hook lines (commands wg-quick runs as root) change only 
     c.call('files.write', { file: 'wg0', if_match: r.etag, content: base.replace(/PostUp.*\n/, '') }),
     forbidden,
   );
+  // SaveConfig = true would let wg-quick overwrite the file on shutdown, past our checks and backups.
+  await assert.rejects(
+    c.call('files.update', { file: 'wg0', if_match: r.etag, ops: [{ op: 'interface.set', set: { SaveConfig: 'true' } }] }),
+    forbidden,
+  );
   assert.equal(readFileSync(join(dir, 'etc', 'wg0.conf'), 'utf8'), base);
   // Everything else still works, and the same hooks in another spelling are no change.
   const w = await c.call<{ etag: string }>('files.write', {

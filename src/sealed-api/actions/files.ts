@@ -151,7 +151,7 @@ export class FileManager {
           )
             throw new GatewayError(
               'SEALED_FORBIDDEN',
-              `${name}: PreUp/PostUp/PreDown/PostDown lines may only be changed on the server (files.${name}.allowHooks)`,
+              `${name}: PreUp/PostUp/PreDown/PostDown/SaveConfig lines may only be changed on the server (files.${name}.allowHooks)`,
             );
         } catch (err) {
           if (err instanceof FormatError)

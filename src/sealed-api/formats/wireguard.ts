@@ -272,11 +272,13 @@ export function validateWireGuard(text: string): WgFile {
   return f;
 }
 
-const HOOKS = new Set(['preup', 'postup', 'predown', 'postdown']);
+// PreUp…PostDown are shell commands wg-quick runs as root; SaveConfig = true makes wg-quick overwrite the
+// file with the live state on shutdown, behind every check and backup of ours.
+const HOOKS = new Set(['preup', 'postup', 'predown', 'postdown', 'saveconfig']);
 
 /**
- * The hook lines of a file (`PreUp`…`PostDown`, shell commands wg-quick runs as root), as `key=value`
- * in file order; comments, spacing, key case and line ends do not count.
+ * The server-side lines of a file (`PreUp`…`PostDown`, `SaveConfig`), as `key=value` in file order;
+ * comments, spacing, key case and line ends do not count.
  */
 export function wireGuardHooks(text: string): string[] {
   const out: string[] = [];
