@@ -410,11 +410,14 @@ export function createSealedApiServer(config: SealedApiConfig, deps: SealedApiDe
         return sendPlain(res, 'SEALED_UNAUTHORIZED', requestId);
       }
       const { client, claims } = auth;
-      const verdict = await replay.remember(
-        `${client.entry.kid}:${claims.jti}`,
-        claims.exp * 1000 + config.clock.skewMs,
-        now(),
-      );
+      let verdict: Awaited<ReturnType<ReplayStore['remember']>> | 'failed';
+      try {
+        verdict = await replay.remember(`${client.entry.kid}:${claims.jti}`, claims.exp * 1000 + config.clock.skewMs, now());
+      } catch (err) {
+        // The client is authenticated, so the refusal is sealed; without a verdict the action never runs.
+        log.error({ requestId, err }, 'replay store failed');
+        verdict = 'failed';
+      }
       if (verdict === 'duplicate') {
         backoff.fail(ip, t);
         log.warn({ requestId, ip, reason: `replayed jti (client ${client.entry.name})` }, 'unauthorized');
@@ -426,6 +429,7 @@ export function createSealedApiServer(config: SealedApiConfig, deps: SealedApiDe
       const action = actions.get(claims.act);
       if (verdict === 'full')
         answer = fail('SEALED_REPLAY_CACHE_FULL', 'the server is too busy; retry later');
+      else if (verdict === 'failed') answer = fail('SEALED_REPLAY_STORE_FAILED', 'the server cannot check for replays; retry later');
       else if (!(await guardAgainstRestart(claims.iat * 1000, now())))
         answer = fail('SEALED_REPLAY_HORIZON_FAILED', 'the server cannot record the request; retry later');
       else if (!matchesAllow(client.entry.allow, claims.act))

@@ -5,6 +5,7 @@ import { connect } from 'node:net';
 import { SealedCallError } from '../../src/sealed-api/client.ts';
 import { DirectoryReplayStore, MemoryReplayStore } from '../../src/sealed-api/replay.ts';
 import { join } from 'node:path';
+import { rmSync, writeFileSync } from 'node:fs';
 import { startSealed, tempDir, write, type StartedSealed } from './helpers.ts';
 
 const started: StartedSealed[] = [];
@@ -130,4 +131,18 @@ test('directory replay store: shared by two server processes on one host; full r
   } finally {
     store.stop();
   }
+});
+
+test('a failing replay store answers a sealed 503 and the action does not run', async () => {
+  const dir = tempDir();
+  const s = await startSealed({ replayDir: 'replay' }, { dir });
+  started.push(s);
+  const c = await s.client('alice');
+  assert.deepEqual(await c.call('ping'), { pong: true });
+  // The shared directory disappears and a file takes its place: every write into it fails.
+  rmSync(join(dir, 'replay'), { recursive: true, force: true });
+  writeFileSync(join(dir, 'replay'), 'not a directory');
+  await assert.rejects(c.call('ping'), (e: unknown) => e instanceof SealedCallError && e.code === 'SEALED_REPLAY_STORE_FAILED' && e.status === 503);
+  assert.ok(s.lines.some((l) => l.msg === 'replay store failed'));
+  c.close();
 });

@@ -74,6 +74,10 @@ export const sealedApiErrors = {
       'A request dated ahead of the server clock could not be recorded in the replay-horizon file of stateDir (a restart could accept it again), so it was refused and its action did not run.',
     httpStatus: 503,
   },
+  SEALED_REPLAY_STORE_FAILED: {
+    summary: 'The replay store failed (e.g. its shared directory is gone), so replay could not be ruled out; the action did not run.',
+    httpStatus: 503,
+  },
   SEALED_ACTION_TIMEOUT: { summary: 'An action did not finish within timeouts.actionMs.', httpStatus: 504 },
   SEALED_ACTION_FAILED: { summary: 'An action handler failed; details are in the log.', httpStatus: 500 },
   // Operations (start-up, CLI).
