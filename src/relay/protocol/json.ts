@@ -98,36 +98,28 @@ class QtScanner {
     while (this.i < this.s.length && ' \t\n\r'.includes(this.s[this.i]!)) this.i++;
   }
 
+  // Qt 5's parseObject: members while the next token is a quote; after a member only `,` continues;
+  // anything but `}` then is an unterminated object; `,` followed by `}` is a missing object.
   private object(depth: number): void {
     if (depth > MAX_DEPTH) throw new QtError('too deeply nested document');
     this.i++; // {
     this.ws();
-    if (this.s[this.i] === '}') {
-      this.i++;
-      return;
-    }
-    for (;;) {
-      this.ws();
-      if (this.i >= this.s.length) throw new QtError('unterminated object');
-      if (this.s[this.i] !== '"') throw new QtError('illegal value');
+    while (this.s[this.i] === '"') {
       this.string();
       this.ws();
-      if (this.i >= this.s.length) throw new QtError('unterminated object');
       if (this.s[this.i] !== ':') throw new QtError('missing name separator');
       this.i++;
-      this.value(depth);
       this.ws();
       if (this.i >= this.s.length) throw new QtError('unterminated object');
-      const c = this.s[this.i];
-      if (c === '}') {
-        this.i++;
-        return;
-      }
-      if (c !== ',') throw new QtError('missing value separator');
+      this.value(depth);
+      this.ws();
+      if (this.s[this.i] !== ',') break;
       this.i++;
       this.ws();
       if (this.s[this.i] === '}') throw new QtError('object is missing after a comma');
     }
+    if (this.s[this.i] !== '}') throw new QtError('unterminated object');
+    this.i++;
   }
 
   private array(depth: number): void {
@@ -156,6 +148,8 @@ class QtScanner {
     this.ws();
     if (this.i >= this.s.length) throw new QtError('illegal value');
     const c = this.s[this.i]!;
+    // Qt reports a closing bracket where a value belongs as a missing object (`{"a":}`, `[1,]`).
+    if (c === '}' || c === ']') throw new QtError('object is missing after a comma');
     if (c === '{') return this.object(depth + 1);
     if (c === '[') return this.array(depth + 1);
     if (c === '"') return this.string();

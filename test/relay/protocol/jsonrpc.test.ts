@@ -37,7 +37,13 @@ test('Qt-style parse error messages', () => {
   assert.equal(qtJsonError('{"a":1'), 'invalid termination by number');
   assert.equal(qtJsonError('{"a":"x"'), 'unterminated object');
   assert.equal(qtJsonError('{"a" 1}'), 'missing name separator');
-  assert.equal(qtJsonError('{"a":1 "b":2}'), 'missing value separator');
+  assert.equal(qtJsonError('{"a":1 "b":2}'), 'unterminated object');
+  assert.equal(qtJsonError('{"a":1]'), 'unterminated object');
+  assert.equal(qtJsonError('{a:1}'), 'unterminated object');
+  assert.equal(qtJsonError('{"a":1,}'), 'object is missing after a comma');
+  assert.equal(qtJsonError('{"a":}'), 'object is missing after a comma');
+  assert.equal(qtJsonError('{"a":[1,]}'), 'object is missing after a comma');
+  assert.equal(qtJsonError('{"a":[1 2]}'), 'missing value separator');
   assert.equal(qtJsonError('{"a":tru}'), 'illegal value');
   assert.equal(qtJsonError('{"a":"x\\q"}'), 'invalid escape sequence');
   assert.equal(qtJsonError('{"a":"x'), 'unterminated string');
