@@ -177,3 +177,15 @@ test('a WS text frame carrying invalid UTF-8 inside a tunnel is relayed byte for
   assert.deepEqual(got.subarray(bOffset), raw);
   assert.equal(a.isClosed, false);
 });
+
+test('IPv6 loopback listeners work (and count as loopback for the dev authenticator)', async () => {
+  const r = await startRelay({ authenticator: { kind: 'dev' }, listeners: [{ kind: 'tcp', host: '::1', port: 0 }, { kind: 'ws', host: '::1', port: 0 }] });
+  try {
+    assert.match(r.url('tcp'), /^tcp:\/\/\[::1\]:\d+$/);
+    const { a, b, bOffset } = await pair(r.url('tcp'), r.url('ws'));
+    a.send('over ipv6');
+    assert.equal((await b.waitForBytes(bOffset + 9)).subarray(bOffset).toString(), 'over ipv6');
+  } finally {
+    await r.close();
+  }
+});
