@@ -56,6 +56,8 @@ export class Tunnel {
   /** Set while the kernel relay owns both sockets. */
   #spliced: { id: number; counters: BigUint64Array; seen: [bigint, bigint] } | undefined;
   #handoff: 'none' | 'pending' | 'done' | 'refused' = 'none';
+  /** Both stream links, when the kernel relay could ever carry this tunnel (decided once, at start). */
+  #streams: [StreamLink, StreamLink] | undefined;
   #halfTimer: NodeJS.Timeout | undefined;
 
   /** True while the kernel relay carries this tunnel. */
@@ -108,12 +110,14 @@ export class Tunnel {
     if (this.#open < 2 || this.a.link.closed || this.b.link.closed) return;
     this.a.state = 'tunnel';
     this.b.state = 'tunnel';
+    // Decided once, so the data path only compares a state and a counter per chunk.
+    this.#streams = this.#spliceable();
+    if (this.#streams === undefined) this.#handoff = 'refused';
     this.#wire(this.a, this.b);
     this.#wire(this.b, this.a);
     for (const chunk of held[0]) this.a.link.handlers.data(chunk, false);
     for (const chunk of held[1]) this.b.link.handlers.data(chunk, false);
-    const streams = this.relayedBytes >= this.ctx.spliceAfterBytes ? this.#spliceable() : undefined;
-    if (streams !== undefined) return this.#handOff(streams);
+    if (this.#handoff === 'none' && this.relayedBytes >= this.ctx.spliceAfterBytes) return this.#handOff(this.#streams!);
     this.a.link.resume();
     this.b.link.resume();
   }
@@ -121,7 +125,7 @@ export class Tunnel {
   /** Both links when the kernel relay could carry this tunnel (plain TCP/unix sockets, addon loaded). */
   #spliceable(): [StreamLink, StreamLink] | undefined {
     const { a, b } = this;
-    if (this.ctx.splice === undefined || this.#handoff !== 'none') return undefined;
+    if (this.ctx.splice === undefined) return undefined;
     if (!(a.link instanceof StreamLink) || !(b.link instanceof StreamLink) || a.link.kind === 'tls' || b.link.kind === 'tls') return undefined;
     return [a.link, b.link];
   }
@@ -211,10 +215,7 @@ export class Tunnel {
       this.relayedBytes += n;
       ctx.countTraffic(n);
       if (!dst.sendData(chunk)) src.pause();
-      if (this.#handoff === 'none' && this.relayedBytes >= this.ctx.spliceAfterBytes) {
-        const streams = this.#spliceable();
-        if (streams !== undefined) this.#handOff(streams);
-      }
+      if (this.#handoff === 'none' && this.relayedBytes >= ctx.spliceAfterBytes) this.#handOff(this.#streams!);
     };
     dst.handlers.drain = () => src.resume();
   }
