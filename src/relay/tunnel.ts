@@ -112,11 +112,13 @@ export class Tunnel {
     this.b.state = 'tunnel';
     // Decided once, so the data path only compares a state and a counter per chunk.
     this.#streams = this.#spliceable();
-    if (this.#streams === undefined) this.#handoff = 'refused';
     this.#wire(this.a, this.b);
     this.#wire(this.b, this.a);
+    // No hand-off while held chunks are replayed: it would forward bytes Node read after them first.
+    this.#handoff = 'pending';
     for (const chunk of held[0]) this.a.link.handlers.data(chunk, false);
     for (const chunk of held[1]) this.b.link.handlers.data(chunk, false);
+    this.#handoff = this.#streams === undefined ? 'refused' : 'none';
     if (this.#handoff === 'none' && this.relayedBytes >= this.ctx.spliceAfterBytes) return this.#handOff(this.#streams!);
     this.a.link.resume();
     this.b.link.resume();

@@ -6,7 +6,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { startRelay, pair, deadline } from '../helpers/relay.ts';
+import { startRelay, pair, deadline, rawClient, authenticate, NO_ERROR, TUNNEL_ESTABLISHED } from '../helpers/relay.ts';
 import { loadSplice } from '../../src/relay/splice.ts';
 
 const available = loadSplice() !== undefined;
@@ -158,6 +158,41 @@ test('hand-off racing a FIN: every byte and the half-close still arrive (20 roun
       b.end();
       await a.closed();
       assert.equal(a.received().subarray(aOffset).toString(), 'ack');
+    }
+  } finally {
+    await relay.close();
+  }
+});
+
+test('both sides send while pairing: held bytes keep their order through an immediate hand-off (10 rounds)', { skip }, async () => {
+  const relay = await startRelay({ splice: { afterBytes: 0 } });
+  try {
+    for (let i = 0; i < 10; i++) {
+      const token = `tok-held-${i}`;
+      const a = await rawClient(relay.url('tcp'));
+      a.send(authenticate(token));
+      await a.waitFor(NO_ERROR);
+      const one = randomBytes(200_000);
+      const two = randomBytes(200_000);
+      // Each side writes as soon as it sees its notification, racing the relay's start.
+      a.socket!.on('data', (d: Buffer) => {
+        if (d.includes(TUNNEL_ESTABLISHED)) a.socket!.write(one);
+      });
+      const b = await rawClient(relay.url('tcp'));
+      b.socket!.on('data', (d: Buffer) => {
+        if (d.includes(TUNNEL_ESTABLISHED)) b.socket!.write(two);
+      });
+      b.send(authenticate(token));
+      await b.waitFor(TUNNEL_ESTABLISHED);
+      await a.waitFor(TUNNEL_ESTABLISHED);
+      const aStart = a.received().indexOf(TUNNEL_ESTABLISHED);
+      const bStart = b.received().indexOf(TUNNEL_ESTABLISHED);
+      const aOff = a.received().indexOf('\n', aStart) + 1;
+      const bOff = b.received().indexOf('\n', bStart) + 1;
+      assert.ok((await b.waitForBytes(bOff + one.length, 10000)).subarray(bOff).equals(one), `round ${i}: a → b`);
+      assert.ok((await a.waitForBytes(aOff + two.length, 10000)).subarray(aOff).equals(two), `round ${i}: b → a`);
+      a.destroy();
+      b.destroy();
     }
   } finally {
     await relay.close();
