@@ -1,3 +1,4 @@
+import assert from 'node:assert/strict';
 /**
  * Test harness for the card bridge: a real bridge on 127.0.0.1 port 0 over simulated cards, and a raw line
  * client that records every byte the server writes.
@@ -186,6 +187,14 @@ export async function oneShot(port: number, text: string): Promise<string> {
   } finally {
     c.destroy();
   }
+}
+
+/** One single-command request over a fresh connection; returns that command's result (asserts the framing). */
+export async function oneResult(port: number, text: string): Promise<string> {
+  const ans = await oneShot(port, text);
+  const m = /^>[^:]*:(.*)\n@@\n$/s.exec(ans);
+  assert.ok(m !== null, ans);
+  return m[1]!;
 }
 
 /** Decodes a `|`-joined base64 listing. */

@@ -7,16 +7,14 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { connect } from 'node:net';
 import { createServer, type Server } from 'node:http';
-import { Writable } from 'node:stream';
-import { tempDir, selfSignedCert } from '../helpers/relay.ts';
+import { tempDir, selfSignedCert, captureLog } from '../helpers/relay.ts';
 import fc from 'fast-check';
 import { validateConfig } from '../../src/core/config/load.ts';
-import { createLogger } from '../../src/core/log.ts';
 import { cardBridgeConfigSchema } from '../../src/card-bridge/config.ts';
 import { CloudFoxyBackend } from '../../src/card-bridge/backends/cloudfoxy.ts';
 import { RequestDecoder } from '../../src/card-bridge/protocol/lines.ts';
 import { isGatewayError } from '../../src/core/errors.ts';
-import { startBridge, LineClient, oneShot, testLogger, type StartedBridge, type RawCard } from './helpers.ts';
+import { startBridge, LineClient, oneShot, oneResult, testLogger, type StartedBridge, type RawCard } from './helpers.ts';
 
 // ---------------------------------------------------------------------------------------------------
 // 1. Fuzz over a real socket
@@ -213,24 +211,13 @@ const SIGNERS: RawCard[] = [
 const H32 = 'AB'.repeat(32);
 
 let sb: StartedBridge;
-const logLines: string[] = [];
+const logged = captureLog('trace');
 before(async () => {
-  const sink = new Writable({
-    write(chunk: Buffer, _enc, cb) {
-      logLines.push(chunk.toString());
-      cb();
-    },
-  });
-  sb = await startBridge({ cards: SIGNERS, log: createLogger({ level: 'trace' }, sink) });
+  sb = await startBridge({ cards: SIGNERS, log: logged.log });
 });
 after(() => sb.close());
 
-async function one(text: string): Promise<string> {
-  const ans = await oneShot(sb.port, text);
-  const m = /^>[^:]*:(.*)\n@@\n$/s.exec(ans);
-  assert.ok(m !== null, ans);
-  return m[1]!;
-}
+const one = (text: string): Promise<string> => oneResult(sb.port, text);
 const verifies = (name: string) => sb.sim!.card(name)!.log.filter((a) => a.startsWith('0020'));
 
 test('SIGN: a PIN containing ":" and "|" is passed whole', async () => {
@@ -290,7 +277,7 @@ test('SIGN alias ambiguity: a substring of two subjects → C082 and no PIN is s
 });
 
 test('PINs are never logged, in clear or as hex, at any level', () => {
-  const all = logLines.join('');
+  const all = logged.text();
   for (const pin of ['ab:c|d12', 'abcd1234', 'zzzz9999', 'wrong:pin']) {
     assert.ok(!all.includes(pin), `PIN ${pin} logged`);
     assert.ok(!all.toUpperCase().includes(Buffer.from(pin).toString('hex').toUpperCase()), `PIN ${pin} logged as hex`);

@@ -1,9 +1,8 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash, verify, X509Certificate } from 'node:crypto';
-import { Writable } from 'node:stream';
-import { createLogger } from '../../src/core/log.ts';
-import { startBridge, LineClient, oneShot, decodeListing, type StartedBridge, type RawCard } from './helpers.ts';
+import { captureLog } from '../helpers/relay.ts';
+import { startBridge, LineClient, oneResult, decodeListing, type StartedBridge, type RawCard } from './helpers.ts';
 
 const CARDS: RawCard[] = [
   { name: 'Plain 00' },
@@ -14,25 +13,14 @@ const JAN = 'commonName: Jan Novák, countryName: CZ';
 const PETR = 'commonName: Petr Svoboda, countryName: CZ, organizationName: Firma s.r.o.';
 
 let bridge: StartedBridge;
-const logLines: string[] = [];
+const logged = captureLog('trace');
 before(async () => {
-  const sink = new Writable({
-    write(chunk: Buffer, _enc, cb) {
-      logLines.push(chunk.toString());
-      cb();
-    },
-  });
-  bridge = await startBridge({ cards: CARDS, log: createLogger({ level: 'trace' }, sink) });
+  bridge = await startBridge({ cards: CARDS, log: logged.log });
 });
 after(() => bridge.close());
 
 /** Sends a request the way JSignPdf does and returns the one answer line's result. */
-async function jsign(text: string): Promise<string> {
-  const ans = await oneShot(bridge.port, text);
-  const m = /^>[^:]*:(.*)\n@@\n$/s.exec(ans);
-  assert.ok(m !== null, ans);
-  return m[1]!;
-}
+const jsign = (text: string): Promise<string> => oneResult(bridge.port, text);
 
 test('ALIASES → CHAIN → SIGN (SHA-256 and SHA-1): the signature verifies against the returned certificate', async () => {
   const aliases = decodeListing(await jsign('>all readers\n>1:ALIASES\n\n'));
@@ -87,7 +75,7 @@ test('wrong PIN → C085 and the same PIN is never sent to that card again; the 
   assert.equal(card.pinTriesLeft, before);
   assert.equal(await jsign('>Petr Svoboda:petr-pin-987|\n>4:RESET\n\n'), 'C083');
   assert.equal(await jsign('>Svoboda:petr-pin-987|\n>5:APDU:00A4\n\n'), 'C087');
-  const all = logLines.join('');
+  const all = logged.text();
   for (const pin of ['wrong-pin-00', 'petr-pin-987', 'jan-pin-4711']) assert.ok(!all.includes(pin), `PIN ${pin} never logged`);
   assert.ok(all.includes('wrong PIN'), 'the failure itself is logged');
 });

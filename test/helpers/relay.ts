@@ -73,10 +73,10 @@ export async function startRelay(overrides: Record<string, unknown> = {}, opts: 
   };
 }
 
-/** A debug-level logger whose JSON lines are kept in memory (to prove what is, and is not, logged). */
-export function captureLog(): { log: Logger; text: () => string; records: () => Record<string, unknown>[] } {
+/** A logger whose JSON lines are kept in memory (to prove what is, and is not, logged). */
+export function captureLog(level: 'debug' | 'trace' = 'debug'): { log: Logger; text: () => string; records: () => Record<string, unknown>[] } {
   const out: string[] = [];
-  const log = createLogger({ level: 'debug' }, { write: (line: string) => void out.push(line) });
+  const log = createLogger({ level }, { write: (line: string) => void out.push(line) });
   return {
     log,
     text: () => out.join(''),

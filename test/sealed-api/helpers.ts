@@ -1,3 +1,5 @@
+import { after } from 'node:test';
+import assert from 'node:assert/strict';
 /**
  * Test harness for the sealed API: a real server on 127.0.0.1 port 0 in a temp dir, real clients
  * (the client library over node:http), clients registered through the same admin code the CLI uses.
@@ -158,3 +160,30 @@ export function write(dir: string, name: string, text: string): string {
 }
 
 export { silentLogger };
+
+/**
+ * `start` for a test file: each server it starts is closed after the file's tests (registers the hook).
+ */
+export function trackedStart(): (raw?: Record<string, unknown>, o?: Parameters<typeof startSealed>[1]) => Promise<StartedSealed> {
+  const started: StartedSealed[] = [];
+  after(async () => {
+    for (const s of started) await s.close();
+  });
+  return async (raw = {}, o = {}) => {
+    const s = await startSealed(raw, o);
+    started.push(s);
+    return s;
+  };
+}
+
+/** The one answer every authentication failure gets. */
+export const UNAUTHORIZED = '{"error":"unauthorized"}';
+
+/** Posts `body`, asserts the uniform 401 (body and media type) and returns the request id. */
+export async function expect401(s: StartedSealed, body: string, why: string): Promise<string> {
+  const res = await rawPost(s.server.url, body);
+  assert.equal(res.status, 401, why);
+  assert.equal(res.body, UNAUTHORIZED, why);
+  assert.equal(res.headers.get('content-type'), 'application/json', why);
+  return res.headers.get('x-request-id')!;
+}

@@ -4,7 +4,7 @@
  * audience, sizes, malformed input), plus the plain HTTP statuses, sealed error statuses, key rotation,
  * signed responses, TLS and the reverse-proxy address.
  */
-import { test, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { request as httpRequest } from 'node:http';
 import { readFileSync, writeFileSync } from 'node:fs';
@@ -14,30 +14,10 @@ import { SealedCallError, SealedClient } from '../../src/sealed-api/client.ts';
 import { revokeClient, rotateServerKey, sealedPaths } from '../../src/sealed-api/admin.ts';
 import { generateClientKey, importPublic } from '../../src/sealed-api/keys.ts';
 import { importJWK, type CryptoKey } from 'jose';
-import { rawPost, selfSigned, startSealed, tempDir, type StartedSealed } from './helpers.ts';
+import { rawPost, selfSigned, tempDir, trackedStart, expect401 } from './helpers.ts';
 
-const started: StartedSealed[] = [];
-async function start(
-  raw: Record<string, unknown> = {},
-  o: Parameters<typeof startSealed>[1] = {},
-): Promise<StartedSealed> {
-  const s = await startSealed(raw, o);
-  started.push(s);
-  return s;
-}
-after(async () => {
-  for (const s of started) await s.close();
-});
+const start = trackedStart();
 
-const UNAUTHORIZED = '{"error":"unauthorized"}';
-
-async function expect401(s: StartedSealed, body: string, why: string): Promise<string> {
-  const res = await rawPost(s.server.url, body);
-  assert.equal(res.status, 401, why);
-  assert.equal(res.body, UNAUTHORIZED, why);
-  assert.equal(res.headers.get('content-type'), 'application/json', why);
-  return res.headers.get('x-request-id')!;
-}
 
 async function sealedError(p: Promise<unknown>, status: number, code: string): Promise<void> {
   await assert.rejects(p, (err: unknown) => {

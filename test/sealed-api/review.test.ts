@@ -3,7 +3,7 @@
  * across restarts, identical 401 bytes, JSON bombs, backup-folder symlinks and forwarded-address trust,
  * each against a real server on 127.0.0.1.
  */
-import { test, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { KeyObject, randomBytes, sign as cryptoSign } from 'node:crypto';
 import {
@@ -22,30 +22,11 @@ import { CompactEncrypt, CompactSign, base64url, type CryptoKey } from 'jose';
 import { importPublic } from '../../src/sealed-api/keys.ts';
 import { validateWireGuard } from '../../src/sealed-api/formats/wireguard.ts';
 import { validateYaml } from '../../src/sealed-api/formats/structured.ts';
-import { rawPost, startSealed, tempDir, type StartedSealed, type TestClient } from './helpers.ts';
+import { rawPost, tempDir, type StartedSealed, type TestClient, trackedStart, expect401 } from './helpers.ts';
 
-const started: StartedSealed[] = [];
-async function start(
-  raw: Record<string, unknown> = {},
-  o: Parameters<typeof startSealed>[1] = {},
-): Promise<StartedSealed> {
-  const s = await startSealed(raw, o);
-  started.push(s);
-  return s;
-}
-after(async () => {
-  for (const s of started) await s.close();
-});
+const start = trackedStart();
 
-const UNAUTHORIZED = '{"error":"unauthorized"}';
 const enc = new TextEncoder();
-
-async function expect401(s: StartedSealed, body: string, why: string): Promise<string> {
-  const res = await rawPost(s.server.url, body);
-  assert.equal(res.status, 401, why);
-  assert.equal(res.body, UNAUTHORIZED, why);
-  return res.headers.get('x-request-id')!;
-}
 
 function reasonOf(s: StartedSealed, id: string): string {
   return String(s.lines.find((l) => l.requestId === id)?.reason);
