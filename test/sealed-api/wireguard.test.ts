@@ -10,6 +10,7 @@ import fc from 'fast-check';
 import {
   applyWireGuardOps,
   parseLine,
+  wireGuardHooks,
   validateWireGuard,
   WgFile,
 } from '../../src/sealed-api/formats/wireguard.ts';
@@ -241,4 +242,92 @@ test('through the API: write and read are byte-exact on disk; update edits by Pu
     (e: unknown) => e instanceof SealedCallError && e.status === 422,
   );
   assert.ok(readFileSync(path, 'utf8').includes(P2), 'refused writes leave the file alone');
+});
+
+// wg-quick trims only ASCII whitespace (bash `read` and [[:space:]]; which Unicode spaces [[:space:]]
+// matches depends on the locale), so a hook line that differs only by one of these is another command.
+const UNICODE_SPACES = [
+  ['NBSP', '\u00a0'],
+  ['U+202F', '\u202f'],
+  ['U+FEFF', '\ufeff'],
+  ['U+3000', '\u3000'],
+] as const;
+const HOOK_LINES = [
+  ['PreUp', 'logger pre-up'],
+  ['PostUp', 'iptables -A FORWARD -i %i -j ACCEPT'],
+  ['PreDown', 'logger pre-down'],
+  ['PostDown', 'iptables -D FORWARD -i %i -j ACCEPT'],
+  ['SaveConfig', 'false'],
+] as const;
+type Spot = 'before the key' | 'after the key' | 'before the value' | 'after the value';
+const SPOTS: readonly Spot[] = ['before the key', 'after the key', 'before the value', 'after the value'];
+const hookLine = (key: string, value: string, spot: Spot | undefined, ch: string) =>
+  `${spot === 'before the key' ? ch : ''}${key}${spot === 'after the key' ? ch : ''} = ${spot === 'before the value' ? ch : ''}${value}${spot === 'after the value' ? ch : ''}`;
+const hookFile = (line: string) =>
+  `[Interface]\nPrivateKey = ${K}\nAddress = 10.0.0.1/24\n${line}\n\n[Peer]\nPublicKey = ${P1}\nAllowedIPs = 10.0.0.2/32\n`;
+
+test('hooks as wg-quick reads them: a Unicode space around a hook value or key is a change, and refused as content', () => {
+  for (const [key, value] of HOOK_LINES) {
+    const plain = hookFile(hookLine(key, value, undefined, ''));
+    validateWireGuard(plain);
+    for (const [name, ch] of UNICODE_SPACES) {
+      for (const spot of SPOTS) {
+        const variant = hookFile(hookLine(key, value, spot, ch));
+        const why = `${key}, ${name} ${spot}`;
+        assert.notDeepEqual(wireGuardHooks(variant), wireGuardHooks(plain), `${why}: compared as unchanged`);
+        assert.throws(
+          () => validateWireGuard(variant),
+          (e: unknown) => e instanceof FormatError && /non-ASCII whitespace/.test(e.message) && /line 4/.test(e.message),
+          why,
+        );
+      }
+    }
+  }
+  // ASCII spacing, key case and line ends are still no change; a Unicode space inside a comment is harmless.
+  assert.deepEqual(
+    wireGuardHooks(hookFile('  postup\t=   iptables -A FORWARD -i %i -j ACCEPT \r')),
+    wireGuardHooks(hookFile('PostUp = iptables -A FORWARD -i %i -j ACCEPT')),
+  );
+  validateWireGuard(hookFile('PostUp = logger up # comment with\u00a0NBSP and\u3000ideographic space'));
+  assert.equal(parseLine('\u00a0PostUp = x').key, '\u00a0postup', 'only ASCII whitespace is trimmed');
+});
+
+test('through the API: hook lines changed only by Unicode whitespace are refused (422), also with allowHooks', async () => {
+  const dir = tempDir();
+  mkdirSync(join(dir, 'etc'));
+  const files: Record<string, Record<string, unknown>> = {};
+  for (const [key, value] of HOOK_LINES) {
+    write(dir, `etc/${key}.conf`, hookFile(hookLine(key, value, undefined, '')));
+    write(dir, `etc/${key}-hooks.conf`, hookFile(hookLine(key, value, undefined, '')));
+    files[key] = { path: `etc/${key}.conf`, format: 'wireguard' };
+    files[`${key}-hooks`] = { path: `etc/${key}-hooks.conf`, format: 'wireguard', allowHooks: true };
+  }
+  const srv = await startSealed({ files, backupDir: 'backups' }, { dir });
+  try {
+    const c = await srv.client('admin');
+    for (const [key, value] of HOOK_LINES) {
+      for (const file of [key, `${key}-hooks`]) {
+        const before = readFileSync(join(dir, `etc/${file}.conf`), 'utf8');
+        const { etag } = await c.call<{ etag: string }>('files.read', { file });
+        for (const [name, ch] of UNICODE_SPACES) {
+          for (const spot of SPOTS) {
+            await assert.rejects(
+              c.call('files.write', { file, if_match: etag, content: hookFile(hookLine(key, value, spot, ch)) }),
+              (e: unknown) =>
+                e instanceof SealedCallError && e.code === 'SEALED_INVALID_CONTENT' && /non-ASCII whitespace/.test(e.message),
+              `${file}: ${name} ${spot}`,
+            );
+          }
+        }
+        await assert.rejects(
+          c.call('files.update', { file, if_match: etag, ops: [{ op: 'interface.set', set: { [key]: `${value}\u00a0` } }] }),
+          (e: unknown) => e instanceof SealedCallError && e.code === 'SEALED_INVALID_CONTENT',
+          `${file}: update`,
+        );
+        assert.equal(readFileSync(join(dir, `etc/${file}.conf`), 'utf8'), before, `${file} unchanged on disk`);
+      }
+    }
+  } finally {
+    await srv.close();
+  }
 });

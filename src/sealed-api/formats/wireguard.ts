@@ -1,9 +1,14 @@
 /**
  * WireGuard `wg0.conf` files, our own line-preserving parser following wg-quick's rules:
  * keys and section names are case-insensitive; `#` anywhere starts a comment and `;` does not; the key is
- * the text before the first `=` and the value the rest, both trimmed; `Address`, `DNS`, `AllowedIPs` and
- * `PreUp`…`PostDown` may repeat. Peers are addressed by `PublicKey` (repeated `[Peer]` sections are the
- * norm). Unedited files serialise byte for byte; edits touch only the lines they change.
+ * the text before the first `=` and the value the rest, both trimmed of ASCII whitespace only (bash `read`
+ * and `[[:space:]]`); `Address`, `DNS`, `AllowedIPs` and `PreUp`…`PostDown` may repeat. Peers are
+ * addressed by `PublicKey` (repeated `[Peer]` sections are the norm). Unedited files serialise byte for
+ * byte; edits touch only the lines they change.
+ *
+ * Non-ASCII whitespace and invisible format characters (NBSP, U+202F, U+FEFF, U+3000, …) outside comments
+ * are refused: whether wg-quick's `[[:space:]]` trims them depends on its locale, so such a line could run
+ * another command than the one it shows.
  */
 import { isIP } from 'node:net';
 import { z } from 'zod';
@@ -47,17 +52,39 @@ const INTERFACE_SET = new Set(INTERFACE_KEYS.map((k) => k.toLowerCase()));
 const PEER_SET = new Set(PEER_KEYS.map((k) => k.toLowerCase()));
 const WG_KEY = /^[A-Za-z0-9+/]{42}[AEIMQUYcgkosw480]=$/;
 
+/** wg-quick's whitespace: bash's default IFS plus `[[:space:]]` in the C locale. */
+const ASCII_SPACE = ' \t\n\v\f\r';
+
+/** Trims ASCII whitespace only (String#trim would also remove NBSP, U+3000, U+FEFF, …). */
+export function trimAscii(s: string): string {
+  let start = 0;
+  let end = s.length;
+  while (start < end && ASCII_SPACE.includes(s[start]!)) start++;
+  while (end > start && ASCII_SPACE.includes(s[end - 1]!)) end--;
+  return s.slice(start, end);
+}
+
+/** Whitespace and invisible characters beyond ASCII that a reader of the file would not see as different. */
+const UNICODE_SPACE = /[\u0085\u00a0\u1680\u180e\u2000-\u200d\u2028\u2029\u202f\u205f\u2060\u3000\ufeff]/;
+
+/** The part of a line wg-quick reads: everything before the first `#`. */
+function uncommented(text: string): string {
+  const hash = text.indexOf('#');
+  return hash < 0 ? text : text.slice(0, hash);
+}
+
+/** Parses one line as wg-quick does (key lower-cased; only ASCII whitespace trimmed). */
 export function parseLine(text: string): Parsed {
   const hash = text.indexOf('#');
-  const stripped = (hash < 0 ? text : text.slice(0, hash)).trim();
+  const stripped = trimAscii(uncommented(text));
   if (stripped === '') return { kind: hash < 0 ? 'blank' : 'comment' };
   if (stripped.startsWith('[')) return { kind: 'section', key: stripped.toLowerCase() };
   const eq = stripped.indexOf('=');
   if (eq < 0) return { kind: 'kv', key: '', value: stripped };
   return {
     kind: 'kv',
-    key: stripped.slice(0, eq).trim().toLowerCase(),
-    value: stripped.slice(eq + 1).trim(),
+    key: trimAscii(stripped.slice(0, eq)).toLowerCase(),
+    value: trimAscii(stripped.slice(eq + 1)),
   };
 }
 
@@ -115,7 +142,7 @@ export class WgFile {
 
 function checkCidrList(value: string, key: string, line: number, allowBare: boolean): string[] {
   const out: string[] = [];
-  for (const part of value.split(',').map((x) => x.trim())) {
+  for (const part of value.split(',').map(trimAscii)) {
     if (part === '') throw new FormatError(`${key}: empty entry`, line);
     const [ip, prefix, extra] = part.split('/');
     const v = isIP(ip ?? '');
@@ -228,6 +255,12 @@ export function validateWireGuard(text: string): WgFile {
   let sectionIndex = -1;
   f.parsed.forEach((p, i) => {
     const line = i + 1;
+    const odd = UNICODE_SPACE.exec(uncommented(f.lines[i]!.text));
+    if (odd !== null)
+      throw new FormatError(
+        `U+${odd[0].charCodeAt(0).toString(16).toUpperCase().padStart(4, '0')} (non-ASCII whitespace or an invisible character) outside a comment: wg-quick trims only ASCII whitespace, so the line would not mean what it shows`,
+        line,
+      );
     if (p.kind === 'section') {
       if (p.key !== '[interface]' && p.key !== '[peer]')
         throw new FormatError(`unknown section ${f.lines[i]!.text.trim()}`, line);
@@ -261,7 +294,7 @@ export function validateWireGuard(text: string): WgFile {
     keys.add(pk);
     for (const i of f.keyLines(s, 'allowedips')) {
       const value = f.parsed[i]!.value!;
-      const parts = value.split(',').map((x) => x.trim());
+      const parts = value.split(',').map(trimAscii);
       checkCidrList(value, 'AllowedIPs', i + 1, true).forEach((route, n) => {
         if (routes.has(route))
           throw new FormatError(`AllowedIPs ${parts[n]!.toLowerCase()} claimed by two peers`, i + 1);
@@ -277,8 +310,9 @@ export function validateWireGuard(text: string): WgFile {
 const HOOKS = new Set(['preup', 'postup', 'predown', 'postdown', 'saveconfig']);
 
 /**
- * The server-side lines of a file (`PreUp`…`PostDown`, `SaveConfig`), as `key=value` in file order;
- * comments, spacing, key case and line ends do not count.
+ * The server-side lines of a file (`PreUp`…`PostDown`, `SaveConfig`), as `key=value` in file order, read
+ * as wg-quick reads them: comments, ASCII spacing, key case and line ends do not count; any other
+ * character (a Unicode space included) does.
  */
 export function wireGuardHooks(text: string): string[] {
   const out: string[] = [];
@@ -301,6 +335,8 @@ export type WireGuardOp = z.output<typeof wireGuardOpSchema>;
 function renderValue(v: string | readonly string[]): string {
   const s = typeof v === 'string' ? v : v.join(', ');
   if (/[\r\n#]/.test(s)) throw new FormatError('values cannot contain line breaks or #');
+  if (UNICODE_SPACE.test(s))
+    throw new FormatError('values cannot contain non-ASCII whitespace (wg-quick trims only ASCII whitespace)');
   return s;
 }
 
@@ -327,8 +363,8 @@ function setKey(
     const old = f.lines[first]!.text;
     const hash = old.indexOf('#');
     const comment = hash < 0 ? '' : ` ${old.slice(hash)}`;
-    const keyText = old.slice(0, old.indexOf('=')).trim();
-    const indent = /^\s*/.exec(old)![0];
+    const keyText = trimAscii(old.slice(0, old.indexOf('=')));
+    const indent = /^[ \t]*/.exec(old)![0];
     f.lines[first]!.text = `${indent}${keyText} = ${rendered}${comment}`;
     for (const i of at.slice(1).reverse()) f.lines.splice(i, 1);
   } else {
