@@ -4,27 +4,39 @@
  * serves every spliced tunnel. It only ever sees sockets whose Node handles stopped reading and have no
  * pending writes; when a tunnel finishes (both directions ended), fails, or is stopped, the thread
  * forgets the file descriptors and tells JavaScript, which then destroys the sockets (closing the fds).
+ * JavaScript must not close a tunnel's fds before that final event: the thread may still use them.
  *
  * This is an optimisation with a pure-JavaScript fallback: the relay works without it.
  *
- * JS API:
+ * JS API (every argument is checked; a bad one throws a TypeError/RangeError and changes nothing):
  *   init(onEvent)                     onEvent(id, kind, dir, errno): kind 0 = half (direction `dir` ended,
- *                                     its write side shut), 1 = done, 2 = error, 3 = stopped
- *   start(id, fdA, fdB, counters)     counters: BigUint64Array(2) receiving bytes moved A→B and B→A
- *   stop(id)
+ *                                     its write side shut), 1 = done, 2 = error, 3 = stopped. Exactly one
+ *                                     of 1/2/3 (the final event) arrives per started tunnel, always.
+ *   start(id, fdA, fdB, counters)     counters: BigUint64Array(2) receiving bytes moved A→B and B→A; fdA
+ *                                     and fdB: two distinct connected stream sockets
+ *   stop(id)                          asks for the final event `stopped` (no-op when id is unknown/finished)
  *   ref(on)                           keep the event loop alive while tunnels are spliced
+ *   _faults(mask)                     test hook (see FAULT_*); the relay never calls it
+ *
+ * Memory: everything an event or a command needs lives in the tunnel itself (allocated by start(), which
+ * fails cleanly when it cannot), so no event or stop ever depends on an allocation that could fail. A
+ * tunnel is freed when its final event has been delivered (or Node tore the event callback down at exit)
+ * and no stop command for it is still queued (a reference count, as those happen on different threads).
  */
 #define _GNU_SOURCE
 #include <node_api.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <math.h>
 #include <pthread.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 /* Pipe capacity asked for, and bytes asked of one splice into a pipe. 256 KiB moves about twice the bytes
@@ -38,6 +50,26 @@
 #define EV_ERROR 2
 #define EV_STOPPED 3
 
+/* Test hook bits for _faults(mask). FAULT_ALLOC: every allocation the addon makes fails (the event and
+   stop paths must not notice). FAULT_THREAD: init() cannot start its thread (init must release what it
+   created). FAULT_IGNORE_STOP: the thread ignores stop requests (the relay's shutdown deadline). */
+#define FAULT_ALLOC 1
+#define FAULT_THREAD 2
+#define FAULT_IGNORE_STOP 4
+
+struct tunnel;
+
+typedef struct event {
+  struct tunnel *t;
+  int kind, dir, err;
+} event;
+
+typedef struct command {
+  int stop;
+  struct tunnel *t;
+  struct command *next;
+} command;
+
 typedef struct {
   int src, dst;
   int pipe_r, pipe_w;
@@ -50,43 +82,47 @@ typedef struct tunnel {
   direction d[2];
   uint64_t *counters;
   napi_ref counters_ref;
-  int finished;
-  struct tunnel *next; /* registry list (thread-owned) */
+  int finished;         /* worker thread */
+  int stop_queued;      /* JS thread */
+  int refs;             /* atomic: 1 until the final event is delivered, +1 while a stop is queued */
+  command start_cmd, stop_cmd;
+  event half[2], final; /* each posted at most once */
+  struct tunnel *next;  /* worker registry (live tunnels) or graveyard */
+  struct tunnel *js_prev, *js_next; /* JS thread: tunnels whose final event is not delivered yet */
 } tunnel;
-
-typedef struct command {
-  int stop;
-  uint32_t id;
-  tunnel *t;
-  struct command *next;
-} command;
-
-typedef struct {
-  uint32_t id;
-  int kind, dir, err;
-  napi_ref counters_ref; /* released on the JS thread for final events */
-} event;
 
 static napi_threadsafe_function tsfn;
 static pthread_t worker;
 static int started = 0;
 static int epfd = -1, wakefd = -1;
+static int faults = 0; /* written on the JS thread, read by both: a test hook, races are harmless */
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static command *queue_head = NULL, *queue_tail = NULL;
 static tunnel *tunnels = NULL;
-/* Tunnels finished during the current batch of epoll events; freed once the batch is done, so a later
-   event in the same batch can still look at (and skip) them. */
+/* Tunnels finished during the current batch of epoll events. Their final events are posted once the
+   batch is done: from then on the JS thread may free them, and a later event in the same batch could
+   still point at one. */
 static tunnel *graveyard = NULL;
+static tunnel *js_live = NULL;
 
-static void post(uint32_t id, int kind, int dir, int err, napi_ref ref) {
-  event *e = malloc(sizeof(event));
-  if (!e) return;
-  e->id = id;
-  e->kind = kind;
-  e->dir = dir;
-  e->err = err;
-  e->counters_ref = ref;
-  napi_call_threadsafe_function(tsfn, e, napi_tsfn_blocking);
+static int fault(int bit) { return __atomic_load_n(&faults, __ATOMIC_RELAXED) & bit; }
+
+static void *xcalloc(size_t n, size_t size) {
+  if (fault(FAULT_ALLOC)) return NULL;
+  return calloc(n, size);
+}
+
+/* Drops one reference (either thread); the last one frees the tunnel. */
+static void release(tunnel *t) {
+  if (__atomic_sub_fetch(&t->refs, 1, __ATOMIC_ACQ_REL) == 0) free(t);
+}
+
+/* ---- worker thread --------------------------------------------------------------------------------- */
+
+/* Hands an event (embedded in its tunnel) to the JS thread. Fails only while Node tears the callback
+   down (process exit); the caller then owns the tunnel again. */
+static int post(event *e) {
+  return napi_call_threadsafe_function(tsfn, e, napi_tsfn_blocking) == napi_ok;
 }
 
 static void close_pipes(tunnel *t) {
@@ -103,7 +139,7 @@ static void unlink_tunnel(tunnel *t) {
   if (*p) *p = t->next;
 }
 
-/* Forgets the tunnel's fds (the sockets stay open: JavaScript owns them) and reports `kind`. */
+/* Forgets the tunnel's fds (the sockets stay open: JavaScript owns them); `kind` is reported by bury(). */
 static void finish(tunnel *t, int kind, int err) {
   if (t->finished) return;
   t->finished = 1;
@@ -111,16 +147,20 @@ static void finish(tunnel *t, int kind, int err) {
   epoll_ctl(epfd, EPOLL_CTL_DEL, t->d[1].src, NULL);
   close_pipes(t);
   unlink_tunnel(t);
-  post(t->id, kind, -1, err, t->counters_ref);
+  t->final.kind = kind;
+  t->final.dir = -1;
+  t->final.err = err;
   t->next = graveyard;
   graveyard = t;
 }
 
+/* Posts the final event of every tunnel finished in this batch; the worker never touches them again. */
 static void bury(void) {
   while (graveyard) {
-    tunnel *next = graveyard->next;
-    free(graveyard);
-    graveyard = next;
+    tunnel *t = graveyard;
+    graveyard = t->next;
+    /* Only at exit: nobody will read the event; the counters reference dies with the environment. */
+    if (!post(&t->final)) release(t);
   }
 }
 
@@ -141,7 +181,7 @@ static int pump(tunnel *t, int i) {
     if (d->eof) {
       shutdown(d->dst, SHUT_WR);
       d->done = 1;
-      post(t->id, EV_HALF, i, 0, NULL);
+      post(&t->half[i]);
       return 0;
     }
     ssize_t n = splice(d->src, NULL, d->pipe_w, NULL, PIPE_BYTES, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
@@ -177,27 +217,25 @@ static void run_commands(void) {
   pthread_mutex_unlock(&lock);
   while (c) {
     command *next = c->next;
+    tunnel *t = c->t;
     if (c->stop) {
-      for (tunnel *t = tunnels; t; t = t->next) {
-        if (t->id == c->id) {
-          finish(t, EV_STOPPED, 0);
-          break;
-        }
-      }
+      /* The queued stop holds a reference, so `t` is valid even when its final event was posted (and
+         delivered) meanwhile; finish() ignores a tunnel that already finished. */
+      if (!fault(FAULT_IGNORE_STOP)) finish(t, EV_STOPPED, 0);
+      release(t);
     } else {
-      tunnel *t = c->t;
       t->next = tunnels;
       tunnels = t;
       struct epoll_event ev;
       memset(&ev, 0, sizeof ev);
       ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
       ev.data.ptr = t;
-      int ok = epoll_ctl(epfd, EPOLL_CTL_ADD, t->d[0].src, &ev) == 0;
-      if (ok && epoll_ctl(epfd, EPOLL_CTL_ADD, t->d[1].src, &ev) != 0) ok = 0;
-      if (!ok) finish(t, EV_ERROR, errno);
+      int err = 0;
+      if (epoll_ctl(epfd, EPOLL_CTL_ADD, t->d[0].src, &ev) != 0) err = errno;
+      else if (epoll_ctl(epfd, EPOLL_CTL_ADD, t->d[1].src, &ev) != 0) err = errno;
+      if (err) finish(t, EV_ERROR, err);
       else pump_all(t);
     }
-    free(c);
     c = next;
   }
 }
@@ -231,6 +269,7 @@ static void *loop(void *arg) {
 }
 
 static void enqueue(command *c) {
+  c->next = NULL;
   pthread_mutex_lock(&lock);
   if (queue_tail) queue_tail->next = c;
   else queue_head = c;
@@ -240,30 +279,98 @@ static void enqueue(command *c) {
   if (write(wakefd, &one, sizeof one) < 0) { /* the eventfd only fails when saturated: already awake */ }
 }
 
+/* ---- JS thread ------------------------------------------------------------------------------------- */
+
+/* Throws a JS error for a failed napi_* call (unless one is already pending) and returns NULL. */
+static napi_value napi_failed(napi_env env, const char *what) {
+  bool pending = false;
+  if (napi_is_exception_pending(env, &pending) == napi_ok && pending) return NULL;
+  char msg[160];
+  snprintf(msg, sizeof msg, "splice-relay: %s failed", what);
+  napi_throw_error(env, "ERR_SPLICE_RELAY_NAPI", msg);
+  return NULL;
+}
+#define CALL(env, what, call) \
+  do { \
+    if ((call) != napi_ok) return napi_failed((env), (what)); \
+  } while (0)
+
+static napi_value throw_type(napi_env env, const char *msg) {
+  napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", msg);
+  return NULL;
+}
+
+/* An integral number in [min, max]; anything else (not a number, NaN, fraction, out of range) is refused. */
+static int get_integer(napi_env env, napi_value v, double min, double max, double *out) {
+  napi_valuetype type;
+  if (napi_typeof(env, v, &type) != napi_ok || type != napi_number) return 0;
+  double d;
+  if (napi_get_value_double(env, v, &d) != napi_ok) return 0;
+  if (!isfinite(d) || d != floor(d) || d < min || d > max) return 0;
+  *out = d;
+  return 1;
+}
+
+/* A connected-or-not stream socket fd (never a file, pipe or the worker's own fds). */
+static int is_stream_socket(int fd) {
+  struct stat st;
+  if (fstat(fd, &st) != 0 || !S_ISSOCK(st.st_mode)) return 0;
+  int type = 0;
+  socklen_t len = sizeof type;
+  return getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) == 0 && type == SOCK_STREAM;
+}
+
+static void js_list_remove(tunnel *t) {
+  if (t->js_prev) t->js_prev->js_next = t->js_next;
+  else js_live = t->js_next;
+  if (t->js_next) t->js_next->js_prev = t->js_prev;
+  t->js_prev = t->js_next = NULL;
+}
+
 static void call_js(napi_env env, napi_value cb, void *context, void *data) {
   (void)context;
   event *e = data;
+  tunnel *t = e->t;
+  int final = e->kind != EV_HALF;
   if (env != NULL && cb != NULL) {
     napi_value argv[4], undefined;
-    napi_create_uint32(env, e->id, &argv[0]);
-    napi_create_int32(env, e->kind, &argv[1]);
-    napi_create_int32(env, e->dir, &argv[2]);
-    napi_create_int32(env, e->err, &argv[3]);
-    napi_get_undefined(env, &undefined);
-    napi_call_function(env, undefined, cb, 4, argv, NULL);
+    if (napi_create_uint32(env, t->id, &argv[0]) == napi_ok && napi_create_int32(env, e->kind, &argv[1]) == napi_ok &&
+        napi_create_int32(env, e->dir, &argv[2]) == napi_ok && napi_create_int32(env, e->err, &argv[3]) == napi_ok &&
+        napi_get_undefined(env, &undefined) == napi_ok) {
+      /* A throwing callback leaves its exception pending: Node reports it as uncaught. */
+      napi_call_function(env, undefined, cb, 4, argv, NULL);
+    }
   }
-  if (env != NULL && e->counters_ref != NULL) napi_delete_reference(env, e->counters_ref);
-  free(e);
+  if (!final) return;
+  /* The worker let go of the tunnel in bury(); a stop still queued holds its own reference. */
+  if (env != NULL) {
+    js_list_remove(t);
+    if (t->counters_ref != NULL) napi_delete_reference(env, t->counters_ref);
+  }
+  release(t);
+}
+
+/* Undoes a partial init: the caller has thrown (or will throw) the JS error. */
+static void init_cleanup(int have_tsfn) {
+  if (have_tsfn) napi_release_threadsafe_function(tsfn, napi_tsfn_abort);
+  tsfn = NULL;
+  if (epfd >= 0) close(epfd);
+  if (wakefd >= 0) close(wakefd);
+  epfd = wakefd = -1;
 }
 
 static napi_value js_init(napi_env env, napi_callback_info info) {
   size_t argc = 1;
   napi_value argv[1], name;
-  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  CALL(env, "init: reading arguments", napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  napi_valuetype type;
+  if (argc < 1 || napi_typeof(env, argv[0], &type) != napi_ok || type != napi_function)
+    return throw_type(env, "splice-relay: init(onEvent): onEvent must be a function");
   if (started) return NULL;
   epfd = epoll_create1(EPOLL_CLOEXEC);
   wakefd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   if (epfd < 0 || wakefd < 0) {
+    init_cleanup(0);
     napi_throw_error(env, NULL, "splice-relay: cannot create epoll/eventfd");
     return NULL;
   }
@@ -271,14 +378,25 @@ static napi_value js_init(napi_env env, napi_callback_info info) {
   memset(&ev, 0, sizeof ev);
   ev.events = EPOLLIN;
   ev.data.ptr = NULL;
-  epoll_ctl(epfd, EPOLL_CTL_ADD, wakefd, &ev);
-  napi_create_string_utf8(env, "splice-relay", NAPI_AUTO_LENGTH, &name);
-  if (napi_create_threadsafe_function(env, argv[0], NULL, name, 0, 1, NULL, NULL, NULL, call_js, &tsfn) != napi_ok) {
-    napi_throw_error(env, NULL, "splice-relay: cannot create the event callback");
+  if (epoll_ctl(epfd, EPOLL_CTL_ADD, wakefd, &ev) != 0) {
+    init_cleanup(0);
+    napi_throw_error(env, NULL, "splice-relay: cannot watch the wake-up eventfd");
     return NULL;
   }
-  napi_unref_threadsafe_function(env, tsfn);
-  if (pthread_create(&worker, NULL, loop, NULL) != 0) {
+  if (napi_create_string_utf8(env, "splice-relay", NAPI_AUTO_LENGTH, &name) != napi_ok) {
+    init_cleanup(0);
+    return napi_failed(env, "init: napi_create_string_utf8");
+  }
+  if (napi_create_threadsafe_function(env, argv[0], NULL, name, 0, 1, NULL, NULL, NULL, call_js, &tsfn) != napi_ok) {
+    init_cleanup(0);
+    return napi_failed(env, "init: creating the event callback");
+  }
+  if (napi_unref_threadsafe_function(env, tsfn) != napi_ok) {
+    init_cleanup(1);
+    return napi_failed(env, "init: napi_unref_threadsafe_function");
+  }
+  if (fault(FAULT_THREAD) || pthread_create(&worker, NULL, loop, NULL) != 0) {
+    init_cleanup(1);
     napi_throw_error(env, NULL, "splice-relay: cannot start the worker thread");
     return NULL;
   }
@@ -299,33 +417,57 @@ static int make_pipe(direction *d) {
 static napi_value js_start(napi_env env, napi_callback_info info) {
   size_t argc = 4;
   napi_value argv[4];
-  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  if (!started || argc < 4) {
-    napi_throw_error(env, NULL, "splice-relay: start(id, fdA, fdB, counters) before init()");
+  CALL(env, "start: reading arguments", napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (!started) {
+    napi_throw_error(env, NULL, "splice-relay: start() before init()");
     return NULL;
   }
-  uint32_t id;
-  int32_t fa, fb;
-  napi_get_value_uint32(env, argv[0], &id);
-  napi_get_value_int32(env, argv[1], &fa);
-  napi_get_value_int32(env, argv[2], &fb);
+  if (argc < 4) return throw_type(env, "splice-relay: start(id, fdA, fdB, counters) takes four arguments");
+  double id, fa, fb;
+  if (!get_integer(env, argv[0], 0, 4294967295.0, &id)) return throw_type(env, "splice-relay: start(): id must be an integer in [0, 2^32)");
+  if (!get_integer(env, argv[1], 0, 2147483647.0, &fa) || !get_integer(env, argv[2], 0, 2147483647.0, &fb))
+    return throw_type(env, "splice-relay: start(): fdA and fdB must be non-negative integer file descriptors");
+  if (fa == fb) {
+    napi_throw_range_error(env, "ERR_OUT_OF_RANGE", "splice-relay: start(): fdA and fdB must differ");
+    return NULL;
+  }
+  if (!is_stream_socket((int)fa) || !is_stream_socket((int)fb)) {
+    napi_throw_range_error(env, "ERR_OUT_OF_RANGE", "splice-relay: start(): fdA and fdB must be stream sockets");
+    return NULL;
+  }
+  bool is_typed = false;
   napi_typedarray_type type;
   size_t length;
   void *data;
-  if (napi_get_typedarray_info(env, argv[3], &type, &length, &data, NULL, NULL) != napi_ok || type != napi_biguint64_array || length < 2) {
-    napi_throw_type_error(env, NULL, "splice-relay: counters must be a BigUint64Array(2)");
-    return NULL;
+  if (napi_is_typedarray(env, argv[3], &is_typed) != napi_ok || !is_typed ||
+      napi_get_typedarray_info(env, argv[3], &type, &length, &data, NULL, NULL) != napi_ok || type != napi_biguint64_array || length < 2)
+    return throw_type(env, "splice-relay: start(): counters must be a BigUint64Array(2)");
+  for (tunnel *o = js_live; o; o = o->js_next) {
+    if (o->id == (uint32_t)id) {
+      napi_throw_range_error(env, "ERR_OUT_OF_RANGE", "splice-relay: start(): id is in use");
+      return NULL;
+    }
   }
-  tunnel *t = calloc(1, sizeof(tunnel));
+  tunnel *t = xcalloc(1, sizeof(tunnel));
   if (!t) {
-    napi_throw_error(env, NULL, "splice-relay: out of memory");
+    napi_throw_error(env, "ENOMEM", "splice-relay: out of memory");
     return NULL;
   }
-  t->id = id;
+  t->id = (uint32_t)id;
+  t->refs = 1;
   t->counters = data;
-  t->d[0].src = fa; t->d[0].dst = fb;
-  t->d[1].src = fb; t->d[1].dst = fa;
+  t->d[0].src = (int)fa; t->d[0].dst = (int)fb;
+  t->d[1].src = (int)fb; t->d[1].dst = (int)fa;
   t->d[0].pipe_r = t->d[0].pipe_w = t->d[1].pipe_r = t->d[1].pipe_w = -1;
+  for (int i = 0; i < 2; i++) {
+    t->half[i].t = t;
+    t->half[i].kind = EV_HALF;
+    t->half[i].dir = i;
+  }
+  t->final.t = t;
+  t->start_cmd.t = t;
+  t->stop_cmd.t = t;
+  t->stop_cmd.stop = 1;
   int err = make_pipe(&t->d[0]);
   if (!err) err = make_pipe(&t->d[1]);
   if (err) {
@@ -334,31 +476,35 @@ static napi_value js_start(napi_env env, napi_callback_info info) {
     napi_throw_error(env, err == ENOBUFS ? "ENOBUFS" : NULL, err == ENOBUFS ? "splice-relay: the pipe page budget is used up (fs.pipe-user-pages-soft)" : "splice-relay: cannot create pipes");
     return NULL;
   }
-  napi_create_reference(env, argv[3], 1, &t->counters_ref);
-  command *c = calloc(1, sizeof(command));
-  if (!c) {
+  if (napi_create_reference(env, argv[3], 1, &t->counters_ref) != napi_ok) {
     close_pipes(t);
-    napi_delete_reference(env, t->counters_ref);
     free(t);
-    napi_throw_error(env, NULL, "splice-relay: out of memory");
-    return NULL;
+    return napi_failed(env, "start: napi_create_reference");
   }
-  c->t = t;
-  enqueue(c);
+  t->js_next = js_live;
+  if (js_live) js_live->js_prev = t;
+  js_live = t;
+  enqueue(&t->start_cmd);
   return NULL;
 }
 
 static napi_value js_stop(napi_env env, napi_callback_info info) {
   size_t argc = 1;
   napi_value argv[1];
-  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  uint32_t id;
-  if (argc < 1 || napi_get_value_uint32(env, argv[0], &id) != napi_ok) return NULL;
-  command *c = calloc(1, sizeof(command));
-  if (!c) return NULL;
-  c->stop = 1;
-  c->id = id;
-  enqueue(c);
+  CALL(env, "stop: reading arguments", napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  double id;
+  if (argc < 1 || !get_integer(env, argv[0], 0, 4294967295.0, &id)) return throw_type(env, "splice-relay: stop(id): id must be an integer in [0, 2^32)");
+  /* Linear in the number of spliced tunnels (bounded by the pipe budget); a stop is rare. */
+  for (tunnel *t = js_live; t; t = t->js_next) {
+    if (t->id == (uint32_t)id) {
+      if (!t->stop_queued) {
+        t->stop_queued = 1;
+        __atomic_add_fetch(&t->refs, 1, __ATOMIC_ACQ_REL);
+        enqueue(&t->stop_cmd);
+      }
+      break;
+    }
+  }
   return NULL;
 }
 
@@ -368,11 +514,25 @@ static napi_value js_ref(napi_env env, napi_callback_info info) {
   size_t argc = 1;
   napi_value argv[1];
   bool on = false;
-  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  if (argc > 0) napi_get_value_bool(env, argv[0], &on);
+  CALL(env, "ref: reading arguments", napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 1 || napi_get_value_bool(env, argv[0], &on) != napi_ok) return throw_type(env, "splice-relay: ref(on): on must be a boolean");
   if (started) {
-    if (on) napi_ref_threadsafe_function(env, tsfn);
-    else napi_unref_threadsafe_function(env, tsfn);
+    if (on) CALL(env, "napi_ref_threadsafe_function", napi_ref_threadsafe_function(env, tsfn));
+    else CALL(env, "napi_unref_threadsafe_function", napi_unref_threadsafe_function(env, tsfn));
+  }
+  return NULL;
+}
+
+static napi_value js_faults(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  double mask;
+  CALL(env, "_faults: reading arguments", napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 1 || !get_integer(env, argv[0], 0, 7, &mask)) return throw_type(env, "splice-relay: _faults(mask): mask must be an integer in [0, 7]");
+  __atomic_store_n(&faults, (int)mask, __ATOMIC_RELAXED);
+  if (started) {
+    uint64_t one = 1; /* a stop ignored under FAULT_IGNORE_STOP stays ignored; nothing to re-run */
+    if (write(wakefd, &one, sizeof one) < 0) { /* already awake */ }
   }
   return NULL;
 }
@@ -383,7 +543,8 @@ NAPI_MODULE_INIT() {
     {"start", NULL, js_start, NULL, NULL, NULL, napi_default, NULL},
     {"stop", NULL, js_stop, NULL, NULL, NULL, napi_default, NULL},
     {"ref", NULL, js_ref, NULL, NULL, NULL, napi_default, NULL},
+    {"_faults", NULL, js_faults, NULL, NULL, NULL, napi_default, NULL},
   };
-  napi_define_properties(env, exports, 4, props);
+  if (napi_define_properties(env, exports, 5, props) != napi_ok) return napi_failed(env, "napi_define_properties");
   return exports;
 }

@@ -2,43 +2,69 @@
  * Kernel-side relaying for plain stream tunnels (TCP and unix on both sides): the optional native addon
  * in native/ moves bytes with splice(2) on a background thread, so bulk transfers cost no copies into
  * JavaScript and no work on the event loop. When the addon is not built (or not Linux) `loadSplice()`
- * gives undefined and tunnels keep the JavaScript data path.
+ * gives undefined (`spliceUnavailableReason()` says why) and tunnels keep the JavaScript data path.
+ *
+ * Contract with the addon: after `start`, exactly one final event (`done`, `error` or `stopped`) arrives
+ * per tunnel; until it has arrived the addon's thread may use both fds, so the sockets must stay open.
  */
 import { createRequire } from 'node:module';
 
 export type SpliceEvent = { kind: 'half'; direction: 0 | 1 } | { kind: 'done' } | { kind: 'error'; errno: number } | { kind: 'stopped' };
 
-interface Addon {
+/** The addon's API (native/splice-relay.c); it checks every argument and throws on a bad one. */
+export interface SpliceAddon {
   init(onEvent: (id: number, kind: number, dir: number, errno: number) => void): void;
   start(id: number, fdA: number, fdB: number, counters: BigUint64Array): void;
   stop(id: number): void;
   ref(on: boolean): void;
+  /** Test hook: fault-injection bits (1 allocations fail, 2 init cannot start its thread, 4 stops are ignored). */
+  _faults(mask: number): void;
 }
+
+/** Where the built addon lives, relative to this file. */
+export const SPLICE_ADDON_PATH = '../../native/build/Release/splice_relay.node';
 
 export interface SpliceEngine {
   /**
    * Hands two sockets' file descriptors to the kernel relay. `counters[0]` counts bytes A→B, `[1]` B→A.
-   * Events arrive on the event loop; after `done`, `error` or `stopped` the fds are no longer used.
+   * Events arrive on the event loop; after `done`, `error` or `stopped` (exactly one of them, always) the
+   * fds are no longer used. Throws (and changes nothing) on bad fds or when the addon cannot take more.
    */
   start(fdA: number, fdB: number, onEvent: (e: SpliceEvent) => void): { id: number; counters: BigUint64Array };
+  /** Asks for the `stopped` event; a no-op once the final event has arrived. */
   stop(id: number): void;
 }
 
 let engine: SpliceEngine | null | undefined;
+let unavailable: string | undefined;
+
+/** Why `loadSplice()` gave undefined (undefined when it has not been called or the engine loaded). */
+export function spliceUnavailableReason(): string | undefined {
+  return unavailable;
+}
 
 /** The engine, or undefined when the addon is unavailable. Loaded once. */
 export function loadSplice(): SpliceEngine | undefined {
   if (engine !== undefined) return engine ?? undefined;
   engine = null;
-  if (process.platform !== 'linux' || process.env.GATEHOUSE_NO_SPLICE === '1') return undefined;
-  let addon: Addon;
-  try {
-    addon = createRequire(import.meta.url)('../../native/build/Release/splice_relay.node') as Addon;
-  } catch {
+  if (process.platform !== 'linux') {
+    unavailable = `kernel relay is Linux only (this is ${process.platform})`;
+    return undefined;
+  }
+  if (process.env.GATEHOUSE_NO_SPLICE === '1') {
+    unavailable = 'kernel relay disabled by GATEHOUSE_NO_SPLICE=1';
     return undefined;
   }
   const handlers = new Map<number, (e: SpliceEvent) => void>();
-  addon.init((id, kind, dir, errno) => {
+  let addon: SpliceAddon;
+  try {
+    addon = createRequire(import.meta.url)(SPLICE_ADDON_PATH) as SpliceAddon;
+    addon.init(dispatch);
+  } catch (err) {
+    unavailable = `native splice addon cannot load: ${(err as Error).message}`;
+    return undefined;
+  }
+  function dispatch(id: number, kind: number, dir: number, errno: number): void {
     const h = handlers.get(id);
     if (h === undefined) return;
     const e: SpliceEvent = kind === 0 ? { kind: 'half', direction: dir === 1 ? 1 : 0 } : kind === 1 ? { kind: 'done' } : kind === 2 ? { kind: 'error', errno } : { kind: 'stopped' };
@@ -47,11 +73,13 @@ export function loadSplice(): SpliceEngine | undefined {
       if (handlers.size === 0) addon.ref(false);
     }
     h(e);
-  });
+  }
   let nextId = 1;
   engine = {
     start(fdA, fdB, onEvent) {
-      const id = nextId++ >>> 0;
+      // Ids wrap after 2^32 tunnels: skip one still in use.
+      let id = nextId++ >>> 0;
+      while (handlers.has(id)) id = nextId++ >>> 0;
       const counters = new BigUint64Array(2);
       if (handlers.size === 0) addon.ref(true);
       handlers.set(id, onEvent);
