@@ -6,6 +6,8 @@
  * - `80EE0000 Lc data` echo (benchmarks and tests);
  * - for signing cards, the I.CA-like file layout and SIGN dialogue of protocol/ica.ts, with a real RSA key:
  *   PIN tries (63Cx, then 6983 blocked), key id check (6A88), PSO HASH / PSO CDS (PKCS#1 v1.5).
+ * - SELECT with no data field (`00A4000000`, `00A4040000`, Lc absent) selects the MF → 9000, as ISO 7816-4
+ *   cards do (and GlobalPlatform cards, which select their default application for P1=04);
  * Everything else: SELECT → 6A82, unknown INS → 6D00.
  */
 import { constants, privateEncrypt, type KeyObject } from 'node:crypto';
@@ -104,6 +106,11 @@ export class VirtualCard {
       if (matches) return this.#scripted(rule, apdu);
     }
     if (apdu[0] === 0x80 && ins === 0xee) return ok(apdu.length > 5 ? apdu.subarray(5, 5 + apdu[4]!) : Buffer.alloc(0));
+    if (apdu[0] === 0x00 && ins === 0xa4 && (apdu[2] === 0x00 || apdu[2] === 0x04) && apdu.length <= 5) {
+      this.#df = 'MF';
+      this.#ef = undefined;
+      return ok();
+    }
     if (this.spec.signing !== undefined) {
       const r = this.#iso(apdu, this.spec.signing);
       if (r !== undefined) return r;
