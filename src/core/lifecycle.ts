@@ -4,6 +4,7 @@
  * every connection is gone. States move one way: idle → starting → running → closing → closed.
  * Libraries never install signal handlers or call `process.exit`; the CLI owns signals.
  */
+import { GatewayError } from './errors.ts';
 
 export interface CloseOptions {
   /** How long to let connections drain before destroying them, in milliseconds. */
@@ -19,6 +20,58 @@ export interface Service {
 }
 
 export type ServiceState = 'idle' | 'starting' | 'running' | 'closing' | 'closed';
+
+/**
+ * The state machine every front end's Service runs on, so all of them answer a double start, a close
+ * before start and a second close the same way.
+ */
+export class Lifecycle {
+  #state: ServiceState = 'idle';
+  #closing: Promise<void> | undefined;
+
+  constructor(readonly name: string) {}
+
+  get state(): ServiceState {
+    return this.#state;
+  }
+  get running(): boolean {
+    return this.#state === 'running';
+  }
+
+  /** idle → starting. @throws GatewayError CORE_INTERNAL when started twice or after close. */
+  beginStart(): void {
+    if (this.#state !== 'idle') throw new GatewayError('CORE_INTERNAL', `${this.name}: start() called while ${this.#state}`);
+    this.#state = 'starting';
+  }
+
+  /** starting → running. */
+  started(): void {
+    if (this.#state === 'starting') this.#state = 'running';
+  }
+
+  /** A failed start: nothing is left bound. */
+  failed(): void {
+    this.#state = 'closed';
+  }
+
+  /**
+   * Runs `stop` once, however often close() is called; a service that never started closes at once.
+   * `stop` runs in state closing; the state is closed when it settles.
+   */
+  close(stop: () => Promise<void>): Promise<void> {
+    if (this.#closing !== undefined) return this.#closing;
+    if (this.#state === 'idle' || this.#state === 'closed') {
+      this.#state = 'closed';
+      this.#closing = Promise.resolve();
+      return this.#closing;
+    }
+    this.#state = 'closing';
+    this.#closing = stop().finally(() => {
+      this.#state = 'closed';
+    });
+    return this.#closing;
+  }
+}
 
 /**
  * Runs several services as one: starts them in order (closing the started ones again if one fails) and

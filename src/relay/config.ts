@@ -4,6 +4,7 @@
  * Hello strings of 1.8.4). Unknown keys are rejected.
  */
 import { z } from 'zod';
+import { authBackoffLimits } from '../core/backoff.ts';
 import { secretString } from '../core/config/secret.ts';
 import { isLoopbackHost } from '../core/net.ts';
 import { tlsFilesSchema } from '../core/tls.ts';
@@ -103,9 +104,8 @@ export const relayConfigSchema = z
         maxConnectionsPerIp: z.number().int().min(1).default(1000),
         /** Clients authenticated under one token and still waiting for partners (across nonces). */
         maxWaitingPerToken: z.number().int().min(1).default(64),
-        /** Failed authentications from one address within the window before it must back off. */
-        maxFailedAuthPerIp: z.number().int().min(1).default(20),
-        failedAuthWindowMs: positiveMs.default(60000),
+        /** Failed authentications from one address within a sliding window (core/backoff.ts). */
+        ...authBackoffLimits,
         /** Incomplete JSON held before a tunnel exists (nymea: 10240). */
         maxMessageBytes: z.number().int().min(64).default(10240),
         /** Bytes buffered toward one side of a tunnel before the other side is paused. */

@@ -6,6 +6,11 @@
  * `sendText` for JSON-RPC (a WebSocket text frame), `sendData` for relayed bytes (returns false once more
  * than `highWaterBytes` wait to be flushed; `onDrain` fires when that has gone), `finish(reason)` to flush
  * and close (WS: close frame with the catalogue's code and reason; streams: FIN), `destroy()` to drop now.
+ *
+ * Ownership: a link has exactly one owner at a time, which receives all of its events. The session owns
+ * it from accept; a tunnel takes it over with `attach()` (the session's handlers are gone from then on).
+ * An exception thrown by the owner's handler is handed to the owner's `fault` handler, never to the event
+ * loop (fault isolation: one connection's bug closes that connection only).
  */
 import type { Socket } from 'node:net';
 import { isUtf8 } from 'node:buffer';
@@ -22,12 +27,17 @@ export interface LinkHandlers {
   close: () => void;
   /** Pending outbound data went below the high-water mark after `sendData` returned false. */
   drain: () => void;
+  /** One of the handlers above threw (a bug): close this connection. Called at most once per throw. */
+  fault: (err: unknown) => void;
 }
 
 export interface Link {
   readonly kind: TransportKind;
   readonly remoteAddress: string;
-  handlers: LinkHandlers;
+  /** The current owner's handlers. */
+  readonly handlers: LinkHandlers;
+  /** Makes `handlers` the link's only owner (replacing the previous one entirely). */
+  attach(handlers: LinkHandlers): void;
   /** Bytes waiting to be flushed to the peer. */
   readonly pendingBytes: number;
   readonly closed: boolean;
@@ -42,11 +52,24 @@ export interface Link {
 }
 
 const noop = () => undefined;
-const nullHandlers: LinkHandlers = { data: noop, end: noop, close: noop, drain: noop };
+const nullHandlers: LinkHandlers = { data: noop, end: noop, close: noop, drain: noop, fault: noop };
+
+/** Calls an owner's handler; a throw goes to the owner's fault handler (and a throwing fault handler is dropped). */
+function dispatch(h: LinkHandlers, fn: () => void): void {
+  try {
+    fn();
+  } catch (err) {
+    try {
+      h.fault(err);
+    } catch {
+      // The owner's fault handler failed too; the link's own close path still runs.
+    }
+  }
+}
 
 /** A stream transport over a net.Socket or tls.TLSSocket (created with allowHalfOpen). */
 export class StreamLink implements Link {
-  handlers: LinkHandlers = nullHandlers;
+  #h: LinkHandlers = nullHandlers;
   #closed = false;
   #finishing = false;
   #flushTimer: NodeJS.Timeout | undefined;
@@ -60,15 +83,36 @@ export class StreamLink implements Link {
   ) {
     this.remoteAddress = kind === 'unix' ? 'unix' : (socket.remoteAddress ?? 'unknown');
     socket.setNoDelay(true);
-    socket.on('data', (chunk: Buffer) => this.handlers.data(chunk, false));
-    socket.on('end', () => this.handlers.end());
-    socket.on('drain', () => this.handlers.drain());
+    // The data path: one try/catch, no closure per chunk.
+    socket.on('data', (chunk: Buffer) => {
+      try {
+        this.#h.data(chunk, false);
+      } catch (err) {
+        this.#fault(err);
+      }
+    });
+    socket.on('end', () => dispatch(this.#h, () => this.#h.end()));
+    socket.on('drain', () => dispatch(this.#h, () => this.#h.drain()));
     socket.on('error', noop); // 'close' follows every error; resets are an expected end.
     socket.on('close', () => {
       this.#closed = true;
       if (this.#flushTimer !== undefined) clearTimeout(this.#flushTimer);
-      this.handlers.close();
+      dispatch(this.#h, () => this.#h.close());
     });
+  }
+
+  get handlers(): LinkHandlers {
+    return this.#h;
+  }
+  attach(handlers: LinkHandlers): void {
+    this.#h = handlers;
+  }
+  #fault(err: unknown): void {
+    try {
+      this.#h.fault(err);
+    } catch {
+      this.socket.destroy();
+    }
   }
 
   get pendingBytes(): number {
@@ -76,6 +120,10 @@ export class StreamLink implements Link {
   }
   get closed(): boolean {
     return this.#closed;
+  }
+  /** The socket itself, only so shutdown can tell the connection tracker which sockets to leave open. */
+  get rawSocket(): Socket {
+    return this.socket;
   }
 
   sendText(text: string, onFlushed?: () => void): void {
@@ -158,7 +206,7 @@ export class StreamLink implements Link {
  * bytes arrive exactly. A UTF-8 sequence split across chunks is held back for the next frame.
  */
 export class WsLink implements Link {
-  handlers: LinkHandlers = nullHandlers;
+  #h: LinkHandlers = nullHandlers;
   #closed = false;
   #finishing = false;
   #peerTextOnly = true;
@@ -175,16 +223,59 @@ export class WsLink implements Link {
   ) {
     ws.on('message', (data: Buffer, isBinary: boolean) => {
       if (isBinary) this.#peerTextOnly = false;
-      this.handlers.data(data, isBinary);
+      try {
+        this.#h.data(data, isBinary);
+      } catch (err) {
+        this.#fault(err);
+      }
     });
     ws.on('error', noop);
     ws.on('close', () => {
       this.#closed = true;
       if (this.#flushTimer !== undefined) clearTimeout(this.#flushTimer);
       // A WebSocket has no half-close: the peer's close frame ends the whole link.
-      this.handlers.close();
+      dispatch(this.#h, () => this.#h.close());
     });
   }
+
+  get handlers(): LinkHandlers {
+    return this.#h;
+  }
+  attach(handlers: LinkHandlers): void {
+    this.#h = handlers;
+  }
+  #fault(err: unknown): void {
+    try {
+      this.#h.fault(err);
+    } catch {
+      this.ws.terminate();
+    }
+  }
+
+  /**
+   * The largest WebSocket message accepted from now on. Before the tunnel it is the JSON-RPC message limit
+   * (a peer cannot make us buffer more than that per connection: `ws` refuses a frame by its header); the
+   * tunnel raises it to its buffer size. Over it, `ws` closes the link with 1009, or with `overLimit` when
+   * given (the relay's pre-tunnel answer is nymea's 1011 "Data buffer size violation.").
+   */
+  setMaxMessageBytes(bytes: number, overLimit?: { code: number; reason: string }): void {
+    const ws = this.ws as unknown as { _receiver?: { _maxPayload?: number }; close: (code?: number, reason?: string) => void };
+    const receiver = ws._receiver;
+    if (receiver !== undefined && typeof receiver._maxPayload === 'number') receiver._maxPayload = bytes;
+    this.#overLimit = overLimit;
+    if (!this.#closeWrapped) {
+      this.#closeWrapped = true;
+      // `ws` closes an oversized message with a bare 1009 from inside its receiver; translate that one call.
+      const close = ws.close.bind(ws);
+      ws.close = (code?: number, reason?: string) => {
+        const o = this.#overLimit;
+        if (code === 1009 && reason === undefined && o !== undefined) close(o.code, o.reason);
+        else close(code, reason);
+      };
+    }
+  }
+  #overLimit: { code: number; reason: string } | undefined;
+  #closeWrapped = false;
 
   get pendingBytes(): number {
     return this.ws.bufferedAmount;
@@ -223,7 +314,7 @@ export class WsLink implements Link {
   readonly #afterSend = (): void => {
     if (this.#waitingDrain && this.ws.bufferedAmount < this.highWaterBytes / 2) {
       this.#waitingDrain = false;
-      this.handlers.drain();
+      dispatch(this.#h, () => this.#h.drain());
     }
   };
 

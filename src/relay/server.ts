@@ -4,6 +4,9 @@
  * `createRelayServer(config, deps)` returns a Service. `close({graceMs})` stops listening, tells every
  * client that is not in a tunnel "Stop server", lets tunnels run for up to `graceMs`, then closes them
  * with the same reason and resolves once every connection is gone.
+ *
+ * Every raw socket a listener accepts (TLS handshakes, HTTP upgrades and refused connections included) is
+ * tracked from accept to close (core/connections.ts), so `close()` always ends, whatever peers do.
  */
 import { createServer as createNetServer, type Server as NetServer, type Socket } from 'node:net';
 import { createServer as createTlsServer, type TLSSocket } from 'node:tls';
@@ -14,8 +17,10 @@ import { resolve as resolvePath } from 'node:path';
 import type { Duplex } from 'node:stream';
 import { WebSocketServer, type WebSocket } from 'ws';
 import type { Logger } from '../core/log.ts';
-import type { CloseOptions, Service, ServiceState } from '../core/lifecycle.ts';
+import { Lifecycle, type CloseOptions, type Service } from '../core/lifecycle.ts';
 import { Admission, listen, stopListening, describeAddress, type ListenAddress } from '../core/net.ts';
+import { ConnectionTracker, DEFAULT_GRACE_MS, refuseConnection } from '../core/connections.ts';
+import { FailureBackoff } from '../core/backoff.ts';
 import { loadTlsFiles, type TlsServerOptions } from '../core/tls.ts';
 import { errorSpec, GatewayError } from '../core/errors.ts';
 import type { RelayConfig, RelayListenerConfig } from './config.ts';
@@ -23,7 +28,6 @@ import { StreamLink, WsLink, type Link } from './links.ts';
 import { Session, type SessionContext } from './session.ts';
 import { Tunnel } from './tunnel.ts';
 import { MemoryRendezvous, type Rendezvous, type RendezvousKey } from './rendezvous.ts';
-import { AuthBackoff } from './backoff.ts';
 import { errorResponse } from './protocol/jsonrpc.ts';
 import type { Authenticator } from './authenticators/types.ts';
 import { createAuthenticator } from './authenticators/index.ts';
@@ -70,16 +74,17 @@ export function createRelayServer(config: RelayConfig, deps: RelayDeps): RelaySe
   const bound: BoundListener[] = [];
   const servers: { server: NetServer | HttpServer; wss?: WebSocketServer }[] = [];
   const admission = new Admission(config.limits);
-  const backoff = new AuthBackoff(config.limits.maxFailedAuthPerIp, config.limits.failedAuthWindowMs);
+  const tracker = new ConnectionTracker();
+  /** Admission slots of live sessions, released when the session's link is gone. */
+  const slots = new Map<Session, () => void>();
+  const backoff = new FailureBackoff(config.limits.maxAuthFailuresPerIp, config.limits.authFailureWindowMs);
   const rendezvous = deps.rendezvous ?? new MemoryRendezvous<Session>(config.limits.maxWaitingPerToken);
   let authenticator: Authenticator | undefined = deps.authenticator;
   let monitor: Monitor | undefined;
-  let state: ServiceState = 'idle';
-  let closing: Promise<void> | undefined;
+  const lifecycle = new Lifecycle('relay');
   let idleSweep: NodeJS.Timeout | undefined;
   const stats = { totalClientCount: 0, totalTunnelCount: 0, totalTraffic: 0 };
   let notificationId = 0;
-  const gone = new Set<() => void>();
   const { highWater, closeFlushMs } = { highWater: config.limits.tunnelBufferBytes, closeFlushMs: config.timeouts.closeFlushMs };
 
   const tunnelCtx = {
@@ -96,6 +101,7 @@ export function createRelayServer(config: RelayConfig, deps: RelayDeps): RelaySe
     },
     splice: config.splice.enabled ? loadSplice() : undefined,
     spliceAfterBytes: config.splice.afterBytes,
+    tunnelBufferBytes: config.limits.tunnelBufferBytes,
   };
 
   const sessionCtx = (): SessionContext => ({
@@ -112,14 +118,15 @@ export function createRelayServer(config: RelayConfig, deps: RelayDeps): RelaySe
     },
     forget(s: Session) {
       sessions.delete(s);
-      if (sessions.size === 0) for (const cb of gone) cb();
+      slots.get(s)?.();
+      slots.delete(s);
     },
   });
   let ctx: SessionContext | undefined;
 
   /** Admits a connection or refuses it with the limit's own error; returns the release function. */
   function admit(remote: string): (() => void) | GatewayError {
-    if (state !== 'running') return new GatewayError('CORE_SHUTTING_DOWN');
+    if (!lifecycle.running) return new GatewayError('CORE_SHUTTING_DOWN');
     const slot = admission.admit(remote);
     if (!slot.ok) return new GatewayError(slot.code);
     return slot.release;
@@ -127,22 +134,25 @@ export function createRelayServer(config: RelayConfig, deps: RelayDeps): RelaySe
 
   function adopt(link: Link, release: () => void): void {
     stats.totalClientCount++;
-    const session = new Session(link, ctx!);
-    sessions.add(session);
-    const prevClose = link.handlers.close;
-    link.handlers.close = () => {
+    let session: Session;
+    try {
+      session = new Session(link, ctx!);
+    } catch (err) {
       release();
-      prevClose();
-    };
+      log.error({ err, code: 'CORE_INTERNAL' }, 'session setup failed; connection closed');
+      link.destroy();
+      return;
+    }
+    sessions.add(session);
+    slots.set(session, release);
+    // A link that closed during setup never calls back: release now.
+    if (link.closed) ctx!.forget(session);
   }
 
   function refuseStream(socket: Socket, err: GatewayError): void {
     log.warn({ code: err.code, remote: socket.remoteAddress }, 'connection refused');
-    socket.on('error', () => undefined);
     const text = err.spec.jsonRpcText;
-    if (text === undefined) socket.end();
-    else socket.end(errorResponse(-1, text));
-    setTimeout(() => socket.destroy(), closeFlushMs).unref();
+    refuseConnection(socket, text === undefined ? undefined : errorResponse(-1, text), closeFlushMs);
   }
 
   function onStream(kind: 'tcp' | 'tls' | 'unix', socket: Socket): void {
@@ -159,14 +169,32 @@ export function createRelayServer(config: RelayConfig, deps: RelayDeps): RelaySe
       log.warn({ code: release.code, remote }, 'websocket refused');
       const status = release.spec.httpStatus;
       const body = release.spec.close?.reason ?? release.message;
-      socket.on('error', () => undefined);
-      socket.end(`HTTP/1.1 ${status} ${status === 429 ? 'Too Many Requests' : 'Service Unavailable'}\r\nConnection: close\r\nContent-Type: text/plain\r\nContent-Length: ${Buffer.byteLength(body)}\r\nX-Gatehouse-Error: ${release.code}\r\n\r\n${body}`);
+      refuseConnection(
+        socket,
+        `HTTP/1.1 ${status} ${status === 429 ? 'Too Many Requests' : 'Service Unavailable'}\r\nConnection: close\r\nContent-Type: text/plain\r\nContent-Length: ${Buffer.byteLength(body)}\r\nX-Gatehouse-Error: ${release.code}\r\n\r\n${body}`,
+        closeFlushMs,
+      );
       return;
     }
     wss.handleUpgrade(req, socket, head, (ws: WebSocket) => {
       req.socket.setNoDelay(true);
-      adopt(new WsLink(kind, ws, remote, highWater, closeFlushMs), release);
+      const link = new WsLink(kind, ws, remote, highWater, closeFlushMs);
+      // Before the tunnel, a message may be no larger than a JSON-RPC message on a stream.
+      link.setMaxMessageBytes(config.limits.maxMessageBytes, errorSpec('RELAY_MESSAGE_TOO_LARGE').close);
+      adopt(link, release);
     });
+  }
+
+  /** Runs a listener's per-connection callback; a throw destroys that socket only (fault isolation). */
+  function isolated<A extends unknown[]>(socketOf: (...args: A) => Duplex, fn: (...args: A) => void): (...args: A) => void {
+    return (...args: A) => {
+      try {
+        fn(...args);
+      } catch (err) {
+        log.error({ err, code: 'CORE_INTERNAL' }, 'connection setup failed; connection closed');
+        socketOf(...args).destroy();
+      }
+    };
   }
 
   async function startListener(l: RelayListenerConfig, tlsOpts: TlsServerOptions | undefined): Promise<void> {
@@ -176,10 +204,10 @@ export function createRelayServer(config: RelayConfig, deps: RelayDeps): RelaySe
     switch (l.kind) {
       case 'tcp':
       case 'unix':
-        server = createNetServer({ allowHalfOpen: true, noDelay: true }, (s) => onStream(l.kind, s));
+        server = createNetServer({ allowHalfOpen: true, noDelay: true }, isolated((s: Socket) => s, (s: Socket) => onStream(l.kind, s)));
         break;
       case 'tls':
-        server = createTlsServer({ ...tlsOpts, allowHalfOpen: true, handshakeTimeout }, (s: TLSSocket) => onStream('tls', s));
+        server = createTlsServer({ ...tlsOpts, allowHalfOpen: true, handshakeTimeout }, isolated((s: TLSSocket) => s, (s: TLSSocket) => onStream('tls', s)));
         // With a listener here Node no longer destroys the socket itself: do it, or a client that never
         // finishes its handshake would hold a connection forever.
         server.on('tlsClientError', (err: Error, socket: TLSSocket) => {
@@ -197,10 +225,17 @@ export function createRelayServer(config: RelayConfig, deps: RelayDeps): RelaySe
         http.requestTimeout = handshakeTimeout;
         // skipUTF8Validation: relayed text frames pass byte for byte (nymea mangles invalid UTF-8), and the
         // JSON-RPC phase treats any bytes as input to its own parser.
-        const w = new WebSocketServer({ noServer: true, maxPayload: config.limits.tunnelBufferBytes, perMessageDeflate: false, clientTracking: false, skipUTF8Validation: true });
+        // maxPayload is the pre-tunnel limit; a tunnel raises it per connection (WsLink.setMaxMessageBytes).
+        const w = new WebSocketServer({ noServer: true, maxPayload: config.limits.maxMessageBytes, perMessageDeflate: false, clientTracking: false, skipUTF8Validation: true });
         wss = w;
         const kind = l.kind;
-        http.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => onUpgrade(kind, w, req, socket, head));
+        http.on(
+          'upgrade',
+          isolated(
+            (_req: IncomingMessage, socket: Duplex, _head: Buffer) => socket,
+            (req: IncomingMessage, socket: Duplex, head: Buffer) => onUpgrade(kind, w, req, socket, head),
+          ),
+        );
         if (l.kind === 'wss') {
           http.on('tlsClientError', (err: Error, socket: TLSSocket) => {
             socket.destroy();
@@ -215,6 +250,7 @@ export function createRelayServer(config: RelayConfig, deps: RelayDeps): RelaySe
     // A hard backstop behind the admission limits: the slack lets admission answer the first refused
     // connections with its own error before the kernel-level cap silently drops them.
     server.maxConnections = config.limits.maxConnections + 64;
+    tracker.watch(server);
     const port = await listen(server, addr, `relay ${l.kind} listener`);
     if (l.kind === 'unix' && 'path' in addr) await chmod(addr.path, parseInt(l.mode, 8));
     servers.push(wss === undefined ? { server } : { server, wss });
@@ -236,8 +272,7 @@ export function createRelayServer(config: RelayConfig, deps: RelayDeps): RelaySe
     },
 
     async start() {
-      if (state !== 'idle') throw new Error(`relay server cannot start from state ${state}`);
-      state = 'starting';
+      lifecycle.beginStart();
       try {
         authenticator ??= await createAuthenticator(config.authenticator, { log, baseDir: deps.baseDir });
         ctx = sessionCtx();
@@ -254,7 +289,7 @@ export function createRelayServer(config: RelayConfig, deps: RelayDeps): RelaySe
       } catch (err) {
         await Promise.all(servers.map((s) => stopListening(s.server)));
         await authenticator?.close?.();
-        state = 'closed';
+        lifecycle.failed();
         throw err;
       }
       if (config.timeouts.tunnelIdleMs > 0) {
@@ -271,37 +306,49 @@ export function createRelayServer(config: RelayConfig, deps: RelayDeps): RelaySe
         }, Math.max(50, Math.min(1000, Math.floor(idleMs / 4))));
         idleSweep.unref();
       }
-      state = 'running';
+      lifecycle.started();
       log.info({ listeners: bound.map((b) => b.url), authenticator: authenticator.kind, kernelRelay: tunnelCtx.splice !== undefined }, 'relay listening');
     },
 
     close(options: CloseOptions = {}) {
-      closing ??= (async () => {
-        const graceMs = options.graceMs ?? 10_000;
-        state = 'closing';
+      return lifecycle.close(async () => {
+        const graceMs = options.graceMs ?? DEFAULT_GRACE_MS;
         if (idleSweep !== undefined) clearInterval(idleSweep);
         const listenersClosed = Promise.all(servers.map((s) => stopListening(s.server)));
         await monitor?.close();
         const stop = errorSpec('RELAY_SHUTDOWN').close;
+        const kernelHeld = new Set<Session>();
+        // Clients not in a tunnel are told at once; tunnels may run for the grace period.
         for (const s of sessions) if (s.state !== 'tunnel' && s.state !== 'pairing') s.fail('RELAY_SHUTDOWN');
-        const allGone = () =>
-          new Promise<void>((resolve) => {
-            if (sessions.size === 0) return resolve();
-            gone.add(resolve);
-          });
-        const timeout = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms).unref());
-        await Promise.race([allGone(), timeout(graceMs)]);
-        for (const t of tunnels) t.close(stop);
-        await Promise.race([allGone(), timeout(closeFlushMs)]);
-        for (const s of sessions) s.link.destroy();
-        await allGone();
-        for (const { server } of servers) if ('closeAllConnections' in server) server.closeAllConnections();
+        await tracker.drain({
+          graceMs,
+          flushMs: closeFlushMs,
+          finish: () => {
+            for (const t of tunnels) t.close(stop);
+            for (const s of sessions) if (s.state !== 'tunnel' && s.state !== 'pairing') s.fail('RELAY_SHUTDOWN');
+          },
+          // A spliced tunnel's sockets go when the kernel relay confirms its stop (the final event destroys
+          // them): closed earlier, its thread could splice an fd number Node has closed and reused. Wait up
+          // to closeFlushMs more; sockets still unconfirmed then are leaked (never closed), not destroyed.
+          beforeDestroy: async () => {
+            const held = () => [...tunnels].filter((t) => t.spliced);
+            for (let until = Date.now() + closeFlushMs; held().length > 0 && Date.now() < until; ) await new Promise((r) => setTimeout(r, 10));
+            const stuck = held();
+            if (stuck.length === 0) return;
+            for (const t of stuck) {
+              for (const s of [t.a, t.b]) {
+                kernelHeld.add(s);
+                if (s.link instanceof StreamLink) tracker.forget(s.link.rawSocket);
+              }
+            }
+            log.error({ tunnels: stuck.map((t) => t.id), waitedMs: closeFlushMs }, 'kernel relay did not confirm stopping these tunnels; their sockets are left open (leaked) rather than closed under its thread');
+          },
+        });
+        for (const s of sessions) if (!kernelHeld.has(s)) s.link.destroy();
         await listenersClosed;
         await authenticator?.close?.();
-        state = 'closed';
         log.info('relay closed');
-      })();
-      return closing;
+      });
     },
   };
   return relay;

@@ -8,19 +8,24 @@
  *   waiting        authenticated, alone; alone timeout; any byte from the client closes it
  *   tunnel         handed to a Tunnel (tunnel.ts), which owns the link from then on
  * Every error is answered (where the protocol has an answer), then the link is flushed and closed with
- * the catalogue's reason.
+ * the catalogue's reason. Authentication and the rendezvous offer after it share one deadline
+ * (`jsonRpcMs`): a rendezvous that stalls or fails closes the client, never leaves it without a timer.
+ * Every entry point (link events, timers, promise continuations) runs inside the session's fault
+ * boundary: a bug closes this client with CORE_INTERNAL and nothing else.
  */
 import { randomUUID } from 'node:crypto';
+import { isUtf8 } from 'node:buffer';
 import type { Logger } from '../core/log.ts';
 import { errorSpec, type ErrorCode } from '../core/errors.ts';
+import { FaultBoundary, asError } from '../core/fault.ts';
+import type { FailureBackoff } from '../core/backoff.ts';
 import type { RelayConfig } from './config.ts';
 import type { Link } from './links.ts';
 import { MessageSplitter } from './protocol/framing.ts';
 import { decodeRequest, errorResponse, successResponse } from './protocol/jsonrpc.ts';
 import { introspect, type AuthenticationError } from './protocol/api.ts';
 import type { Authenticator, AuthResult } from './authenticators/types.ts';
-import type { Rendezvous, RendezvousKey } from './rendezvous.ts';
-import type { AuthBackoff } from './backoff.ts';
+import type { OfferResult, Rendezvous, RendezvousKey } from './rendezvous.ts';
 import { sameUuid } from './uuid.ts';
 
 export type SessionState = 'handshake' | 'authenticating' | 'waiting' | 'pairing' | 'tunnel' | 'closed';
@@ -30,7 +35,7 @@ export interface SessionContext {
   readonly config: RelayConfig;
   readonly authenticator: Authenticator;
   readonly rendezvous: Rendezvous<Session>;
-  readonly backoff: AuthBackoff;
+  readonly backoff: FailureBackoff;
   readonly log: Logger;
   /** Called with two sessions whose (token, nonce) matched; the tunnel takes both links over. */
   establish(first: Session, second: Session, key: RendezvousKey): void;
@@ -60,6 +65,8 @@ export class Session {
   #timer: NodeJS.Timeout | undefined;
   #timerCode: ErrorCode | undefined;
   #auth: AbortController | undefined;
+  /** Fault isolation for this connection (see the file header). */
+  readonly boundary: FaultBoundary;
 
   constructor(
     readonly link: Link,
@@ -67,19 +74,40 @@ export class Session {
   ) {
     this.#ctx = ctx;
     this.#splitter = new MessageSplitter(ctx.config.limits.maxMessageBytes);
-    link.handlers = {
+    this.boundary = new FaultBoundary(
+      () => this.log,
+      () => this.fail('CORE_INTERNAL'),
+      () => link.destroy(),
+    );
+    link.attach({
       data: (chunk, binary) => this.#onData(chunk, binary),
       end: () => this.#onPeerEnd(),
-      close: () => this.#onClosed(),
+      close: () => this.linkClosed(),
       drain: () => undefined,
-    };
+      fault: this.boundary.catch,
+    });
     this.#arm(ctx.config.timeouts.inactiveMs, 'RELAY_INACTIVE_TIMEOUT');
   }
 
   /** A child logger for this connection, made on first use (most connections never log). */
   get log(): Logger {
-    return (this.#log ??= this.#ctx.log.child({ session: this.id, transport: this.link.kind, remote: this.link.remoteAddress }));
+    return (this.#log ??= this.#ctx.log.child({
+      session: this.id,
+      transport: this.link.kind,
+      remote: this.link.remoteAddress,
+    }));
   }
+
+  /** The link is gone (called by the link's owner: this session, or the tunnel once it took over). */
+  linkClosed(): void {
+    if (this.state !== 'closed' && this.state !== 'tunnel' && this.state !== 'pairing') this.#leave();
+    this.#ctx.forget(this);
+  }
+
+  /** Logs a failed rendezvous call made on this client's behalf (a store we depend on; not the client's fault). */
+  readonly #rendezvousFailed = (err: unknown): void => {
+    this.log.error({ err, code: 'RELAY_RENDEZVOUS_FAILED' }, 'rendezvous call failed');
+  };
 
   get authenticated(): boolean {
     return this.state === 'waiting' || this.state === 'pairing' || this.state === 'tunnel';
@@ -98,7 +126,8 @@ export class Session {
   fail(code: ErrorCode, answer?: { id: number; text?: string }): void {
     if (this.state === 'closed') return;
     const spec = errorSpec(code);
-    if (answer !== undefined) this.sendText(errorResponse(answer.id, answer.text ?? spec.jsonRpcText ?? spec.summary));
+    if (answer !== undefined)
+      this.sendText(errorResponse(answer.id, answer.text ?? spec.jsonRpcText ?? spec.summary));
     const level = code === 'RELAY_SHUTDOWN' || code === 'RELAY_PARTNER_CLOSED' ? 'debug' : 'info';
     this.log[level]({ code, state: this.state }, spec.close?.reason ?? spec.summary);
     this.#leave();
@@ -116,12 +145,8 @@ export class Session {
     this.state = 'closed';
     this.#clearTimer();
     this.#auth?.abort();
-    if (was === 'waiting' && this.key !== undefined) void this.#ctx.rendezvous.withdraw(this.key, this);
-  }
-
-  #onClosed(): void {
-    if (this.state !== 'closed' && this.state !== 'tunnel' && this.state !== 'pairing') this.#leave();
-    this.#ctx.forget(this);
+    if (was === 'waiting' && this.key !== undefined)
+      this.#ctx.rendezvous.withdraw(this.key, this).catch(this.#rendezvousFailed);
   }
 
   #onPeerEnd(): void {
@@ -141,7 +166,7 @@ export class Session {
     }
     this.#clearTimer();
     this.#timerCode = code;
-    this.#timer = setTimeout(() => this.fail(code), ms);
+    this.#timer = setTimeout(() => this.boundary.run(() => this.fail(code)), ms);
   }
 
   #clearTimer(): void {
@@ -153,11 +178,14 @@ export class Session {
   #onData(chunk: Buffer, binary: boolean): void {
     if (this.state === 'closed' || this.state === 'tunnel' || this.state === 'pairing') return;
     if (binary) return this.fail('RELAY_BINARY_NOT_EXPECTED');
+    // Qt's QWebSocket refuses a text frame that is not UTF-8 (close 1007) before nymea sees it; inside a
+    // tunnel we relay bytes exactly (FIX), and on streams the JSON parser judges the bytes.
+    if ((this.link.kind === 'ws' || this.link.kind === 'wss') && !isUtf8(chunk)) return this.fail('RELAY_WS_INVALID_UTF8');
     if (this.state === 'waiting') return this.fail('RELAY_DATA_BEFORE_TUNNEL');
     if (this.state === 'handshake') this.#arm(this.#ctx.config.timeouts.inactiveMs, 'RELAY_INACTIVE_TIMEOUT');
-    let messages: string[];
+    let messages: Buffer[];
     try {
-      messages = this.#splitter.push(chunk);
+      messages = this.#splitter.pushBytes(chunk);
     } catch {
       return this.fail('RELAY_MESSAGE_TOO_LARGE');
     }
@@ -170,7 +198,7 @@ export class Session {
     }
   }
 
-  #handle(message: string): void {
+  #handle(message: Uint8Array): void {
     const decoded = decodeRequest(message);
     if (!decoded.ok) {
       const { id, error, text } = decoded.failure;
@@ -180,7 +208,14 @@ export class Session {
     switch (method) {
       case 'RemoteProxy.Hello': {
         const h = this.#ctx.config.hello;
-        this.sendText(successResponse(id, { apiVersion: h.apiVersion, name: h.name, server: h.server, version: h.version }));
+        this.sendText(
+          successResponse(id, {
+            apiVersion: h.apiVersion,
+            name: h.name,
+            server: h.server,
+            version: h.version,
+          }),
+        );
         return;
       }
       case 'RemoteProxy.Introspect':
@@ -210,32 +245,53 @@ export class Session {
       if (settled) return;
       settled = true;
       clearTimeout(authTimer);
-      this.#clearTimer();
       // Aborting costs a DOMException with a stack: only a timed-out authenticator needs telling.
       if (timedOut) abort.abort();
       this.#auth = undefined;
       if (this.state !== 'authenticating') return;
       this.#afterAuthentication(id, { token, nonce }, result);
     };
-    const authTimer = setTimeout(() => settle({ error: 'AuthenticationErrorTimeout' }, true), authenticationMs);
+    const authTimer = setTimeout(
+      () => this.boundary.run(() => settle({ error: 'AuthenticationErrorTimeout' }, true)),
+      authenticationMs,
+    );
+    // One deadline for the whole answer to Authenticate: the authenticator and the rendezvous offer after it.
     this.#clearTimer();
     this.#timerCode = 'RELAY_COMMAND_TIMEOUT';
-    this.#timer = setTimeout(() => {
-      settled = true;
-      clearTimeout(authTimer);
-      abort.abort();
-      this.fail('RELAY_COMMAND_TIMEOUT', { id });
-    }, jsonRpcMs);
-    this.#ctx.authenticator
-      .authenticate({ uuid: this.uuid, name: this.name, token, nonce, remoteAddress: ip }, abort.signal)
-      .then((result) => settle(result), (err: unknown) => {
-        this.log.warn({ err, authenticator: this.#ctx.authenticator.kind }, 'authenticator failed');
-        settle({ error: 'AuthenticationErrorProxyError' });
-      });
+    this.#timer = setTimeout(
+      () =>
+        this.boundary.run(() => {
+          settled = true;
+          clearTimeout(authTimer);
+          abort.abort();
+          this.fail('RELAY_COMMAND_TIMEOUT', { id });
+        }),
+      jsonRpcMs,
+    );
+    let pending: Promise<AuthResult>;
+    try {
+      pending = this.#ctx.authenticator.authenticate(
+        { uuid: this.uuid, name: this.name, token, nonce, remoteAddress: ip },
+        abort.signal,
+      );
+    } catch (err) {
+      // An authenticator that throws instead of rejecting is treated the same way.
+      pending = Promise.reject(asError(err));
+    }
+    pending
+      .then(
+        (result) => settle(result),
+        (err: unknown) => {
+          this.log.warn({ err, authenticator: this.#ctx.authenticator.kind }, 'authenticator failed');
+          settle({ error: 'AuthenticationErrorProxyError' });
+        },
+      )
+      .catch(this.boundary.catch);
   }
 
   #afterAuthentication(id: number, key: RendezvousKey, result: AuthResult): void {
-    const reply = (error: AuthenticationError) => this.sendText(successResponse(id, { authenticationError: error }));
+    const reply = (error: AuthenticationError) =>
+      this.sendText(successResponse(id, { authenticationError: error }));
     if (result.error !== 'AuthenticationErrorNoError') {
       this.#ctx.backoff.fail(this.link.remoteAddress);
       this.log.info({ authenticationError: result.error }, 'authentication failed');
@@ -244,48 +300,73 @@ export class Session {
     }
     this.userName = result.user ?? '';
     this.key = key;
-    void this.#ctx.rendezvous.offer(key, this).then((offer) => {
-      if (this.state !== 'authenticating') {
-        // The client left while the offer was on its way: undo it.
-        if (offer.kind === 'waiting') void this.#ctx.rendezvous.withdraw(key, this);
-        if (offer.kind === 'paired') {
-          void this.#ctx.rendezvous.release(key);
-          offer.partner.fail('RELAY_PARTNER_CLOSED');
+    const rv = this.#ctx.rendezvous;
+    let offered: Promise<OfferResult<Session>>;
+    try {
+      offered = rv.offer(key, this);
+    } catch (err) {
+      offered = Promise.reject(asError(err));
+    }
+    offered.then(
+      (offer) => this.boundary.run(() => this.#afterOffer(id, key, offer, reply)),
+      (err: unknown) =>
+        this.boundary.run(() => {
+          this.#rendezvousFailed(err);
+          if (this.state !== 'authenticating') return;
+          reply('AuthenticationErrorProxyError');
+          this.fail('RELAY_RENDEZVOUS_FAILED');
+        }),
+    );
+  }
+
+  #afterOffer(
+    id: number,
+    key: RendezvousKey,
+    offer: OfferResult<Session>,
+    reply: (error: AuthenticationError) => void,
+  ): void {
+    const rv = this.#ctx.rendezvous;
+    if (this.state !== 'authenticating') {
+      // The client left (or its deadline passed) while the offer was on its way: undo it.
+      if (offer.kind === 'waiting') rv.withdraw(key, this).catch(this.#rendezvousFailed);
+      if (offer.kind === 'paired') {
+        rv.release(key).catch(this.#rendezvousFailed);
+        offer.partner.fail('RELAY_PARTNER_CLOSED');
+      }
+      return;
+    }
+    this.#clearTimer();
+    switch (offer.kind) {
+      case 'tunnel-exists':
+        return this.fail('RELAY_TUNNEL_EXISTS');
+      case 'too-many-waiting':
+        return this.fail('RELAY_LIMIT_WAITING_PER_TOKEN', { id });
+      case 'waiting':
+        reply('AuthenticationErrorNoError');
+        this.state = 'waiting';
+        this.log.debug('authenticated, waiting for partner');
+        if (this.#hasPendingInput()) return this.fail('RELAY_DATA_BEFORE_TUNNEL');
+        this.#arm(this.#ctx.config.timeouts.aloneMs, 'RELAY_ALONE_TIMEOUT');
+        return;
+      case 'paired': {
+        const partner = offer.partner;
+        if (sameUuid(partner.uuid, this.uuid)) {
+          // As nymea: the second client is closed before its reply is written; the first too.
+          rv.release(key).catch(this.#rendezvousFailed);
+          const code = key.nonce === '' ? 'RELAY_DUPLICATE_UUID' : 'RELAY_CLIENT_LOOP';
+          partner.fail(code);
+          return this.fail(code);
         }
+        reply('AuthenticationErrorNoError');
+        if (this.#hasPendingInput()) {
+          rv.release(key).catch(this.#rendezvousFailed);
+          partner.fail('RELAY_PARTNER_CLOSED');
+          return this.fail('RELAY_DATA_BEFORE_TUNNEL');
+        }
+        this.#ctx.establish(partner, this, key);
         return;
       }
-      switch (offer.kind) {
-        case 'tunnel-exists':
-          return this.fail('RELAY_TUNNEL_EXISTS');
-        case 'too-many-waiting':
-          return this.fail('RELAY_LIMIT_WAITING_PER_TOKEN', { id });
-        case 'waiting':
-          reply('AuthenticationErrorNoError');
-          this.state = 'waiting';
-          this.log.debug('authenticated, waiting for partner');
-          if (this.#hasPendingInput()) return this.fail('RELAY_DATA_BEFORE_TUNNEL');
-          this.#arm(this.#ctx.config.timeouts.aloneMs, 'RELAY_ALONE_TIMEOUT');
-          return;
-        case 'paired': {
-          const partner = offer.partner;
-          if (sameUuid(partner.uuid, this.uuid)) {
-            // As nymea: the second client is closed before its reply is written; the first too.
-            void this.#ctx.rendezvous.release(key);
-            const code = key.nonce === '' ? 'RELAY_DUPLICATE_UUID' : 'RELAY_CLIENT_LOOP';
-            partner.fail(code);
-            return this.fail(code);
-          }
-          reply('AuthenticationErrorNoError');
-          if (this.#hasPendingInput()) {
-            void this.#ctx.rendezvous.release(key);
-            partner.fail('RELAY_PARTNER_CLOSED');
-            return this.fail('RELAY_DATA_BEFORE_TUNNEL');
-          }
-          this.#ctx.establish(partner, this, key);
-          return;
-        }
-      }
-    });
+    }
   }
 
   /** True when the client sent anything beyond its Authenticate request (whitespace aside). */

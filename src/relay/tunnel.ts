@@ -16,11 +16,12 @@
  */
 import type { Logger } from '../core/log.ts';
 import { errorSpec } from '../core/errors.ts';
+import { FaultBoundary } from '../core/fault.ts';
 import type { Session } from './session.ts';
 import type { RendezvousKey, Rendezvous } from './rendezvous.ts';
 import { notification } from './protocol/jsonrpc.ts';
 import { normalizeUuid } from './uuid.ts';
-import { StreamLink } from './links.ts';
+import { StreamLink, type LinkHandlers } from './links.ts';
 import type { SpliceEngine, SpliceEvent } from './splice.ts';
 
 export interface TunnelContext {
@@ -36,6 +37,8 @@ export interface TunnelContext {
   readonly splice: SpliceEngine | undefined;
   /** Bytes a tunnel carries in JavaScript before it is handed to the kernel relay. */
   readonly spliceAfterBytes: number;
+  /** The largest WebSocket message a side may send once the tunnel runs. */
+  readonly tunnelBufferBytes: number;
 }
 
 /** How long a hand-off may wait for Node's write buffers to empty before it gives up (stays in JS). */
@@ -59,8 +62,14 @@ export class Tunnel {
   /** Both stream links, when the kernel relay could ever carry this tunnel (decided once, at start). */
   #streams: [StreamLink, StreamLink] | undefined;
   #halfTimer: NodeJS.Timeout | undefined;
+  /** The tunnel owns both links from start(): these are their handlers (the tunnel's alone). */
+  readonly #handlers: [LinkHandlers, LinkHandlers];
+  /** What each side sent before relaying started (replayed first, then dropped). */
+  readonly #held: [Buffer[], Buffer[]] = [[], []];
+  /** A bug in the data path closes this tunnel (both sides), nothing else. */
+  readonly #boundary: FaultBoundary;
 
-  /** True while the kernel relay carries this tunnel. */
+  /** True while the kernel relay holds this tunnel's fds (from the hand-off until its final event). */
   get spliced(): boolean {
     return this.#spliced !== undefined;
   }
@@ -70,34 +79,47 @@ export class Tunnel {
     readonly b: Session,
     private readonly key: RendezvousKey,
     private readonly ctx: TunnelContext,
-  ) {}
+  ) {
+    this.#boundary = new FaultBoundary(
+      () => ctx.log.child({ tunnel: this.id, sessions: [a.id, b.id] }),
+      (err) => this.close(err.spec.close),
+      () => {
+        a.link.destroy();
+        b.link.destroy();
+      },
+    );
+    this.#handlers = [this.#initialHandlers(a, this.#held[0]), this.#initialHandlers(b, this.#held[1])];
+  }
+
+  /** A side's handlers until relaying starts: hold (and stop reading) what it sends. */
+  #initialHandlers(s: Session, held: Buffer[]): LinkHandlers {
+    return {
+      data: (chunk) => {
+        held.push(chunk);
+        s.link.pause();
+      },
+      end: () => this.#sideGone(s, false),
+      close: () => {
+        this.#sideGone(s, true);
+        s.linkClosed();
+      },
+      drain: () => undefined,
+      fault: this.#boundary.catch,
+    };
+  }
 
   /** Sends both notifications, then starts relaying once both are flushed. */
   start(): void {
     const { a, b } = this;
     a.enterPairing();
     b.enterPairing();
-    const held: [Buffer[], Buffer[]] = [[], []];
-    // Until relaying starts, hold (and stop reading) whatever a side sends.
-    const hold = (s: Session, into: Buffer[]) => {
-      s.link.handlers.data = (chunk) => {
-        into.push(chunk);
-        s.link.pause();
-      };
-    };
-    hold(a, held[0]);
-    hold(b, held[1]);
-    for (const s of [a, b]) {
-      const forget = s.link.handlers.close;
-      s.link.handlers.end = () => this.#sideGone(s, false);
-      s.link.handlers.close = () => {
-        this.#sideGone(s, true);
-        forget();
-      };
-    }
+    // From here on the tunnel is the links' only owner.
+    a.link.attach(this.#handlers[0]);
+    b.link.attach(this.#handlers[1]);
+    const held = this.#held;
     let flushed = 0;
     const onFlushed = () => {
-      if (++flushed === 2) this.#startRelay(held);
+      if (++flushed === 2) this.#boundary.run(() => this.#startRelay(held));
     };
     a.sendText(notification(this.ctx.nextNotificationId(), 'RemoteProxy.TunnelEstablished', { name: b.name, uuid: normalizeUuid(b.uuid) }), onFlushed);
     b.sendText(notification(this.ctx.nextNotificationId(), 'RemoteProxy.TunnelEstablished', { name: a.name, uuid: normalizeUuid(a.uuid) }), onFlushed);
@@ -112,12 +134,16 @@ export class Tunnel {
     this.b.state = 'tunnel';
     // Decided once, so the data path only compares a state and a counter per chunk.
     this.#streams = this.#spliceable();
-    this.#wire(this.a, this.b);
-    this.#wire(this.b, this.a);
+    // Messages inside the tunnel may be as large as its buffer (before it, the JSON-RPC limit held).
+    for (const l of [this.a.link, this.b.link]) if ('setMaxMessageBytes' in l) (l as { setMaxMessageBytes(n: number): void }).setMaxMessageBytes(this.ctx.tunnelBufferBytes);
+    this.#wire(this.a, this.b, this.#handlers[0], this.#handlers[1]);
+    this.#wire(this.b, this.a, this.#handlers[1], this.#handlers[0]);
     // No hand-off while held chunks are replayed: it would forward bytes Node read after them first.
     this.#handoff = 'pending';
     for (const chunk of held[0]) this.a.link.handlers.data(chunk, false);
     for (const chunk of held[1]) this.b.link.handlers.data(chunk, false);
+    held[0].length = 0;
+    held[1].length = 0;
     this.#handoff = this.#streams === undefined ? 'refused' : 'none';
     if (this.#handoff === 'none' && this.relayedBytes >= this.ctx.spliceAfterBytes) return this.#handOff(this.#streams!);
     this.a.link.resume();
@@ -146,7 +172,7 @@ export class Tunnel {
       const fb = lb.spliceFd();
       if (fa === undefined || fb === undefined) {
         if (Date.now() < giveUp && la.pendingBytes + lb.pendingBytes > 0 && !la.closed && !lb.closed) {
-          setTimeout(attempt, 1);
+          setTimeout(() => this.#boundary.run(attempt), 1);
           return;
         }
         return this.#stayInJs();
@@ -196,21 +222,24 @@ export class Tunnel {
       // One side ended and the kernel shut the other's write side: as in JS, the key is free now and
       // the other side has halfCloseMs to finish.
       this.#release();
-      this.#halfTimer ??= setTimeout(() => this.ctx.splice?.stop(this.#spliced!.id), this.ctx.halfCloseMs);
+      const id = this.#spliced?.id;
+      if (id !== undefined) this.#halfTimer ??= setTimeout(() => this.ctx.splice?.stop(id), this.ctx.halfCloseMs);
       return;
     }
     if (this.#halfTimer !== undefined) clearTimeout(this.#halfTimer);
     if (e.kind === 'error') this.ctx.log.debug({ tunnel: this.id, errno: e.errno }, 'kernel relay ended with an error');
-    // The addon no longer touches the fds; closing the sockets is ours.
+    // The final event (exactly one per tunnel): the addon's thread no longer touches the fds, so closing
+    // the sockets is ours now, and only now (`spliced` turns false: the server's close waits for that).
+    this.#spliced = undefined;
     this.a.link.destroy();
     this.b.link.destroy();
   }
 
-  #wire(from: Session, to: Session): void {
+  #wire(from: Session, to: Session, fromHandlers: LinkHandlers, toHandlers: LinkHandlers): void {
     const src = from.link;
     const dst = to.link;
     const ctx = this.ctx;
-    src.handlers.data = (chunk) => {
+    fromHandlers.data = (chunk) => {
       const n = chunk.length;
       from.rxBytes += n;
       to.txBytes += n;
@@ -219,7 +248,7 @@ export class Tunnel {
       if (!dst.sendData(chunk)) src.pause();
       if (this.#handoff === 'none' && this.relayedBytes >= ctx.spliceAfterBytes) this.#handOff(this.#streams!);
     };
-    dst.handlers.drain = () => src.resume();
+    toHandlers.drain = () => src.resume();
   }
 
   /** One side ended its sending (`gone` false) or disappeared (`gone` true). */
@@ -240,7 +269,7 @@ export class Tunnel {
   #release(): void {
     if (this.#released) return;
     this.#released = true;
-    void this.ctx.rendezvous.release(this.key);
+    this.ctx.rendezvous.release(this.key).catch((err: unknown) => this.ctx.log.error({ err, code: 'RELAY_RENDEZVOUS_FAILED', tunnel: this.id }, 'rendezvous release failed'));
   }
 
   #closed(): void {
@@ -256,7 +285,11 @@ export class Tunnel {
     this.ctx.closed(this);
   }
 
-  /** Closes both sides with a catalogue reason (shutdown, idle timeout). */
+  /**
+   * Closes both sides with a catalogue reason (shutdown, idle timeout). A spliced tunnel is only asked to
+   * stop: its sockets are destroyed when the kernel relay confirms (its final event), never before, as
+   * its thread may use the fds until then (`spliced` stays true meanwhile).
+   */
   close(reason: { code: number; reason: string } | undefined): void {
     // Streams carry no reason: the kernel relay is stopped, and its `stopped` event closes both sockets.
     if (this.#spliced !== undefined) return this.ctx.splice?.stop(this.#spliced.id);

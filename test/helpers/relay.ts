@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { WebSocket } from 'ws';
 import { execFileSync } from 'node:child_process';
 import { relayConfigSchema, type RelayConfig } from '../../src/relay/config.ts';
-import { createRelayServer, type RelayServer } from '../../src/relay/server.ts';
+import { createRelayServer, type RelayDeps, type RelayServer } from '../../src/relay/server.ts';
 import { validateConfig } from '../../src/core/config/load.ts';
 import { silentLogger, createLogger, type Logger } from '../../src/core/log.ts';
 
@@ -40,7 +40,7 @@ export function tempDir(prefix = 'gatehouse-test-'): string {
  * Starts a relay. `overrides` is raw config (as in the TOML file); by default: tcp + ws listeners on
  * port 0, the mock authenticator, the monitor in a temp dir.
  */
-export async function startRelay(overrides: Record<string, unknown> = {}, opts: { log?: Logger } = {}): Promise<StartedRelay> {
+export async function startRelay(overrides: Record<string, unknown> = {}, opts: { log?: Logger } & Pick<RelayDeps, 'authenticator' | 'rendezvous'> = {}): Promise<StartedRelay> {
   const dir = tempDir();
   const raw = {
     listeners: [
@@ -53,7 +53,12 @@ export async function startRelay(overrides: Record<string, unknown> = {}, opts: 
   };
   const config = validateConfig(relayConfigSchema, raw);
   const log = opts.log ?? (process.env.GATEHOUSE_TEST_LOG !== undefined ? createLogger({ level: 'debug' }) : silentLogger());
-  const server = createRelayServer(config, { log, baseDir: dir });
+  const server = createRelayServer(config, {
+    log,
+    baseDir: dir,
+    ...(opts.authenticator === undefined ? {} : { authenticator: opts.authenticator }),
+    ...(opts.rendezvous === undefined ? {} : { rendezvous: opts.rendezvous }),
+  });
   await server.start();
   const find = (kind: string) => {
     const l = server.listeners.find((x) => x.kind === kind);

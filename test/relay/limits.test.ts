@@ -76,7 +76,7 @@ test('waiting clients per token: one past the limit gets its own error, then clo
 });
 
 test('failed authentications per IP: after the limit, Authenticate is refused until the window passes', async () => {
-  const relay = await startRelay({ limits: { maxFailedAuthPerIp: 2, failedAuthWindowMs: 600 } });
+  const relay = await startRelay({ limits: { maxAuthFailuresPerIp: 2, authFailureWindowMs: 600 } });
   try {
     for (let i = 0; i < 2; i++) {
       const c = await rawClient(relay.url('tcp'));

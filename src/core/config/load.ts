@@ -34,12 +34,21 @@ function keyOf(path: readonly PropertyKey[]): string {
   return out === '' ? '(root)' : out;
 }
 
+/** Keys an earlier release used, and the key that replaced each (an unknown-key error names the new one). */
+const RENAMED_KEYS = new Map([
+  ['maxFailedAuthPerIp', 'maxAuthFailuresPerIp'],
+  ['failedAuthWindowMs', 'authFailureWindowMs'],
+]);
+
 /** Turns zod's issues into our flat list, expanding unrecognized keys into one issue each. */
 export function configIssues(error: z.ZodError): ConfigIssue[] {
   const issues: ConfigIssue[] = [];
   for (const issue of error.issues) {
     if (issue.code === 'unrecognized_keys') {
-      for (const k of issue.keys) issues.push({ key: keyOf([...issue.path, k]), message: 'unknown key' });
+      for (const k of issue.keys) {
+        const renamed = RENAMED_KEYS.get(k);
+        issues.push({ key: keyOf([...issue.path, k]), message: renamed === undefined ? 'unknown key' : `unknown key (renamed to ${renamed})` });
+      }
     } else {
       issues.push({ key: keyOf(issue.path), message: issue.message });
     }

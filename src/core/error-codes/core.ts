@@ -23,5 +23,10 @@ export const coreErrors = {
     jsonRpcText: 'Too many connections from this address.',
     close: { code: 1013, reason: 'Too many connections from this address.' },
   },
-  CORE_INTERNAL: { summary: 'An unexpected internal failure (a bug); details are in the log.', httpStatus: 500 },
+  CORE_INTERNAL: {
+    summary: 'An unexpected internal failure (a bug) while handling one connection; that connection is closed, the log has the stack.',
+    httpStatus: 500,
+    close: { code: 1011, reason: 'Internal server error.' },
+    lineResult: 'C090',
+  },
 } as const satisfies Record<string, ErrorSpec>;

@@ -45,10 +45,15 @@ export const relayErrors = {
     close: closeWith('Invalid params passed.'),
   },
   RELAY_COMMAND_TIMEOUT: {
-    summary: 'An asynchronous reply (the authenticator) took longer than the JSON-RPC timeout.',
+    summary: 'An asynchronous reply (the authenticator, then the rendezvous offer) took longer than the JSON-RPC timeout.',
     httpStatus: 504,
     jsonRpcText: 'Command timed out',
     close: closeWith('API call timeouted.'),
+  },
+  RELAY_RENDEZVOUS_FAILED: {
+    summary: 'The rendezvous table could not be asked (it failed); the client is answered AuthenticationErrorProxyError and closed.',
+    httpStatus: 503,
+    close: closeWith('Proxy error.'),
   },
   RELAY_AUTHENTICATION_FAILED: {
     summary: 'Authenticate answered with an AuthenticationError other than NoError; the client is closed.',
@@ -100,8 +105,13 @@ export const relayErrors = {
     httpStatus: 400,
     close: closeWith('Binary message not expected.'),
   },
+  RELAY_WS_INVALID_UTF8: {
+    summary: 'A WebSocket text frame that is not valid UTF-8 arrived before the tunnel; closed 1007 without an answer, as QWebSocket does.',
+    httpStatus: 400,
+    close: { code: 1007, reason: 'Invalid UTF-8 code encountered.' },
+  },
   RELAY_WS_MESSAGE_TOO_LARGE: {
-    summary: 'A WebSocket message larger than limits.tunnelBufferBytes arrived; the WebSocket layer closes it.',
+    summary: 'A WebSocket message over the phase limit arrived (limits.maxMessageBytes before the tunnel, limits.tunnelBufferBytes in it); the WebSocket layer closes it.',
     httpStatus: 413,
     close: { code: 1009, reason: '' },
   },
