@@ -171,10 +171,10 @@ export class CardService {
       });
       return Promise.race([work, deadline]).finally(() => clearTimeout(timer));
     };
-    const rawTransmit = (apdu: Buffer) => call((signal) => reader.backend.transmit(reader.terminal, apdu, signal));
+    const rawTransmit = (apdu: Buffer) => call((signal) => reader.backend.transmit(reader.terminal, apdu, signal).then(atLeastStatusWord));
     return {
       reader,
-      reset: () => call((signal) => reader.backend.reset(reader.terminal, signal)),
+      reset: () => call((signal) => reader.backend.reset(reader.terminal, signal).then(atLeastStatusWord)),
       transmit: auto ? (apdu) => followResponses(rawTransmit, apdu) : rawTransmit,
       release: () => {
         if (released) return;
@@ -247,6 +247,15 @@ export class CardService {
       throw err;
     }
   }
+}
+
+/**
+ * A response APDU (and an ATR: TS and T0) has at least 2 bytes; anything shorter is no answer.
+ * @throws GatewayError CARD_BAD_RESPONSE
+ */
+function atLeastStatusWord(resp: Buffer): Buffer {
+  if (resp.length < 2) throw new GatewayError('CARD_BAD_RESPONSE', `the card answered ${resp.length} byte(s), under a status word`);
+  return resp;
 }
 
 /** Follows 61xx with GET RESPONSE and re-sends on 6Cxx with the right Le (bounded). */

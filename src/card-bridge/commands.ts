@@ -8,7 +8,7 @@ import { errorSpec, GatewayError, isGatewayError } from '../core/errors.ts';
 import type { Logger } from '../core/log.ts';
 import type { CardCertificates, CardHandle, CardService, Certificate, Reader } from './cards.ts';
 import { fromHex, parseApdu, toHex } from './protocol/apdu.ts';
-import type { ReaderSpec, Request } from './protocol/lines.ts';
+import { EMPTYLINE, type ReaderSpec, type Request } from './protocol/lines.ts';
 import { decodeBase64Name, encodeName, readerCandidates } from './protocol/readers.ts';
 
 export interface Answer {
@@ -104,7 +104,7 @@ export async function executeRequest(request: Request, ctx: ExecuteContext): Pro
         reader = item.reader;
         continue;
       }
-      if (item.command === 'EMPTYLINE') continue;
+      if (item.command === EMPTYLINE) continue;
       const cmd = item.command.toUpperCase();
       let result: string;
       try {

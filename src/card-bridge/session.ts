@@ -3,15 +3,20 @@
  * in order, one at a time per connection (different connections run in parallel; cards lock themselves).
  *
  * Phases and their deadlines: idle between requests (`idleMs`, closed quietly), reading one request
- * (`requestReadMs`, answered C089 and closed; it runs only while we read, so it starts afresh after
- * backpressure paused reading), answers unread by the client (`writeMs`, destroyed). At most
+ * (`requestReadMs`, answered C089 under the unfinished line's id when it can be read, and closed; it runs
+ * only while we read, so it starts afresh after backpressure paused reading), answers unread by the client
+ * (`writeMs`, destroyed). A request ends at its empty line, or at the end of a read after a command line
+ * (foxyproxy's rule, see protocol/lines.ts). At most
  * `maxPendingRequests` decoded requests wait; past that, reading pauses (backpressure, nothing dropped).
  * A limit (line, commands, request size) is answered C088 after the earlier requests' answers, then closed.
  * EOF from the client ends the request in progress as if the empty line had come, answers, then closes.
+ * Every entry point (socket events, timers, the request pump) runs inside the connection's fault boundary:
+ * a bug answers `C090` (CORE_INTERNAL) and closes this connection only.
  */
 import type { Socket } from 'node:net';
 import { errorSpec, type ErrorCode } from '../core/errors.ts';
 import type { Logger } from '../core/log.ts';
+import { FaultBoundary } from '../core/fault.ts';
 import type { CardBridgeConfig } from './config.ts';
 import { executeRequest, type ExecuteContext } from './commands.ts';
 import { formatAnswers } from './protocol/answers.ts';
@@ -29,7 +34,7 @@ export class LineSession {
   readonly #queue: Request[] = [];
   #busy = false;
   #ending = false;
-  #finalAnswer: string | undefined;
+  #finalAnswer: Buffer | undefined;
   #idleTimer: NodeJS.Timeout | undefined;
   #readTimer: NodeJS.Timeout | undefined;
   #writeTimer: NodeJS.Timeout | undefined;
@@ -37,6 +42,7 @@ export class LineSession {
   /** Aborted when the connection closes: the request in progress runs no further commands. */
   readonly #gone = new AbortController();
   readonly #log: Logger;
+  readonly #boundary: FaultBoundary;
   /** Requests answered on this connection. */
   answered = 0;
 
@@ -47,12 +53,15 @@ export class LineSession {
     const l = ctx.config.limits;
     this.#decoder = new RequestDecoder({ maxLineBytes: l.maxLineBytes, maxCommands: l.maxCommandsPerRequest, maxRequestBytes: l.maxRequestBytes });
     this.#log = ctx.log.child({ remote: socket.remoteAddress, port: socket.remotePort });
+    this.#boundary = new FaultBoundary(this.#log, () => this.#onFault(), () => socket.destroy());
+    const b = this.#boundary;
     socket.setNoDelay(true);
-    socket.on('data', (chunk: Buffer) => this.#onData(chunk));
-    socket.on('end', () => this.#onEnd());
+    socket.on('data', b.wrap((chunk: Buffer) => this.#onData(chunk)));
+    socket.on('end', b.wrap(() => this.#onEnd()));
     socket.on('error', (err) => this.#log.debug({ err: err.message }, 'socket error'));
+    // Cleanup runs even after a fault: the server must learn the connection is gone.
     socket.on('close', () => this.#cleanup());
-    socket.on('drain', () => this.#onDrain());
+    socket.on('drain', b.wrap(() => this.#onDrain()));
     this.#armIdle();
   }
 
@@ -74,9 +83,27 @@ export class LineSession {
     this.socket.destroy();
   }
 
+  /** After a bug: one `C090` line (what the client reads as an internal error), then close. */
+  #onFault(): void {
+    this.#ending = true;
+    this.#queue.length = 0;
+    this.#clearTimer('idle');
+    this.#clearTimer('read');
+    this.socket.pause();
+    if (!this.socket.destroyed) this.socket.end(formatAnswers([{ id: '', result: errorSpec('CORE_INTERNAL').lineResult! }], false));
+    setTimeout(() => this.socket.destroy(), this.ctx.config.timeouts.closeFlushMs).unref();
+  }
+
+  /** Runs the request pump; its failures are this connection's faults. */
+  #runPump(): void {
+    this.#pump().catch(this.#boundary.catch);
+  }
+
   #onData(chunk: Buffer): void {
     if (this.#ending) return;
-    const events = this.#decoder.push(chunk);
+    const pushed = this.#decoder.push(chunk);
+    // A read that ends at a line end may complete a request with no empty line (JSignPdf; see lines.ts).
+    const events = pushed.some((e) => e.kind === 'limit') ? pushed : [...pushed, ...this.#decoder.endOfRead()];
     // Only protocol progress counts as activity: lines that are not protocol lines do not keep a
     // connection alive past idleMs.
     if (events.length === 0 && !this.#decoder.inRequest) {
@@ -95,14 +122,14 @@ export class LineSession {
       } else {
         this.#log.warn({ code: ev.code }, 'limit exceeded; answering and closing');
         this.#fail(ev.code, ev.id);
-        void this.#pump();
+        this.#runPump();
         return;
       }
     }
     if (!this.#decoder.inRequest) this.#clearTimer('read');
     else this.#armRead();
     if (this.#queue.length >= this.ctx.config.limits.maxPendingRequests) this.#pause();
-    void this.#pump();
+    this.#runPump();
     this.#armIdle();
   }
 
@@ -112,7 +139,7 @@ export class LineSession {
     this.#readTimer = setTimeout(() => {
       this.#readTimer = undefined;
       this.#log.warn({ code: 'CARD_REQUEST_READ_TIMEOUT' }, 'request not finished in time; answering and closing');
-      this.#fail('CARD_REQUEST_READ_TIMEOUT', this.#decoder.lastId);
+      this.#fail('CARD_REQUEST_READ_TIMEOUT', this.#decoder.pendingId);
     }, this.ctx.config.timeouts.requestReadMs);
   }
 
@@ -170,9 +197,9 @@ export class LineSession {
     this.#armIdle();
   }
 
-  #write(text: string): void {
+  #write(bytes: Buffer): void {
     if (this.#done || this.socket.destroyed) return;
-    if (!this.socket.write(text)) {
+    if (!this.socket.write(bytes)) {
       this.#pause();
       this.#writeTimer ??= setTimeout(() => {
         this.#log.warn({ code: 'CARD_WRITE_TIMEOUT' }, 'client does not read its answers; destroying');
@@ -184,7 +211,7 @@ export class LineSession {
   #onDrain(): void {
     this.#clearTimer('write');
     if (!this.#ending && this.#queue.length < this.ctx.config.limits.maxPendingRequests) this.#resume();
-    void this.#pump();
+    this.#runPump();
   }
 
   #maybeFinish(): void {

@@ -155,10 +155,16 @@ test('timeouts: idle connections are closed; an unfinished request is answered C
       await new Promise((r) => setTimeout(r, 50));
     }
     assert.ok(junk.isClosed, 'lines that are not protocol lines do not keep the connection alive');
+    // a stalled half-sent line answers under its own id (`>46:RES` then silence)
     const stalled = await LineClient.connect(b.port);
-    stalled.send('>one\n>4:RESET\n');
+    stalled.send('>one\n>46:RES');
     await stalled.closed(5000);
-    assert.equal(stalled.text, '>4:C089\n@@\n');
+    assert.equal(stalled.text, '>46:C089\n@@\n');
+    // EMPTYLINE: complete lines, but the empty line never comes
+    const waiting = await LineClient.connect(b.port);
+    waiting.send('>one\n>3:EMPTYLINE\n>4:RESET\n');
+    await waiting.closed(5000);
+    assert.equal(waiting.text, '>4:C089\n@@\n');
     const eof = await LineClient.connect(b.port);
     eof.send('>one\n>5:RESET');
     eof.end();

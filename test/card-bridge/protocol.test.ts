@@ -183,7 +183,99 @@ test('answer framing: one @@ per request, or after every answer in 1.x mode', ()
     { id: '1', result: '9000' },
     { id: '2', result: 'C083' },
   ];
-  assert.equal(formatAnswers(a, false), '>1:9000\n>2:C083\n@@\n');
-  assert.equal(formatAnswers(a, true), '>1:9000\n@@\n>2:C083\n@@\n');
-  assert.equal(formatAnswers([], false), '@@\n');
+  assert.equal(formatAnswers(a, false).toString('latin1'), '>1:9000\n>2:C083\n@@\n');
+  assert.equal(formatAnswers(a, true).toString('latin1'), '>1:9000\n@@\n>2:C083\n@@\n');
+  assert.equal(formatAnswers([], false).toString('latin1'), '@@\n');
+});
+
+// ---------------------------------------------------------------------------------------------------
+// When a request is complete (foxyproxy 2.x's rule) and ids byte for byte
+// ---------------------------------------------------------------------------------------------------
+
+/** Decodes the way the session does: each chunk is one read (push, then endOfRead). */
+function decodeReads(chunks: readonly (string | Uint8Array)[], limits = LIMITS): DecoderEvent[] {
+  const dec = new RequestDecoder(limits);
+  const out: DecoderEvent[] = [];
+  for (const c of chunks) out.push(...dec.push(typeof c === 'string' ? Buffer.from(c) : c), ...dec.endOfRead());
+  return out;
+}
+const commandIds = (evs: readonly DecoderEvent[]): string[][] =>
+  evs.map((e) => (e.kind === 'request' ? e.request.items.flatMap((i) => (i.kind === 'command' ? [i.id] : [])) : [`limit:${e.code}`]));
+
+test('a read that ends at a line end after a command completes the request (JSignPdf: no empty line)', () => {
+  assert.deepEqual(commandIds(decodeReads(['>all readers\n>5:ALIASES\n'])), [['5']]);
+  assert.deepEqual(commandIds(decodeReads(['>all readers\r\n>5:ALIASES\r\n'])), [['5']]);
+  // no command yet, or an unfinished line: wait
+  assert.deepEqual(decodeReads(['>all readers\n']), []);
+  assert.deepEqual(decodeReads(['>all readers\n>5:ALIA']), []);
+  assert.deepEqual(commandIds(decodeReads(['>all readers\n>5:ALIA', 'SES\n'])), [['5']]);
+  // several commands in one read are one request; the empty line that may follow in a later read is ignored
+  assert.deepEqual(commandIds(decodeReads(['>R|\n>1:RESET|\n>2:APDU:00A4040000|\n', '\n', '>R|\n>3:RESET|\n\n'])), [['1', '2'], ['3']]);
+  // push alone (no end of read) still waits for the empty line
+  assert.deepEqual(new RequestDecoder(LIMITS).push(Buffer.from('>all readers\n>5:ALIASES\n')), []);
+});
+
+test('EMPTYLINE (exact case) makes a request wait for its empty line or EOF, across reads', () => {
+  assert.deepEqual(decodeReads(['>R|\n>0:EMPTYLINE\n>1:RESET|\n', '>2:RESET|\n']), []);
+  assert.deepEqual(commandIds(decodeReads(['>R|\n>0:EMPTYLINE\n>1:RESET|\n', '>2:RESET|\n', '\n'])), [['0', '1', '2']]);
+  // any other case is an ordinary (unknown) command
+  assert.deepEqual(commandIds(decodeReads(['>R|\n>0:emptyline\n'])), [['0']]);
+});
+
+test('ids are the wire bytes between ">" and the first separator, in any encoding, echoed byte for byte', () => {
+  const ids = [
+    Buffer.from('12,345'), // MessageFormat, en
+    Buffer.from('12\u00a0345'), // cs (U+00A0, UTF-8)
+    Buffer.from([0x31, 0x32, 0xa0, 0x33, 0x34, 0x35]), // cs in windows-1250 (Java < 18 default charset)
+    Buffer.from('12\u202f345'), // fr (U+202F)
+    Buffer.from('12.345'),
+    Buffer.from('-7'),
+    Buffer.from('7 '), // trailing whitespace is kept, as foxyproxy echoes it
+  ];
+  for (const id of ids) {
+    const line = Buffer.concat([Buffer.from('>R\n> '), id, Buffer.from(':RESET|\n\n')]);
+    const [ev] = new RequestDecoder(LIMITS).push(line);
+    assert.ok(ev?.kind === 'request');
+    const item = ev.request.items[0];
+    assert.ok(item?.kind === 'command');
+    assert.equal(item.command, 'RESET');
+    const answer = formatAnswers([{ id: item.id, result: '3B00' }], false);
+    assert.deepEqual(answer, Buffer.concat([Buffer.from('>'), id, Buffer.from(':3B00\n@@\n')]), id.toString('hex'));
+  }
+});
+
+test('pendingId: a stalled half-sent command line answers under its own id once its separator arrived', () => {
+  const dec = new RequestDecoder(LIMITS);
+  dec.push(Buffer.from('>R\n>45:RESET\n>46:RES'));
+  assert.equal(dec.pendingId, '46');
+  const early = new RequestDecoder(LIMITS);
+  early.push(Buffer.from('>R\n>45:RESET\n>46'));
+  assert.equal(early.pendingId, '45', 'no separator yet: the latest complete command');
+  const reader = new RequestDecoder(LIMITS);
+  reader.push(Buffer.from('>Jan:12'));
+  assert.equal(reader.pendingId, '', 'an unfinished reader line has no id (nor is its PIN echoed)');
+});
+
+test('property: any chunking gives the same requests when every read boundary is a possible request end', () => {
+  // Single-command requests (JSignPdf, APDUPlay) and EMPTYLINE requests do not depend on where reads end.
+  const request = fc.oneof(
+    fc.record({ reader: fc.stringMatching(/^[A-Za-z0-9 *.@-]{1,20}$/), id: fc.stringMatching(/^[0-9]{1,3}(,[0-9]{3})?$/), empty: fc.boolean(), eol: fc.constantFrom('\n', '\r\n', '\r') }).map(
+      (r) => ({ text: `>${r.reader}|${r.eol}>${r.id}:RESET|${r.eol}`, end: r.empty ? r.eol : '', ids: [r.id] }),
+    ),
+    fc.record({ reader: fc.stringMatching(/^[A-Za-z0-9 *.@-]{1,20}$/), ids: fc.array(fc.stringMatching(/^[0-9]{1,3}$/), { minLength: 1, maxLength: 4 }), eol: fc.constantFrom('\n', '\r\n') }).map((r) => ({
+      text: `>${r.reader}|${r.eol}>0:EMPTYLINE${r.eol}${r.ids.map((id) => `>${id}:APDU:00A40400|${r.eol}`).join('')}`,
+      end: r.eol,
+      ids: ['0', ...r.ids],
+    })),
+  );
+  fc.assert(
+    fc.property(fc.array(request, { minLength: 1, maxLength: 4 }), fc.array(fc.integer({ min: 1, max: 17 }), { minLength: 1, maxLength: 10 }), (reqs, cuts) => {
+      // A request without its empty line can only be the last one: the client waits for its answer first.
+      const bytes = Buffer.from(reqs.map((r, i) => r.text + (i === reqs.length - 1 ? r.end : r.end || r.text.slice(-1))).join(''));
+      const chunks: Buffer[] = [];
+      for (let at = 0, i = 0; at < bytes.length; at += cuts[i++ % cuts.length]!) chunks.push(bytes.subarray(at, at + cuts[i % cuts.length]!));
+      assert.deepEqual(commandIds(decodeReads(chunks)), reqs.map((r) => r.ids));
+    }),
+    { numRuns: 300 },
+  );
 });

@@ -44,7 +44,7 @@ test('CloudFoxy REST API: token required; hello, inventory, basic (reset, APDU, 
   assert.equal((await cf('/api/v1/hello', null)).status, 401);
   assert.equal((await cf('/api/v1/hello', 'wrong')).status, 401);
   const hello = await (await cf('/api/v1/hello')).text();
-  assert.match(hello, /^CloudFoxy REST API \(Gatehouse\)\nuptime \d+\.\d{3} s\n$/);
+  assert.match(hello, /^CloudFoxy REST API \(Gatehouse\)\nuptime \d+ s\nstarted \d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z\n$/);
   assert.equal(await (await cf('/api/v1/inventory')).text(), '/192.168.42.10@1 3B021450\nUSB Reader 1 3B021450\nSlow One 3B021450\n');
   const t = encodeURIComponent('/192.168.42.10@1');
   assert.equal(await (await cf(`/api/v1/basic?reset=1&terminal=${t}`)).text(), '3B021450\n');

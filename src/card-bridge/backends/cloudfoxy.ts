@@ -6,8 +6,9 @@
  *   A first line with SW1 `C0` is a hardware error: retried `hardwareRetries` times, then
  *   CARD_UPSTREAM_FAILED. Non-200 → the body's C08x result when it is one we know, else CARD_UPSTREAM_FAILED.
  * - Every request has its own deadline (`requestTimeoutMs`, and the caller's signal) and a bounded body.
- * - `/hello` and `/inventory` are polled every `pollIntervalMs`; a smaller uptime than before (the upstream
- *   restarted) or a changed inventory fires a change, which makes the bridge rebuild its caches.
+ * - `/hello` and `/inventory` are polled every `pollIntervalMs`; a restart (a smaller uptime than before, or
+ *   another `started` line 3 from a Gatehouse upstream) or a changed inventory fires a change, which makes
+ *   the bridge rebuild its caches.
  */
 import { GatewayError, type ErrorCode } from '../../core/errors.ts';
 import type { Logger } from '../../core/log.ts';
@@ -17,17 +18,21 @@ import { ChangeListeners, type CardBackend, type ReaderState } from './types.ts'
 
 type CloudFoxyConfig = Extract<CardBackendConfig, { kind: 'cloudfoxy' }>;
 
-const KNOWN_RESULTS: Readonly<Record<string, ErrorCode>> = {
-  C080: 'CARD_NO_CARD',
-  C083: 'CARD_READER_NOT_FOUND',
-  C087: 'CARD_BAD_APDU',
-  C089: 'CARD_COMMAND_TIMEOUT',
-};
+/** Upstream error results we map to our own codes (a Map: the key is text the upstream chose). */
+const KNOWN_RESULTS: ReadonlyMap<string, ErrorCode> = new Map<string, ErrorCode>([
+  ['C080', 'CARD_NO_CARD'],
+  ['C083', 'CARD_READER_NOT_FOUND'],
+  ['C086', 'CARD_BAD_RESPONSE'],
+  ['C087', 'CARD_BAD_APDU'],
+  ['C089', 'CARD_COMMAND_TIMEOUT'],
+]);
 
 export class CloudFoxyBackend implements CardBackend {
   readonly kind = 'cloudfoxy';
   #readers: ReaderState[] = [];
   #uptime: number | undefined;
+  /** Line 3 of /hello (`started <time>` from a Gatehouse upstream); a different one = a restart. */
+  #started: string | undefined;
   #timer: NodeJS.Timeout | undefined;
   #polling: Promise<void> | undefined;
   #closed = false;
@@ -91,13 +96,15 @@ export class CloudFoxyBackend implements CardBackend {
     try {
       const hello = await this.#get('/api/v1/hello', AbortSignal.timeout(this.cfg.requestTimeoutMs));
       if (hello.status === 200) {
-        const uptime = Number((hello.text.split(/\r?\n/)[1] ?? '').trim().split(/\s+/)[1]);
+        const lines = hello.text.split(/\r?\n/);
+        const uptime = Number((lines[1] ?? '').trim().split(/\s+/)[1] ?? 'x');
+        const started = /^started\s+(\S+)\s*$/.exec(lines[2] ?? '')?.[1];
         if (Number.isFinite(uptime)) {
-          if (this.#uptime !== undefined && uptime < this.#uptime) {
-            this.#log.info({ uptime, before: this.#uptime }, 'upstream restarted; rebuilding caches');
-            restarted = true;
-          }
+          if (this.#uptime !== undefined && uptime < this.#uptime) restarted = true;
+          if (started !== undefined && this.#started !== undefined && started !== this.#started) restarted = true;
+          if (restarted) this.#log.info({ uptime, before: this.#uptime }, 'upstream restarted; rebuilding caches');
           this.#uptime = uptime;
+          this.#started = started;
         }
       }
       const inv = await this.#get('/api/v1/inventory', AbortSignal.timeout(this.cfg.requestTimeoutMs));
@@ -182,10 +189,11 @@ export class CloudFoxyBackend implements CardBackend {
       }
       const first = (res.text.split(/\r?\n/)[0] ?? '').trim();
       if (res.status !== 200) {
-        const code = KNOWN_RESULTS[first.toUpperCase()];
+        const code = KNOWN_RESULTS.get(first.toUpperCase());
         throw new GatewayError(code ?? 'CARD_UPSTREAM_FAILED', `upstream answered HTTP ${res.status}`);
       }
-      if (!/^([0-9A-Fa-f]{2})+$/.test(first)) throw new GatewayError('CARD_UPSTREAM_FAILED', 'upstream answer is not hex');
+      // An empty first line is the card answering nothing: the card layer turns it (and 1 byte) into C086.
+      if (!/^([0-9A-Fa-f]{2})*$/.test(first)) throw new GatewayError('CARD_UPSTREAM_FAILED', 'upstream answer is not hex');
       const out = Buffer.from(first, 'hex');
       if (statusWord(out) >> 8 === 0xc0 && (apdu !== undefined || out.length === 2)) {
         if (attempt < this.cfg.hardwareRetries) {

@@ -76,22 +76,25 @@ export function decodeOid(bytes: Uint8Array): string {
   return parts.join('.');
 }
 
-/** Attribute names for the subject string (`"<attribute name>: <value>"`), as foxyproxy prints them. */
-export const ATTRIBUTE_NAMES: Readonly<Record<string, string>> = {
-  '2.5.4.3': 'commonName',
-  '2.5.4.4': 'surname',
-  '2.5.4.5': 'serialNumber',
-  '2.5.4.6': 'countryName',
-  '2.5.4.7': 'localityName',
-  '2.5.4.8': 'stateOrProvinceName',
-  '2.5.4.9': 'streetAddress',
-  '2.5.4.10': 'organizationName',
-  '2.5.4.11': 'organizationalUnitName',
-  '2.5.4.12': 'title',
-  '2.5.4.42': 'givenName',
-  '2.5.4.97': 'organizationIdentifier',
-  '1.2.840.113549.1.9.1': 'emailAddress',
-};
+/**
+ * Attribute names for the subject string (`"<attribute name>: <value>"`), as foxyproxy prints them. A Map:
+ * the OID comes from certificate bytes on the card.
+ */
+export const ATTRIBUTE_NAMES: ReadonlyMap<string, string> = new Map([
+  ['2.5.4.3', 'commonName'],
+  ['2.5.4.4', 'surname'],
+  ['2.5.4.5', 'serialNumber'],
+  ['2.5.4.6', 'countryName'],
+  ['2.5.4.7', 'localityName'],
+  ['2.5.4.8', 'stateOrProvinceName'],
+  ['2.5.4.9', 'streetAddress'],
+  ['2.5.4.10', 'organizationName'],
+  ['2.5.4.11', 'organizationalUnitName'],
+  ['2.5.4.12', 'title'],
+  ['2.5.4.42', 'givenName'],
+  ['2.5.4.97', 'organizationIdentifier'],
+  ['1.2.840.113549.1.9.1', 'emailAddress'],
+]);
 
 function decodeString(buf: Uint8Array, t: Tlv): string {
   const bytes = Buffer.from(buf.subarray(t.contentStart, t.end));
@@ -112,7 +115,7 @@ export function nameAttributes(buf: Uint8Array, name: Tlv): { type: string; valu
       const [oid, val] = children(buf, atv);
       if (oid?.tag !== 0x06 || val === undefined) continue;
       const o = decodeOid(buf.subarray(oid.contentStart, oid.end));
-      out.push({ type: ATTRIBUTE_NAMES[o] ?? o, value: decodeString(buf, val) });
+      out.push({ type: ATTRIBUTE_NAMES.get(o) ?? o, value: decodeString(buf, val) });
     }
   }
   return out;

@@ -2,11 +2,22 @@
  * The line protocol's byte → request decoder (pure: bytes in, whole requests out; no sockets).
  *
  * Wire format (foxyproxy, see docs/card-bridge.md):
- *   `>READER[:PIN]|` then `>ID:COMMAND[:DATA[:OBJECT]]|` lines, then an empty line.
+ *   `>READER[:PIN]|` then `>ID:COMMAND[:DATA[:OBJECT]]|` lines, then (usually) an empty line.
  * Lines end in `\n`, `\r\n` or `\r` (a `\r\n` split across chunks is still one line end) and are trimmed.
  * Lines starting with `>` or `#` are protocol lines; other non-empty lines are ignored. `:` and `|` are
  * both field separators; empty trailing fields are ignored (so the trailing `|` of APDUPlay's notes field
  * disappears). A one-field line after the reader line replaces the reader.
+ *
+ * When a request is complete (foxyproxy 2.x's rule, without its loss of lines split across segments):
+ * - at an empty line once the reader line was read;
+ * - at the end of a read (`endOfRead()`, called by the session after each chunk the socket delivers) that
+ *   leaves no unfinished line, once at least one command line was read, unless the request named
+ *   `EMPTYLINE` (exact case): then only the empty line (or EOF) ends it. JSignPdf sends one line pair with
+ *   no empty line and waits; APDUPlay ends its requests with an empty line.
+ *
+ * Ids are echoed byte for byte: a command's id is the latin1 decoding of its bytes on the wire (between
+ * `>` plus any whitespace and the first `:` or `|`), so `formatAnswers` can write them back unchanged
+ * whatever their encoding (`12,345`, `12 345` with U+00A0 in UTF-8 or windows-1250, …).
  *
  * Limits: a line over `maxLineBytes`, a request with more than `maxCommands` command lines, or more than
  * `maxRequestBytes` in total, yields a `limit` event (the decoder then discards everything; the session
@@ -43,8 +54,15 @@ export interface DecoderLimits {
   readonly maxRequestBytes: number;
 }
 
+/** The command name that makes a request wait for its empty line (foxyproxy 2.x; exact case; no answer). */
+export const EMPTYLINE = 'EMPTYLINE';
+
 const LF = 0x0a;
 const CR = 0x0d;
+const COLON = 0x3a;
+const BAR = 0x7c;
+/** Longest id a limit error echoes (the line it came from may be huge and is discarded). */
+const MAX_LIMIT_ID_BYTES = 64;
 
 /** Splits fields on `:` and `|`, trims each, drops empty trailing fields. */
 export function splitFields(text: string): string[] {
@@ -63,24 +81,50 @@ export function parseReaderLine(body: string): ReaderSpec {
   return { text, name: text.slice(0, colon).trim(), pin: pin === '' ? undefined : pin };
 }
 
+/**
+ * A command with a given id: `COMMAND[:DATA[:OBJECT]]` (`:` or `|` separated; the foxyproxy HTTP API's
+ * `line`). The id is kept exactly as given.
+ */
+export function parseCommandFields(id: string, rest: string): RequestItem & { kind: 'command' } {
+  const fields = splitFields(rest);
+  return {
+    kind: 'command',
+    id,
+    command: fields[0] ?? '',
+    data: (fields[1] ?? '').replace(/\s+/g, ''),
+    object: fields[2] ?? '',
+    fields: fields.length + 1,
+  };
+}
+
 /** Parses a command line body (after `>`). One field = a new reader; otherwise `ID:COMMAND[:DATA[:OBJECT]]`. */
 export function parseCommandLine(body: string): RequestItem {
   const fields = splitFields(body);
   if (fields.length <= 1) return { kind: 'reader', reader: parseReaderLine(body) };
-  return {
-    kind: 'command',
-    id: fields[0] ?? '',
-    command: fields[1] ?? '',
-    data: (fields[2] ?? '').replace(/\s+/g, ''),
-    object: fields[3] ?? '',
-    fields: fields.length,
-  };
+  const sep = body.search(/[:|]/);
+  return parseCommandFields(fields[0] ?? '', body.slice(sep + 1));
 }
 
-/** The id a line would answer under, for limit errors: the text between `>` and the first separator. */
-function idOf(head: string): string {
-  const m = /^\s*[>#]\s*([^:|\r\n]*)[:|]/.exec(head);
-  return m === null ? '' : m[1]!.trim().slice(0, 64);
+const isSpace = (b: number): boolean => b === 0x20 || b === 0x09 || b === 0x0b || b === 0x0c || b === LF || b === CR;
+
+/**
+ * The id bytes of a command line as a latin1 string: after the leading `>`/`#` and whitespace, up to the
+ * first `:` or `|` (trailing whitespace kept, as foxyproxy echoes it). undefined when the line is not a
+ * protocol line or no separator was seen within `maxBytes`.
+ */
+export function wireId(line: Uint8Array, maxBytes = Number.MAX_SAFE_INTEGER): string | undefined {
+  let i = 0;
+  while (i < line.length && isSpace(line[i]!)) i++;
+  if (line[i] !== 0x3e /* > */ && line[i] !== 0x23 /* # */) return undefined;
+  i++;
+  while (i < line.length && isSpace(line[i]!)) i++;
+  const start = i;
+  const stop = Math.min(line.length, start + maxBytes + 1);
+  for (; i < stop; i++) {
+    const b = line[i];
+    if (b === COLON || b === BAR) return Buffer.from(line.buffer, line.byteOffset + start, i - start).toString('latin1');
+  }
+  return undefined;
 }
 
 export class RequestDecoder {
@@ -91,18 +135,32 @@ export class RequestDecoder {
   #reader: ReaderSpec | undefined;
   #haveReader = false;
   #items: RequestItem[] = [];
+  #commands = 0;
+  #waitEmptyLine = false;
   #requestBytes = 0;
   #lastId = '';
 
   constructor(private readonly limits: DecoderLimits) {}
 
-  /** True while a request has started (a protocol line was seen) and its empty line has not come yet. */
+  /** True while a request has started (a protocol line was seen) and has not been completed yet. */
   get inRequest(): boolean {
     return this.#haveReader || this.#partialBytes > 0;
   }
 
   /** The id of the latest command line of the request in progress ('' if none). */
   get lastId(): string {
+    return this.#lastId;
+  }
+
+  /**
+   * The id to answer a request that stalls now: the unfinished command line's own id when its separator has
+   * arrived (`>46:RES` → `46`), else the latest complete command line's, else ''.
+   */
+  get pendingId(): string {
+    if (this.#haveReader && this.#partialBytes > 0) {
+      const id = wireId(Buffer.concat(this.#partial));
+      if (id !== undefined) return id;
+    }
     return this.#lastId;
   }
 
@@ -123,7 +181,7 @@ export class RequestDecoder {
       const line = this.#take(chunk, start, i);
       this.#skipLf = b === CR;
       start = i + 1;
-      const ev = this.#line(line.toString('utf8'), line.length);
+      const ev = this.#line(line);
       if (ev !== undefined) {
         out.push(ev);
         if (ev.kind === 'limit') return out;
@@ -132,13 +190,22 @@ export class RequestDecoder {
     if (start < chunk.length) {
       const rest = chunk.subarray(start);
       if (this.#partialBytes + rest.length > this.limits.maxLineBytes) {
-        const head = Buffer.concat([...this.#partial, rest.subarray(0, 80)]).toString('latin1');
-        return [...out, this.#die('CARD_LIMIT_LINE', idOf(head) || this.#lastId)];
+        const head = Buffer.concat([...this.#partial, rest.subarray(0, 80)]);
+        return [...out, this.#die('CARD_LIMIT_LINE', this.#limitId(head))];
       }
       this.#partial.push(Buffer.from(rest));
       this.#partialBytes += rest.length;
     }
     return out;
+  }
+
+  /**
+   * The socket delivered everything it had: a request with at least one command, no unfinished line and no
+   * `EMPTYLINE` is complete now (foxyproxy answers after such a read; JSignPdf waits for that answer).
+   */
+  endOfRead(): DecoderEvent[] {
+    if (this.#dead || !this.#haveReader || this.#partialBytes > 0 || this.#commands === 0 || this.#waitEmptyLine) return [];
+    return [this.#complete()];
   }
 
   #take(chunk: Uint8Array, start: number, end: number): Buffer {
@@ -158,22 +225,31 @@ export class RequestDecoder {
     return { kind: 'limit', code, id };
   }
 
-  /** `bytes` is the line's length on the wire (invalid UTF-8 decodes to longer text). */
-  #line(raw: string, bytes: number): DecoderEvent | undefined {
-    if (bytes > this.limits.maxLineBytes) return this.#die('CARD_LIMIT_LINE', idOf(raw.slice(0, 80)) || this.#lastId);
-    const text = raw.trim();
+  /** The id a limit on this line answers under: its own when it is a command line, else the latest one. */
+  #limitId(line: Buffer): string {
+    return (this.#haveReader ? wireId(line.subarray(0, 80), MAX_LIMIT_ID_BYTES) : undefined) ?? this.#lastId;
+  }
+
+  #complete(): DecoderEvent {
+    const request: Request = { reader: this.#reader, items: this.#items };
+    this.#reader = undefined;
+    this.#haveReader = false;
+    this.#items = [];
+    this.#commands = 0;
+    this.#waitEmptyLine = false;
+    this.#requestBytes = 0;
+    this.#lastId = '';
+    return { kind: 'request', request };
+  }
+
+  /** One line without its line end; its length is its size on the wire. */
+  #line(line: Buffer): DecoderEvent | undefined {
+    const bytes = line.length;
+    if (bytes > this.limits.maxLineBytes) return this.#die('CARD_LIMIT_LINE', this.#limitId(line));
+    const text = line.toString('utf8').trim();
     if (this.#haveReader || text !== '') this.#requestBytes += bytes + 1;
-    if (this.#requestBytes > this.limits.maxRequestBytes) return this.#die('CARD_LIMIT_REQUEST', idOf(raw.slice(0, 80)) || this.#lastId);
-    if (text === '') {
-      if (!this.#haveReader) return undefined;
-      const request: Request = { reader: this.#reader, items: this.#items };
-      this.#reader = undefined;
-      this.#haveReader = false;
-      this.#items = [];
-      this.#requestBytes = 0;
-      this.#lastId = '';
-      return { kind: 'request', request };
-    }
+    if (this.#requestBytes > this.limits.maxRequestBytes) return this.#die('CARD_LIMIT_REQUEST', this.#limitId(line));
+    if (text === '') return this.#haveReader ? this.#complete() : undefined;
     const first = text.charCodeAt(0);
     if (first !== 0x3e /* > */ && first !== 0x23 /* # */) return undefined;
     const body = text.slice(1);
@@ -182,10 +258,17 @@ export class RequestDecoder {
       this.#reader = parseReaderLine(body);
       return undefined;
     }
-    const item = parseCommandLine(body);
-    if (item.kind === 'command') this.#lastId = item.id;
+    let item = parseCommandLine(body);
+    if (item.kind === 'command') {
+      item = { ...item, id: wireId(line) ?? item.id };
+      this.#lastId = item.id;
+    }
     if (this.#items.length >= this.limits.maxCommands) return this.#die('CARD_LIMIT_COMMANDS', this.#lastId);
     this.#items.push(item);
+    if (item.kind === 'command') {
+      if (item.command === EMPTYLINE) this.#waitEmptyLine = true;
+      else this.#commands++;
+    }
     return undefined;
   }
 }

@@ -2,7 +2,9 @@
  * The CloudFoxy REST API, served over our cards, so foxyproxy (or any CloudFoxy client, or another
  * Gatehouse's upstream backend) can use Gatehouse as its upstream:
  *   GET /api/v1/basic?reset=<0|1>&terminal=<id>[&apdu=<HEX>]  → first line: R-APDU hex (or ATR for a bare reset)
- *   GET /api/v1/hello       → `CloudFoxy REST API (Gatehouse)` / `uptime <seconds> s`
+ *   GET /api/v1/hello       → `CloudFoxy REST API (Gatehouse)` / `uptime <whole seconds> s` / `started <ISO time>`
+ *                             (foxyproxy 1.x and 2.x need at least three non-empty lines and read line 2's
+ *                             second word with Python's `int()`; a smaller value than before = a restart)
  *   GET /api/v1/inventory   → one `<terminal> <ATR hex>` line per card
  * Every request needs `X-Auth-Token` (401 without). Failures answer the catalogue's HTTP status with the
  * line-protocol result (`C080`, `C083`, …) as the body's first line.
@@ -27,6 +29,16 @@ export interface CloudFoxyApiOptions {
   readonly maxConnections?: number;
 }
 
+/**
+ * The `/hello` body: three lines, the uptime in whole seconds (foxyproxy parses it with `int()`, so no
+ * fraction), then the start time, from which our own CloudFoxy backend also notices a restart that came
+ * sooner after the previous start than its poll interval (the uptime alone cannot show that).
+ */
+export function helloText(startedAt: number, now: number): string {
+  const uptime = Math.max(0, Math.floor((now - startedAt) / 1000));
+  return `CloudFoxy REST API (Gatehouse)\nuptime ${uptime} s\nstarted ${new Date(startedAt).toISOString()}\n`;
+}
+
 export function createCloudFoxyApi(cards: CardService, opts: CloudFoxyApiOptions): HttpApi {
   const log = opts.log.child({ api: 'cloudfoxy' });
   const fail = (res: ServerResponse, err: unknown) => {
@@ -46,7 +58,7 @@ export function createCloudFoxyApi(cards: CardService, opts: CloudFoxyApiOptions
     }
     switch (url.pathname) {
       case '/api/v1/hello':
-        return send(res, 200, `CloudFoxy REST API (Gatehouse)\nuptime ${((Date.now() - opts.startedAt) / 1000).toFixed(3)} s\n`);
+        return send(res, 200, helloText(opts.startedAt, Date.now()));
       case '/api/v1/inventory':
         return send(
           res,

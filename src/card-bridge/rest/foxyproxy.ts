@@ -11,7 +11,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Secret } from '../../core/config/secret.ts';
 import type { Logger } from '../../core/log.ts';
 import { executeRequest, type ExecuteContext } from '../commands.ts';
-import { parseCommandLine, parseReaderLine, type RequestItem } from '../protocol/lines.ts';
+import { parseCommandFields, parseReaderLine, type RequestItem } from '../protocol/lines.ts';
 import { readerCandidates } from '../protocol/readers.ts';
 import { httpApi, readBody, requestToken, send, tokenMatches, type HttpApi } from './http.ts';
 
@@ -84,7 +84,8 @@ export function createFoxyproxyApi(exec: ExecuteContext, opts: FoxyproxyApiOptio
         return json(res, 400, { result: false, error: `need data.reader (string) and 1..${maxCommands} commands` });
       }
       const str = (v: unknown): string => (typeof v === 'string' || typeof v === 'number' ? String(v) : '');
-      const items: RequestItem[] = list.map((c) => parseCommandLine(`${str(c.id)}:${str(c.line)}`));
+      // The id is echoed exactly as given (it may contain `:`); only `line` is split into fields.
+      const items: RequestItem[] = list.map((c) => parseCommandFields(str(c.id), str(c.line)));
       // A client that goes away (closes before its answer) stops the request at its next command.
       const gone = new AbortController();
       res.on('close', () => {

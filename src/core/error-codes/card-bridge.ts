@@ -23,6 +23,11 @@ export const cardBridgeErrors = {
     lineResult: 'C085',
   },
   CARD_SIGN_NO_ANSWER: { summary: 'The card gave no usable answer for SIGN (no key, no signature).', httpStatus: 502, lineResult: 'C086' },
+  CARD_BAD_RESPONSE: {
+    summary: "The card's answer (or ATR) was shorter than 2 bytes: no status word. C086 is foxyproxy 2.x's code for such an answer.",
+    httpStatus: 502,
+    lineResult: 'C086',
+  },
   CARD_BAD_APDU: {
     summary: 'APDU data is not even-length hex, is under 4 bytes, over the ISO 7816-4 limits, or malformed.',
     httpStatus: 400,
