@@ -1,5 +1,5 @@
 /**
- * Crash-safe file replacement and the per-file writer lock.
+ * Crash-safe file replacement, and the in-process writer queue (the cross-process lock is file-lock.ts).
  *
  * `writeFileAtomic` writes a temp file next to the target (same filesystem), fsyncs it, renames it over
  * the target and fsyncs the directory, so a crash at any instant leaves either the old or the new content.
@@ -10,7 +10,8 @@ import { open, rename, realpath, stat, unlink, readdir, chown, lstat, readlink }
 import { randomBytes } from 'node:crypto';
 import { basename, dirname, join, resolve } from 'node:path';
 
-const TEMP_MARK = '.gh-tmp-';
+/** Marks our temp files (`.<base>.gh-tmp-…`): removeStrayTemps deletes them. */
+export const TEMP_MARK = '.gh-tmp-';
 
 /** Resolves symlinks of `path` (the target may not exist yet: its folder is resolved instead). */
 export async function resolveTarget(path: string): Promise<string> {
@@ -149,73 +150,5 @@ export class KeyedMutex {
       release();
       if (this.#tails.get(key) === tail) this.#tails.delete(key);
     }
-  }
-}
-
-const LOCK_MARK = '.gh-lock';
-
-function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
-/**
- * Cross-process writer lock for `path`: an exclusive-create lock file `.<base>.gh-lock` next to the
- * target holding our pid. A lock whose process is gone, or older than `staleMs`, is taken over. Waits
- * up to `waitMs`, then throws an Error with code 'ELOCKED'. Within one process use KeyedMutex first.
- */
-export async function withFileLock<T>(
-  path: string,
-  fn: () => Promise<T>,
-  o: { waitMs: number; staleMs?: number },
-): Promise<T> {
-  const target = await resolveTarget(path);
-  const lock = join(dirname(target), `.${basename(target)}${LOCK_MARK}`);
-  const deadline = Date.now() + o.waitMs;
-  for (let delay = 5; ; delay = Math.min(delay * 2, 100)) {
-    try {
-      const fh = await open(lock, 'wx', 0o600);
-      await fh.writeFile(String(process.pid));
-      await fh.close();
-      break;
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
-      const holder = await readFileMaybe(lock);
-      const st = await stat(lock).catch(() => undefined);
-      const stale =
-        holder !== undefined &&
-        (!pidAlive(Number(holder)) || (st !== undefined && Date.now() - st.mtimeMs > (o.staleMs ?? 600000)));
-      if (stale) {
-        await unlink(lock).catch(() => undefined);
-        continue;
-      }
-      if (Date.now() >= deadline)
-        throw Object.assign(new Error(`${target} is locked by process ${holder ?? '?'}`), {
-          code: 'ELOCKED',
-        });
-      await new Promise((r) => setTimeout(r, delay));
-    }
-  }
-  try {
-    return await fn();
-  } finally {
-    await unlink(lock).catch(() => undefined);
-  }
-}
-
-async function readFileMaybe(path: string): Promise<string | undefined> {
-  try {
-    const fh = await open(path, 'r');
-    try {
-      return (await fh.readFile('utf8')).trim();
-    } finally {
-      await fh.close();
-    }
-  } catch {
-    return undefined;
   }
 }

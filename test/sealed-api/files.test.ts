@@ -18,6 +18,8 @@ import {
   writeFileSync,
 } from 'node:fs';
 import { join } from 'node:path';
+import { hostname } from 'node:os';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { SealedCallError } from '../../src/sealed-api/client.ts';
 import { applyIniOps } from '../../src/sealed-api/formats/ini.ts';
 import { applyJsonOps, applyTomlOps, applyYamlOps } from '../../src/sealed-api/formats/structured.ts';
@@ -256,24 +258,102 @@ test('formats through the API: files.update on YAML keeps comments on disk', asy
   assert.equal(readFileSync(join(etc, 'app.yaml'), 'utf8'), '# keep me\nkey: other # and me\n');
 });
 
-test('cross-process writer lock: a live holder makes the write wait then fail (503); a dead holder is taken over', async () => {
+/** Starts the lock-holder fixture on `path`; resolves once it holds the lock. */
+function holdLock(path: string): Promise<ChildProcess> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(
+      process.execPath,
+      ['--import', 'tsx', new URL('./fixtures/locker.ts', import.meta.url).pathname, path],
+      { stdio: ['ignore', 'pipe', 'inherit'] },
+    );
+    const deadline = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error('locker never took the lock'));
+    }, 20000);
+    child.stdout.once('data', () => {
+      clearTimeout(deadline);
+      resolve(child);
+    });
+    child.once('exit', () => {
+      clearTimeout(deadline);
+      reject(new Error('locker exited'));
+    });
+  });
+}
+
+test('cross-process writer lock: a live holder makes the write wait then fail (503); killed with SIGKILL, its lock is taken over', async () => {
   const dir = tempDir();
   mkdirSync(join(dir, 'etc'));
   write(join(dir, 'etc'), 'j.json', '{}\n');
   const s = await startSealed(
-    { files: { j: { path: 'etc/j.json', format: 'json' } }, timeouts: { fileLockMs: 300 } },
+    { files: { j: { path: 'etc/j.json', format: 'json' } }, timeouts: { fileLockMs: 1500 } },
+    { dir },
+  );
+  started.push(s);
+  const c = await s.client('admin');
+  const r = await c.call<Read>('files.read', { file: 'j' });
+  const holder = await holdLock(join(dir, 'etc', 'j.json'));
+  try {
+    const t0 = Date.now();
+    await assert.rejects(
+      c.call('files.write', { file: 'j', content: '{"a":1}\n', if_match: r.etag }),
+      (e: unknown) => e instanceof SealedCallError && e.status === 503 && e.code === 'SEALED_FILE_LOCKED',
+    );
+    assert.ok(Date.now() - t0 >= 1400, 'waited for the holder');
+  } finally {
+    const gone = new Promise((done) => holder.once('exit', done));
+    assert.equal(holder.exitCode, null, 'the holder was alive throughout');
+    holder.kill('SIGKILL');
+    await gone;
+  }
+  const t1 = Date.now();
+  await c.call('files.write', { file: 'j', content: '{"a":1}\n', if_match: r.etag });
+  assert.ok(Date.now() - t1 < 1000, `the dead holder's lock was taken over at once (${Date.now() - t1} ms)`);
+  assert.deepEqual(readdirSync(join(dir, 'etc')), ['j.json'], 'the lock is gone after the write');
+});
+
+test('writer lock: an empty lock file, or one naming a live unrelated process, does not block writes', async () => {
+  const dir = tempDir();
+  mkdirSync(join(dir, 'etc'));
+  write(join(dir, 'etc'), 'j.json', '{}\n');
+  // fileLockMs well above the grace for foreign lock files, well below the old 10-minute stale age.
+  const s = await startSealed(
+    { files: { j: { path: 'etc/j.json', format: 'json' } }, timeouts: { fileLockMs: 5000 } },
     { dir },
   );
   started.push(s);
   const c = await s.client('admin');
   const lock = join(dir, 'etc', '.j.json.gh-lock');
-  const r = await c.call<Read>('files.read', { file: 'j' });
-  write(join(dir, 'etc'), '.j.json.gh-lock', String(process.pid));
+  const start1 = readFileSync('/proc/1/stat', 'utf8').split(') ')[1]!.split(' ')[19]!;
+  const boot = readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim();
+  const owner = (pid: number, start: string) =>
+    JSON.stringify({ v: 1, pid, start, boot, host: hostname(), nonce: 'x' });
+  const planted: [string, string][] = [
+    ['empty (crash between create and write)', ''],
+    ['pid 1 (bare pid, as older versions wrote)', '1'],
+    ['our parent process (bare pid)', String(process.ppid)],
+    ['the server process itself (bare pid)', String(process.pid)],
+    ['pid 1 with another start time (pid reuse)', owner(1, `${Number(start1) + 12345}`)],
+    ['the server process with another start time', owner(process.pid, '1')],
+    ['another boot', JSON.stringify({ v: 1, pid: 1, start: start1, boot: 'not-this-boot', host: hostname(), nonce: 'x' })],
+  ];
+  let n = 0;
+  for (const [why, content] of planted) {
+    const { etag } = await c.call<Read>('files.read', { file: 'j' });
+    writeFileSync(lock, content);
+    const t0 = Date.now();
+    await c.call('files.write', { file: 'j', content: `{"n":${++n}}\n`, if_match: etag }).catch((e: unknown) => {
+      assert.fail(`${why}: ${String(e)}`);
+    });
+    assert.ok(Date.now() - t0 < 3000, `${why}: took ${Date.now() - t0} ms`);
+    assert.equal(readFileSync(join(dir, 'etc', 'j.json'), 'utf8'), `{"n":${n}}\n`, why);
+    assert.deepEqual(readdirSync(join(dir, 'etc')), ['j.json'], `${why}: lock released`);
+  }
+  // The real pid 1 with its real start time and boot is a live holder: respected.
+  const { etag } = await c.call<Read>('files.read', { file: 'j' });
+  writeFileSync(lock, owner(1, start1));
   await assert.rejects(
-    c.call('files.write', { file: 'j', content: '{"a":1}\n', if_match: r.etag }),
-    (e: unknown) => e instanceof SealedCallError && e.status === 503 && e.code === 'SEALED_FILE_LOCKED',
+    c.call('files.write', { file: 'j', content: '{}\n', if_match: etag }),
+    (e: unknown) => e instanceof SealedCallError && e.code === 'SEALED_FILE_LOCKED',
   );
-  writeFileSync(lock, '999999999');
-  await c.call('files.write', { file: 'j', content: '{"a":1}\n', if_match: r.etag });
-  assert.deepEqual(readdirSync(join(dir, 'etc')), ['j.json'], 'the lock is gone after the write');
 });

@@ -18,7 +18,8 @@ import type { Logger } from '../../core/log.ts';
 import type { ManagedFileConfig } from '../config.ts';
 import { FORMATS, FormatError } from '../formats/index.ts';
 import { wireGuardHooks } from '../formats/wireguard.ts';
-import { KeyedMutex, removeStrayTemps, resolveTarget, withFileLock, writeFileAtomic } from '../atomic.ts';
+import { KeyedMutex, removeStrayTemps, resolveTarget, writeFileAtomic } from '../atomic.ts';
+import { FileLockedError, withFileLock } from '../file-lock.ts';
 import { defineAction, type Action } from './types.ts';
 
 export const ABSENT_ETAG = '"absent"';
@@ -172,7 +173,7 @@ export class FileManager {
     try {
       return await withFileLock(f.path, fn, { waitMs: this.o.lockWaitMs });
     } catch (err) {
-      if ((err as { code?: unknown }).code === 'ELOCKED')
+      if (err instanceof FileLockedError)
         throw new GatewayError('SEALED_FILE_LOCKED', `file ${f.name} is being written by another process`);
       throw err;
     }
