@@ -7,6 +7,8 @@
  * so the newline after a message is optional, fragments are reassembled, several newline-separated
  * messages in one chunk all come out, and `}{` without a newline stays one (unparsable) message.
  * More than `maxBufferedBytes` of incomplete input is a protocol violation (RELAY_MESSAGE_TOO_LARGE).
+ * Messages come out as bytes (`pushBytes`): the JSON layer must see invalid UTF-8 to refuse it as Qt does;
+ * `push` decodes them for callers that only read well-formed server output.
  */
 import { GatewayError } from '../../core/errors.ts';
 
@@ -28,26 +30,34 @@ export class MessageSplitter {
   }
 
   /**
-   * Appends `chunk` and returns every message now complete (as UTF-8 text, in order).
+   * Appends `chunk` and returns every message now complete (decoded as UTF-8, in order).
    * @throws GatewayError RELAY_MESSAGE_TOO_LARGE when the incomplete remainder exceeds the limit.
    */
   push(chunk: Uint8Array): string[] {
+    return this.pushBytes(chunk).map((m) => m.toString('utf8'));
+  }
+
+  /**
+   * Appends `chunk` and returns every message now complete, as the bytes received, in order.
+   * @throws GatewayError RELAY_MESSAGE_TOO_LARGE when the incomplete remainder exceeds the limit.
+   */
+  pushBytes(chunk: Uint8Array): Buffer[] {
     let buf = this.#buffer.length === 0 ? Buffer.from(chunk) : Buffer.concat([this.#buffer, chunk]);
-    const messages: string[] = [];
+    const messages: Buffer[] = [];
     let start = 0;
     // Only new bytes (plus the two before them) can complete a `}\n{` separator.
     let from = Math.max(0, this.#buffer.length - 2);
     for (;;) {
       const at = indexOfSeparator(buf, Math.max(from, start));
       if (at < 0) break;
-      messages.push(buf.toString('utf8', start, at + 1));
+      messages.push(buf.subarray(start, at + 1));
       start = at + 2;
       from = start;
     }
     if (start > 0) buf = buf.subarray(start);
     const n = buf.length;
     if ((n > 0 && buf[n - 1] === CLOSE_BRACE) || (n > 1 && buf[n - 1] === LF && buf[n - 2] === CLOSE_BRACE)) {
-      messages.push(buf.toString('utf8'));
+      messages.push(buf);
       buf = Buffer.alloc(0);
     }
     if (buf.length > this.maxBufferedBytes) {
