@@ -12,6 +12,7 @@ import { cardBridgeConfigSchema, type CardBridgeConfig, type SimCardConfig } fro
 import { createCardBridgeServer, type CardBridgeServer } from '../../src/card-bridge/server.ts';
 import { SimulatorBackend } from '../../src/card-bridge/backends/simulator.ts';
 import type { CardBackend } from '../../src/card-bridge/backends/types.ts';
+import type { LineSession } from '../../src/card-bridge/session.ts';
 
 /** Generated test PKI is cached here across test runs (development material only). */
 export const TEST_PKI_DIR = join(tmpdir(), 'gatehouse-card-sim-test-pki');
@@ -116,6 +117,11 @@ export class LineClient {
     return this.#received.toString('utf8');
   }
 
+  /** Every byte received so far. */
+  get received(): Buffer {
+    return this.#received;
+  }
+
   get isClosed(): boolean {
     return this.#closed;
   }
@@ -200,4 +206,26 @@ export async function oneResult(port: number, text: string): Promise<string> {
 /** Decodes a `|`-joined base64 listing. */
 export function decodeListing(result: string): string[] {
   return result === '' ? [] : result.split('|').map((x) => Buffer.from(x, 'base64').toString('utf8'));
+}
+
+/** The bridge's session for a client connection (the server may accept it a moment after `connect`). */
+export async function serverSessionOf(bridge: StartedBridge, client: LineClient, timeoutMs = 5000): Promise<LineSession> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    for (const s of bridge.server.sessions) if (s.socket.remotePort === client.socket.localPort) return s;
+    if (Date.now() > deadline) throw new Error('the bridge has no session for this client');
+    await new Promise((r) => setTimeout(r, 1));
+  }
+}
+
+/**
+ * Waits until the bridge has read `bytes` bytes of this connection, so the next write arrives in a read of its
+ * own (request ends depend on read boundaries; see protocol/lines.ts).
+ */
+export async function untilServerRead(session: LineSession, bytes: number, timeoutMs = 5000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (session.socket.bytesRead < bytes) {
+    if (Date.now() > deadline) throw new Error(`the bridge read ${session.socket.bytesRead} of ${bytes} bytes`);
+    await new Promise((r) => setImmediate(r));
+  }
 }

@@ -182,3 +182,105 @@ test('upstream failure modes against a misbehaving CloudFoxy server: 500, non-he
     await new Promise((r) => fake.close(r));
   }
 });
+
+// ---------------------------------------------------------------------------------------------------
+// /hello as foxyproxy reads it (its parse steps re-implemented from its source)
+// ---------------------------------------------------------------------------------------------------
+
+/** Python's `str.splitlines()` (the separators that can appear in text we serve). */
+const pySplitlines = (s: string): string[] => {
+  const out = s.split(/\r\n|[\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029]/);
+  if (out[out.length - 1] === '') out.pop();
+  return out;
+};
+/** Python's `int(str)`: optional whitespace and sign, ASCII digits (single `_` between), else ValueError. */
+const pyInt = (s: string | undefined): number => {
+  if (s === undefined || !/^\s*[+-]?\d+(_\d+)*\s*$/.test(s)) throw new Error(`ValueError: invalid literal for int(): ${JSON.stringify(s)}`);
+  return Number(s.replace(/_/g, ''));
+};
+/** `FoxyClient.get_request`: body lines without 'null' and empty ones (1.x reads the body whatever the status). */
+const pyLines = (body: string): string[] => pySplitlines(body).filter((l) => l !== 'null' && l.length > 0);
+
+/** foxyproxy 1.x `BeaconThread`: fewer than 3 lines → `exit()`; `int(lines[1].split()[1])`. */
+function foxyproxy1Uptime(body: string): number {
+  const lines = pyLines(body);
+  if (lines.length < 3) throw new Error(`Hello request returns incorrect data ${lines.join('|')} (exit)`);
+  return pyInt(lines[1]!.trim().split(/\s+/)[1]);
+}
+
+/** foxyproxy 2.x `CloudFoxy.downtime`: 200 only; a first line whose [-4:-2] is C0 is a hardware error (retried, then "down"); then as 1.x. */
+function foxyproxy2Uptime(status: number, body: string): number {
+  if (status !== 200) throw new Error('upstream error status (None)');
+  const content = pySplitlines(body);
+  if (content.length > 0 && content[0]!.length >= 4 && ['C0', 'c0'].includes(content[0]!.slice(-4, -2))) throw new Error('hardware error on /hello');
+  const lines = pyLines(body);
+  if (lines.length < 3) throw new Error(`Hello request returns incorrect data ${lines.join('|')}`);
+  return pyInt(lines[1]!.trim().split(/\s+/)[1]);
+}
+
+test('/hello parses as foxyproxy 1.x and 2.x parse it, and they notice a restart (the uptime decreases)', async () => {
+  // the old two-line, decimal answer is what broke them (the parsers re-implemented here reject it)
+  assert.throws(() => foxyproxy1Uptime('CloudFoxy REST API (Gatehouse)\nuptime 14.932 s\n'));
+  assert.throws(() => foxyproxy2Uptime(200, 'CloudFoxy REST API (Gatehouse)\nuptime 14.932 s\nx\n'));
+  const live = await cf('/api/v1/hello');
+  const liveBody = await live.text();
+  assert.ok(Number.isInteger(foxyproxy1Uptime(liveBody)));
+  assert.ok(Number.isInteger(foxyproxy2Uptime(live.status, liveBody)));
+
+  const { createCloudFoxyApi } = await import('../../src/card-bridge/rest/cloudfoxy.ts');
+  const { Secret } = await import('../../src/core/config/secret.ts');
+  /** One served /hello of a CloudFoxy API that started at `startedAt` (a restarted server starts later). */
+  const helloOf = async (startedAt: number): Promise<{ status: number; body: string }> => {
+    const api = createCloudFoxyApi(upstream.server.cards, { token: new Secret(TOKEN), log: testLogger(), startedAt });
+    const port = await api.listen('127.0.0.1', 0);
+    try {
+      const r = await fetch(`http://127.0.0.1:${port}/api/v1/hello`, { headers: { 'X-Auth-Token': TOKEN } });
+      return { status: r.status, body: await r.text() };
+    } finally {
+      await api.close(0);
+    }
+  };
+  const running = await helloOf(Date.now() - 25_500);
+  const later = await helloOf(Date.now() - 35_200);
+  const restarted = await helloOf(Date.now());
+  for (const [name, uptime] of [
+    ['1.x', (h: { status: number; body: string }) => foxyproxy1Uptime(h.body)],
+    ['2.x', (h: { status: number; body: string }) => foxyproxy2Uptime(h.status, h.body)],
+  ] as const) {
+    assert.equal(uptime(running), 25, name);
+    assert.ok(uptime(later) >= uptime(running), `${name}: no restart while it runs`);
+    assert.ok(uptime(restarted) < uptime(later), `${name}: the restart is noticed`);
+  }
+});
+
+test('a card answer shorter than 2 bytes (or an ATR) is C086, never a result: line protocol and REST', async () => {
+  let answer = '90';
+  const fake = createServer((req, res) => {
+    const url = new URL(req.url ?? '/', 'http://x');
+    if (url.pathname === '/api/v1/hello') return res.end('CloudFoxy\nuptime 100 s\nx\n');
+    if (url.pathname === '/api/v1/inventory') return res.end('/10.1.1.2@1 3B021450\n');
+    return res.end(`${answer}\n`);
+  });
+  await new Promise<void>((r) => fake.listen(0, '127.0.0.1', r));
+  const addr = fake.address();
+  const url = `http://127.0.0.1:${typeof addr === 'object' && addr !== null ? addr.port : 0}`;
+  const cfg = validateConfig(cardBridgeConfigSchema, { backends: [{ kind: 'cloudfoxy', url, token: TOKEN, pollIntervalMs: 60000 }] }).backends[0];
+  assert.ok(cfg?.kind === 'cloudfoxy');
+  const front = await startBridge({ backends: [new CloudFoxyBackend(cfg, testLogger())], config: { cloudfoxyApi: { enabled: true, host: '127.0.0.1', port: 0, token: TOKEN } } });
+  const rest = front.url('cloudfoxy-api').replace(/\/api\/v1\/$/, '');
+  try {
+    for (const a of ['90', '', '6A']) {
+      answer = a;
+      assert.equal(await oneShot(front.port, '>/10.1.1.2@1|\n>1:APDU:00A4040000|\n>2:RESET|\n\n'), '>1:C086\n>2:C086\n@@\n', `card answered ${JSON.stringify(a)}`);
+      const r = await fetch(`${rest}/api/v1/basic?reset=0&terminal=${encodeURIComponent('/10.1.1.2@1')}&apdu=00A4040000`, { headers: { 'X-Auth-Token': TOKEN } });
+      assert.equal(r.status, 502);
+      assert.equal((await r.text()).split('\n')[0], 'C086');
+    }
+    answer = '9000';
+    assert.equal(await oneShot(front.port, '>/10.1.1.2@1|\n>1:APDU:00A4040000|\n\n'), '>1:9000\n@@\n');
+  } finally {
+    await front.close();
+    fake.closeAllConnections();
+    await new Promise((r) => fake.close(r));
+  }
+});
