@@ -10,8 +10,9 @@
 import { createServer as createNetServer, type Server as NetServer, type Socket } from 'node:net';
 import { createServer as createTlsServer } from 'node:tls';
 import type { Logger } from '../core/log.ts';
-import type { CloseOptions, Service, ServiceState } from '../core/lifecycle.ts';
+import { Lifecycle, type CloseOptions, type Service } from '../core/lifecycle.ts';
 import { Admission, describeAddress, listen, stopListening } from '../core/net.ts';
+import { ConnectionTracker, DEFAULT_GRACE_MS, refuseConnection } from '../core/connections.ts';
 import { loadTlsFiles, type TlsServerOptions } from '../core/tls.ts';
 import { GatewayError, errorSpec } from '../core/errors.ts';
 import type { CardBridgeConfig } from './config.ts';
@@ -56,47 +57,48 @@ export function createCardBridgeServer(config: CardBridgeConfig, deps: CardBridg
   });
   const sessions = new Set<LineSession>();
   /** Every accepted TCP socket, including TLS handshakes that have not become sessions yet. */
-  const rawSockets = new Set<Socket>();
+  const tracker = new ConnectionTracker();
   const servers: NetServer[] = [];
   const apis: HttpApi[] = [];
   const bound: BoundCardListener[] = [];
   const admission = new Admission(config.limits);
-  const gone = new Set<() => void>();
   let preferred: readonly string[] = [];
-  let state: ServiceState = 'idle';
-  let closing: Promise<void> | undefined;
+  const lifecycle = new Lifecycle('card bridge');
 
   const exec: ExecuteContext = { cards, log, preferred: () => preferred };
 
   function onSocket(socket: Socket): void {
     const remote = socket.remoteAddress ?? 'unknown';
-    if (state !== 'running') return refuse(socket, new GatewayError('CORE_SHUTTING_DOWN'));
+    if (!lifecycle.running) return refuse(socket, new GatewayError('CORE_SHUTTING_DOWN'));
     const slot = admission.admit(remote);
     if (!slot.ok) return refuse(socket, new GatewayError(slot.code));
-    const session = new LineSession(socket, {
-      config,
-      exec,
-      log,
-      closed: (s) => {
-        slot.release();
-        sessions.delete(s);
-        if (sessions.size === 0) for (const cb of gone) cb();
-      },
-    });
-    sessions.add(session);
+    try {
+      const session = new LineSession(socket, {
+        config,
+        exec,
+        log,
+        closed: (s) => {
+          slot.release();
+          sessions.delete(s);
+        },
+      });
+      sessions.add(session);
+    } catch (err) {
+      // Fault isolation: a bug while setting a connection up closes that connection only.
+      slot.release();
+      log.error({ err, code: 'CORE_INTERNAL' }, 'connection setup failed; connection closed');
+      socket.destroy();
+    }
   }
 
   function refuse(socket: Socket, err: GatewayError): void {
     log.warn({ code: err.code, remote: socket.remoteAddress }, 'connection refused');
-    socket.on('error', () => undefined);
     // Refused (connection limits, shutting down): one `C089` (busy) answer line, then close.
-    socket.end(`>:${errorSpec('CARD_QUEUE_FULL').lineResult!}\n@@\n`);
-    setTimeout(() => socket.destroy(), config.timeouts.closeFlushMs).unref();
+    refuseConnection(socket, `>:${errorSpec('CARD_QUEUE_FULL').lineResult!}\n@@\n`, config.timeouts.closeFlushMs);
   }
 
   async function start(): Promise<void> {
-    if (state !== 'idle') throw new GatewayError('CORE_INTERNAL', 'card bridge started twice');
-    state = 'starting';
+    lifecycle.beginStart();
     try {
       await cards.start();
       const needsTls = config.listeners.some((l) => l.kind === 'tls');
@@ -116,10 +118,7 @@ export function createCardBridgeServer(config: CardBridgeConfig, deps: CardBridg
             tlsSocket.destroy();
           });
         }
-        server.on('connection', (raw: Socket) => {
-          rawSockets.add(raw);
-          raw.once('close', () => rawSockets.delete(raw));
-        });
+        tracker.watch(server);
         const port = await listen(server, { host: l.host, port: l.port }, `card bridge ${l.kind} listener`);
         servers.push(server);
         bound.push({ kind: l.kind, port, url: `${l.kind}://${describeAddress({ host: l.host, port })}` });
@@ -146,39 +145,22 @@ export function createCardBridgeServer(config: CardBridgeConfig, deps: CardBridg
     } catch (err) {
       await Promise.allSettled([...servers.map(stopListening), ...apis.map((a) => a.close(0)), cards.close()]);
       servers.length = 0;
-      state = 'closed';
+      lifecycle.failed();
       throw err;
     }
-    state = 'running';
+    lifecycle.started();
     log.info({ listeners: bound.map((b) => b.url), readers: cards.readers().length }, 'card bridge listening');
   }
 
   async function doClose(graceMs: number): Promise<void> {
-    state = 'closing';
     // server.close() only calls back once every connection is gone, so drain them before waiting on it.
     const stopped = Promise.all(servers.map(stopListening));
+    // Every connection stops reading now, answers what it has, then ends; the grace period bounds that.
     for (const s of sessions) s.drain();
-    const allGone = new Promise<void>((resolve) => {
-      if (sessions.size === 0) resolve();
-      else gone.add(resolve);
-    });
-    let timer: NodeJS.Timeout | undefined;
-    await Promise.race([
-      allGone,
-      new Promise<void>((resolve) => {
-        timer = setTimeout(() => {
-          for (const s of sessions) s.destroy();
-          resolve();
-        }, graceMs);
-      }),
-    ]);
-    clearTimeout(timer);
-    await allGone;
-    for (const raw of rawSockets) raw.destroy();
+    await tracker.drain({ graceMs, flushMs: 0 });
     await stopped;
     await Promise.allSettled(apis.map((a) => a.close(graceMs)));
     await cards.close();
-    state = 'closed';
     log.info('card bridge stopped');
   }
 
@@ -189,12 +171,7 @@ export function createCardBridgeServer(config: CardBridgeConfig, deps: CardBridg
     sessions,
     start,
     close(options: CloseOptions = {}) {
-      if (state === 'idle' || state === 'closed') {
-        state = 'closed';
-        return closing ?? Promise.resolve();
-      }
-      closing ??= doClose(options.graceMs ?? 0);
-      return closing;
+      return lifecycle.close(() => doClose(options.graceMs ?? DEFAULT_GRACE_MS));
     },
   };
 }
