@@ -1,12 +1,14 @@
 /**
  * The JSON-RPC API over TCP and WebSocket, byte for byte: Hello, Introspect, every error row of the spec
- * (answered, then closed with the reason), Authenticate with each AuthenticationError value.
+ * (answered, then closed with the reason), Authenticate with each AuthenticationError value; hostile names
+ * (Object.prototype keys) and the Qt 5 behaviours we reproduce (ids, escapes, null params, invalid UTF-8).
  */
 import { test, after, before, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import { startRelay, rawClient, request, lines, type StartedRelay } from '../helpers/relay.ts';
 import { introspect, AUTHENTICATION_ERRORS } from '../../src/relay/protocol/api.ts';
 import { toCompactJson } from '../../src/relay/protocol/json.ts';
+import { PROTOTYPE_KEYS } from '../helpers/hostile.ts';
 
 let relay: StartedRelay;
 before(async () => {
@@ -61,6 +63,19 @@ for (const transport of ['tcp', 'ws'] as const) {
       ['missing method (nymea row)', '{"id":42}', `{"error":"Error parsing method. Got: ''', Expected: 'Namespace.method'","id":42,"status":"error"}\n`, 'Invalid method passed.'],
       ['invalid json (nymea row)', '{"id":42, "method":"RemoteProx}', '{"error":"Failed to parse JSON data: unterminated string","id":-1,"status":"error"}\n', 'Invalid JSON data received.'],
       ['id coerced from 5.7', '{"id":5.7,"method":"RemoteProxy.Bye"}\n', '{"error":"No such method","id":6,"status":"error"}\n', 'No such method.'],
+      // Qt 5 fidelity: qRound64 (-2.5 -> -2) and int(qint64) (99999999999 -> 1215752191).
+      ['id -2.5 rounds to -2', '{"id":-2.5,"method":"RemoteProxy.Bye"}\n', '{"error":"No such method","id":-2,"status":"error"}\n', 'No such method.'],
+      ['id 99999999999 wraps to 32 bits', '{"id":99999999999,"method":"RemoteProxy.Bye"}\n', '{"error":"No such method","id":1215752191,"status":"error"}\n', 'No such method.'],
+      ['id "99999999999" wraps to 32 bits', '{"id":"99999999999","method":"RemoteProxy.Bye"}\n', '{"error":"No such method","id":1215752191,"status":"error"}\n', 'No such method.'],
+      ['a number a double cannot hold', '{"id":1,"method":"RemoteProxy.Hello","x":1e400}\n', '{"error":"Failed to parse JSON data: illegal number","id":-1,"status":"error"}\n', 'Invalid JSON data received.'],
+      // Object.prototype keys are unknown names like any other (they killed the process before).
+      ['method RemoteProxy.constructor', '{"id":1,"method":"RemoteProxy.constructor","params":{}}', '{"error":"No such method","id":1,"status":"error"}\n', 'No such method.'],
+      ['method Authentication.toString', '{"id":1,"method":"Authentication.toString","params":{}}', '{"error":"No such method","id":1,"status":"error"}\n', 'No such method.'],
+      ['method Authentication.hasOwnProperty', '{"id":1,"method":"Authentication.hasOwnProperty"}', '{"error":"No such method","id":1,"status":"error"}\n', 'No such method.'],
+      ['method RemoteProxy.__proto__', '{"id":1,"method":"RemoteProxy.__proto__"}', '{"error":"No such method","id":1,"status":"error"}\n', 'No such method.'],
+      ['method constructor.name', '{"id":1,"method":"constructor.name"}', '{"error":"No such namespace","id":1,"status":"error"}\n', 'No such namespace.'],
+      ['method __proto__.x', '{"id":1,"method":"__proto__.x"}', '{"error":"No such namespace","id":1,"status":"error"}\n', 'No such namespace.'],
+      ['param key __proto__', '{"id":1,"method":"RemoteProxy.Hello","params":{"__proto__":{"a":1}}}', '{"error":"Invalid params: Forbidden key \\"__proto__\\" in {\\n    \\"__proto__\\": {\\n        \\"a\\": 1\\n    }\\n}\\n","id":1,"status":"error"}\n', 'Invalid params passed.'],
     ];
     for (const [name, input, answer, reason] of rows) {
       test(`error row: ${name} → answered, then closed (${reason})`, async () => {
@@ -91,6 +106,58 @@ for (const transport of ['tcp', 'ws'] as const) {
     }
   });
 }
+
+test('after every Object.prototype name the relay still serves (one client per name, then a Hello)', async () => {
+  for (const key of PROTOTYPE_KEYS) {
+    for (const method of [`RemoteProxy.${key}`, `${key}.Hello`, `${key}.${key}`]) {
+      const c = await rawClient(relay.url('tcp'));
+      c.send(`{"id":1,"method":"${method}","params":{"${key}":null}}\n`);
+      await c.closed();
+      assert.match(c.received().toString(), /^\{"error":"No such (namespace|method)","id":1,"status":"error"\}\n$/);
+    }
+  }
+  const c = await rawClient(relay.url('tcp'));
+  c.send(request(9, 'RemoteProxy.Hello'));
+  await c.waitFor('"id":9');
+  c.destroy();
+});
+
+test('Qt 5 accepts unknown escapes: "RemoteProxy.H\\ello" is Hello', async () => {
+  for (const transport of ['tcp', 'ws'] as const) {
+    const c = await rawClient(relay.url(transport));
+    c.send('{"id":7,"method":"RemoteProxy.H\\ello","params":{}}\n');
+    await c.waitFor('\n');
+    assert.equal(c.received().toString(), '{"id":7,"params":{"apiVersion":"5","name":"test-relay","server":"nymea-remoteproxy","version":"1.8.4"},"status":"success"}\n');
+    c.destroy();
+  }
+});
+
+test('invalid UTF-8 inside a JSON string: TCP answers Qt\'s parse error; WebSocket closes 1007 unanswered', async () => {
+  const bad = Buffer.concat([Buffer.from('{"id":1,"method":"RemoteProxy.Hello","params":{"x":"'), Buffer.from([0xc3, 0x28, 0xff]), Buffer.from('"}}\n')]);
+  const tcp = await rawClient(relay.url('tcp'));
+  tcp.send(bad);
+  await tcp.closed();
+  assert.equal(tcp.received().toString(), '{"error":"Failed to parse JSON data: invalid UTF8 string","id":-1,"status":"error"}\n');
+  const ws = await rawClient(relay.url('ws'));
+  ws.send(bad, { binary: false });
+  assert.deepEqual(await ws.closed(), { code: 1007, reason: 'Invalid UTF-8 code encountered.' });
+  assert.equal(ws.received().length, 0);
+});
+
+test('null token/name/uuid/nonce read as empty strings: the accept-all authenticator answers NoError', async () => {
+  const dev = await startRelay({ authenticator: { kind: 'dev' } });
+  try {
+    for (const transport of ['tcp', 'ws'] as const) {
+      const c = await rawClient(dev.url(transport));
+      c.send('{"id":0,"method":"Authentication.Authenticate","params":{"name":null,"nonce":null,"token":null,"uuid":null}}\n');
+      await c.waitFor('\n');
+      assert.equal(c.received().toString(), '{"id":0,"params":{"authenticationError":"AuthenticationErrorNoError"},"status":"success"}\n');
+      c.destroy();
+    }
+  } finally {
+    await dev.close();
+  }
+});
 
 test('a request split across TCP segments is reassembled; two requests in one segment both answered', async () => {
   const c = await rawClient(relay.url('tcp'));
