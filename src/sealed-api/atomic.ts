@@ -86,6 +86,59 @@ export async function writeFileAtomic(
   return target;
 }
 
+/**
+ * Creates `dir/name` with `data` durably, never following a symlink and never showing a partial file
+ * under `name`: a temp file `.<name>.gh-tmp-…` in `dir` (O_EXCL, `mode`), written, fsynced, renamed to
+ * `name`, then `dir` fsynced. On failure the temp file is removed and the error thrown.
+ */
+export async function writeNewFileDurably(
+  dir: string,
+  name: string,
+  data: string | Uint8Array,
+  mode = 0o600,
+): Promise<void> {
+  const temp = join(dir, `.${name}${TEMP_MARK}${process.pid}-${randomBytes(6).toString('hex')}`);
+  const fh = await open(temp, 'wx', mode);
+  try {
+    await fh.writeFile(data);
+    await fh.chmod(mode);
+    await fh.sync();
+  } catch (err) {
+    await fh.close().catch(() => undefined);
+    await unlink(temp).catch(() => undefined);
+    throw err;
+  }
+  try {
+    await fh.close();
+    await rename(temp, join(dir, name));
+  } catch (err) {
+    await unlink(temp).catch(() => undefined);
+    throw err;
+  }
+  await fsyncDir(dir);
+}
+
+/** Deletes our temp files (`.<x>.gh-tmp-…`) directly in `dir`. Returns how many were removed. */
+export async function removeTempsIn(dir: string): Promise<number> {
+  let names: string[];
+  try {
+    names = await readdir(dir);
+  } catch {
+    return 0;
+  }
+  let removed = 0;
+  for (const name of names) {
+    if (!name.startsWith('.') || !name.includes(TEMP_MARK)) continue;
+    try {
+      await unlink(join(dir, name));
+      removed++;
+    } catch {
+      // raced with someone else's cleanup
+    }
+  }
+  return removed;
+}
+
 /** fsync of a directory makes a rename in it durable. */
 export async function fsyncDir(dir: string): Promise<void> {
   const dh = await open(dir, 'r');

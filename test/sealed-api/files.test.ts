@@ -24,7 +24,8 @@ import { SealedCallError } from '../../src/sealed-api/client.ts';
 import { applyIniOps } from '../../src/sealed-api/formats/ini.ts';
 import { applyJsonOps, applyTomlOps, applyYamlOps } from '../../src/sealed-api/formats/structured.ts';
 import { FORMATS } from '../../src/sealed-api/formats/index.ts';
-import { startSealed, tempDir, wgKey, write, type StartedSealed } from './helpers.ts';
+import { spawnSealed, startSealed, tempDir, wgKey, write, type StartedSealed } from './helpers.ts';
+import { createHash } from 'node:crypto';
 
 const started: StartedSealed[] = [];
 after(async () => {
@@ -96,7 +97,8 @@ test('backups: one per modification, rotated to backupsKept, 0700 folder / 0600 
   for (const f of readdirSync(folder)) assert.equal(statSync(join(folder, f)).mode & 0o777, 0o600);
   assert.equal(readdirSync(etc).length, 1, 'nothing but the managed file in its folder');
   // Newest backup = the version before the current one.
-  assert.equal(readFileSync(join(folder, `${list[0]!.id}.bak`), 'utf8'), versions[4]);
+  const newest = readdirSync(folder).find((n) => n.startsWith(`${list[0]!.id}.`))!;
+  assert.equal(readFileSync(join(folder, newest), 'utf8'), versions[4]);
   const restored = await c.call<Written>('files.restore', {
     file: 'wg0',
     backup: list[2]!.id,
@@ -356,4 +358,72 @@ test('writer lock: an empty lock file, or one naming a live unrelated process, d
     c.call('files.write', { file: 'j', content: '{}\n', if_match: etag }),
     (e: unknown) => e instanceof SealedCallError && e.code === 'SEALED_FILE_LOCKED',
   );
+});
+
+test('backups: temp files, truncated and unverifiable backups on disk are neither listed nor restored', async () => {
+  const { c, etc, dir } = await setup({ j: { path: 'etc/j.json', format: 'json' } }, (e) =>
+    write(e, 'j.json', '{"v":0}\n'),
+  );
+  const r0 = await c.call<Read>('files.read', { file: 'j' });
+  const w1 = await c.call<Written>('files.write', { file: 'j', content: '{"v":1}\n', if_match: r0.etag });
+  assert.ok(w1.backup !== null);
+  const folder = join(dir, 'backups', 'j');
+  const real = readdirSync(folder);
+  assert.equal(real.length, 1);
+  assert.ok(!real[0]!.startsWith('.'), 'no temp file left after a backup');
+  // What a crash or an older version could leave: a backup cut short (named with the digest of its
+  // full content), a backup written in place without a digest, and a temp file of an unfinished backup.
+  const full = '{"v":"a longer version that was cut short on its way to the disk"}\n';
+  const digest = createHash('sha256').update(full).digest('base64url');
+  writeFileSync(join(folder, `20260101T000000000Z-000001.${digest}.bak`), full.slice(0, 20), { mode: 0o600 });
+  writeFileSync(join(folder, '20260101T000000000Z-000002.bak'), full.slice(0, 20), { mode: 0o600 });
+  writeFileSync(join(folder, `.20260101T000000000Z-000003.${digest}.bak.gh-tmp-1-abc`), full.slice(0, 20), {
+    mode: 0o600,
+  });
+  const list = await c.call<{ id: string; etag: string }[]>('files.backups', { file: 'j' });
+  assert.deepEqual(
+    list.map((b) => b.id),
+    [w1.backup],
+    'only the complete backup is listed',
+  );
+  assert.equal(list[0]!.etag, r0.etag);
+  for (const id of ['20260101T000000000Z-000001', '20260101T000000000Z-000002', '20260101T000000000Z-000003'])
+    await assert.rejects(
+      c.call('files.restore', { file: 'j', backup: id, if_match: w1.etag }),
+      (e: unknown) => e instanceof SealedCallError && e.code === 'SEALED_UNKNOWN_BACKUP',
+      id,
+    );
+  assert.equal(readFileSync(join(etc, 'j.json'), 'utf8'), '{"v":1}\n', 'nothing restored');
+  await c.call('files.restore', { file: 'j', backup: w1.backup, if_match: w1.etag });
+  assert.equal(readFileSync(join(etc, 'j.json'), 'utf8'), '{"v":0}\n');
+});
+
+test('backups: a backup that cannot be written (file size limit of the process) fails the action before the live file changes', async () => {
+  const dir = tempDir();
+  mkdirSync(join(dir, 'etc'));
+  // 1 MiB of current content; the server process may write files of at most 512 KiB (ulimit -f counts
+  // 512-byte blocks in sh), so backing it up fails part-way with EFBIG, as on a full disk.
+  const big = `${JSON.stringify({ pad: 'x'.repeat(1024 * 1024) })}\n`;
+  write(join(dir, 'etc'), 'j.json', big);
+  const s = await spawnSealed(
+    { files: { j: { path: 'etc/j.json', format: 'json' } }, backupDir: 'backups', limits: { maxFileBytes: 4 * 1024 * 1024 } },
+    { dir, shell: 'ulimit -f 1024' },
+  );
+  try {
+    const r = await s.client.call<Read>('files.read', { file: 'j' });
+    await assert.rejects(
+      s.client.call('files.write', { file: 'j', content: '{"small":true}\n', if_match: r.etag }),
+      (e: unknown) => e instanceof SealedCallError && e.code === 'SEALED_BACKUP_FAILED' && e.status === 500,
+    );
+    assert.equal(readFileSync(join(dir, 'etc', 'j.json'), 'utf8'), big, 'the live file is unchanged');
+    assert.deepEqual(await s.client.call('files.backups', { file: 'j' }), [], 'no partial backup listed');
+    assert.deepEqual(
+      readdirSync(join(dir, 'backups', 'j')).filter((n) => n.includes('.gh-tmp-')),
+      [],
+      'the partial temp file was removed',
+    );
+    assert.ok(s.lines.some((l) => l.code === 'SEALED_BACKUP_FAILED'));
+  } finally {
+    await s.stop();
+  }
 });

@@ -9,6 +9,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { pino } from 'pino';
 import { validateConfig } from '../../src/core/config/load.ts';
 import { silentLogger, createLogger, type Logger } from '../../src/core/log.ts';
@@ -19,7 +20,7 @@ import {
   type SealedApiDeps,
 } from '../../src/sealed-api/server.ts';
 import { addClient, sealedPaths } from '../../src/sealed-api/admin.ts';
-import { generateClientKey, importPublic } from '../../src/sealed-api/keys.ts';
+import { generateClientKey, importPublic, writeClientKeyFile } from '../../src/sealed-api/keys.ts';
 import { SealedClient, type SealedClientOptions } from '../../src/sealed-api/client.ts';
 import { importJWK, type CryptoKey } from 'jose';
 
@@ -186,4 +187,95 @@ export async function expect401(s: StartedSealed, body: string, why: string): Pr
   assert.equal(res.body, UNAUTHORIZED, why);
   assert.equal(res.headers.get('content-type'), 'application/json', why);
   return res.headers.get('x-request-id')!;
+}
+
+export interface SpawnedSealed {
+  readonly child: ChildProcess;
+  readonly url: string;
+  readonly dir: string;
+  /** A client registered before the start (allow and files `*`). */
+  readonly client: SealedClient;
+  /** JSON log lines the server wrote on stderr so far. */
+  readonly lines: Record<string, unknown>[];
+  /** Resolves with the exit code (or signal) once the process has ended. */
+  readonly exited: Promise<number | string>;
+  /** SIGTERM, then SIGKILL after 5 s; resolves once it has exited. */
+  stop(): Promise<void>;
+}
+
+/**
+ * Starts a sealed API server in a child process (fixtures/server.ts) with one registered client.
+ * `shell` prefixes the command in `sh -c` (e.g. `ulimit -f 1024`), so limits apply to the server only.
+ */
+export async function spawnSealed(
+  raw: Record<string, unknown>,
+  o: { dir?: string; shell?: string } = {},
+): Promise<SpawnedSealed> {
+  const dir = o.dir ?? tempDir();
+  const json = JSON.stringify({ port: 0, stateDir: 'state', reloadCheckMs: 100, ...raw });
+  const config = validateConfig(sealedApiConfigSchema, JSON.parse(json) as unknown);
+  const paths = sealedPaths(config, dir);
+  const key = await generateClientKey('spawned');
+  const keyFile = join(dir, 'client-key.json');
+  await writeClientKeyFile(keyFile, key);
+  await addClient(paths, { name: 'spawned', jwk: key.publicJwk, allow: ['*'], files: ['*'] });
+  const argv = [process.execPath, '--import', 'tsx', new URL('./fixtures/server.ts', import.meta.url).pathname, dir, json];
+  const child =
+    o.shell === undefined
+      ? spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'] })
+      : spawn('sh', ['-c', `${o.shell} && exec "$0" "$@"`, ...argv], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const lines: Record<string, unknown>[] = [];
+  let pending = '';
+  child.stderr.on('data', (chunk: Buffer) => {
+    pending += chunk.toString('utf8');
+    const parts = pending.split('\n');
+    pending = parts.pop()!;
+    for (const l of parts) {
+      try {
+        lines.push(JSON.parse(l) as Record<string, unknown>);
+      } catch {
+        lines.push({ raw: l });
+      }
+    }
+  });
+  const exited = new Promise<number | string>((done) =>
+    child.once('exit', (code, signal) => done(code ?? signal ?? 'unknown')),
+  );
+  const url = await new Promise<string>((resolve, reject) => {
+    const deadline = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`spawned server did not start: ${JSON.stringify(lines)}`));
+    }, 30000);
+    let out = '';
+    child.stdout.on('data', (chunk: Buffer) => {
+      out += chunk.toString('utf8');
+      const nl = out.indexOf('\n');
+      if (nl >= 0) {
+        clearTimeout(deadline);
+        resolve((JSON.parse(out.slice(0, nl)) as { url: string }).url);
+      }
+    });
+    void exited.then((how) => {
+      clearTimeout(deadline);
+      reject(new Error(`spawned server exited (${how}): ${JSON.stringify(lines)}`));
+    });
+  });
+  const client = await SealedClient.fromFiles(url, keyFile, paths.publicFile);
+  return {
+    child,
+    url,
+    dir,
+    client,
+    lines,
+    exited,
+    async stop() {
+      client.close();
+      if (child.exitCode === null && child.signalCode === null) {
+        child.kill('SIGTERM');
+        const t = setTimeout(() => child.kill('SIGKILL'), 5000);
+        await exited;
+        clearTimeout(t);
+      }
+    },
+  };
 }

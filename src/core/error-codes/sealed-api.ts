@@ -60,6 +60,11 @@ export const sealedApiErrors = {
       'Another process held the lock of the managed file for longer than timeouts.fileLockMs; nothing was written.',
     httpStatus: 503,
   },
+  SEALED_BACKUP_FAILED: {
+    summary:
+      'The backup of the current content could not be written durably (disk full, file size limit, a broken backup folder); the managed file was not changed.',
+    httpStatus: 500,
+  },
   SEALED_LIMIT_FILE: {
     summary: 'A managed file or new content exceeded limits.maxFileBytes.',
     httpStatus: 413,

@@ -3,14 +3,15 @@
  *
  * Every modification runs under the file's writer lock: read current → ETag check (409) → validate the
  * new content for its format (422) → back up the current content (rotated, 0700 folder / 0600 files,
- * outside the managed folder) → atomic write (temp, fsync, rename, fsync dir; mode, owner and symlinks
- * kept) → optional post-write command (argv, no shell). A failed post-write command is reported in the
+ * outside the managed folder; written like the live file, with its SHA-256 in its name; a backup that
+ * cannot be written fails the action before the live file changes) → atomic write (temp, fsync, rename,
+ * fsync dir; mode, owner and symlinks kept) → optional post-write command (argv, no shell). A failed post-write command is reported in the
  * result, not as an error: the write has happened and must not look as if it had not.
  */
 import { createHash } from 'node:crypto';
 import { execFile } from 'node:child_process';
 import { constants } from 'node:fs';
-import { lstat, mkdir, open, readdir, readFile, stat, unlink, writeFile, chmod, realpath } from 'node:fs/promises';
+import { lstat, mkdir, open, readdir, readFile, stat, unlink, chmod, realpath } from 'node:fs/promises';
 import { dirname, join, relative, resolve, isAbsolute, sep } from 'node:path';
 import { z } from 'zod';
 import { GatewayError } from '../../core/errors.ts';
@@ -18,12 +19,20 @@ import type { Logger } from '../../core/log.ts';
 import type { ManagedFileConfig } from '../config.ts';
 import { FORMATS, FormatError } from '../formats/index.ts';
 import { wireGuardHooks } from '../formats/wireguard.ts';
-import { KeyedMutex, removeStrayTemps, resolveTarget, writeFileAtomic } from '../atomic.ts';
+import {
+  KeyedMutex,
+  removeStrayTemps,
+  removeTempsIn,
+  resolveTarget,
+  writeFileAtomic,
+  writeNewFileDurably,
+} from '../atomic.ts';
 import { FileLockedError, withFileLock } from '../file-lock.ts';
 import { defineAction, type Action } from './types.ts';
 
 export const ABSENT_ETAG = '"absent"';
 const BACKUP_ID = /^\d{8}T\d{9}Z-\d{6}$/;
+const BACKUP_FILE = /^(\d{8}T\d{9}Z-\d{6})(?:\.([A-Za-z0-9_-]{43}))?\.bak$/;
 
 export function etagOf(content: string): string {
   return `"${createHash('sha256').update(content).digest('base64url')}"`;
@@ -90,7 +99,7 @@ export class FileManager {
           `sealedApi: backups (${realBackups}) must be outside the folder of file ${f.name} (${folder})`,
         );
       }
-      const removed = await removeStrayTemps(f.path);
+      const removed = (await removeStrayTemps(f.path)) + (await removeTempsIn(f.backupDir));
       if (removed > 0)
         this.o.log.warn({ file: f.name, removed }, 'removed temp files left by an interrupted write');
     }
@@ -198,36 +207,44 @@ export class FileManager {
 
   async backups(name: string): Promise<{ id: string; size: number; created: string; etag: string }[]> {
     const f = this.#get(name);
-    const ids = await this.#backupIds(f);
     const out = [];
-    for (const id of ids.reverse()) {
-      const b = await this.#readBackup(f, id);
-      if (b !== undefined)
-        out.push({ id, size: b.size, created: b.mtime.toISOString(), etag: etagOf(b.content) });
+    for (const b of (await this.#backupFiles(f)).reverse()) {
+      if (b.digest === undefined) continue;
+      const read = await this.#readBackup(f, b.id);
+      if (read !== undefined)
+        out.push({ id: b.id, size: read.size, created: read.mtime.toISOString(), etag: etagOf(read.content) });
     }
     return out;
   }
 
   /**
    * Reads one backup: a regular file of at most maxFileBytes directly in the file's own backup folder
-   * (neither the folder nor the file may be a symlink, so nothing planted there can point outside).
+   * (neither the folder nor the file may be a symlink, so nothing planted there can point outside), whose
+   * bytes hash to the digest in its name (a backup cut short, or one without a digest, is not a backup).
    * Undefined when there is no such backup.
    */
   async #readBackup(
     f: Managed,
     id: string,
   ): Promise<{ content: string; size: number; mtime: Date } | undefined> {
-    if (!BACKUP_ID.test(id) || !(await this.#backupDirIsReal(f))) return undefined;
+    if (!BACKUP_ID.test(id)) return undefined;
+    const entry = (await this.#backupFiles(f)).find((b) => b.id === id && b.digest !== undefined);
+    if (entry === undefined) return undefined;
     let fh;
     try {
-      fh = await open(join(f.backupDir, `${id}.bak`), constants.O_RDONLY | constants.O_NOFOLLOW);
+      fh = await open(join(f.backupDir, entry.file), constants.O_RDONLY | constants.O_NOFOLLOW);
     } catch {
       return undefined;
     }
     try {
       const st = await fh.stat();
       if (!st.isFile() || st.size > this.o.maxFileBytes) return undefined;
-      return { content: await fh.readFile('utf8'), size: st.size, mtime: st.mtime };
+      const bytes = await fh.readFile();
+      if (createHash('sha256').update(bytes).digest('base64url') !== entry.digest) {
+        this.o.log.warn({ file: f.name, backup: id }, 'backup does not match its digest (cut short?); ignored');
+        return undefined;
+      }
+      return { content: bytes.toString('utf8'), size: st.size, mtime: st.mtime };
     } finally {
       await fh.close();
     }
@@ -252,29 +269,52 @@ export class FileManager {
     );
   }
 
-  async #backupIds(f: Managed): Promise<string[]> {
+  /**
+   * The backup files of `f`, oldest first: `<id>.<digest>.bak` (digest = base64url SHA-256 of the bytes),
+   * and `<id>.bak` written by older versions (no digest: rotated away, never listed or restored).
+   */
+  async #backupFiles(f: Managed): Promise<{ id: string; digest: string | undefined; file: string }[]> {
+    if (!(await this.#backupDirIsReal(f))) return [];
+    let names: string[];
     try {
-      return (await readdir(f.backupDir))
-        .filter((n) => n.endsWith('.bak'))
-        .map((n) => n.slice(0, -4))
-        .filter((id) => BACKUP_ID.test(id))
-        .sort();
+      names = await readdir(f.backupDir);
     } catch {
       return [];
     }
+    const out = [];
+    for (const file of names) {
+      const m = BACKUP_FILE.exec(file);
+      if (m !== null) out.push({ id: m[1]!, digest: m[2], file });
+    }
+    return out.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
   }
 
+  /**
+   * Backs up `content` durably before the live file changes (temp file, fsync, rename, fsync of the
+   * folder). @throws GatewayError SEALED_BACKUP_FAILED (the caller then leaves the live file alone)
+   */
   async #backup(f: Managed, content: string): Promise<string> {
-    await mkdir(f.backupDir, { recursive: true, mode: 0o700 });
-    if (!(await this.#backupDirIsReal(f)))
-      throw new Error(`backup folder ${f.backupDir} is not a directory (a symlink?); refusing to write there`);
-    await chmod(f.backupDir, 0o700);
     const stamp = new Date().toISOString().replace(/[-:.]/g, '');
     const id = `${stamp}-${String(++this.#seq % 1000000).padStart(6, '0')}`;
-    await writeFile(join(f.backupDir, `${id}.bak`), content, { mode: 0o600, flag: 'wx' });
-    const ids = await this.#backupIds(f);
-    for (const old of ids.slice(0, Math.max(0, ids.length - f.config.backupsKept)))
-      await unlink(join(f.backupDir, `${old}.bak`)).catch(() => undefined);
+    const bytes = Buffer.from(content, 'utf8');
+    const digest = createHash('sha256').update(bytes).digest('base64url');
+    try {
+      await mkdir(f.backupDir, { recursive: true, mode: 0o700 });
+      if (!(await this.#backupDirIsReal(f)))
+        throw new Error(`backup folder ${f.backupDir} is not a directory (a symlink?); refusing to write there`);
+      await chmod(f.backupDir, 0o700);
+      await writeNewFileDurably(f.backupDir, `${id}.${digest}.bak`, bytes, 0o600);
+    } catch (err) {
+      this.o.log.error({ err, code: 'SEALED_BACKUP_FAILED', file: f.name }, 'backup not written; the file is left unchanged');
+      throw new GatewayError(
+        'SEALED_BACKUP_FAILED',
+        `file ${f.name}: the backup of the current content could not be written (${(err as NodeJS.ErrnoException).code ?? 'error'}); nothing was changed`,
+        { cause: err },
+      );
+    }
+    const all = await this.#backupFiles(f);
+    for (const old of all.slice(0, Math.max(0, all.length - f.config.backupsKept)))
+      await unlink(join(f.backupDir, old.file)).catch(() => undefined);
     return id;
   }
 
