@@ -1,10 +1,14 @@
 /**
- * Starts a private pcscd with a vpcd reader (two slots) for the PC/SC tests and the benchmark, and stops
- * it again. pcscd is one per machine (socket /run/pcscd/pcscd.comm): when one is already running or the
- * binaries are missing, `startPcscd` returns the reason instead, and callers skip with it.
+ * Starts a private pcscd with vpcd readers (two slots each) for the PC/SC tests and the benchmark, and
+ * stops it again. pcscd is one per machine (socket /run/pcscd/pcscd.comm, which Debian's pcscd does not let
+ * us move), and test files run in parallel: a process first takes a machine-wide lock file (held until it
+ * exits; a lock whose process is gone is taken over), so PC/SC test files and benchmarks take turns. When a
+ * pcscd we did not start is running, or the binaries are missing, `startPcscd` returns the reason instead.
+ * `pcscRequired()`: on CI (GATEHOUSE_REQUIRE_PCSC=1) such a reason is a failure, not a skip.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, unlinkSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { connect, createServer } from 'node:net';
 import { join } from 'node:path';
 import { tempDir } from '../helpers/relay.ts';
@@ -13,37 +17,113 @@ export const PCSCD_BIN = '/usr/sbin/pcscd';
 export const VPCD_DRIVER = '/usr/lib/pcsc/drivers/serial/libifdvpcd.so';
 export const PCSCD_SOCKET = '/run/pcscd/pcscd.comm';
 export const VPCD_NAME = 'Gatehouse VPCD';
+export const PCSCD_LOCK = join(tmpdir(), 'gatehouse-pcscd.lock');
+/** How long a process waits for another one's PC/SC tests to finish. */
+export const PCSCD_LOCK_WAIT_MS = 150_000;
+
+/** True on CI: a missing binding or pcscd must fail the PC/SC tests instead of skipping them. */
+export function pcscRequired(): boolean {
+  return process.env.GATEHOUSE_REQUIRE_PCSC === '1';
+}
+
+let lockHeld = false;
+
+function lockOwnerAlive(): boolean {
+  let pid: number;
+  try {
+    pid = Number(readFileSync(PCSCD_LOCK, 'utf8').trim());
+  } catch {
+    return false;
+  }
+  if (!Number.isInteger(pid) || pid <= 0) return false;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/** Takes the machine-wide pcscd lock for this process (until it exits); the reason when it cannot. */
+async function takePcscdLock(): Promise<string | undefined> {
+  if (lockHeld) return undefined;
+  const deadline = Date.now() + PCSCD_LOCK_WAIT_MS;
+  for (;;) {
+    try {
+      writeFileSync(PCSCD_LOCK, `${process.pid}\n`, { flag: 'wx' });
+      lockHeld = true;
+      process.once('exit', () => {
+        try {
+          if (readFileSync(PCSCD_LOCK, 'utf8').trim() === String(process.pid)) unlinkSync(PCSCD_LOCK);
+        } catch {
+          // already gone
+        }
+      });
+      return undefined;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST')
+        return `cannot create ${PCSCD_LOCK}: ${(err as Error).message}`;
+    }
+    if (!lockOwnerAlive()) {
+      try {
+        unlinkSync(PCSCD_LOCK);
+      } catch {
+        // another waiter took it over first
+      }
+      continue;
+    }
+    if (Date.now() > deadline)
+      return `another process held ${PCSCD_LOCK} (PC/SC tests) for over ${PCSCD_LOCK_WAIT_MS} ms`;
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
 
 export interface RunningPcscd {
-  /** vpcd's port for slot 0 (slot 1 is port + 1). */
+  /** vpcd's port for slot 0; slot i listens on port + i. */
   readonly port: number;
-  /** PC/SC reader names of the two slots. */
-  readonly readers: readonly [string, string];
+  /** PC/SC reader names of the slots (two per vpcd reader): `readers[i]` is slot i. */
+  readonly readers: readonly [string, string, ...string[]];
   stop(): Promise<void>;
 }
 
-function freePortPair(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.listen({ host: '127.0.0.1', port: 0 }, () => {
-      const a = s.address();
-      const port = typeof a === 'object' && a !== null ? a.port : 0;
-      s.close(() => {
-        if (port === 0 || port >= 65535) reject(new Error('no port'));
-        const t = createServer();
-        t.once('error', () => resolve(freePortPair()));
-        t.listen({ host: '127.0.0.1', port: port + 1 }, () => t.close(() => resolve(port)));
+function freePort(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const t = createServer();
+    t.once('error', () => resolve(false));
+    t.listen({ host: '127.0.0.1', port }, () => t.close(() => resolve(true)));
+  });
+}
+
+/** A run of `n` consecutive free loopback ports (bounded tries). */
+async function freePortRun(n: number): Promise<number> {
+  for (let attempt = 0; attempt < 20; attempt++) {
+    const first = await new Promise<number>((resolve, reject) => {
+      const s = createServer();
+      s.once('error', reject);
+      s.listen({ host: '127.0.0.1', port: 0 }, () => {
+        const a = s.address();
+        const port = typeof a === 'object' && a !== null ? a.port : 0;
+        s.close(() => resolve(port));
       });
     });
-    s.once('error', reject);
-  });
+    if (first === 0 || first + n > 65535) continue;
+    let ok = true;
+    for (let i = 0; i < n && ok; i++) ok = await freePort(first + i);
+    if (ok) return first;
+  }
+  throw new Error(`no run of ${n} free ports`);
 }
 
 function listening(port: number): boolean {
   const hex = port.toString(16).toUpperCase().padStart(4, '0');
   for (const f of ['/proc/net/tcp', '/proc/net/tcp6']) {
     try {
-      if (readFileSync(f, 'utf8').split('\n').some((l) => l.includes(`:${hex} `) && / 0A /.test(l))) return true;
+      if (
+        readFileSync(f, 'utf8')
+          .split('\n')
+          .some((l) => l.includes(`:${hex} `) && / 0A /.test(l))
+      )
+        return true;
     } catch {
       // no such table
     }
@@ -51,10 +131,17 @@ function listening(port: number): boolean {
   return false;
 }
 
-/** Starts pcscd; resolves with the running daemon, or a string saying why it cannot run here. */
-export async function startPcscd(): Promise<RunningPcscd | string> {
-  if (!existsSync(PCSCD_BIN)) return `pcscd is not installed (${PCSCD_BIN}); see .ci/packages-card-bridge.txt`;
-  if (!existsSync(VPCD_DRIVER)) return `the vpcd driver is not installed (${VPCD_DRIVER}); package vsmartcard-vpcd`;
+/**
+ * Starts pcscd with `vpcdReaders` vpcd readers (two slots each, default 1); resolves with the running
+ * daemon, or a string saying why it cannot run here.
+ */
+export async function startPcscd(vpcdReaders = 1): Promise<RunningPcscd | string> {
+  if (!existsSync(PCSCD_BIN))
+    return `pcscd is not installed (${PCSCD_BIN}); see .ci/packages-card-bridge.txt`;
+  if (!existsSync(VPCD_DRIVER))
+    return `the vpcd driver is not installed (${VPCD_DRIVER}); package vsmartcard-vpcd`;
+  const notLocked = await takePcscdLock();
+  if (notLocked !== undefined) return notLocked;
   if (existsSync(PCSCD_SOCKET)) {
     const alive = await new Promise<boolean>((resolve) => {
       const probe = connect({ path: PCSCD_SOCKET });
@@ -67,12 +154,22 @@ export async function startPcscd(): Promise<RunningPcscd | string> {
     if (alive) return `another pcscd is running (${PCSCD_SOCKET}); only one per machine`;
     unlinkSync(PCSCD_SOCKET);
   }
-  const port = await freePortPair();
+  const slots = 2 * vpcdReaders;
+  const port = await freePortRun(slots);
   const dir = tempDir('gatehouse-pcscd-');
   const conf = join(dir, 'reader.conf.d');
   mkdirSync(conf);
-  const channel = `0x${port.toString(16).toUpperCase()}`;
-  writeFileSync(join(conf, 'vpcd'), `FRIENDLYNAME "${VPCD_NAME}"\nDEVICENAME /dev/null:${channel}\nLIBPATH ${VPCD_DRIVER}\nCHANNELID ${channel}\n`);
+  const readers: string[] = [];
+  for (let r = 0; r < vpcdReaders; r++) {
+    // vpcd listens on CHANNELID for slot 0 and CHANNELID + 1 for slot 1.
+    const channel = `0x${(port + 2 * r).toString(16).toUpperCase()}`;
+    const name = r === 0 ? VPCD_NAME : `${VPCD_NAME} ${r}`;
+    readers.push(`${name} 00 00`, `${name} 00 01`);
+    writeFileSync(
+      join(conf, `vpcd${r}`),
+      `FRIENDLYNAME "${name}"\nDEVICENAME /dev/null:${channel}\nLIBPATH ${VPCD_DRIVER}\nCHANNELID ${channel}\n`,
+    );
+  }
   let output = '';
   const child: ChildProcess = spawn(PCSCD_BIN, ['-f', '-c', conf], { stdio: ['ignore', 'pipe', 'pipe'] });
   child.stdout?.on('data', (c: Buffer) => (output = (output + c.toString()).slice(-4000)));
@@ -86,7 +183,7 @@ export async function startPcscd(): Promise<RunningPcscd | string> {
     process.off('exit', reap);
   });
   const deadline = Date.now() + 15000;
-  while (!(existsSync(PCSCD_SOCKET) && listening(port) && listening(port + 1))) {
+  while (!(existsSync(PCSCD_SOCKET) && Array.from({ length: slots }, (_, i) => port + i).every(listening))) {
     if (exited) return `pcscd exited at start: ${output.trim().slice(-500)}`;
     if (Date.now() > deadline) {
       child.kill('SIGKILL');
@@ -96,7 +193,7 @@ export async function startPcscd(): Promise<RunningPcscd | string> {
   }
   return {
     port,
-    readers: [`${VPCD_NAME} 00 00`, `${VPCD_NAME} 00 01`],
+    readers: [readers[0]!, readers[1]!, ...readers.slice(2)],
     stop: () =>
       new Promise<void>((resolve) => {
         if (exited) {

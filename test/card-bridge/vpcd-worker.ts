@@ -5,11 +5,13 @@
  */
 import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads';
 import type { SimCardConfig } from '../../src/card-bridge/config.ts';
+import type { VpcdCardBehaviour } from '../../src/card-bridge/backends/vpcd-card.ts';
 
 interface Init {
   readonly cards: readonly SimCardConfig[];
   readonly pkiCacheDir: string | undefined;
   readonly port: number;
+  readonly behaviours: readonly VpcdCardBehaviour[];
 }
 
 type Command = { op: 'remove' | 'insert'; slot: number; seq: number };
@@ -20,11 +22,22 @@ export interface VpcdCards {
   close(): Promise<void>;
 }
 
-/** Starts a worker that connects card i to vpcd slot i (port + i). Resolves once every card is connected. */
-export function startVpcdCards(cards: readonly SimCardConfig[], port: number, pkiCacheDir: string | undefined): Promise<VpcdCards> {
+/**
+ * Starts a worker that connects card i to vpcd slot i (port + i), played with `behaviours[i]` (slow or
+ * silent; default: answers at once). Resolves once every card is connected.
+ */
+export function startVpcdCards(
+  cards: readonly SimCardConfig[],
+  port: number,
+  pkiCacheDir: string | undefined,
+  behaviours: readonly VpcdCardBehaviour[] = [],
+): Promise<VpcdCards> {
   // A TypeScript worker entry needs tsx registered inside the worker first (Node 20).
   const boot = `import(${JSON.stringify(import.meta.resolve('tsx/esm/api'))}).then((m) => { m.register(); return import(${JSON.stringify(import.meta.url)}); });`;
-  const worker = new Worker(boot, { eval: true, workerData: { cards, pkiCacheDir, port } satisfies Init });
+  const worker = new Worker(boot, {
+    eval: true,
+    workerData: { cards, pkiCacheDir, port, behaviours } satisfies Init,
+  });
   let seq = 0;
   const pending = new Map<number, () => void>();
   worker.on('message', (m: { seq: number }) => pending.get(m.seq)?.());
@@ -59,12 +72,15 @@ if (!isMainThread && parentPort !== null) {
   const { buildVirtualCard } = await import('../../src/card-bridge/backends/simulator.ts');
   const { connectVpcdCard } = await import('../../src/card-bridge/backends/vpcd-card.ts');
   const cards = init.cards.map((c) => buildVirtualCard(c, init.pkiCacheDir));
-  const conns = await Promise.all(cards.map((c, i) => connectVpcdCard(c, init.port + i)));
+  const conns = await Promise.all(
+    cards.map((c, i) => connectVpcdCard(c, init.port + i, '127.0.0.1', init.behaviours[i])),
+  );
   port.on('message', (m: Command) => {
     void (async () => {
       const card = cards[m.slot]!;
       if (m.op === 'remove') await conns[m.slot]!.remove();
-      else conns[m.slot] = await connectVpcdCard(card, init.port + m.slot);
+      else
+        conns[m.slot] = await connectVpcdCard(card, init.port + m.slot, '127.0.0.1', init.behaviours[m.slot]);
       port.postMessage({ seq: m.seq });
     })();
   });

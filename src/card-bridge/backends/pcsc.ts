@@ -1,86 +1,76 @@
 /**
  * The PC/SC backend: local readers through pcsc-lite, via the npm `smartcard` N-API binding, an OPTIONAL
- * dependency loaded on start. Without the binding (or without pcscd) the backend logs why and has no
- * readers; the gateway runs on.
+ * dependency. Without the binding (or without pcscd) the backend logs why and has no readers; the gateway
+ * runs on.
  *
- * Readers and cards are tracked with the binding's ReaderMonitor (attach, detach, insert, remove each fire
- * a change). Cards are connected lazily in shared mode (T=0 or T=1) and kept; removal drops the connection.
- * pcscd itself may be absent at start, restarted or crashed: a PC/SC context does not survive its daemon,
- * so when the monitor reports an error every reader is detached, the context is dropped, and a new one is
- * tried every `reconnectMs` until pcscd answers again.
+ * Isolation: no PC/SC call runs in the gateway's process. pcsc-lite serves one call at a time per context,
+ * and a card that never answers blocks its call (and anything queued behind it) for good, so:
+ * - one monitor host process (pcsc/host.ts) holds a context that only follows readers and cards and sends
+ *   the reader list when it changes; `readers()` answers from that cached list, never waiting on a card;
+ * - each reader gets its own host process with its own context and card connection (pcsc/reader-channel.ts),
+ *   started when the reader appears; a slow card delays only its own reader;
+ * - every call ends by the card layer's deadline (`commandMs`): the caller gets CARD_COMMAND_TIMEOUT at
+ *   once, the host is told to cancel (SCardCancel), and when the call has still not ended `cancelGraceMs`
+ *   later the host is killed (its context and card connection go with it) and the next call starts a new one.
+ * pcscd itself may be absent at start, restarted or crashed: the monitor then reports it, every reader is
+ * detached (their hosts closed), and the monitor tries a new context every `reconnectMs`.
+ * Cards are connected lazily in shared mode (T=0 or T=1) and kept; a card change drops the connection.
  * APDUs go through raw: no automatic GET RESPONSE here (the card layer does it when configured).
  */
 import { GatewayError } from '../../core/errors.ts';
 import type { Logger } from '../../core/log.ts';
 import type { CardBackendConfig } from '../config.ts';
+import { loadPcsc } from './pcsc/binding.ts';
+import { HostProcess } from './pcsc/host-process.ts';
+import type { HostMessage, ReaderEntry } from './pcsc/messages.ts';
+import { HostCallError, ReaderChannel } from './pcsc/reader-channel.ts';
 import { ChangeListeners, type CardBackend, type ReaderState } from './types.ts';
+
+export { loadPcsc } from './pcsc/binding.ts';
 
 type PcscConfig = Extract<CardBackendConfig, { kind: 'pcsc' }>;
 
-/** The slice of the `smartcard` module we use (typed here so the dependency stays optional). */
-interface PcscCard {
-  readonly atr: Buffer | null;
-  transmit(command: Buffer, options?: { maxRecvLength?: number; autoGetResponse?: boolean }): Promise<Buffer>;
-  getStatus(): { atr: Buffer };
-  disconnect(disposition?: number): void;
-  reconnect(shareMode?: number, protocol?: number, initialization?: number): Promise<number>;
-}
-interface PcscReader {
-  readonly name: string;
-  readonly atr: Buffer | null;
-  readonly state: number;
-  connect(shareMode?: number, protocol?: number): Promise<PcscCard>;
-}
-interface PcscContext {
-  readonly isValid: boolean;
-  listReaders(): PcscReader[];
-  close(): void;
-}
-interface PcscMonitor {
-  start(cb: (ev: { type: string; reader: string; atr: Buffer | null }) => void): void;
-  stop(): void;
-}
-interface PcscModule {
-  Context: new () => PcscContext;
-  ReaderMonitor: new () => PcscMonitor;
-  SCARD_SHARE_SHARED: number;
-  SCARD_PROTOCOL_T0: number;
-  SCARD_PROTOCOL_T1: number;
-  SCARD_RESET_CARD: number;
-  SCARD_LEAVE_CARD: number;
-  SCARD_STATE_PRESENT: number;
+/** Timings of the host processes (not configuration: they bound our own processes, not a peer). */
+export interface PcscHostTimings {
+  /** After a call's deadline, how long its host may take to end the call before it is killed, ms. */
+  readonly cancelGraceMs: number;
+  /** How long a new host may take to load the binding, ms. */
+  readonly hostStartMs: number;
+  /** How long a host may take to release its card and context on close, ms. */
+  readonly hostCloseMs: number;
+  /** How often the monitor re-reads the reader list besides pcsc-lite's change events, ms. */
+  readonly monitorPollMs: number;
+  /** How long `start()` waits for the monitor's first reader list, ms. */
+  readonly firstListMs: number;
 }
 
-/** Loads the optional binding; undefined (with the reason) when it is not installed or not loadable. */
-export async function loadPcsc(): Promise<{ module: PcscModule } | { error: string }> {
-  try {
-    const name = 'smartcard';
-    const m = (await import(name)) as { default?: PcscModule } & PcscModule;
-    return { module: m.Context === undefined ? m.default! : m };
-  } catch (err) {
-    return { error: (err as Error).message.split('\n')[0] ?? 'unknown error' };
-  }
-}
+export const PCSC_HOST_TIMINGS: PcscHostTimings = Object.freeze({
+  cancelGraceMs: 250,
+  hostStartMs: 15000,
+  hostCloseMs: 1000,
+  monitorPollMs: 1000,
+  firstListMs: 5000,
+});
 
 export class PcscBackend implements CardBackend {
   readonly kind = 'pcsc';
-  #pcsc: PcscModule | undefined;
-  #ctx: PcscContext | undefined;
-  #monitor: PcscMonitor | undefined;
+  #monitor: HostProcess | undefined;
   #readers: ReaderState[] = [];
-  readonly #cards = new Map<string, Promise<PcscCard>>();
+  readonly #channels = new Map<string, ReaderChannel>();
   readonly #changes = new ChangeListeners();
   readonly #log: Logger;
   #retry: NodeJS.Timeout | undefined;
   #closed = false;
-  /** Why the backend has no readers, when it could not start. */
+  #firstList: (() => void) | undefined;
+  /** Why the backend has no readers, when it could not start or lost pcscd. */
   unavailable: string | undefined;
 
   constructor(
     private readonly cfg: PcscConfig,
     log: Logger,
-    /** Loads the binding (replaceable to test a machine without it). */
+    /** Loads the binding (replaceable to test a machine without it); only to learn whether it is installed. */
     private readonly load: typeof loadPcsc = loadPcsc,
+    private readonly timings: PcscHostTimings = PCSC_HOST_TIMINGS,
   ) {
     this.#log = log.child({ backend: 'pcsc' });
   }
@@ -92,93 +82,116 @@ export class PcscBackend implements CardBackend {
       this.#log.warn({ reason: this.unavailable }, 'PC/SC backend has no readers');
       return;
     }
-    this.#pcsc = loaded.module;
-    this.#connect();
-  }
-
-  /** Opens a context and a reader monitor; while pcscd does not answer, tries again later. */
-  #connect(): void {
-    const pcsc = this.#pcsc;
-    if (this.#closed || pcsc === undefined) return;
-    try {
-      this.#ctx = new pcsc.Context();
-    } catch (err) {
-      const reason = `cannot establish a PC/SC context (is pcscd running?): ${(err as Error).message}`;
-      if (this.unavailable !== reason) this.#log.warn({ reason, retryMs: this.cfg.reconnectMs }, 'PC/SC backend has no readers');
-      this.unavailable = reason;
-      this.#scheduleReconnect();
-      return;
-    }
-    if (this.unavailable !== undefined) this.#log.info('PC/SC context established');
-    this.unavailable = undefined;
-    this.#refresh();
-    try {
-      const mon = new pcsc.ReaderMonitor();
-      mon.start((ev) => {
-        if (ev.type === 'error') return this.#lost(ev.reader);
-        if (ev.type === 'card-removed' || ev.type === 'reader-detached' || ev.type === 'card-inserted') this.#drop(ev.reader);
-        this.#refresh();
-        this.#changes.emit();
-      });
-      this.#monitor = mon;
-    } catch (err) {
-      this.#log.warn({ err: (err as Error).message }, 'PC/SC reader monitor failed; reader list will not follow changes');
-    }
-    this.#changes.emit();
-  }
-
-  /** pcscd went away (or the context broke): detach every reader, drop the context, reconnect later. */
-  #lost(reason: string): void {
-    if (this.#ctx === undefined) return;
-    this.#log.warn({ reason, retryMs: this.cfg.reconnectMs }, 'PC/SC service lost; readers detached');
-    this.unavailable = `PC/SC service lost: ${reason}`;
-    void this.#teardown();
-    this.#readers = [];
-    this.#changes.emit();
-    this.#scheduleReconnect();
-  }
-
-  #scheduleReconnect(): void {
-    if (this.#closed) return;
-    this.#retry = setTimeout(() => this.#connect(), this.cfg.reconnectMs);
-    this.#retry.unref();
-  }
-
-  /** Stops the monitor, disconnects every card and releases the context. */
-  #teardown(): Promise<void> {
-    const monitor = this.#monitor;
-    this.#monitor = undefined;
-    try {
-      monitor?.stop();
-    } catch {
-      // already stopped
-    }
-    const cards = [...this.#cards.values()];
-    this.#cards.clear();
-    const ctx = this.#ctx;
-    this.#ctx = undefined;
-    // Disconnect every card before releasing the context that owns them.
-    return Promise.allSettled(cards).then((settled) => {
-      for (const c of settled) {
-        if (c.status !== 'fulfilled') continue;
-        try {
-          c.value.disconnect(this.#pcsc?.SCARD_LEAVE_CARD);
-        } catch {
-          // the card is gone already
-        }
+    // Wait (bounded) for the first reader list, so readers are known when the gateway says it is up.
+    await new Promise<void>((resolve) => {
+      const t = setTimeout(done, this.timings.firstListMs);
+      function done() {
+        clearTimeout(t);
+        resolve();
       }
-      try {
-        ctx?.close();
-      } catch {
-        // already closed
-      }
+      this.#firstList = done;
+      this.#startMonitor();
     });
+    this.#firstList = undefined;
+  }
+
+  #startMonitor(): void {
+    if (this.#closed) return;
+    const mon = new HostProcess('monitor');
+    this.#monitor = mon;
+    mon.onMessage((m) => this.#onMonitor(m));
+    mon.ready(this.timings.hostStartMs).then(
+      () => mon.send({ t: 'init', reconnectMs: this.cfg.reconnectMs, pollMs: this.timings.monitorPollMs }),
+      (err: unknown) => this.#setUnavailable(`the PC/SC monitor did not start: ${(err as Error).message}`),
+    );
+    mon.onExit((e) => {
+      if (this.#monitor !== mon || this.#closed) return;
+      this.#monitor = undefined;
+      this.#log.warn(
+        { code: e.code, signal: e.signal, stderr: e.stderr.slice(-500), retryMs: this.cfg.reconnectMs },
+        'PC/SC monitor exited; restarting it',
+      );
+      this.#setUnavailable('the PC/SC monitor exited');
+      this.#retry = setTimeout(() => this.#startMonitor(), this.cfg.reconnectMs);
+      this.#retry.unref();
+    });
+  }
+
+  #onMonitor(m: HostMessage): void {
+    if (this.#closed) return;
+    if (m.t === 'unavailable') {
+      this.#setUnavailable(m.reason);
+      this.#firstList?.();
+    } else if (m.t === 'readers') {
+      if (this.unavailable !== undefined) this.#log.info('PC/SC readers available');
+      this.unavailable = undefined;
+      this.#setReaders(m.readers);
+      this.#firstList?.();
+    }
+  }
+
+  #setUnavailable(reason: string): void {
+    if (this.unavailable !== reason)
+      this.#log.warn({ reason, retryMs: this.cfg.reconnectMs }, 'PC/SC backend has no readers');
+    this.unavailable = reason;
+    this.#setReaders([]);
+  }
+
+  /** Applies a new reader list: hosts for new readers, dropped connections for changed cards, closed hosts for gone readers. */
+  #setReaders(entries: readonly ReaderEntry[]): void {
+    const f = this.cfg.readerFilter;
+    const next: ReaderState[] = entries
+      .filter((r) => typeof r.name === 'string' && typeof r.atr === 'string')
+      .filter((r) => f.length === 0 || f.some((x) => r.name.includes(x)))
+      .map((r) => ({ terminal: r.name, atr: r.atr === '' ? undefined : Buffer.from(r.atr, 'hex') }));
+    const before = new Map(this.#readers.map((r) => [r.terminal, r.atr?.toString('hex') ?? '']));
+    const after = new Map(next.map((r) => [r.terminal, r.atr?.toString('hex') ?? '']));
+    let changed = before.size !== after.size;
+    for (const [terminal, atr] of after) {
+      if (!before.has(terminal)) {
+        changed = true;
+        this.#channel(terminal).warm();
+      } else if (before.get(terminal) !== atr) {
+        changed = true;
+        this.#channels.get(terminal)?.drop();
+      }
+    }
+    for (const terminal of before.keys()) {
+      if (after.has(terminal)) continue;
+      const ch = this.#channels.get(terminal);
+      this.#channels.delete(terminal);
+      ch?.close().catch((err: unknown) =>
+        this.#log.warn({ terminal, err: (err as Error).message }, 'closing a PC/SC reader host failed'),
+      );
+    }
+    this.#readers = next;
+    if (changed) this.#changes.emit();
+  }
+
+  #channel(terminal: string): ReaderChannel {
+    let ch = this.#channels.get(terminal);
+    if (ch === undefined) {
+      ch = new ReaderChannel(terminal, {
+        cancelGraceMs: this.timings.cancelGraceMs,
+        startMs: this.timings.hostStartMs,
+        closeMs: this.timings.hostCloseMs,
+        onHostLost: (why, stderr) =>
+          this.#log.warn({ terminal, why, stderr: stderr.slice(-500) }, 'PC/SC reader host replaced'),
+      });
+      this.#channels.set(terminal, ch);
+    }
+    return ch;
   }
 
   async close(): Promise<void> {
     this.#closed = true;
     if (this.#retry !== undefined) clearTimeout(this.#retry);
-    await this.#teardown();
+    const channels = [...this.#channels.values()];
+    this.#channels.clear();
+    const mon = this.#monitor;
+    this.#monitor = undefined;
+    this.#readers = [];
+    await Promise.allSettled([...channels.map((c) => c.close()), mon?.close(this.timings.hostCloseMs)]);
   }
 
   readers(): readonly ReaderState[] {
@@ -189,86 +202,43 @@ export class PcscBackend implements CardBackend {
     return this.#changes.add(listener);
   }
 
-  async reset(terminal: string, _signal: AbortSignal): Promise<Buffer> {
-    const p = this.#pcsc!;
-    const card = await this.#card(terminal);
-    try {
-      await card.reconnect(p.SCARD_SHARE_SHARED, p.SCARD_PROTOCOL_T0 | p.SCARD_PROTOCOL_T1, p.SCARD_RESET_CARD);
-      return Buffer.from(card.getStatus().atr);
-    } catch (err) {
-      this.#drop(terminal);
-      throw this.#mapError(err, terminal);
-    }
+  /** Host processes started for `terminal` so far (0 when never used); for tests and the benchmark. */
+  hostsStarted(terminal: string): number {
+    return this.#channels.get(terminal)?.hostsStarted ?? 0;
   }
 
-  async transmit(terminal: string, apdu: Buffer, _signal: AbortSignal): Promise<Buffer> {
-    const card = await this.#card(terminal);
-    try {
-      return await card.transmit(apdu, { maxRecvLength: 65538, autoGetResponse: false });
-    } catch (err) {
-      this.#drop(terminal);
-      throw this.#mapError(err, terminal);
-    }
+  reset(terminal: string, signal: AbortSignal): Promise<Buffer> {
+    return this.#call(terminal, { t: 'reset' }, signal);
   }
 
-  #refresh(): void {
-    const ctx = this.#ctx;
-    if (ctx === undefined || this.#pcsc === undefined) return;
-    let list: PcscReader[];
-    try {
-      list = ctx.listReaders();
-    } catch {
-      list = [];
-    }
-    const f = this.cfg.readerFilter;
-    this.#readers = list
-      .filter((r) => f.length === 0 || f.some((x) => r.name.includes(x)))
-      .map((r) => ({
-        terminal: r.name,
-        atr: (r.state & this.#pcsc!.SCARD_STATE_PRESENT) !== 0 && r.atr !== null && r.atr.length > 0 ? Buffer.from(r.atr) : undefined,
-      }));
+  transmit(terminal: string, apdu: Buffer, signal: AbortSignal): Promise<Buffer> {
+    return this.#call(terminal, { t: 'transmit', apdu }, signal);
   }
 
-  #card(terminal: string): Promise<PcscCard> {
-    const existing = this.#cards.get(terminal);
-    if (existing !== undefined) return existing;
-    const p = this.#pcsc;
-    const ctx = this.#ctx;
-    if (p === undefined || ctx === undefined) return Promise.reject(new GatewayError('CARD_READER_NOT_FOUND', this.unavailable));
-    let reader: PcscReader | undefined;
-    try {
-      reader = ctx.listReaders().find((r) => r.name === terminal);
-    } catch {
-      reader = undefined;
+  #call(
+    terminal: string,
+    req: { t: 'transmit'; apdu: Uint8Array } | { t: 'reset' },
+    signal: AbortSignal,
+  ): Promise<Buffer> {
+    if (!this.#readers.some((r) => r.terminal === terminal)) {
+      return Promise.reject(
+        new GatewayError('CARD_READER_NOT_FOUND', this.unavailable ?? `no PC/SC reader ${terminal}`),
+      );
     }
-    if (reader === undefined) return Promise.reject(new GatewayError('CARD_READER_NOT_FOUND', `no PC/SC reader ${terminal}`));
-    const connecting = reader.connect(p.SCARD_SHARE_SHARED, p.SCARD_PROTOCOL_T0 | p.SCARD_PROTOCOL_T1).catch((err: unknown) => {
-      this.#cards.delete(terminal);
-      throw this.#mapError(err, terminal);
-    });
-    this.#cards.set(terminal, connecting);
-    return connecting;
-  }
-
-  #drop(terminal: string): void {
-    const c = this.#cards.get(terminal);
-    this.#cards.delete(terminal);
-    void c?.then(
-      (card) => {
-        try {
-          card.disconnect(this.#pcsc?.SCARD_LEAVE_CARD);
-        } catch {
-          // the card is gone already
-        }
-      },
-      () => undefined,
-    );
+    return this.#channel(terminal)
+      .call(req, signal)
+      .catch((err: unknown) => {
+        throw this.#mapError(err, terminal);
+      });
   }
 
   #mapError(err: unknown, terminal: string): GatewayError {
     if (err instanceof GatewayError) return err;
     const msg = (err as Error).message;
-    if (/removed|no smart ?card|not present|SCARD_E_NO_SMARTCARD|SCARD_W_REMOVED_CARD|unpowered|unresponsive/i.test(msg)) {
+    if (
+      err instanceof HostCallError &&
+      /removed|no smart ?card|not present|unpowered|unresponsive/i.test(msg)
+    ) {
       return new GatewayError('CARD_NO_CARD', `${terminal}: ${msg}`, { cause: err });
     }
     return new GatewayError('CARD_UPSTREAM_FAILED', `${terminal}: ${msg}`, { cause: err });
