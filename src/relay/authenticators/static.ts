@@ -269,7 +269,9 @@ export async function createStaticAuthenticator(
   const schedule = () => {
     if (closed) return;
     clearTimeout(debounce);
-    debounce = setTimeout(() => void reload(), WATCH_DEBOUNCE_MS);
+    debounce = setTimeout(() => {
+      reload().catch((err: unknown) => log.error({ err }, 'token file reload failed; keeping the previous table'));
+    }, WATCH_DEBOUNCE_MS);
   };
 
   // Watch the directory, not the file: editors and `mv` replace the file's inode on save.
@@ -292,9 +294,12 @@ export async function createStaticAuthenticator(
 
   // Fallback for file systems where fs.watch says nothing (NFS, some containers).
   const poll = setInterval(() => {
-    void statKeyOf(path).then((key) => {
-      if (key !== statKey) schedule();
-    });
+    statKeyOf(path).then(
+      (key) => {
+        if (key !== statKey) schedule();
+      },
+      (err: unknown) => log.warn({ reason: (err as Error).message }, 'token file not checked'),
+    );
   }, config.reloadCheckMs);
   poll.unref();
 
