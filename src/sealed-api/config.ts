@@ -99,6 +99,8 @@ export const sealedApiConfigSchema = z.strictObject({
       keepAliveMs: positiveMs.default(5000),
       /** A known address that is seen again after this long is logged again. */
       addressTtlMs: positiveMs.default(86400000),
+      /** How often the shared replay directory (replayDir) is swept of expired entries and re-counted. */
+      replaySweepMs: positiveMs.default(10000),
     })
     .prefault({}),
   proxy: z

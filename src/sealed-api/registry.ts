@@ -197,15 +197,19 @@ export class ClientRegistry {
       await writeRegistryFile(this.path, { version: 1, clients: [] });
     }
     await this.#load(true);
+    // reload() logs its own failures and never rejects; the catch is the last resort if that changes.
+    const reloadLater = () => {
+      this.reload().catch((err: unknown) => this.log.error({ err, file: this.path }, 'client registry reload failed'));
+    };
     try {
       this.#watcher = watch(dirname(this.path), { persistent: false }, (_e, name) => {
-        if (name === null || name === basename(this.path)) void this.reload();
+        if (name === null || name === basename(this.path)) reloadLater();
       });
       this.#watcher.on('error', () => undefined);
     } catch {
       // fs.watch unavailable: the poll still works
     }
-    this.#poll = setInterval(() => void this.reload(), this.reloadCheckMs);
+    this.#poll = setInterval(reloadLater, this.reloadCheckMs);
     this.#poll.unref();
   }
 

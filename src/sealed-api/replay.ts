@@ -9,6 +9,7 @@
 import { createHash } from 'node:crypto';
 import { chmod, mkdir, open, readdir, stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
+import type { Logger } from '../core/log.ts';
 
 export type ReplayVerdict = 'fresh' | 'duplicate' | 'full';
 
@@ -58,17 +59,24 @@ export class MemoryReplayStore implements ReplayStore {
  * directory (0700), created with O_EXCL so exactly one process wins; the file's mtime is its expiry.
  * A timer sweeps expired files; the entry count is re-read from the directory on every sweep, so the
  * bound holds across processes to within one sweep interval. Full → refused, never evicted.
+ *
+ * If the directory vanishes, `remember` rejects (the server answers a sealed 503 and runs nothing) and the
+ * sweep logs one error until the directory is back; the store does not recreate it, since the entries it
+ * held are gone and an operator should know (recreate it 0700; requests it held could be replayed until
+ * they expire, at most clock.maxLifetimeMs + skewMs).
  */
 export class DirectoryReplayStore implements ReplayStore {
   #count = 0;
   #timer: NodeJS.Timeout | undefined;
   #sweeping: Promise<void> | undefined;
   #lastFullSweepMs = 0;
+  #sweepFailing = false;
 
   constructor(
     readonly dir: string,
     private readonly maxEntries: number,
     private readonly sweepEveryMs = 10000,
+    private readonly log?: Logger,
   ) {}
 
   get size(): number {
@@ -79,7 +87,23 @@ export class DirectoryReplayStore implements ReplayStore {
     await mkdir(this.dir, { recursive: true, mode: 0o700 });
     await chmod(this.dir, 0o700);
     await this.sweep(Date.now());
-    this.#timer = setInterval(() => void this.sweep(Date.now()), this.sweepEveryMs);
+    this.#timer = setInterval(() => {
+      this.sweep(Date.now()).then(
+        () => {
+          if (!this.#sweepFailing) return;
+          this.#sweepFailing = false;
+          this.log?.info({ dir: this.dir }, 'replay directory sweep works again');
+        },
+        (err: unknown) => {
+          if (this.#sweepFailing) return;
+          this.#sweepFailing = true;
+          this.log?.error(
+            { err, code: 'SEALED_REPLAY_STORE_FAILED', dir: this.dir },
+            'replay directory sweep failed',
+          );
+        },
+      );
+    }, this.sweepEveryMs);
     this.#timer.unref();
   }
 

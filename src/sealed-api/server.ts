@@ -104,7 +104,7 @@ export function createSealedApiServer(config: SealedApiConfig, deps: SealedApiDe
   const registry = new ClientRegistry(registryFile, log, config.reloadCheckMs);
   const dirStore =
     deps.replayStore === undefined && config.replayDir !== undefined
-      ? new DirectoryReplayStore(resolve(deps.baseDir, config.replayDir), config.limits.maxReplayEntries)
+      ? new DirectoryReplayStore(resolve(deps.baseDir, config.replayDir), config.limits.maxReplayEntries, config.timeouts.replaySweepMs, log)
       : undefined;
   const replay = deps.replayStore ?? dirStore ?? new MemoryReplayStore(config.limits.maxReplayEntries);
   const backoff = new FailureBackoff(config.limits.maxAuthFailuresPerIp, config.limits.authFailureWindowMs);
