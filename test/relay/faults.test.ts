@@ -163,6 +163,7 @@ test('a refused WebSocket upgrade whose client keeps its side open is destroyed 
     assert.match(received, /^HTTP\/1\.1 429 Too Many Requests\r\n/);
     assert.match(received, /X-Gatehouse-Error: CORE_LIMIT_CONNECTIONS_PER_IP/);
     holder.destroy();
+    for (let i = 0; i < 200 && relay.server.sessions.size > 0; i++) await new Promise((r) => setTimeout(r, 10));
     // Now the same with shutdown: a half-open refused client does not hold close().
     const s2 = connect({ host: '127.0.0.1', port, allowHalfOpen: true });
     s2.on('error', () => undefined);
