@@ -124,7 +124,7 @@ export function createCardBridgeServer(config: CardBridgeConfig, deps: CardBridg
         bound.push({ kind: l.kind, port, url: `${l.kind}://${describeAddress({ host: l.host, port })}` });
       }
       if (config.cloudfoxyApi.enabled) {
-        const api = createCloudFoxyApi(cards, { token: config.cloudfoxyApi.token!, log, startedAt: Date.now(), maxConnections: config.limits.maxConnections });
+        const api = createCloudFoxyApi(cards, { token: config.cloudfoxyApi.token!, log, startedAt: Date.now(), maxConnections: config.limits.maxConnections, maxConnectionsPerIp: config.limits.maxConnectionsPerIp });
         const port = await api.listen(config.cloudfoxyApi.host, config.cloudfoxyApi.port);
         apis.push(api);
         bound.push({ kind: 'cloudfoxy-api', port, url: `http://${describeAddress({ host: config.cloudfoxyApi.host, port })}/api/v1/` });
@@ -133,7 +133,7 @@ export function createCardBridgeServer(config: CardBridgeConfig, deps: CardBridg
         const api = createFoxyproxyApi(exec, {
           token: config.foxyproxyApi.token!,
           log,
-          maxConnections: config.limits.maxConnections,
+          maxConnections: config.limits.maxConnections, maxConnectionsPerIp: config.limits.maxConnectionsPerIp,
           select: (names) => {
             preferred = names;
           },

@@ -7,8 +7,9 @@
  * keeps its side open. It knows nothing of protocols: a front end says how to tell its peers (the
  * `finish` step of `drain`), the tracker makes sure the sockets go.
  */
-import type { Server } from 'node:net';
+import type { Server, Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
+import type { Admission } from './net.ts';
 
 /** Anything socket-like we can end and destroy (net.Socket, tls.TLSSocket, an upgrade's Duplex). */
 export type EndableSocket = Duplex;
@@ -102,4 +103,27 @@ export function refuseConnection(socket: EndableSocket, answer: string | undefin
   socket.once('close', () => clearTimeout(timer));
   if (answer === undefined) socket.end();
   else socket.end(answer);
+}
+
+/**
+ * Admits every connection `server` accepts against `admission` (total and per address) before any byte
+ * is read: for HTTP listeners, where the protocol has no answer before a request. A refused connection is
+ * destroyed at once and reported through `onRefused` (log it at warn); an admitted one holds its slot
+ * until it closes.
+ */
+export function admitConnections(
+  server: Server,
+  admission: Admission,
+  onRefused: (code: 'CORE_LIMIT_CONNECTIONS' | 'CORE_LIMIT_CONNECTIONS_PER_IP', remote: string) => void,
+): void {
+  server.on('connection', (socket: Socket) => {
+    const remote = socket.remoteAddress ?? 'unknown';
+    const slot = admission.admit(remote);
+    if (!slot.ok) {
+      socket.destroy();
+      onRefused(slot.code, remote);
+      return;
+    }
+    socket.once('close', slot.release);
+  });
 }

@@ -27,6 +27,8 @@ export interface CloudFoxyApiOptions {
   readonly requestTimeoutMs?: number;
   /** Most open connections (default 1000). */
   readonly maxConnections?: number;
+  /** Most open connections from one address (default: maxConnections). */
+  readonly maxConnectionsPerIp?: number;
 }
 
 /**
@@ -92,5 +94,10 @@ export function createCloudFoxyApi(cards: CardService, opts: CloudFoxyApiOptions
     }
   }
 
-  return httpApi('card bridge CloudFoxy API', handle, { requestTimeoutMs: opts.requestTimeoutMs ?? 120000, maxConnections: opts.maxConnections ?? 1000 });
+  return httpApi('card bridge CloudFoxy API', handle, {
+    requestTimeoutMs: opts.requestTimeoutMs ?? 120000,
+    maxConnections: opts.maxConnections ?? 1000,
+    ...(opts.maxConnectionsPerIp === undefined ? {} : { maxConnectionsPerIp: opts.maxConnectionsPerIp }),
+    log,
+  });
 }

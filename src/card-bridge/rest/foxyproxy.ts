@@ -26,6 +26,8 @@ export interface FoxyproxyApiOptions {
   readonly requestTimeoutMs?: number;
   /** Most open connections (default 1000). */
   readonly maxConnections?: number;
+  /** Most open connections from one address (default: maxConnections). */
+  readonly maxConnectionsPerIp?: number;
 }
 
 interface CommandJson {
@@ -97,5 +99,10 @@ export function createFoxyproxyApi(exec: ExecuteContext, opts: FoxyproxyApiOptio
     return json(res, 404, { result: false, error: 'not found' });
   }
 
-  return httpApi('card bridge foxyproxy API', handle, { requestTimeoutMs: opts.requestTimeoutMs ?? 120000, maxConnections: opts.maxConnections ?? 1000 });
+  return httpApi('card bridge foxyproxy API', handle, {
+    requestTimeoutMs: opts.requestTimeoutMs ?? 120000,
+    maxConnections: opts.maxConnections ?? 1000,
+    ...(opts.maxConnectionsPerIp === undefined ? {} : { maxConnectionsPerIp: opts.maxConnectionsPerIp }),
+    log,
+  });
 }

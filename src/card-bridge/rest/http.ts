@@ -4,9 +4,10 @@
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { createHash, timingSafeEqual } from 'node:crypto';
-import type { Socket } from 'node:net';
 import type { Secret } from '../../core/config/secret.ts';
-import { listen, stopListening } from '../../core/net.ts';
+import type { Logger } from '../../core/log.ts';
+import { Admission, listen, stopListening } from '../../core/net.ts';
+import { admitConnections, ConnectionTracker } from '../../core/connections.ts';
 
 export interface HttpApi {
   /** Binds; @returns the bound port. @throws GatewayError CORE_LISTEN_FAILED */
@@ -63,30 +64,39 @@ export function readBody(req: IncomingMessage, maxBytes: number): Promise<Buffer
 export interface HttpApiLimits {
   /** Deadline for a whole request (headers and body); headers alone get min(this, 10 s). */
   readonly requestTimeoutMs: number;
-  /** Most open connections; more are closed at once by node:http. */
+  /** Most open connections; more are closed at once. */
   readonly maxConnections: number;
+  /** Most open connections from one address; more are closed at once (default: maxConnections). */
+  readonly maxConnectionsPerIp?: number;
+  /** Where a failed handler (a bug: CORE_INTERNAL) and refused connections are logged. */
+  readonly log: Logger;
 }
 
 /** An HttpApi around a request handler, with header/request deadlines, a connection cap and connection tracking. */
 export function httpApi(label: string, handler: (req: IncomingMessage, res: ServerResponse) => Promise<void>, limits: HttpApiLimits): HttpApi {
   let server: Server | undefined;
-  const sockets = new Set<Socket>();
-  const { requestTimeoutMs } = limits;
+  const tracker = new ConnectionTracker();
+  const { requestTimeoutMs, log } = limits;
+  const admission = new Admission({ maxConnections: limits.maxConnections, maxConnectionsPerIp: limits.maxConnectionsPerIp ?? limits.maxConnections });
   return {
     async listen(host, port) {
       // node:http enforces headersTimeout / requestTimeout only when it checks its connections (every 30 s by
       // default), so a slowloris client would outlive the deadlines by up to that much: check often.
       const s = createServer({ connectionsCheckingInterval: Math.max(50, Math.min(1000, Math.floor(requestTimeoutMs / 4))) }, (req, res) => {
-        handler(req, res).catch(() => send(res, 500, 'internal error\n'));
+        handler(req, res).catch((err: unknown) => {
+          // Fault isolation: a bug answers this request 500 and closes its connection, nothing else.
+          log.error({ err, code: 'CORE_INTERNAL', api: label }, 'request failed with an internal error');
+          res.setHeader('Connection', 'close');
+          send(res, 500, 'internal error\n');
+        });
       });
       s.headersTimeout = Math.min(requestTimeoutMs, 10000);
       s.requestTimeout = requestTimeoutMs;
       s.keepAliveTimeout = 5000;
-      s.maxConnections = limits.maxConnections;
-      s.on('connection', (sock: Socket) => {
-        sockets.add(sock);
-        sock.on('close', () => sockets.delete(sock));
-      });
+      // A hard backstop behind the admission limits below (which refuse first, and log why).
+      s.maxConnections = limits.maxConnections + 64;
+      admitConnections(s, admission, (code, remote) => log.warn({ code, remote, api: label }, 'connection refused'));
+      tracker.watch(s);
       server = s;
       return listen(s, { host, port }, label);
     },
@@ -95,10 +105,8 @@ export function httpApi(label: string, handler: (req: IncomingMessage, res: Serv
       if (s === undefined) return;
       const closed = stopListening(s);
       s.closeIdleConnections();
-      const t = setTimeout(() => s.closeAllConnections(), graceMs);
+      await tracker.drain({ graceMs, flushMs: 0 });
       await closed;
-      clearTimeout(t);
-      for (const sock of sockets) sock.destroy();
     },
   };
 }
