@@ -316,3 +316,65 @@ test('close() drains: a request in progress is answered, then the connection end
   assert.equal(c.text, '>1:3B021450\n@@\n');
   assert.deepEqual(decodeListing(''), []);
 });
+
+test('a pipelining client is not timed out while the server itself stopped reading (backpressure on a slow card)', async () => {
+  const b = await startBridge({
+    cards: [{ name: 'slowpoke', delayMs: 250 }],
+    config: { limits: { maxPendingRequests: 1 }, timeouts: { requestReadMs: 400 } },
+  });
+  try {
+    const c = await LineClient.connect(b.port);
+    c.send('>slowpoke\n>1:RESET\n\n>slowpoke\n>2:RESET\n\n>slowpoke\n>3:RESET\n\n>slowpoke\n>4:RE');
+    await new Promise((r) => setTimeout(r, 50));
+    c.send('SET\n\n');
+    const text = await c.answers(4, 10000);
+    assert.equal(text, '>1:3B021450\n@@\n>2:3B021450\n@@\n>3:3B021450\n@@\n>4:3B021450\n@@\n');
+    c.destroy();
+  } finally {
+    await b.close();
+  }
+});
+
+test('TLS listener: connections still in their handshake count against maxConnections', async () => {
+  const dir = tempDir('gatehouse-card-review-tls-');
+  const tls = selfSignedCert(dir);
+  const b = await startBridge({
+    cards: [{ name: 'one' }],
+    config: {
+      listeners: [{ kind: 'tls', host: '127.0.0.1', port: 0 }],
+      tls,
+      timeouts: { requestReadMs: 4000 },
+      limits: { maxConnections: 2 },
+    },
+  });
+  try {
+    const raws = await Promise.all(Array.from({ length: 6 }, () => LineClient.connect(b.port)));
+    await new Promise((r) => setTimeout(r, 1000));
+    const open = raws.filter((c) => !c.isClosed).length;
+    assert.ok(open <= 2, `${open} handshake-pending connections held open`);
+    for (const c of raws) c.destroy();
+  } finally {
+    await b.close();
+  }
+});
+
+test('a request whose client reset the connection stops at its next command instead of keeping the card busy', async () => {
+  const b = await startBridge({ cards: [{ name: 'busy', delayMs: 80 }] });
+  try {
+    const card = b.sim!.card('busy')!;
+    const c = await LineClient.connect(b.port);
+    const cmds = Array.from({ length: 20 }, (_, i) => `>${i}:APDU:80EE000001AA\n`).join('');
+    card.log.length = 0;
+    c.send(`>busy\n${cmds}\n`);
+    await new Promise((r) => setTimeout(r, 200));
+    // a reset, not a FIN: a half-closed client still gets its answers (EOF ends a request), a reset one cannot
+    c.socket.resetAndDestroy();
+    await new Promise((r) => setTimeout(r, 800));
+    const n = card.log.length;
+    assert.ok(n <= 5, `${n} APDUs ran for a client that had gone`);
+    // the card is free for others right away
+    assert.equal(await oneShot(b.port, '>busy\n>1:APDU:80EE000001AA\n\n'), '>1:AA9000\n@@\n');
+  } finally {
+    await b.close();
+  }
+});

@@ -1,5 +1,6 @@
 import { test, before, after } from 'node:test';
 import { createServer } from 'node:http';
+import { connect } from 'node:net';
 import assert from 'node:assert/strict';
 import { validateConfig } from '../../src/core/config/load.ts';
 import { cardBridgeConfigSchema } from '../../src/card-bridge/config.ts';
@@ -284,4 +285,121 @@ test('a card answer shorter than 2 bytes (or an ATR) is C086, never a result: li
     fake.closeAllConnections();
     await new Promise((r) => fake.close(r));
   }
+});
+
+// ---------------------------------------------------------------------------------------------------
+// The REST APIs we serve against hostile clients
+// ---------------------------------------------------------------------------------------------------
+
+
+const CF = 'cf-review-token';
+const FP = 'fp-review-token';
+
+async function withApis(fn: (cf: string, fp: string, b: StartedBridge) => Promise<void>, config: Record<string, unknown> = {}): Promise<void> {
+  const b = await startBridge({
+    cards: [{ name: 'Rest One' }, { name: 'Rest Two', delayMs: 20 }],
+    config: {
+      cloudfoxyApi: { enabled: true, host: '127.0.0.1', port: 0, token: CF },
+      foxyproxyApi: { enabled: true, host: '127.0.0.1', port: 0, token: FP },
+      ...config,
+    },
+  });
+  try {
+    await fn(b.url('cloudfoxy-api').replace(/\/api\/v1\/$/, ''), b.url('foxyproxy-api').replace(/\/api\/v1\.0\/$/, ''), b);
+  } finally {
+    await b.close();
+  }
+}
+
+test('REST: tokens (missing, wrong, longer, prefix, case), odd paths and terminal names get defined answers', async () => {
+  await withApis(async (cf, fp) => {
+    for (const tok of [undefined, '', 'x', CF.slice(0, -1), `${CF}x`, CF.toUpperCase(), `${CF} x`]) {
+      const r = await fetch(`${cf}/api/v1/hello`, { headers: tok === undefined ? {} : { 'X-Auth-Token': tok } });
+      assert.equal(r.status, 401, `token ${JSON.stringify(tok)}`);
+    }
+    const h = { 'X-Auth-Token': CF };
+    for (const t of ['../../etc/passwd', '%2e%2e%2f', '/', '', '\u0000', 'Rest', 'x'.repeat(4000)]) {
+      const r = await fetch(`${cf}/api/v1/basic?reset=1&terminal=${encodeURIComponent(t)}`, { headers: h });
+      assert.ok([404, 409].includes(r.status), `terminal ${JSON.stringify(t.slice(0, 20))}: ${r.status}`);
+      await r.text();
+    }
+    const fh = { Authorization: `Bearer ${FP}` };
+    for (const p of ['/api/v1.0/select/%E0%A4%A', '/api/v1.0/select/%', '/api/v1.0/select/..%2F..%2Fetc']) {
+      const r = await fetch(`${fp}${p}`, { headers: fh });
+      assert.ok(r.status === 400 || r.status === 200, `${p}: ${r.status}`);
+      await r.text();
+    }
+    for (const body of ['{"data":{"reader":"Rest One","commands":[null]}}', '{"data":{"reader":"Rest One","commands":[1,"x"]}}', 'null', '[]', '{"data":null}']) {
+      const r = await fetch(`${fp}/api/v1.0/command`, { method: 'POST', headers: fh, body });
+      assert.equal(r.status, 400, `${body}: ${r.status} ${await r.text()}`);
+    }
+  });
+});
+
+test('REST: oversized query and body; concurrent requests on one card are serialised and all answered', async () => {
+  await withApis(async (cf, fp) => {
+    const h = { 'X-Auth-Token': CF };
+    const big = await fetch(`${cf}/api/v1/basic?reset=0&terminal=Rest%20One&apdu=${'A'.repeat(70000)}`, { headers: h }).catch((e: unknown) => (e instanceof Error ? e : new Error(String(e))));
+    assert.ok(big instanceof Error || big.status === 431 || big.status === 400, String(big instanceof Error ? big : big.status));
+    const fh = { Authorization: `Bearer ${FP}` };
+    const r = await fetch(`${fp}/api/v1.0/command`, { method: 'POST', headers: fh, body: 'x'.repeat(1048577) }).catch((e: unknown) => (e instanceof Error ? e : new Error(String(e))));
+    assert.ok(r instanceof Error || r.status === 413);
+    const all = await Promise.all(
+      Array.from({ length: 24 }, (_, i) =>
+        fetch(`${cf}/api/v1/basic?reset=0&terminal=Rest%20Two&apdu=00A40400${i % 2 === 0 ? '00' : ''}`, { headers: h }).then(async (x) => [x.status, await x.text()] as const),
+      ),
+    );
+    for (const [status, text] of all) assert.equal(status, 200, text);
+  });
+});
+
+test('REST slowloris: a client that never finishes its headers or body is cut off by the header / request deadline', async () => {
+  const { createCloudFoxyApi } = await import('../../src/card-bridge/rest/cloudfoxy.ts');
+  const { Secret } = await import('../../src/core/config/secret.ts');
+  const b = await startBridge({ cards: [{ name: 'one' }] });
+  const api = createCloudFoxyApi(b.server.cards, { token: new Secret(CF), log: testLogger(), startedAt: Date.now(), requestTimeoutMs: 800 });
+  const port = await api.listen('127.0.0.1', 0);
+  try {
+    const t0 = Date.now();
+    const results = await Promise.all(
+      ['GET /api/v1/hello HTTP/1.1\r\nHost: x\r\nX-Au', `POST /api/v1/hello HTTP/1.1\r\nHost: x\r\nX-Auth-Token: ${CF}\r\nContent-Length: 100\r\n\r\nab`].map(
+        (head) =>
+          new Promise<number>((resolve) => {
+            const s = connect({ host: '127.0.0.1', port }, () => s.write(head));
+            const drip = setInterval(() => s.write(head.startsWith('GET') ? 'x' : 'y'), 100);
+            s.on('error', () => undefined);
+            s.on('close', () => {
+              clearInterval(drip);
+              resolve(Date.now() - t0);
+            });
+            setTimeout(() => s.destroy(), 15000).unref();
+          }),
+      ),
+    );
+    for (const ms of results) assert.ok(ms < 6000, `cut off after ${ms} ms`);
+  } finally {
+    await api.close(0);
+    await b.close();
+  }
+});
+
+test('foxyproxy API: commands stop when the HTTP client goes away', async () => {
+  await withApis(async (_cf, fp, b) => {
+    const card = b.sim!.card('Rest Two')!;
+    b.sim!.setDelay('Rest Two', 80);
+    card.log.length = 0;
+    const commands = Array.from({ length: 20 }, (_, i) => ({ id: String(i), line: 'APDU:80EE000001AA' }));
+    const ac = new AbortController();
+    const r = fetch(`${fp}/api/v1.0/command`, {
+      method: 'POST',
+      headers: { Authorization: `Bearer ${FP}` },
+      body: JSON.stringify({ data: { reader: 'Rest Two', commands } }),
+      signal: ac.signal,
+    }).catch(() => undefined);
+    await new Promise((res) => setTimeout(res, 200));
+    ac.abort();
+    await r;
+    await new Promise((res) => setTimeout(res, 800));
+    assert.ok(card.log.length <= 5, `${card.log.length} APDUs ran for a client that had gone`);
+  });
 });

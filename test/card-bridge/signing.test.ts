@@ -113,3 +113,111 @@ test('the certificate cache is rebuilt when the card set changes (card removed �
   const c = await LineClient.connect(bridge.port);
   c.destroy();
 });
+
+// ---------------------------------------------------------------------------------------------------
+// PINs, hashes, aliases and locking at their edges (a second bridge with its own signing cards)
+// ---------------------------------------------------------------------------------------------------
+
+
+const SIGNERS: RawCard[] = [
+  { name: 'Colon Card', signing: { commonName: 'Colon Person', countryName: 'CZ', pin: 'ab:c|d12', pinTries: 5 } },
+  { name: 'Plain Card', signing: { commonName: 'Plain Person', countryName: 'SK', pin: 'abcd1234', pinTries: 5 } },
+  { name: 'Slow Card', signing: { commonName: 'Slow Person', countryName: 'AT', pin: '11112222', pinTries: 5 } },
+];
+const H32 = 'AB'.repeat(32);
+
+let sb: StartedBridge;
+const signLogged = captureLog('trace');
+before(async () => {
+  sb = await startBridge({ cards: SIGNERS, log: signLogged.log });
+});
+after(() => sb.close());
+
+const one = (text: string): Promise<string> => oneResult(sb.port, text);
+const verifies = (name: string) => sb.sim!.card(name)!.log.filter((a) => a.startsWith('0020'));
+
+test('SIGN: a PIN containing ":" and "|" is passed whole', async () => {
+  assert.match(await one(`>Colon Person:ab:c|d12|\n>1:SIGN:${H32}|\n\n`), /^[0-9A-F]{512}$/);
+  assert.match(await one(`>commonName: Colon Person, countryName: CZ:ab:c|d12|\n>1:SIGN:${H32}|\n\n`), /^[0-9A-F]{512}$/);
+});
+
+test('SIGN: an empty PIN means no PIN (the card answers 6982), not an unknown alias', async () => {
+  assert.equal(await one(`>Plain Person|\n>1:SIGN:${H32}|\n\n`), '6982');
+  assert.equal(await one(`>Plain Person:|\n>1:SIGN:${H32}|\n\n`), '6982');
+});
+
+test('SIGN: PINs that cannot be sent as typed (not ASCII, over 255 bytes) are refused before reaching the card', async () => {
+  const card = sb.sim!.card('Plain Card')!;
+  const tries = card.pinTriesLeft;
+  const n = verifies('Plain Card').length;
+  // 'š' is U+0161: as latin1 it would become 'a', and 'ź' (U+017A) would become 'z'.
+  assert.equal(await one(`>Plain Person:šbcd1234|\n>1:SIGN:${H32}|\n\n`), 'C084');
+  assert.equal(await one(`>Plain Person:zzzz9999|\n>1:SIGN:${H32}|\n\n`), 'C085');
+  assert.equal(await one(`>Plain Person:źzzz9999|\n>1:SIGN:${H32}|\n\n`), 'C084');
+  assert.equal(await one(`>Plain Person:${'7'.repeat(256)}|\n>1:SIGN:${H32}|\n\n`), 'C084');
+  // longer PIN parts are not even considered when splitting the reader line: no alias matches
+  assert.equal(await one(`>Plain Person:${'7'.repeat(300)}|\n>1:SIGN:${H32}|\n\n`), 'C083');
+  assert.equal(verifies('Plain Card').length, n + 1, 'only the one wrong ASCII PIN reached the card');
+  assert.equal(card.pinTriesLeft, tries - 1);
+  assert.match(await one(`>Plain Person:abcd1234|\n>1:SIGN:${H32}|\n\n`), /^[0-9A-F]{512}$/);
+});
+
+test('SIGN: a failed PIN containing ":" is not re-sent, not even from another connection', async () => {
+  const n = verifies('Colon Card').length;
+  assert.equal(await one(`>Colon Person:wrong:pin|\n>1:SIGN:${H32}|\n\n`), 'C085');
+  assert.equal(verifies('Colon Card').length, n + 1);
+  const c = await LineClient.connect(sb.port);
+  assert.equal(await c.request(`>Colon Person:wrong:pin|\n>1:SIGN:${H32}|\n\n`), '>1:C085\n@@\n');
+  c.destroy();
+  assert.equal(verifies('Colon Card').length, n + 1, 'not sent again');
+  assert.match(await one(`>Colon Person:ab:c|d12|\n>1:SIGN:${H32}|\n\n`), /^[0-9A-F]{512}$/);
+});
+
+test('SIGN hash edge cases: 39/41/63/65 hex digits, non-hex, 42 digits → C084 and nothing reaches the card', async () => {
+  const n = sb.sim!.card('Plain Card')!.log.length;
+  for (const h of ['A'.repeat(39), 'A'.repeat(41), 'A'.repeat(63), 'A'.repeat(65), 'G'.repeat(64), 'A'.repeat(42), '', 'AB CD'.repeat(8)]) {
+    assert.equal(await one(`>Plain Person:abcd1234|\n>1:SIGN:${h}|\n\n`), 'C084', `hash ${JSON.stringify(h)}`);
+  }
+  assert.equal(sb.sim!.card('Plain Card')!.log.length, n);
+  // whitespace inside DATA is removed (40 digits once spaces go)
+  assert.match(await one(`>Plain Person:abcd1234|\n>1:SIGN:${'ABCD '.repeat(10)}|\n\n`), /^[0-9A-F]{512}$/);
+});
+
+test('SIGN alias ambiguity: a substring of two subjects → C082 and no PIN is sent', async () => {
+  const a = verifies('Plain Card').length;
+  const b = verifies('Colon Card').length;
+  assert.equal(await one(`>Person:abcd1234|\n>1:SIGN:${H32}|\n\n`), 'C082');
+  assert.equal(await one(`>*:abcd1234|\n>1:SIGN:${H32}|\n\n`), 'C082');
+  assert.equal(verifies('Plain Card').length, a);
+  assert.equal(verifies('Colon Card').length, b);
+});
+
+test('PINs are never logged, in clear or as hex, at any level', () => {
+  const all = signLogged.text();
+  for (const pin of ['ab:c|d12', 'abcd1234', 'zzzz9999', 'wrong:pin']) {
+    assert.ok(!all.includes(pin), `PIN ${pin} logged`);
+    assert.ok(!all.toUpperCase().includes(Buffer.from(pin).toString('hex').toUpperCase()), `PIN ${pin} logged as hex`);
+  }
+});
+
+test('a card busy with a slow SIGN does not block SIGN on other cards, even right after the card set changed', async () => {
+  await one('>all\n>1:ALIASES\n\n'); // warm
+  sb.sim!.setDelay('Slow Card', 150);
+  try {
+    const slow = one(`>Slow Person:11112222|\n>1:SIGN:${H32}|\n\n`);
+    await new Promise((r) => setTimeout(r, 100));
+    let t0 = Date.now();
+    assert.match(await one(`>Plain Person:abcd1234|\n>1:SIGN:${H32}|\n\n`), /^[0-9A-F]{512}$/);
+    assert.ok(Date.now() - t0 < 1000, `warm cache: ${Date.now() - t0} ms`);
+    // a change event empties the certificate cache while the slow card is still locked
+    sb.sim!.remove('Colon Card');
+    sb.sim!.insert('Colon Card');
+    t0 = Date.now();
+    assert.match(await one(`>Plain Person:abcd1234|\n>1:SIGN:${H32}|\n\n`), /^[0-9A-F]{512}$/);
+    const cold = Date.now() - t0;
+    assert.match(await slow, /^[0-9A-F]{512}$/);
+    assert.ok(cold < 1000, `cold cache: ${cold} ms`);
+  } finally {
+    sb.sim!.setDelay('Slow Card', 0);
+  }
+});
