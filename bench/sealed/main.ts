@@ -1,5 +1,6 @@
 /**
- * `npm run bench:sealed`: the sealed protocol against the same HTTP server without sealing, in one run.
+ * `npm run bench:sealed`: the sealed protocol against a plain HTTP server running the same actions
+ * (same action registry and runner, in the same process) without sealing, in one run.
  * For a no-op action (`ping`) and `files.read` (a 10-peer wg0.conf), with 1, 8 and 32 concurrent
  * clients: requests per second, p50/p99 latency and the server's CPU time per request (measured in the
  * server process with process.cpuUsage). Sealed requests are built before each timed phase so the
@@ -33,8 +34,7 @@ function ask<T>(msg: object, key: string): Promise<T> {
   });
 }
 
-const url = await ask<string>({}, 'ready');
-const plainUrl = url.replace('/v1/rpc', '/v1/plain');
+const { url, plain: plainUrl } = await ask<{ url: string; plain: string }>({}, 'ready');
 
 async function serverCpuUs(): Promise<number> {
   const c = await ask<NodeJS.CpuUsage>({ cmd: 'cpu' }, 'cpu');

@@ -82,6 +82,11 @@ export const sealedApiConfigSchema = z.strictObject({
       maxConcurrentRequests: z.number().int().min(1).default(256),
       /** Open connections (idle keep-alive and half-sent requests included); more are closed at once. */
       maxConnections: z.number().int().min(1).default(1024),
+      /**
+       * Open connections from one address (the socket's peer: behind a reverse proxy, the proxy); more are
+       * closed at once, so one address cannot take every slot of maxConnections.
+       */
+      maxConnectionsPerIp: z.number().int().min(1).default(64),
       /** Authentication failures from one address within the window before it gets 429. */
       maxAuthFailuresPerIp: z.number().int().min(1).default(20),
       authFailureWindowMs: positiveMs.default(60000),

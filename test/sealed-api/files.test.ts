@@ -23,7 +23,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { SealedCallError } from '../../src/sealed-api/client.ts';
 import { applyIniOps } from '../../src/sealed-api/formats/ini.ts';
 import { applyJsonOps, applyTomlOps, applyYamlOps } from '../../src/sealed-api/formats/structured.ts';
-import { FORMATS } from '../../src/sealed-api/formats/index.ts';
+import { formatOf } from '../../src/sealed-api/formats/index.ts';
 import { spawnSealed, startSealed, tempDir, wgKey, write, type StartedSealed } from './helpers.ts';
 import { createHash } from 'node:crypto';
 
@@ -194,7 +194,7 @@ retries: 3
 `;
 
 test('INI: round trip, set existing/new key and section, delete key and section; comments kept', () => {
-  FORMATS.ini.validate(INI);
+  formatOf('ini').validate(INI);
   assert.equal(
     applyIniOps(INI, [
       { op: 'set', section: 'server', key: 'port', value: '9090' },
@@ -206,7 +206,7 @@ test('INI: round trip, set existing/new key and section, delete key and section;
     ]),
     `; global comment\nname = prod ; still value\n[server]\n# port\nport = 9090\ntls = on\n\n[extra]\nk = v\n`,
   );
-  assert.throws(() => FORMATS.ini.validate('[a]\njust words\n'), /neither/);
+  assert.throws(() => formatOf('ini').validate('[a]\njust words\n'), /neither/);
 });
 
 test('JSON: indentation (spaces, tabs) and the final newline are kept', () => {
@@ -231,7 +231,7 @@ test('YAML: comments and layout of untouched nodes kept', () => {
   );
   assert.equal(applyYamlOps(y, [{ op: 'delete', path: ['server', 'hosts', 1] }]), y.replace('    - b\n', ''));
   assert.throws(() => applyYamlOps(y, [{ op: 'delete', path: ['nope'] }]), /does not exist/);
-  assert.throws(() => FORMATS.yaml.validate('a: [1\n'), /not valid YAML/);
+  assert.throws(() => formatOf('yaml').validate('a: [1\n'), /not valid YAML/);
 });
 
 test('TOML: set and delete by path; the result is valid TOML', () => {
@@ -243,7 +243,7 @@ test('TOML: set and delete by path; the result is valid TOML', () => {
     ]),
     '[server]\nport = 9090\n',
   );
-  assert.throws(() => FORMATS.toml.validate('a = = 1'), /not valid TOML/);
+  assert.throws(() => formatOf('toml').validate('a = = 1'), /not valid TOML/);
 });
 
 test('formats through the API: files.update on YAML keeps comments on disk', async () => {

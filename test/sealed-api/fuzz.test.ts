@@ -6,7 +6,8 @@ import fc from 'fast-check';
 import { parse as parseToml } from 'smol-toml';
 import { stringify as stringifyYaml } from 'yaml';
 import { parseCompactJwe, checkClaims, EnvelopeError } from '../../src/sealed-api/envelope.ts';
-import { FORMATS, FormatError } from '../../src/sealed-api/formats/index.ts';
+import { formatOf, FormatError } from '../../src/sealed-api/formats/index.ts';
+import { FILE_FORMATS, type FileFormat } from '../../src/sealed-api/config.ts';
 import { validateConfig } from '../../src/core/config/load.ts';
 import { gatewayConfigSchema } from '../../src/config.ts';
 
@@ -105,10 +106,10 @@ test('format validators and operations fail only with FormatError', () => {
     ),
     { minLength: 1, maxLength: 3 },
   );
-  for (const format of Object.keys(FORMATS) as (keyof typeof FORMATS)[]) {
+  for (const format of FILE_FORMATS) {
     fc.assert(
       fc.property(text, ops, (t, o) => {
-        for (const fn of [() => FORMATS[format].validate(t), () => FORMATS[format].apply(t, o)]) {
+        for (const fn of [() => formatOf(format).validate(t), () => formatOf(format).apply(t, o)]) {
           try {
             fn();
           } catch (err) {
@@ -130,7 +131,7 @@ test('the example config in docs/sealed-api.md is valid TOML and validates', () 
 });
 
 test('path operations refuse paths through scalars, bad indexes and TOML nulls (FormatError, file unchanged)', () => {
-  const cases: [keyof typeof FORMATS, string, unknown][] = [
+  const cases: [FileFormat, string, unknown][] = [
     ['yaml', 'a: 1\n', [{ op: 'set', path: ['a', 'b'], value: 1 }]],
     ['yaml', '5\n', [{ op: 'set', path: ['a'], value: 1 }]],
     ['json', '{"a":"str"}', [{ op: 'set', path: ['a', 'b'], value: 1 }]],
@@ -144,6 +145,6 @@ test('path operations refuse paths through scalars, bad indexes and TOML nulls (
     ['toml', 'a = 1', [{ op: 'set', path: ['a', 'b'], value: 1 }]],
   ];
   for (const [format, text, ops] of cases)
-    assert.throws(() => FORMATS[format].apply(text, ops), FormatError, `${format} ${JSON.stringify(ops)}`);
-  assert.equal(FORMATS.json.apply('{"a":[1]}', [{ op: 'set', path: ['a', 1], value: 2 }]), '{"a":[1,2]}');
+    assert.throws(() => formatOf(format).apply(text, ops), FormatError, `${format} ${JSON.stringify(ops)}`);
+  assert.equal(formatOf('json').apply('{"a":[1]}', [{ op: 'set', path: ['a', 1], value: 2 }]), '{"a":[1,2]}');
 });

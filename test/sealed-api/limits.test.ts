@@ -1,7 +1,8 @@
 /** Limits and timeouts of the HTTP layer, each one step past its bound: headers, body time, concurrency. */
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { connect } from 'node:net';
+import { connect, type Socket } from 'node:net';
+import { request as httpRequest } from 'node:http';
 import { SealedCallError } from '../../src/sealed-api/client.ts';
 import { DirectoryReplayStore, MemoryReplayStore } from '../../src/sealed-api/replay.ts';
 import { join } from 'node:path';
@@ -145,4 +146,55 @@ test('a failing replay store answers a sealed 503 and the action does not run', 
   await assert.rejects(c.call('ping'), (e: unknown) => e instanceof SealedCallError && e.code === 'SEALED_REPLAY_STORE_FAILED' && e.status === 503);
   assert.ok(s.lines.some((l) => l.msg === 'replay store failed'));
   c.close();
+});
+
+test('connections past limits.maxConnectionsPerIp from one address are closed at once; another address is still served', async () => {
+  const s = await startSealed({ limits: { maxConnectionsPerIp: 3 } });
+  started.push(s);
+  const open = (localAddress: string) =>
+    new Promise<Socket>((resolve, reject) => {
+      const c = connect({ port: s.server.port, host: '127.0.0.1', localAddress });
+      c.once('connect', () => resolve(c));
+      c.once('error', reject);
+    });
+  const held: Socket[] = [];
+  for (let i = 0; i < 3; i++) held.push(await open('127.0.0.1'));
+  await new Promise((r) => setTimeout(r, 100));
+  const extra = await open('127.0.0.1');
+  const t0 = Date.now();
+  const closedAfter = await new Promise<number>((done) => {
+    const cap = setTimeout(() => done(5000), 5000);
+    extra.on('error', () => undefined);
+    extra.once('close', () => {
+      clearTimeout(cap);
+      done(Date.now() - t0);
+    });
+  });
+  assert.ok(closedAfter < 1000, `the fourth connection from 127.0.0.1 was closed after ${closedAfter} ms`);
+  for (const c of held) assert.equal(c.destroyed, false, 'the three within the limit stay open');
+  // A client on another local address gets a whole sealed round trip.
+  const other = await s.client('other');
+  const p = await other.prepare('ping');
+  const answer = await new Promise<{ status: number; contentType: string; body: string }>((resolve, reject) => {
+    const req = httpRequest(
+      s.server.url,
+      { method: 'POST', localAddress: '127.0.0.2', headers: { 'content-type': 'application/jose' } },
+      (res) => {
+        let body = '';
+        res.setEncoding('latin1');
+        res.on('data', (d: string) => (body += d));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, contentType: String(res.headers['content-type']), body }));
+      },
+    );
+    req.on('error', reject);
+    req.end(p.jwe);
+  });
+  assert.deepEqual(await other.open(p, answer), { pong: true });
+  assert.ok(s.lines.some((l) => l.code === 'SEALED_LIMIT_CONNECTIONS_PER_IP'), 'the refusal is logged');
+  for (const c of held) c.destroy();
+  await new Promise((r) => setTimeout(r, 200));
+  const again = await open('127.0.0.1');
+  await new Promise((r) => setTimeout(r, 200));
+  assert.equal(again.destroyed, false, 'slots are released when connections close');
+  again.destroy();
 });

@@ -34,6 +34,11 @@ export const sealedApiErrors = {
       'More than limits.maxConnections connections were open; the new connection was closed without an answer (logged at most every 10 s).',
     httpStatus: 503,
   },
+  SEALED_LIMIT_CONNECTIONS_PER_IP: {
+    summary:
+      'More than limits.maxConnectionsPerIp connections from one address were open; the new connection was closed without an answer (logged at most every 10 s).',
+    httpStatus: 429,
+  },
   SEALED_BODY_TIMEOUT: {
     summary: 'The request body did not arrive within timeouts.bodyMs.',
     httpStatus: 408,

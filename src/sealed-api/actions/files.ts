@@ -17,7 +17,7 @@ import { z } from 'zod';
 import { GatewayError } from '../../core/errors.ts';
 import type { Logger } from '../../core/log.ts';
 import type { ManagedFileConfig } from '../config.ts';
-import { FORMATS, FormatError } from '../formats/index.ts';
+import { formatOf, FormatError } from '../formats/index.ts';
 import { wireGuardHooks } from '../formats/wireguard.ts';
 import {
   KeyedMutex,
@@ -46,7 +46,8 @@ interface Managed {
 }
 
 export interface FileManagerOptions {
-  readonly files: Readonly<Record<string, ManagedFileConfig>>;
+  /** Managed files by logical name. */
+  readonly files: ReadonlyMap<string, ManagedFileConfig>;
   readonly baseDir: string;
   readonly backupDir: string;
   readonly maxFileBytes: number;
@@ -72,7 +73,7 @@ export class FileManager {
   #seq = 0;
 
   constructor(private readonly o: FileManagerOptions) {
-    for (const [name, config] of Object.entries(o.files)) {
+    for (const [name, config] of o.files) {
       this.#files.set(name, {
         name,
         config,
@@ -153,7 +154,7 @@ export class FileManager {
           next = await produce(current, f);
           if (Buffer.byteLength(next) > this.o.maxFileBytes)
             throw new GatewayError('SEALED_LIMIT_FILE', `new content of ${name} is larger than maxFileBytes`);
-          FORMATS[f.config.format].validate(next);
+          formatOf(f.config.format).validate(next);
           if (
             f.config.format === 'wireguard' &&
             !f.config.allowHooks &&
@@ -199,7 +200,7 @@ export class FileManager {
       (current, f) => {
         if (current === undefined)
           throw new GatewayError('SEALED_INVALID_CONTENT', `${name} does not exist yet: use files.write`);
-        return FORMATS[f.config.format].apply(current, ops);
+        return formatOf(f.config.format).apply(current, ops);
       },
       log,
     );

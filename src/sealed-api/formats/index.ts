@@ -44,13 +44,42 @@ function withOps<T>(
   };
 }
 
-export const FORMATS: Readonly<Record<FileFormat, Format>> = {
-  wireguard: {
-    validate: (t) => void validateWireGuard(t),
-    apply: withOps(wireGuardOpSchema, applyWireGuardOps),
-  },
-  ini: { validate: validateIni, apply: withOps(iniOpSchema, applyIniOps) },
-  toml: { validate: (t) => void validateToml(t), apply: withOps(pathOpSchema, applyTomlOps) },
-  yaml: { validate: validateYaml, apply: withOps(pathOpSchema, applyYamlOps) },
-  json: { validate: (t) => void validateJson(t), apply: withOps(pathOpSchema, applyJsonOps) },
-};
+/** The formats by name (a Map: never an inherited key). */
+export const FORMATS: ReadonlyMap<FileFormat, Format> = new Map<FileFormat, Format>([
+  [
+    'wireguard',
+    {
+      validate: (t) => {
+        validateWireGuard(t);
+      },
+      apply: withOps(wireGuardOpSchema, applyWireGuardOps),
+    },
+  ],
+  ['ini', { validate: validateIni, apply: withOps(iniOpSchema, applyIniOps) }],
+  [
+    'toml',
+    {
+      validate: (t) => {
+        validateToml(t);
+      },
+      apply: withOps(pathOpSchema, applyTomlOps),
+    },
+  ],
+  ['yaml', { validate: validateYaml, apply: withOps(pathOpSchema, applyYamlOps) }],
+  [
+    'json',
+    {
+      validate: (t) => {
+        validateJson(t);
+      },
+      apply: withOps(pathOpSchema, applyJsonOps),
+    },
+  ],
+]);
+
+/** The format of a managed file. @throws Error for a name that is not a format (config validation prevents it). */
+export function formatOf(name: FileFormat): Format {
+  const f = FORMATS.get(name);
+  if (f === undefined) throw new Error(`no file format ${name}`);
+  return f;
+}
