@@ -22,9 +22,11 @@ import { hostname } from 'node:os';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { SealedCallError } from '../../src/sealed-api/client.ts';
 import { applyIniOps } from '../../src/sealed-api/formats/ini.ts';
-import { applyJsonOps, applyTomlOps, applyYamlOps } from '../../src/sealed-api/formats/structured.ts';
+import { applyJsonOps, applyTomlOps, applyYamlOps, validateYaml } from '../../src/sealed-api/formats/structured.ts';
 import { formatOf } from '../../src/sealed-api/formats/index.ts';
-import { spawnSealed, startSealed, tempDir, wgKey, write, type StartedSealed } from './helpers.ts';
+import { spawnSealed, startSealed, tempDir, wgKey, write, type StartedSealed, trackedStart } from './helpers.ts';
+
+const start = trackedStart();
 import { createHash } from 'node:crypto';
 
 const started: StartedSealed[] = [];
@@ -426,4 +428,145 @@ test('backups: a backup that cannot be written (file size limit of the process) 
   } finally {
     await s.stop();
   }
+});
+
+test('files.restore refuses a backup that is a symlink (e.g. to a secret outside)', async () => {
+  const dir = tempDir();
+  mkdirSync(join(dir, 'etc'));
+  writeFileSync(join(dir, 'etc', 'app.json'), '{"a":1}\n');
+  writeFileSync(join(dir, 'secret.json'), '{"secret":"s3cr3t"}\n');
+  const s = await start({ files: { app: { path: 'etc/app.json', format: 'json' } } }, { dir });
+  const a = await s.client('alice', { allow: ['files.*'], files: ['app'] });
+  const backups = join(dir, 'state', 'backups', 'app');
+  mkdirSync(backups, { recursive: true, mode: 0o700 });
+  const id = '20260101T000000000Z-000001';
+  symlinkSync(join(dir, 'secret.json'), join(backups, `${id}.bak`));
+  const cur = await a.call<{ etag: string }>('files.read', { file: 'app' });
+  await assert.rejects(a.call('files.restore', { file: 'app', backup: id, if_match: cur.etag }));
+  assert.equal(readFileSync(join(dir, 'etc', 'app.json'), 'utf8'), '{"a":1}\n');
+  const list = await a.call<{ id: string }[]>('files.backups', { file: 'app' });
+  assert.deepEqual(
+    list.map((b) => b.id),
+    [],
+  );
+});
+
+test('a backup folder replaced by a symlink is neither written nor read through', async () => {
+  const dir = tempDir();
+  mkdirSync(join(dir, 'etc'));
+  mkdirSync(join(dir, 'elsewhere'));
+  writeFileSync(join(dir, 'etc', 'app.json'), '{"a":1}\n');
+  const s = await start({ files: { app: { path: 'etc/app.json', format: 'json' } } }, { dir });
+  const a = await s.client('alice', { allow: ['files.*'], files: ['app'] });
+  const backups = join(dir, 'state', 'backups');
+  mkdirSync(backups, { recursive: true, mode: 0o700 });
+  symlinkSync(join(dir, 'elsewhere'), join(backups, 'app'));
+  const cur = await a.call<{ etag: string }>('files.read', { file: 'app' });
+  await assert.rejects(
+    a.call('files.write', { file: 'app', content: '{"a":2}\n', if_match: cur.etag }),
+    (e: unknown) => (e as { status?: number }).status === 500,
+  );
+  assert.deepEqual(readdirSync(join(dir, 'elsewhere')), []);
+  assert.equal(readFileSync(join(dir, 'etc', 'app.json'), 'utf8'), '{"a":1}\n', 'nothing written');
+  writeFileSync(join(dir, 'elsewhere', '20260101T000000000Z-000001.bak'), '{"planted":1}\n');
+  assert.deepEqual(await a.call('files.backups', { file: 'app' }), []);
+});
+
+test('refused content is not quoted in the log (JSON.parse echoes its input)', async () => {
+  const dir = tempDir();
+  mkdirSync(join(dir, 'etc'));
+  writeFileSync(join(dir, 'etc', 'app.json'), '{"a":1}\n');
+  const s = await start({ files: { app: { path: 'etc/app.json', format: 'json' } } }, { dir });
+  const a = await s.client('alice', { allow: ['files.*'], files: ['app'] });
+  const cur = await a.call<{ etag: string }>('files.read', { file: 'app' });
+  await assert.rejects(
+    a.call('files.write', { file: 'app', content: '{"token": SECRET-TOKEN-123}', if_match: cur.etag }),
+    (e: unknown) => (e as { code?: string }).code === 'SEALED_INVALID_CONTENT',
+  );
+  const text = JSON.stringify(s.lines);
+  assert.ok(text.includes('SEALED_INVALID_CONTENT'));
+  assert.ok(!text.includes('SECRET-TOK'), 'content quoted in the log');
+  // Other refusals keep their reason in the log.
+  await assert.rejects(a.call('files.write', { file: 'app', content: '{}', if_match: '"stale"' }));
+  const line = s.lines.find((l) => l.code === 'SEALED_ETAG_MISMATCH');
+  assert.match(String(line?.detail), /changed/);
+});
+
+test('an INI line of a million spaces is refused in linear time (no regex backtracking)', async () => {
+  const dir = tempDir();
+  mkdirSync(join(dir, 'etc'));
+  writeFileSync(join(dir, 'etc', 'app.ini'), '[a]\nb = 1\n');
+  const s = await start(
+    { limits: { maxBodyBytes: 4 * 1048576 }, files: { app: { path: 'etc/app.ini', format: 'ini' } } },
+    { dir },
+  );
+  // Before the fix this took minutes of event-loop time (quadratic); the client gives up after 20 s.
+  const a = await s.client('alice', { extra: { timeoutMs: 20000 } });
+  const { etag } = await a.call<{ etag: string }>('files.read', { file: 'app' });
+  const content = `[a]\nb = 1\nx${' '.repeat(1000000)}y\n`;
+  await assert.rejects(a.call('files.write', { file: 'app', content, if_match: etag }), (e: unknown) => {
+    assert.equal((e as { code?: string }).code, 'SEALED_INVALID_CONTENT', String(e));
+    return true;
+  });
+  // The same line as a value of an edited key: set keeps the text before the separator.
+  const long = `[a]\nb${' '.repeat(100000)}= 1\n`;
+  writeFileSync(join(dir, 'etc', 'app.ini'), long);
+  const cur = await a.call<{ etag: string }>('files.read', { file: 'app' });
+  await a.call('files.update', {
+    file: 'app',
+    ops: [{ op: 'set', section: 'a', key: 'b', value: '2' }],
+    if_match: cur.etag,
+  });
+  assert.equal(readFileSync(join(dir, 'etc', 'app.ini'), 'utf8'), `[a]\nb${' '.repeat(100000)}= 2\n`);
+});
+
+test('allow-lists hold for every files action (backups and restore too) and for modules', async () => {
+  const dir = tempDir();
+  mkdirSync(join(dir, 'etc'));
+  writeFileSync(join(dir, 'etc', 'a.json'), '{}\n');
+  writeFileSync(join(dir, 'etc', 'b.json'), '{}\n');
+  const s = await start(
+    {
+      files: {
+        a: { path: 'etc/a.json', format: 'json' },
+        b: { path: 'etc/b.json', format: 'json' },
+      },
+    },
+    { dir },
+  );
+  const c = await s.client('carol', { allow: ['files.*', 'ping'], files: ['a'] });
+  const forbidden = (e: unknown) => (e as { status?: number; code?: string }).code === 'SEALED_FORBIDDEN';
+  const etag = '"absent"';
+  await assert.rejects(c.call('files.read', { file: 'b' }), forbidden);
+  await assert.rejects(c.call('files.backups', { file: 'b' }), forbidden);
+  await assert.rejects(
+    c.call('files.restore', { file: 'b', backup: '20260101T000000000Z-000001', if_match: etag }),
+    forbidden,
+  );
+  await assert.rejects(c.call('files.update', { file: 'b', ops: [], if_match: etag }), forbidden);
+  await assert.rejects(c.call('time'), forbidden);
+  for (const file of ['../b', 'etc/b.json', '/etc/passwd'])
+    await assert.rejects(c.call('files.read', { file }), forbidden);
+  const d = await s.client('dave', { allow: ['files.*'], files: ['*'] });
+  const unknownFile = (e: unknown) => (e as { code?: string }).code === 'SEALED_UNKNOWN_FILE';
+  for (const file of ['../a', 'etc/a.json', join(dir, 'etc', 'a.json')])
+    await assert.rejects(d.call('files.read', { file }), unknownFile);
+  const cur = await d.call<{ etag: string }>('files.read', { file: 'a' });
+  for (const backup of ['../../../etc/passwd', '20260101T000000000Z-000001/../x', '.bak'])
+    await assert.rejects(
+      d.call('files.restore', { file: 'a', backup, if_match: cur.etag }),
+      (e: unknown) => (e as { code?: string }).code === 'SEALED_UNKNOWN_BACKUP',
+    );
+});
+
+test('YAML duplicate keys are still refused, in linear time (the library check is quadratic)', () => {
+  for (const t of ['a: 1\na: 2\n', 'a:\n  b: 1\n  b: 2\n', '- {x: 1, x: 2}\n', 'k: [{a: 1}, {a: 2, a: 3}]\n'])
+    assert.throws(() => validateYaml(t), /duplicate key/, t);
+  for (const t of ['a: 1\n"1": 2\n1: 3\n', 'a: &x 1\nb: *x\n', 'a: {b: 1}\nc: {b: 2}\n']) validateYaml(t);
+  // 120 000 keys (~1.2 MB): the library's own check needed about a minute of event loop for this.
+  const big = Array.from({ length: 120000 }, (_, i) => `k${i}: 1`).join('\n');
+  const t0 = Date.now();
+  validateYaml(big);
+  assert.ok(Date.now() - t0 < 15000, `took ${Date.now() - t0} ms`);
+  assert.throws(() => validateYaml(`${big}\nk7: 2\n`), /duplicate key k7/);
 });

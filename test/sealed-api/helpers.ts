@@ -22,7 +22,8 @@ import {
 import { addClient, sealedPaths } from '../../src/sealed-api/admin.ts';
 import { generateClientKey, importPublic, writeClientKeyFile } from '../../src/sealed-api/keys.ts';
 import { SealedClient, type SealedClientOptions } from '../../src/sealed-api/client.ts';
-import { importJWK, type CryptoKey } from 'jose';
+import { importJWK, CompactEncrypt, CompactSign, base64url, type CryptoKey } from 'jose';
+import { KeyObject, randomBytes, sign as cryptoSign } from 'node:crypto';
 
 export function tempDir(prefix = 'gatehouse-sealed-'): string {
   return mkdtempSync(join(tmpdir(), prefix));
@@ -277,5 +278,87 @@ export async function spawnSealed(
         clearTimeout(t);
       }
     },
+  };
+}
+
+// ---- hand-built requests (every header and claim chosen by the test) ----------------------------
+
+const enc = new TextEncoder();
+
+export function reasonOf(s: StartedSealed, id: string): string {
+  return String(s.lines.find((l) => l.requestId === id)?.reason);
+}
+
+export interface Craft {
+  readonly outer?: Record<string, unknown>;
+  readonly inner?: Record<string, unknown>;
+  readonly claims?: Record<string, unknown>;
+  /** Signs with this key instead of the client's. */
+  readonly signKey?: CryptoKey;
+  /** Raw JWS text instead of signing claims. */
+  readonly jws?: string;
+  readonly b64False?: boolean;
+}
+
+/** Builds a request by hand so every header and claim can be chosen. */
+
+export async function craft(s: StartedSealed, c: TestClient, o: Craft = {}): Promise<string> {
+  const info = s.server.serverInfo();
+  const serverKey = await importPublic(info.jwk, 'ECDH-ES');
+  const iat = Date.now() / 1000;
+  const claims = {
+    v: 1,
+    aud: info.kid,
+    iat,
+    exp: iat + 60,
+    jti: base64url.encode(randomBytes(16)),
+    htm: 'POST',
+    htu: new URL(s.server.url).pathname,
+    act: 'ping',
+    args: {},
+    rk: base64url.encode(randomBytes(32)),
+    ...o.claims,
+  };
+  let jws = o.jws;
+  if (jws === undefined) {
+    const payload = enc.encode(JSON.stringify(claims));
+    jws = await new CompactSign(payload)
+      .setProtectedHeader({
+        alg: 'EdDSA',
+        kid: c.kid,
+        ...(o.b64False === true ? { b64: false, crit: ['b64'] } : {}),
+        ...o.inner,
+      })
+      .sign(o.signKey ?? c.key);
+  }
+  return new CompactEncrypt(enc.encode(jws))
+    .setProtectedHeader({ alg: 'ECDH-ES', enc: 'A256GCM', kid: info.kid, skid: c.kid, ...o.outer })
+    .encrypt(serverKey);
+}
+
+/** Signs a compact JWS by hand (jose refuses to build some of the forms probed here). */
+
+export function signRaw(header: Record<string, unknown>, payloadSegment: string, key: CryptoKey): string {
+  const input = `${base64url.encode(JSON.stringify(header))}.${payloadSegment}`;
+  const sig = cryptoSign(null, Buffer.from(input), KeyObject.from(key));
+  return `${input}.${base64url.encode(sig)}`;
+}
+
+export function claimsFor(s: StartedSealed, extra: Record<string, unknown> = {}): Record<string, unknown> {
+  const info = s.server.serverInfo();
+  // Whole seconds (no dot in the text), rounded up: not before the server started.
+  const iat = Math.ceil(Date.now() / 1000);
+  return {
+    v: 1,
+    aud: info.kid,
+    iat,
+    exp: iat + 60,
+    jti: base64url.encode(randomBytes(16)),
+    htm: 'POST',
+    htu: '/v1/rpc',
+    act: 'ping',
+    args: {},
+    rk: base64url.encode(randomBytes(32)),
+    ...extra,
   };
 }

@@ -7,7 +7,9 @@ import { SealedCallError } from '../../src/sealed-api/client.ts';
 import { DirectoryReplayStore, MemoryReplayStore } from '../../src/sealed-api/replay.ts';
 import { join } from 'node:path';
 import { rmSync, writeFileSync } from 'node:fs';
-import { startSealed, tempDir, write, type StartedSealed } from './helpers.ts';
+import { startSealed, tempDir, write, type StartedSealed, trackedStart } from './helpers.ts';
+
+const start = trackedStart();
 
 const started: StartedSealed[] = [];
 after(async () => {
@@ -197,4 +199,52 @@ test('connections past limits.maxConnectionsPerIp from one address are closed at
   await new Promise((r) => setTimeout(r, 200));
   assert.equal(again.destroyed, false, 'slots are released when connections close');
   again.destroy();
+});
+
+function closedWithin(sock: Socket, capMs: number): Promise<number> {
+  const t0 = Date.now();
+  return new Promise((done) => {
+    const cap = setTimeout(() => {
+      sock.destroy();
+      done(capMs);
+    }, capMs);
+    sock.on('error', () => undefined);
+    sock.once('close', () => {
+      clearTimeout(cap);
+      done(Date.now() - t0);
+    });
+  });
+}
+
+/** Resolves with the ms until the server closes `sock` (or `capMs` if it does not). */
+
+test('a client dribbling header bytes is cut off near timeouts.headersMs, not after 30 s', async () => {
+  const s = await start({ timeouts: { headersMs: 500 } });
+  const sock = connect(s.server.port, '127.0.0.1');
+  await new Promise((r) => sock.once('connect', r));
+  sock.write('POST /v1/rpc HTTP/1.1\r\nHost: x\r\n');
+  const drip = setInterval(() => sock.write('X-A: b\r\n'), 100);
+  const ms = await closedWithin(sock, 20000);
+  clearInterval(drip);
+  assert.ok(ms < 10000, `closed after ${ms} ms`);
+});
+
+test('connections past limits.maxConnections are closed; the ones within stay', async () => {
+  const s = await start({ limits: { maxConnections: 3 } });
+  const held: Socket[] = [];
+  for (let i = 0; i < 3; i++) {
+    const c = connect(s.server.port, '127.0.0.1');
+    c.on('error', () => undefined);
+    await new Promise((r) => c.once('connect', r));
+    held.push(c);
+  }
+  await new Promise((r) => setTimeout(r, 100));
+  const extra = connect(s.server.port, '127.0.0.1');
+  assert.ok((await closedWithin(extra, 5000)) < 5000, 'the fourth connection is closed');
+  for (const c of held) assert.equal(c.destroyed, false);
+  for (const c of held) c.destroy();
+  await new Promise((r) => setTimeout(r, 200));
+  const a = await s.client('alice');
+  assert.deepEqual(await a.call('ping'), { pong: true }, 'slots are freed');
+  assert.ok(s.lines.some((l) => l.code === 'SEALED_LIMIT_CONNECTIONS'));
 });

@@ -7,14 +7,29 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { request as httpRequest } from 'node:http';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { base64url } from 'jose';
 import { isGatewayError } from '../../src/core/errors.ts';
 import { SealedCallError, SealedClient } from '../../src/sealed-api/client.ts';
 import { revokeClient, rotateServerKey, sealedPaths } from '../../src/sealed-api/admin.ts';
 import { generateClientKey, importPublic } from '../../src/sealed-api/keys.ts';
 import { importJWK, type CryptoKey } from 'jose';
-import { rawPost, selfSigned, tempDir, trackedStart, expect401 } from './helpers.ts';
+import {
+  claimsFor,
+  craft,
+  expect401,
+  rawPost,
+  reasonOf,
+  selfSigned,
+  signRaw,
+  tempDir,
+  trackedStart,
+} from './helpers.ts';
+import { randomBytes } from 'node:crypto';
+import { join } from 'node:path';
+import { CompactSign } from 'jose';
+
+const enc = new TextEncoder();
 
 const start = trackedStart();
 
@@ -440,4 +455,182 @@ test('server keys rotated on disk (as the CLI does) are picked up without a rest
     rotated,
     'server-public.json follows',
   );
+});
+
+test('a hand-built request is accepted (baseline for the probes below)', async () => {
+  const s = await start();
+  const c = await s.client('alice');
+  const res = await rawPost(s.server.url, await craft(s, c));
+  assert.equal(res.status, 200);
+});
+
+test('algorithm confusion and key-id games are refused with the same 401', async () => {
+  const s = await start();
+  const a = await s.client('alice');
+  const b = await s.client('bob');
+  const info = s.server.serverInfo();
+  const hdr = (h: Record<string, unknown>) => base64url.encode(JSON.stringify(h));
+  const bodies: [string, string][] = [
+    ['alg none', `${hdr({ alg: 'none', enc: 'A256GCM', kid: info.kid, skid: a.kid })}.a.b.c.d`],
+    ['alg dir', `${hdr({ alg: 'dir', enc: 'A256GCM', kid: info.kid, skid: a.kid })}..b.c.d`],
+    ['HS256', `${hdr({ alg: 'HS256', kid: info.kid, skid: a.kid })}.a.b.c.d`],
+    ['A128GCM', `${hdr({ alg: 'ECDH-ES', enc: 'A128GCM', kid: info.kid, skid: a.kid })}..b.c.d`],
+    [
+      'zip',
+      await craft(s, a, { outer: { zip: 'DEF' } }).catch(
+        () => `${hdr({ alg: 'ECDH-ES', enc: 'A256GCM', zip: 'DEF', kid: info.kid, skid: a.kid })}..b.c.d`,
+      ),
+    ],
+    [
+      'crit',
+      `${hdr({ alg: 'ECDH-ES', enc: 'A256GCM', crit: ['x'], x: 1, kid: info.kid, skid: a.kid })}..b.c.d`,
+    ],
+    ['A signs, skid B', await craft(s, a, { outer: { skid: b.kid } })],
+    ['signed by B, kid A', await craft(s, a, { signKey: b.key })],
+    ['inner kid B, outer skid A, signed by A', await craft(s, a, { inner: { kid: b.kid } })],
+    [
+      'inner alg none',
+      await craft(s, a, { jws: `${hdr({ alg: 'none', kid: a.kid })}.${base64url.encode('{}')}.` }),
+    ],
+    ['wrong aud (other key id)', await craft(s, a, { claims: { aud: a.kid } })],
+    ['exp far in the future', await craft(s, a, { claims: { exp: Date.now() / 1000 + 86400 * 365 } })],
+    ['huge iat/exp', await craft(s, a, { claims: { iat: 1e300, exp: 1e300 + 1 } })],
+    ['string iat', await craft(s, a, { claims: { iat: String(Date.now() / 1000) } })],
+    ['short jti', await craft(s, a, { claims: { jti: 'abc' } })],
+    ['rk 31 bytes', await craft(s, a, { claims: { rk: base64url.encode(randomBytes(31)) } })],
+    ['rk 33 bytes', await craft(s, a, { claims: { rk: base64url.encode(randomBytes(33)) } })],
+    ['htu other path', await craft(s, a, { claims: { htu: '/other' } })],
+    ['htm GET', await craft(s, a, { claims: { htm: 'GET' } })],
+  ];
+  for (const [why, body] of bodies) await expect401(s, body, why);
+});
+
+test('the hand signer builds requests the server accepts (baseline)', async () => {
+  const s = await start();
+  const a = await s.client('alice');
+  const jws = signRaw({ alg: 'EdDSA', kid: a.kid }, base64url.encode(JSON.stringify(claimsFor(s))), a.key);
+  assert.equal((await rawPost(s.server.url, await craft(s, a, { jws }))).status, 200);
+});
+
+test('an inner JWS with an unencoded payload (b64:false, crit) is refused', async () => {
+  const s = await start();
+  const a = await s.client('alice');
+  // RFC 7797: the payload segment is the raw claims text (no dots in it here: whole-second iat).
+  const raw = JSON.stringify(claimsFor(s));
+  assert.ok(!raw.includes('.'));
+  const jws = signRaw({ alg: 'EdDSA', kid: a.kid, b64: false, crit: ['b64'] }, raw, a.key);
+  const id = await expect401(s, await craft(s, a, { jws }), 'b64 false');
+  assert.match(reasonOf(s, id), /crit\/b64/);
+  const jws2 = signRaw(
+    { alg: 'EdDSA', kid: a.kid, b64: true, crit: ['b64'] },
+    base64url.encode(JSON.stringify(claimsFor(s))),
+    a.key,
+  );
+  await expect401(s, await craft(s, a, { jws: jws2 }), 'b64 true in crit');
+});
+
+test('duplicate keys in the claims: the last one counts, as in every JSON.parse', async () => {
+  const s = await start();
+  const a = await s.client('alice');
+  const info = s.server.serverInfo();
+  const iat = Date.now() / 1000;
+  const text = `{"v":1,"aud":"${info.kid}","iat":${iat},"exp":${iat + 60},"jti":"${base64url.encode(randomBytes(16))}","htm":"POST","htu":"/v1/rpc","act":"files.read","act":"ping","args":{},"rk":"${base64url.encode(randomBytes(32))}"}`;
+  const jws = await new CompactSign(enc.encode(text))
+    .setProtectedHeader({ alg: 'EdDSA', kid: a.kid })
+    .sign(a.key);
+  const res = await rawPost(s.server.url, await craft(s, a, { jws }));
+  assert.equal(res.status, 200);
+});
+
+test('the same jti from two clients is two requests; from one client twice is a replay', async () => {
+  const s = await start();
+  const a = await s.client('alice');
+  const b = await s.client('bob');
+  const jti = base64url.encode(randomBytes(16));
+  assert.equal((await rawPost(s.server.url, await craft(s, a, { claims: { jti } }))).status, 200);
+  assert.equal((await rawPost(s.server.url, await craft(s, b, { claims: { jti } }))).status, 200);
+  await expect401(s, await craft(s, a, { claims: { jti } }), 'same jti, same client, new envelope');
+});
+
+test('every 401 has identical bytes and headers apart from the request id and date', async () => {
+  const s = await start();
+  const a = await s.client('alice');
+  const info = s.server.serverInfo();
+  const hdr = (h: Record<string, unknown>) => base64url.encode(JSON.stringify(h));
+  const ok = await craft(s, a);
+  assert.equal((await rawPost(s.server.url, ok)).status, 200);
+  const bodies = [
+    `${hdr({ alg: 'ECDH-ES', enc: 'A256GCM', kid: info.kid, skid: 'nobody' })}..b.c.d`,
+    await craft(s, a, { claims: { aud: 'x' } }),
+    ok,
+  ];
+  const seen = new Set<string>();
+  for (const b of bodies) {
+    const res = await rawPost(s.server.url, b);
+    const h = [...res.headers].filter(([k]) => k !== 'date' && k !== 'x-request-id');
+    seen.add(JSON.stringify([res.status, res.body, h]));
+  }
+  assert.equal(seen.size, 1, [...seen].join('\n'));
+});
+
+test('deeply nested args do not crash the server (sealed error, then the next call works)', async () => {
+  const dir = tempDir();
+  mkdirSync(join(dir, 'etc'));
+  writeFileSync(join(dir, 'etc', 'app.json'), '{"a":1}\n');
+  writeFileSync(join(dir, 'etc', 'app.toml'), 'a = 1\n');
+  const s = await start(
+    {
+      limits: { maxBodyBytes: 4 * 1048576 },
+      files: {
+        app: { path: 'etc/app.json', format: 'json' },
+        tapp: { path: 'etc/app.toml', format: 'toml' },
+      },
+    },
+    { dir },
+  );
+  const a = await s.client('alice');
+  const info = s.server.serverInfo();
+  // Built as text: JSON.stringify of the nested value itself would overflow the stack here.
+  const nested = `${'['.repeat(300000)}1${']'.repeat(300000)}`;
+  for (const file of ['app', 'tapp']) {
+    const { etag } = await a.call<{ etag: string }>('files.read', { file });
+    const iat = Date.now() / 1000;
+    const ops = `[{"op":"set","path":["b"],"value":${nested}}]`;
+    const text = `{"v":1,"aud":"${info.kid}","iat":${iat},"exp":${iat + 60},"jti":"${base64url.encode(randomBytes(16))}","htm":"POST","htu":"/v1/rpc","act":"files.update","args":{"file":"${file}","ops":${ops},"if_match":${JSON.stringify(etag)}},"rk":"${base64url.encode(randomBytes(32))}"}`;
+    const jws = await new CompactSign(enc.encode(text))
+      .setProtectedHeader({ alg: 'EdDSA', kid: a.kid })
+      .sign(a.key);
+    const res = await rawPost(s.server.url, await craft(s, a, { jws }));
+    assert.ok(res.status >= 400 && res.status < 600, `${file}: ${res.status}`);
+  }
+  assert.equal(readFileSync(join(dir, 'etc', 'app.json'), 'utf8'), '{"a":1}\n');
+  assert.deepEqual(await a.call('ping'), { pong: true });
+});
+
+test('X-Forwarded-For is ignored without trusted hops (spoofing it does not escape the 429)', async () => {
+  const s = await start({ limits: { maxAuthFailuresPerIp: 2 } });
+  for (let i = 0; i < 3; i++) await rawPost(s.server.url, 'a.b.c.d.e', { 'x-forwarded-for': `10.0.0.${i}` });
+  const junk = `${base64url.encode('{"alg":"ECDH-ES","enc":"A256GCM","kid":"k","skid":"s"}')}..b.c.d`;
+  for (let i = 0; i < 2; i++) await rawPost(s.server.url, junk, { 'x-forwarded-for': `10.0.1.${i}` });
+  const res = await rawPost(s.server.url, junk, { 'x-forwarded-for': '10.0.2.1' });
+  assert.equal(res.status, 429);
+});
+
+test('a registry file writable by group or others is not loaded (the previous registry stays)', async () => {
+  const s = await start();
+  const a = await s.client('alice');
+  assert.deepEqual(await a.call('ping'), { pong: true });
+  const file = s.server.registryFile;
+  const text = readFileSync(file, 'utf8');
+  // Anyone could now have emptied it (or added a key); it is refused until fixed.
+  chmodSync(file, 0o666);
+  writeFileSync(file, text.replace(/"clients": \[[\s\S]*\]/, '"clients": []'));
+  await s.server.reload();
+  assert.deepEqual(await a.call('ping'), { pong: true }, 'previous registry still in force');
+  assert.ok(
+    s.lines.some((l) => /let others write it/.test(String(l.err && (l.err as { message?: string }).message))),
+  );
+  chmodSync(file, 0o600);
+  await s.server.reload();
+  await assert.rejects(a.call('ping'), (e: unknown) => (e as { status?: number }).status === 401);
 });

