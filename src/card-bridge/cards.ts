@@ -180,7 +180,8 @@ export class CardService {
         if (released) return;
         released = true;
         // The lock stays held until the backend is idle, even when a deadline already answered the client.
-        void busy.then(unlock);
+        // `busy` never rejects (see call); unlock failing would be a bug, logged, never a crash.
+        busy.then(unlock).catch((err: unknown) => this.#log.error({ err }, 'card unlock failed'));
       },
     };
   }

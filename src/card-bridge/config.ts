@@ -7,15 +7,17 @@
 import { z } from 'zod';
 import { secretString } from '../core/config/secret.ts';
 import { tlsFilesSchema } from '../core/tls.ts';
+import { allowFromSchema } from '../core/allow-list.ts';
 
 const port = z.number().int().min(0).max(65535);
 const host = z.string().min(1);
 const positiveMs = z.number().int().min(1);
 const hex = z.string().regex(/^([0-9a-fA-F]{2})*$/, 'even-length hex');
 
+/** `allowFrom`: the client networks a listener accepts (CIDR list; empty = every address). */
 const listenerSchema = z.discriminatedUnion('kind', [
-  z.strictObject({ kind: z.literal('tcp'), host: host.default('127.0.0.1'), port: port.default(4001) }),
-  z.strictObject({ kind: z.literal('tls'), host: host.default('127.0.0.1'), port: port.default(4001) }),
+  z.strictObject({ kind: z.literal('tcp'), host: host.default('127.0.0.1'), port: port.default(4001), allowFrom: allowFromSchema }),
+  z.strictObject({ kind: z.literal('tls'), host: host.default('127.0.0.1'), port: port.default(4001), allowFrom: allowFromSchema }),
 ]);
 
 const scriptRuleSchema = z.strictObject({
@@ -96,6 +98,7 @@ const restSchema = z.strictObject({
   enabled: z.boolean().default(false),
   host: host.default('127.0.0.1'),
   port: port.default(0),
+  allowFrom: allowFromSchema,
   /** Required `X-Auth-Token` (CloudFoxy) or `Authorization: Bearer` / `X-Auth-Token` (foxyproxy API). */
   token: secretString().optional(),
 });
@@ -103,7 +106,7 @@ const restSchema = z.strictObject({
 export const cardBridgeConfigSchema = z
   .strictObject({
     enabled: z.boolean().default(true),
-    listeners: z.array(listenerSchema).default([{ kind: 'tcp', host: '127.0.0.1', port: 4001 }]),
+    listeners: z.array(listenerSchema).default([{ kind: 'tcp', host: '127.0.0.1', port: 4001, allowFrom: [] }]),
     tls: tlsFilesSchema.optional(),
     /** How listings name readers: foxy = `Foxy NET ip-n` / `Foxy USB name`; cloudfoxy = `CloudFoxy …`; raw = terminal id. */
     readerNameStyle: z.enum(['foxy', 'cloudfoxy', 'raw']).default('foxy'),
@@ -140,6 +143,11 @@ export const cardBridgeConfigSchema = z
         maxQueuedPerCard: z.number().int().min(0).default(64),
         /** Requests a connection may have decoded but not yet answered before reading pauses. */
         maxPendingRequests: z.number().int().min(1).default(16),
+        /**
+         * Bytes held for unfinished and queued requests across ALL connections (the line protocol has no
+         * authentication). Past it, the connection whose bytes would not fit is answered C089 and closed.
+         */
+        maxBufferedBytes: z.number().int().min(65536).default(33554432),
       })
       .prefault({}),
     backends: z.array(backendSchema).default([]),

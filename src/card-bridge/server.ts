@@ -13,6 +13,8 @@ import type { Logger } from '../core/log.ts';
 import { Lifecycle, type CloseOptions, type Service } from '../core/lifecycle.ts';
 import { Admission, describeAddress, listen, stopListening } from '../core/net.ts';
 import { ConnectionTracker, DEFAULT_GRACE_MS, refuseConnection } from '../core/connections.ts';
+import { AllowList, enforceAllowList } from '../core/allow-list.ts';
+import { ByteBudget } from '../core/budget.ts';
 import { loadTlsFiles, type TlsServerOptions } from '../core/tls.ts';
 import { GatewayError, errorSpec } from '../core/errors.ts';
 import type { CardBridgeConfig } from './config.ts';
@@ -62,6 +64,7 @@ export function createCardBridgeServer(config: CardBridgeConfig, deps: CardBridg
   const apis: HttpApi[] = [];
   const bound: BoundCardListener[] = [];
   const admission = new Admission(config.limits);
+  const budget = new ByteBudget(config.limits.maxBufferedBytes);
   let preferred: readonly string[] = [];
   const lifecycle = new Lifecycle('card bridge');
 
@@ -77,6 +80,7 @@ export function createCardBridgeServer(config: CardBridgeConfig, deps: CardBridg
         config,
         exec,
         log,
+        budget,
         closed: (s) => {
           slot.release();
           sessions.delete(s);
@@ -118,13 +122,14 @@ export function createCardBridgeServer(config: CardBridgeConfig, deps: CardBridg
             tlsSocket.destroy();
           });
         }
+        enforceAllowList(server, new AllowList(l.allowFrom), (remote) => log.warn({ code: 'CARD_CLIENT_NOT_ALLOWED', remote, listener: l.kind }, 'connection refused'));
         tracker.watch(server);
         const port = await listen(server, { host: l.host, port: l.port }, `card bridge ${l.kind} listener`);
         servers.push(server);
         bound.push({ kind: l.kind, port, url: `${l.kind}://${describeAddress({ host: l.host, port })}` });
       }
       if (config.cloudfoxyApi.enabled) {
-        const api = createCloudFoxyApi(cards, { token: config.cloudfoxyApi.token!, log, startedAt: Date.now(), maxConnections: config.limits.maxConnections, maxConnectionsPerIp: config.limits.maxConnectionsPerIp });
+        const api = createCloudFoxyApi(cards, { token: config.cloudfoxyApi.token!, log, startedAt: Date.now(), maxConnections: config.limits.maxConnections, maxConnectionsPerIp: config.limits.maxConnectionsPerIp, allowFrom: config.cloudfoxyApi.allowFrom });
         const port = await api.listen(config.cloudfoxyApi.host, config.cloudfoxyApi.port);
         apis.push(api);
         bound.push({ kind: 'cloudfoxy-api', port, url: `http://${describeAddress({ host: config.cloudfoxyApi.host, port })}/api/v1/` });
@@ -133,7 +138,7 @@ export function createCardBridgeServer(config: CardBridgeConfig, deps: CardBridg
         const api = createFoxyproxyApi(exec, {
           token: config.foxyproxyApi.token!,
           log,
-          maxConnections: config.limits.maxConnections, maxConnectionsPerIp: config.limits.maxConnectionsPerIp,
+          maxConnections: config.limits.maxConnections, maxConnectionsPerIp: config.limits.maxConnectionsPerIp, allowFrom: config.foxyproxyApi.allowFrom,
           select: (names) => {
             preferred = names;
           },

@@ -17,6 +17,7 @@ import type { Socket } from 'node:net';
 import { errorSpec, type ErrorCode } from '../core/errors.ts';
 import type { Logger } from '../core/log.ts';
 import { FaultBoundary } from '../core/fault.ts';
+import type { BudgetAccount, ByteBudget } from '../core/budget.ts';
 import type { CardBridgeConfig } from './config.ts';
 import { executeRequest, type ExecuteContext } from './commands.ts';
 import { formatAnswers } from './protocol/answers.ts';
@@ -27,11 +28,27 @@ export interface SessionContext {
   readonly exec: ExecuteContext;
   readonly log: Logger;
   readonly closed: (s: LineSession) => void;
+  /** The memory budget shared by every connection of the bridge (limits.maxBufferedBytes). */
+  readonly budget: ByteBudget;
+}
+
+/** About how many bytes a decoded request holds (its strings), for the shared budget. */
+export function requestBytes(req: Request): number {
+  let n = 16 + (req.reader?.text.length ?? 0);
+  for (const item of req.items) {
+    n += 16;
+    for (const v of Object.values(item)) if (typeof v === 'string') n += v.length;
+  }
+  return n;
 }
 
 export class LineSession {
   readonly #decoder: RequestDecoder;
   readonly #queue: Request[] = [];
+  /** What this connection holds in the shared budget: the request being read, queued and running ones. */
+  readonly #account: BudgetAccount;
+  #queuedBytes = 0;
+  #runningBytes = 0;
   #busy = false;
   #ending = false;
   #finalAnswer: Buffer | undefined;
@@ -53,6 +70,7 @@ export class LineSession {
     const l = ctx.config.limits;
     this.#decoder = new RequestDecoder({ maxLineBytes: l.maxLineBytes, maxCommands: l.maxCommandsPerRequest, maxRequestBytes: l.maxRequestBytes });
     this.#log = ctx.log.child({ remote: socket.remoteAddress, port: socket.remotePort });
+    this.#account = ctx.budget.account();
     this.#boundary = new FaultBoundary(this.#log, () => this.#onFault(), () => socket.destroy());
     const b = this.#boundary;
     socket.setNoDelay(true);
@@ -118,6 +136,7 @@ export class LineSession {
     for (const ev of events) {
       if (ev.kind === 'request') {
         this.#queue.push(ev.request);
+        this.#queuedBytes += requestBytes(ev.request);
         this.#clearTimer('read');
       } else {
         this.#log.warn({ code: ev.code }, 'limit exceeded; answering and closing');
@@ -126,6 +145,14 @@ export class LineSession {
         return;
       }
     }
+    if (!this.#charge()) {
+      // Declared policy when the shared budget is full: the connection whose bytes do not fit is answered
+      // busy (after the answers it is owed) and closed; every other connection keeps what it has.
+      this.#log.warn({ code: 'CARD_LIMIT_BUFFERED', heldBytes: this.#account.heldBytes }, 'memory budget for requests is full; answering and closing');
+      this.#fail('CARD_LIMIT_BUFFERED', this.#decoder.pendingId);
+      this.#runPump();
+      return;
+    }
     if (!this.#decoder.inRequest) this.#clearTimer('read');
     else this.#armRead();
     if (this.#queue.length >= this.ctx.config.limits.maxPendingRequests) this.#pause();
@@ -133,14 +160,22 @@ export class LineSession {
     this.#armIdle();
   }
 
+  /** Charges what this connection holds now to the shared budget; false when it does not fit. */
+  #charge(): boolean {
+    return this.#account.set(this.#decoder.heldBytes + this.#queuedBytes + this.#runningBytes);
+  }
+
   /** The request-read deadline runs only while we read: a client is not blamed for our own backpressure. */
   #armRead(): void {
     if (this.#readTimer !== undefined || this.#ending || this.socket.isPaused() || !this.#decoder.inRequest) return;
-    this.#readTimer = setTimeout(() => {
-      this.#readTimer = undefined;
-      this.#log.warn({ code: 'CARD_REQUEST_READ_TIMEOUT' }, 'request not finished in time; answering and closing');
-      this.#fail('CARD_REQUEST_READ_TIMEOUT', this.#decoder.pendingId);
-    }, this.ctx.config.timeouts.requestReadMs);
+    this.#readTimer = setTimeout(
+      this.#boundary.wrap(() => {
+        this.#readTimer = undefined;
+        this.#log.warn({ code: 'CARD_REQUEST_READ_TIMEOUT' }, 'request not finished in time; answering and closing');
+        this.#fail('CARD_REQUEST_READ_TIMEOUT', this.#decoder.pendingId);
+      }),
+      this.ctx.config.timeouts.requestReadMs,
+    );
   }
 
   /** Backpressure: stop reading (and the request-read deadline with it). */
@@ -177,7 +212,12 @@ export class LineSession {
         if (this.#done || this.socket.writableNeedDrain) break;
         const req = this.#queue.shift();
         if (req === undefined) break;
+        this.#runningBytes = requestBytes(req);
+        this.#queuedBytes -= this.#runningBytes;
         const answers = await executeRequest(req, { ...this.ctx.exec, signal: this.#gone.signal });
+        this.#runningBytes = 0;
+        // Giving bytes back always fits.
+        this.#charge();
         if (this.#done) break;
         this.answered++;
         this.#write(formatAnswers(answers, this.ctx.config.atAfterEveryAnswer));
@@ -227,10 +267,13 @@ export class LineSession {
   #armIdle(): void {
     if (this.#ending || this.#done || this.working) return;
     this.#clearTimer('idle');
-    this.#idleTimer = setTimeout(() => {
-      this.#log.info({ code: 'CARD_IDLE_TIMEOUT' }, 'idle connection closed');
-      this.drain();
-    }, this.ctx.config.timeouts.idleMs);
+    this.#idleTimer = setTimeout(
+      this.#boundary.wrap(() => {
+        this.#log.info({ code: 'CARD_IDLE_TIMEOUT' }, 'idle connection closed');
+        this.drain();
+      }),
+      this.ctx.config.timeouts.idleMs,
+    );
   }
 
   #clearTimer(which: 'idle' | 'read' | 'write'): void {
@@ -249,6 +292,8 @@ export class LineSession {
     this.#clearTimer('read');
     this.#clearTimer('write');
     this.#queue.length = 0;
+    this.#queuedBytes = 0;
+    this.#account.release();
     this.ctx.closed(this);
   }
 }

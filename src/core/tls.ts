@@ -13,6 +13,8 @@ export const tlsFilesSchema = z.strictObject({
   certFile: z.string().min(1),
   keyFile: z.string().min(1),
   caFile: z.string().min(1).optional(),
+  /** When set, clients must present a certificate signed by a CA in this PEM bundle (mutual TLS). */
+  clientCaFile: z.string().min(1).optional(),
   minVersion: z.enum(['TLSv1.2', 'TLSv1.3']).default('TLSv1.2'),
 });
 
@@ -20,14 +22,18 @@ export interface TlsFiles {
   readonly certFile: string;
   readonly keyFile: string;
   readonly caFile?: string | undefined;
+  readonly clientCaFile?: string | undefined;
   readonly minVersion: SecureVersion;
 }
 
 export interface TlsServerOptions {
   cert: Buffer;
   key: Buffer;
-  ca?: Buffer;
+  ca?: Buffer | Buffer[];
   minVersion: SecureVersion;
+  /** Mutual TLS: ask for a client certificate and refuse the handshake without a valid one. */
+  requestCert?: boolean;
+  rejectUnauthorized?: boolean;
 }
 
 /**
@@ -49,6 +55,12 @@ export async function loadTlsFiles(files: TlsFiles, baseDir: string): Promise<Tl
     minVersion: files.minVersion,
   };
   if (files.caFile !== undefined) opts.ca = await read(files.caFile, 'CA bundle');
+  if (files.clientCaFile !== undefined) {
+    const clientCa = await read(files.clientCaFile, 'client CA bundle');
+    opts.ca = opts.ca === undefined ? clientCa : [opts.ca as Buffer, clientCa];
+    opts.requestCert = true;
+    opts.rejectUnauthorized = true;
+  }
   try {
     createSecureContext(opts);
   } catch (err) {

@@ -67,7 +67,7 @@ test('every card-bridge line result is a 4-hex-digit C08x/C090 code', () => {
 
 test('the embedded default cards answer: listing, the demo signing card signs with PIN 1234', async () => {
   const cfg = defaultConfig().cardBridge;
-  const server = createCardBridgeServer({ ...cfg, listeners: [{ kind: 'tcp', host: '127.0.0.1', port: 0 }] }, { log: silentLogger(), baseDir: tempDir('gatehouse-card-defaults-') });
+  const server = createCardBridgeServer({ ...cfg, listeners: [{ kind: 'tcp', host: '127.0.0.1', port: 0, allowFrom: [] }] }, { log: silentLogger(), baseDir: tempDir('gatehouse-card-defaults-') });
   await server.start();
   try {
     const port = server.listeners[0]!.port;

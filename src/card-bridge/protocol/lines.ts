@@ -147,6 +147,11 @@ export class RequestDecoder {
     return this.#haveReader || this.#partialBytes > 0;
   }
 
+  /** Bytes of the request in progress held so far (its lines and the unfinished one), for memory budgets. */
+  get heldBytes(): number {
+    return this.#requestBytes + this.#partialBytes;
+  }
+
   /** The id of the latest command line of the request in progress ('' if none). */
   get lastId(): string {
     return this.#lastId;

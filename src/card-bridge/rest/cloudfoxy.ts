@@ -29,6 +29,8 @@ export interface CloudFoxyApiOptions {
   readonly maxConnections?: number;
   /** Most open connections from one address (default: maxConnections). */
   readonly maxConnectionsPerIp?: number;
+  /** Client networks allowed to connect (CIDR; empty or absent: every address). */
+  readonly allowFrom?: readonly string[];
 }
 
 /**
@@ -98,6 +100,7 @@ export function createCloudFoxyApi(cards: CardService, opts: CloudFoxyApiOptions
     requestTimeoutMs: opts.requestTimeoutMs ?? 120000,
     maxConnections: opts.maxConnections ?? 1000,
     ...(opts.maxConnectionsPerIp === undefined ? {} : { maxConnectionsPerIp: opts.maxConnectionsPerIp }),
+    ...(opts.allowFrom === undefined ? {} : { allowFrom: opts.allowFrom }),
     log,
   });
 }

@@ -28,6 +28,8 @@ export interface FoxyproxyApiOptions {
   readonly maxConnections?: number;
   /** Most open connections from one address (default: maxConnections). */
   readonly maxConnectionsPerIp?: number;
+  /** Client networks allowed to connect (CIDR; empty or absent: every address). */
+  readonly allowFrom?: readonly string[];
 }
 
 interface CommandJson {
@@ -103,6 +105,7 @@ export function createFoxyproxyApi(exec: ExecuteContext, opts: FoxyproxyApiOptio
     requestTimeoutMs: opts.requestTimeoutMs ?? 120000,
     maxConnections: opts.maxConnections ?? 1000,
     ...(opts.maxConnectionsPerIp === undefined ? {} : { maxConnectionsPerIp: opts.maxConnectionsPerIp }),
+    ...(opts.allowFrom === undefined ? {} : { allowFrom: opts.allowFrom }),
     log,
   });
 }

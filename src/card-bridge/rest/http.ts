@@ -8,6 +8,7 @@ import type { Secret } from '../../core/config/secret.ts';
 import type { Logger } from '../../core/log.ts';
 import { Admission, listen, stopListening } from '../../core/net.ts';
 import { admitConnections, ConnectionTracker } from '../../core/connections.ts';
+import { AllowList, enforceAllowList } from '../../core/allow-list.ts';
 
 export interface HttpApi {
   /** Binds; @returns the bound port. @throws GatewayError CORE_LISTEN_FAILED */
@@ -68,6 +69,8 @@ export interface HttpApiLimits {
   readonly maxConnections: number;
   /** Most open connections from one address; more are closed at once (default: maxConnections). */
   readonly maxConnectionsPerIp?: number;
+  /** Client networks allowed to connect (CIDR; empty or absent: every address). */
+  readonly allowFrom?: readonly string[];
   /** Where a failed handler (a bug: CORE_INTERNAL) and refused connections are logged. */
   readonly log: Logger;
 }
@@ -95,6 +98,7 @@ export function httpApi(label: string, handler: (req: IncomingMessage, res: Serv
       s.keepAliveTimeout = 5000;
       // A hard backstop behind the admission limits below (which refuse first, and log why).
       s.maxConnections = limits.maxConnections + 64;
+      enforceAllowList(s, new AllowList(limits.allowFrom ?? []), (remote) => log.warn({ code: 'CARD_CLIENT_NOT_ALLOWED', remote, api: label }, 'connection refused'));
       admitConnections(s, admission, (code, remote) => log.warn({ code, remote, api: label }, 'connection refused'));
       tracker.watch(s);
       server = s;

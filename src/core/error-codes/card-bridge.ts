@@ -52,6 +52,12 @@ export const cardBridgeErrors = {
     httpStatus: 408,
     lineResult: 'C089',
   },
+  CARD_LIMIT_BUFFERED: {
+    summary: 'The bytes held for unfinished and queued requests across all connections reached limits.maxBufferedBytes; the connection whose bytes did not fit is answered and closed.',
+    httpStatus: 503,
+    lineResult: 'C089',
+  },
+  CARD_CLIENT_NOT_ALLOWED: { summary: "A connection came from outside the listener's allowFrom networks; it was closed without an answer.", httpStatus: 403 },
   CARD_IDLE_TIMEOUT: { summary: 'A connection sent nothing between requests for idleTimeoutMs and was closed.', httpStatus: 408 },
   CARD_WRITE_TIMEOUT: { summary: 'A client did not read its answers within writeTimeoutMs; the connection was destroyed.', httpStatus: 408 },
   CARD_UNAUTHORIZED: { summary: 'A REST request had a missing or wrong token.', httpStatus: 401 },
