@@ -43,7 +43,7 @@ export async function requireInputFile(path: string, what: string): Promise<void
     await access(path, constants.R_OK);
   } catch (err) {
     const code = (err as { code?: unknown }).code;
-    const why = code === 'ENOENT' ? 'no such file' : code === 'EACCES' ? 'permission denied' : String(code ?? 'cannot read it');
+    const why = code === 'ENOENT' ? 'no such file' : code === 'EACCES' ? 'permission denied' : typeof code === 'string' ? code : 'cannot read it';
     fail(`${what} ${path}: ${why}`, EXIT.noInput);
   }
   if (!isFile) fail(`${what} ${path}: not a regular file`, EXIT.noInput);

@@ -67,7 +67,12 @@ function action<A extends unknown[]>(fn: (...args: A) => Promise<void>): (...arg
 function unreachable(err: unknown, o: ConnOpts): CliError {
   const target = `${o.tls === true ? 'tls' : 'tcp'}://${o.host}:${o.port}`;
   return (
-    explainConnectError(err, target, { usingTls: o.tls === true, insecureOption: 'use --insecure for a self-signed development certificate' }) ??
+    explainConnectError(err, target, {
+      usingTls: o.tls === true,
+      plain: 'drop --tls',
+      tls: 'add --tls',
+      trust: 'use --insecure for a self-signed development certificate',
+    }) ??
     new CliError(`the card bridge at ${target} did not answer: ${err instanceof Error ? err.message : String(err)}`, EXIT.unavailable)
   );
 }
@@ -195,8 +200,10 @@ export function cardCommand(): Command {
         fail(`the card answered SW ${sig}`, EXIT.failure);
       }
       if (o.out !== undefined) {
-        await writeFile(o.out, Buffer.from(sig, 'hex')).catch((err: unknown) => {
-          fail(`--out ${o.out ?? ''}: ${String((err as { code?: unknown }).code ?? 'cannot write it')}`, EXIT.cantCreate);
+        const out = o.out;
+        await writeFile(out, Buffer.from(sig, 'hex')).catch((err: unknown) => {
+          const code = (err as { code?: unknown }).code;
+          fail(`--out ${out}: ${typeof code === 'string' ? code : 'cannot write it'}`, EXIT.cantCreate);
         });
       }
       process.stdout.write(`${sig}\n`);

@@ -25,7 +25,8 @@ import {
 } from '../sealed-api/admin.ts';
 import { generateClientKey, writeClientKeyFile } from '../sealed-api/keys.ts';
 import { writeFileAtomic } from '../sealed-api/atomic.ts';
-import { EXIT, reportAndExit } from './exit.ts';
+import { parseIsoDate, parseNonNegative, requireInputFile } from './args.ts';
+import { EXIT, fail, reportAndExit } from './exit.ts';
 
 interface ConfigOpt {
   config?: string;
@@ -52,7 +53,7 @@ function wrap<A extends unknown[]>(fn: (...args: A) => Promise<void>): (...args:
     try {
       await fn(...args);
     } catch (err) {
-      reportAndExit(err);
+      reportAndExit(err, 'clients');
     }
   };
 }
@@ -77,9 +78,7 @@ export function clientsCommand(): Command {
             () => false,
           ))
         ) {
-          process.stderr.write(`gatehouse clients keygen: ${opts.out} exists (use --force)\n`);
-          process.exitCode = EXIT.usage;
-          return;
+          fail(`keygen: ${opts.out} exists; it is never overwritten without --force`, EXIT.cantCreate);
         }
         const key = await generateClientKey(opts.name);
         await writeClientKeyFile(opts.out, key);
@@ -96,8 +95,8 @@ export function clientsCommand(): Command {
     )
     .option('--allow <actions>', 'comma-separated actions: exact names, prefix.*, or *', '')
     .option('--files <names>', 'comma-separated logical file names, or *', '')
-    .option('--expires <iso>', 'expiry time (ISO 8601)')
-    .option('--expires-in-days <n>', 'expiry in days from now')
+    .option('--expires <iso>', 'expiry time (ISO 8601, e.g. 2027-01-31 or 2027-01-31T12:00:00Z)', parseIsoDate)
+    .option('--expires-in-days <n>', 'expiry in days from now', parseNonNegative)
     .action(
       wrap(
         async (
@@ -107,17 +106,22 @@ export function clientsCommand(): Command {
             allow: string;
             files: string;
             expires?: string;
-            expiresInDays?: string;
+            expiresInDays?: number;
           },
         ) => {
+          if (opts.expires !== undefined && opts.expiresInDays !== undefined)
+            fail('add: give --expires or --expires-in-days, not both', EXIT.usage);
+          await requireInputFile(opts.key, '--key');
           const paths = await pathsFor(opts);
-          const expires =
-            opts.expires ??
-            (opts.expiresInDays === undefined
-              ? undefined
-              : new Date(Date.now() + Number(opts.expiresInDays) * 86400000).toISOString());
-          if (expires !== undefined && Number.isNaN(Date.parse(expires)))
-            throw new Error(`--expires: ${expires} is not a date`);
+          const expiresMs =
+            opts.expires !== undefined
+              ? Date.parse(opts.expires)
+              : opts.expiresInDays === undefined
+                ? undefined
+                : Date.now() + opts.expiresInDays * 86400000;
+          // Beyond the year 275760 a Date is invalid: also a usage error, not a crash.
+          if (expiresMs !== undefined && !(Math.abs(expiresMs) <= 8.64e15)) fail('add: the expiry is out of range', EXIT.usage);
+          const expires = expiresMs === undefined ? undefined : new Date(expiresMs).toISOString();
           const entry = await addClient(paths, {
             name: opts.name,
             jwk: await readPublicJwk(opts.key),
@@ -182,12 +186,10 @@ export function clientsCommand(): Command {
 
   withConfig(cmd.command('rotate-server-key'))
     .description('Create a new server encryption key; older keys stay valid for the overlap.')
-    .option('--overlap-hours <h>', 'how long the previous key keeps working', '24')
+    .option('--overlap-hours <h>', 'how long the previous key keeps working', parseNonNegative, 24)
     .action(
-      wrap(async (opts: ConfigOpt & { overlapHours: string }) => {
-        const hours = Number(opts.overlapHours);
-        if (!Number.isFinite(hours) || hours < 0) throw new Error('--overlap-hours must be a number ≥ 0');
-        out(await rotateServerKey((await pathsFor(opts)).keyFile, hours * 3600000));
+      wrap(async (opts: ConfigOpt & { overlapHours: number }) => {
+        out(await rotateServerKey((await pathsFor(opts)).keyFile, opts.overlapHours * 3600000));
       }),
     );
   return cmd;

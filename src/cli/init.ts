@@ -1,7 +1,8 @@
 /**
  * `gatehouse init [DIR]`: writes a working, commented starting point for production: gatehouse.toml,
  * a token file with one fresh token (shown once), and, with --tls, a self-signed certificate made with
- * the openssl CLI. Never overwrites existing files.
+ * the openssl CLI. Never overwrites existing files: if one exists, nothing is written and it exits 73
+ * (EX_CANTCREAT).
  */
 import { Command } from 'commander';
 import { randomBytes } from 'node:crypto';
@@ -9,6 +10,7 @@ import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, writeFileSync, chmodSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { hashToken } from '../relay/authenticators/static.ts';
+import { CliError, EXIT, reportAndExit } from './exit.ts';
 
 export interface InitOptions {
   readonly dir: string;
@@ -78,27 +80,52 @@ export function renderInitConfig(opts: InitOptions): string {
   ].join('\n');
 }
 
-/** Writes the files; returns the generated token. @throws Error if a target file exists. */
+/** A failed file system call as a CliError: exit 73 (cannot create), the path and errno in the message. */
+function cannotCreate(err: unknown, what: string): CliError {
+  const code = (err as { code?: unknown }).code;
+  return new CliError(`cannot create ${what}: ${typeof code === 'string' ? code : String(err)}`, EXIT.cantCreate);
+}
+
+/**
+ * Writes the files; returns the generated token.
+ * @throws CliError exit 73 if a target file exists (nothing is written) or cannot be created; exit 69 when
+ *   --tls is asked and openssl cannot run.
+ */
 export function initDirectory(opts: InitOptions): { token: string; files: string[] } {
-  mkdirSync(opts.dir, { recursive: true, mode: 0o750 });
+  try {
+    mkdirSync(opts.dir, { recursive: true, mode: 0o750 });
+  } catch (err) {
+    throw cannotCreate(err, opts.dir);
+  }
   const config = join(opts.dir, 'gatehouse.toml');
   const tokens = join(opts.dir, 'tokens');
   const cert = join(opts.dir, 'cert.pem');
   const key = join(opts.dir, 'key.pem');
   const targets = [config, tokens, ...(opts.tls ? [cert, key] : [])];
   const existing = targets.filter((f) => existsSync(f));
-  if (existing.length > 0) throw new Error(`refusing to overwrite ${existing.join(', ')}`);
+  if (existing.length > 0)
+    throw new CliError(`refusing to overwrite ${existing.join(', ')} (remove them or choose another directory)`, EXIT.cantCreate);
   const token = randomBytes(24).toString('base64url');
-  writeFileSync(tokens, `# Relay tokens: sha256:<hex> [user]. Add lines with: gatehouse tokens hash <token> --user NAME\n${hashToken(token, 'first-client')}\n`, { mode: 0o600 });
+  // The certificate first: when openssl is missing, nothing else has been written and a second run works.
   if (opts.tls) {
-    execFileSync('openssl', [
-      'req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-days', '825',
-      '-subj', '/CN=gatehouse', '-addext', 'subjectAltName=DNS:localhost,IP:127.0.0.1',
-      '-keyout', key, '-out', cert,
-    ], { stdio: 'ignore' });
-    chmodSync(key, 0o600);
+    try {
+      execFileSync('openssl', [
+        'req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-days', '825',
+        '-subj', '/CN=gatehouse', '-addext', 'subjectAltName=DNS:localhost,IP:127.0.0.1',
+        '-keyout', key, '-out', cert,
+      ], { stdio: 'ignore' });
+      chmodSync(key, 0o600);
+    } catch (err) {
+      if ((err as { code?: unknown }).code === 'ENOENT') throw new CliError('--tls needs the openssl command: install it, or run init without --tls', EXIT.unavailable);
+      throw cannotCreate(err, `${cert} and ${key} with openssl`);
+    }
   }
-  writeFileSync(config, renderInitConfig(opts), { mode: 0o640 });
+  try {
+    writeFileSync(tokens, `# Relay tokens: sha256:<hex> [user]. Add lines with: gatehouse tokens hash <token> --user NAME\n${hashToken(token, 'first-client')}\n`, { mode: 0o600 });
+    writeFileSync(config, renderInitConfig(opts), { mode: 0o640 });
+  } catch (err) {
+    throw cannotCreate(err, `the files in ${opts.dir}`);
+  }
   return { token, files: targets };
 }
 
@@ -110,7 +137,13 @@ export function initCommand(): Command {
     .option('--tls', 'add TLS and secure WebSocket listeners with a self-signed certificate (needs openssl)')
     .action((dir: string, opts: { public?: boolean; tls?: boolean }) => {
       const target = resolve(dir);
-      const { token, files } = initDirectory({ dir: target, public: opts.public === true, tls: opts.tls === true });
+      let written: { token: string; files: string[] };
+      try {
+        written = initDirectory({ dir: target, public: opts.public === true, tls: opts.tls === true });
+      } catch (err) {
+        reportAndExit(err, 'init');
+      }
+      const { token, files } = written;
       process.stdout.write(
         [
           `Wrote ${files.join(', ')}.`,

@@ -7,6 +7,19 @@ import { connect } from 'node:net';
 import { resolve } from 'node:path';
 import { defaultConfig, loadGatewayConfig } from '../config.ts';
 import { dirname } from 'node:path';
+import { EXIT } from './exit.ts';
+
+/** Parses one monitor line; a socket that is not the monitor gets a message and exit 69, not a stack. */
+function parseDoc(line: string, path: string): MonitorDoc {
+  try {
+    const doc = JSON.parse(line) as unknown;
+    if (doc !== null && typeof doc === 'object' && !Array.isArray(doc)) return doc;
+  } catch {
+    // fall through
+  }
+  process.stderr.write(`gatehouse monitor: ${path} is not a Gatehouse monitor socket (it sent something that is not JSON)\n`);
+  process.exit(EXIT.unavailable);
+}
 
 interface MonitorDoc {
   serverName?: string;
@@ -73,7 +86,7 @@ export function monitorCommand(): Command {
       const socket = connect({ path });
       socket.on('error', (err) => {
         process.stderr.write(`gatehouse monitor: cannot read ${path}: ${err.message}\n`);
-        process.exit(69);
+        process.exit(EXIT.unavailable);
       });
       socket.setEncoding('utf8');
       let buffer = '';
@@ -83,7 +96,9 @@ export function monitorCommand(): Command {
           buffer += text;
           const nl = buffer.indexOf('\n');
           if (nl < 0) return;
-          process.stdout.write(`${buffer.slice(0, nl)}\n`);
+          const line = buffer.slice(0, nl);
+          parseDoc(line, path);
+          process.stdout.write(`${line}\n`);
           socket.destroy();
         });
         return;
@@ -102,7 +117,7 @@ export function monitorCommand(): Command {
         while ((nl = buffer.indexOf('\n')) >= 0) {
           const line = buffer.slice(0, nl);
           buffer = buffer.slice(nl + 1);
-          process.stdout.write(`\x1b[2J\x1b[H${renderMonitor(JSON.parse(line) as MonitorDoc)}\n`);
+          process.stdout.write(`\x1b[2J\x1b[H${renderMonitor(parseDoc(line, path))}\n`);
         }
       });
     });

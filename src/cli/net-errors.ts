@@ -38,13 +38,13 @@ const CERT_CODES = new Set([
 
 /**
  * A CliError (exit 69) explaining why `target` (a URL or host:port as the user gave it) could not be
- * reached, or undefined when `err` is not a connection failure.
- * `tlsHint` is how to switch TLS on or off for this command (e.g. "use https://" / "drop --tls").
+ * reached, or undefined when `err` is not a connection failure. The hints say, in this command's terms,
+ * how to switch TLS off (`plain`), on (`tls`) and how to trust a self-signed certificate (`trust`).
  */
 export function explainConnectError(
   err: unknown,
   target: string,
-  hints: { readonly usingTls: boolean; readonly insecureOption: string },
+  hints: { readonly usingTls: boolean; readonly plain: string; readonly tls: string; readonly trust: string },
 ): CliError | undefined {
   const errors = chain(err);
   const codes = new Set(errors.map((e) => (typeof e.code === 'string' ? e.code : '')));
@@ -58,16 +58,14 @@ export function explainConnectError(
     return unavailable(`cannot reach ${target} (${[...codes].find((c) => c.startsWith('E')) ?? 'unreachable'}): is the gateway running at ${target}?`);
   if (has('ENOENT') && /connect/.test(text)) return unavailable(`no socket at ${target}: is the gateway running?`);
   if (has('EPROTO', 'ERR_SSL_WRONG_VERSION_NUMBER') || /wrong version number|packet length too long|unknown protocol/i.test(text))
-    return unavailable(
-      `${target} did not answer with TLS: it looks like a plain listener (use http://, tcp:// or ws://, or drop --tls)`,
-    );
+    return unavailable(`${target} did not answer with TLS: it looks like a plain listener (${hints.plain})`);
   if ([...codes].some((c) => CERT_CODES.has(c)))
-    return unavailable(`the server certificate at ${target} is not trusted (${[...codes].find((c) => CERT_CODES.has(c)) ?? ''}): ${hints.insecureOption}`);
+    return unavailable(`the server certificate at ${target} is not trusted (${[...codes].find((c) => CERT_CODES.has(c)) ?? ''}): ${hints.trust}`);
   if (has('ECONNRESET', 'EPIPE', 'UND_ERR_SOCKET') || /socket hang up/i.test(text))
     return unavailable(
       hints.usingTls
         ? `${target} closed the connection at once: is it the right port and does it speak TLS?`
-        : `${target} closed the connection without answering: if it is a TLS listener, use https://, tls:// or wss:// (card: --tls)`,
+        : `${target} closed the connection without answering: if it is a TLS listener, ${hints.tls}`,
     );
   return undefined;
 }

@@ -19,7 +19,7 @@ export function serveCommand(): Command {
       try {
         await gateway.start();
       } catch (err) {
-        reportAndExit(err);
+        reportAndExit(err, 'serve');
       }
       process.stdout.write(`Gatehouse is running.\n${gateway.describe().join('\n')}\nPress Ctrl-C to stop.\n`);
       let stopping = false;
@@ -37,7 +37,7 @@ export function serveCommand(): Command {
             process.exitCode = 0;
             setTimeout(() => process.exit(0), 100).unref();
           },
-          (err: unknown) => reportAndExit(err),
+          (err: unknown) => reportAndExit(err, 'serve'),
         );
       };
       process.on('SIGINT', stop);

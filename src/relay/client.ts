@@ -152,7 +152,16 @@ export async function openTunnel(opts: TunnelClientOptions): Promise<OpenTunnel>
       }
       for (const m of messages) {
         trace('recv', m.trimEnd());
-        const msg = JSON.parse(m) as { status?: string; error?: string; notification?: string; params?: Record<string, unknown> };
+        let msg: { status?: string; error?: string; notification?: string; params?: Record<string, unknown> };
+        try {
+          msg = JSON.parse(m) as typeof msg;
+          if (msg === null || typeof msg !== 'object' || Array.isArray(msg)) throw new TypeError('not an object');
+        } catch {
+          // Not a relay (or not the protocol we speak): a refusal, never an exception in a data handler.
+          clearTimeout(timer);
+          t.destroy();
+          return reject(new Error('the server is not a nymea relay: it answered with something that is not JSON-RPC'));
+        }
         if (msg.status === 'error') {
           clearTimeout(timer);
           t.destroy();
