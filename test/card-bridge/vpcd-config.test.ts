@@ -35,7 +35,7 @@ test('vpcd framing: control codes and APDUs, any chunking gives the same message
 test('embedded defaults: the bridge on 127.0.0.1:4001 with simulated cards, one of them a signing card', () => {
   const cfg = defaultConfig();
   assert.equal(cfg.cardBridge.enabled, true);
-  assert.deepEqual(cfg.cardBridge.listeners, [{ kind: 'tcp', host: '127.0.0.1', port: 4001 }]);
+  assert.deepEqual(cfg.cardBridge.listeners, [{ kind: 'tcp', host: '127.0.0.1', port: 4001, allowFrom: [] }]);
   const sim = cfg.cardBridge.backends[0];
   assert.ok(sim?.kind === 'simulator');
   assert.ok(sim.cards.length >= 3);
