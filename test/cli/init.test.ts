@@ -18,7 +18,7 @@ test('init --tls, then serve it: the printed token pairs a TCP and a WSS client;
   assert.equal(statSync(join(dir, 'key.pem')).mode & 0o777, 0o600);
   // A second init refuses to overwrite.
   const again = gatehouse(['init', dir]);
-  assert.notEqual((await again.exited()).code, 0);
+  assert.equal((await again.exited()).code, 73, 'EX_CANTCREAT');
   assert.match(again.stderr(), /refusing to overwrite/);
 
   // Serve the generated file as is, except ports: tests never use fixed ports.

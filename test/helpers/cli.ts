@@ -14,8 +14,12 @@ export interface Spawned {
   exited(ms?: number): Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
 }
 
-export function gatehouse(args: string[], opts: { cwd?: string; input?: string } = {}): Spawned {
-  const child = spawn(process.execPath, [BIN, ...args], { cwd: opts.cwd ?? process.cwd(), stdio: ['pipe', 'pipe', 'pipe'] });
+export function gatehouse(args: string[], opts: { cwd?: string; input?: string; env?: Record<string, string> } = {}): Spawned {
+  const child = spawn(process.execPath, [BIN, ...args], {
+    cwd: opts.cwd ?? process.cwd(),
+    stdio: ['pipe', 'pipe', 'pipe'],
+    env: { ...process.env, ...opts.env },
+  });
   let out = '';
   let err = '';
   const waiters = new Set<() => void>();
@@ -44,4 +48,21 @@ export function gatehouse(args: string[], opts: { cwd?: string; input?: string }
     },
     exited: (ms = 15000) => deadline(exit, ms, 'process exit'),
   };
+}
+
+/** Runs the CLI to its end (stdin closed unless `input`); resolves with the exit code and both outputs. */
+export async function runGatehouse(
+  args: string[],
+  opts: { cwd?: string; input?: string; env?: Record<string, string>; ms?: number } = {},
+): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  const p = gatehouse(args, { ...opts, input: opts.input ?? '' });
+  const { code } = await p.exited(opts.ms ?? 20000);
+  return { code, stdout: p.stdout(), stderr: p.stderr() };
+}
+
+/** A user mistake is one message, never a crash: no stack frame lines, no "unexpected", no JSON fatal line. */
+export function assertNoCrash(stderr: string): void {
+  if (/^\s+at /m.test(stderr) || /unexpected/i.test(stderr) || /"level":"fatal"/.test(stderr)) {
+    throw new Error(`stderr looks like a crash:\n${stderr}`);
+  }
 }

@@ -33,7 +33,7 @@ test('clients keygen/add/list/show/revoke and call, against a live server', asyn
   const keygen = await gh(dir, 'clients', 'keygen', '--out', 'me.json', '--name', 'me');
   assert.equal(keygen.code, 0, keygen.stderr);
   assert.equal(statSync(join(dir, 'me.json')).mode & 0o777, 0o600);
-  assert.equal((await gh(dir, 'clients', 'keygen', '--out', 'me.json')).code, 64, 'no silent overwrite');
+  assert.equal((await gh(dir, 'clients', 'keygen', '--out', 'me.json')).code, 73, 'no silent overwrite (EX_CANTCREAT)');
   const add = await gh(
     dir,
     'clients',
