@@ -24,7 +24,7 @@ export const EXIT = {
   software: 70,
   /** EX_CANTCREAT: an output file exists (and is not overwritten) or cannot be created. */
   cantCreate: 73,
-  /** EX_CONFIG: the config file, or a file it names (tokens, TLS material, keys), is missing or invalid. */
+  /** EX_CONFIG: the config file, a file it names (tokens, TLS material, server keys) or a key file is missing or invalid. */
   config: 78,
 } as const;
 
@@ -38,7 +38,7 @@ export const EXIT_HELP = [
   '  69  unavailable: nothing answers at the address (is the gateway running? http vs https?)',
   '  70  software: a bug in Gatehouse (one fatal JSON log line on stderr says what)',
   '  73  cannot create: an output file exists (never overwritten) or cannot be written',
-  '  78  configuration: the config file or a file it names is missing or invalid',
+  '  78  configuration: the config file, a file it names or a key file is missing or invalid',
 ].join('\n');
 
 /** A user-facing failure with its message and exit code (no stack is ever printed for it). */
@@ -64,7 +64,7 @@ const CONFIG_CODES: ReadonlySet<ErrorCode> = new Set<ErrorCode>([
   'RELAY_TOKEN_FILE_INVALID',
   'RELAY_TOKEN_FILE_TOO_LARGE',
   'SEALED_KEYS_INVALID',
-  'SEALED_REGISTRY_INVALID',
+  // Not SEALED_REGISTRY_INVALID: admin.ts also uses it for "a client named X already exists" (a refusal, 1).
   'SEALED_MODULE_INVALID',
   'SEALED_CONFIG_UNSAFE',
 ]);
