@@ -1,7 +1,8 @@
 /**
  * The whole PC/SC path: line protocol → PcscBackend (npm `smartcard`) → pcscd → vpcd driver → our
- * simulator playing the card over vpcd's TCP protocol (from a worker thread, see vpcd-worker.ts). The test starts its own pcscd and skips, saying why,
- * only when pcscd cannot run here (or the optional binding is not installed).
+ * simulator playing the card over vpcd's TCP protocol (from a worker thread, see vpcd-worker.ts). The test
+ * starts its own pcscd and skips, saying why, only when pcscd cannot run here (or the optional binding is
+ * not installed); on CI (GATEHOUSE_REQUIRE_PCSC=1) that is a failure instead.
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -10,7 +11,7 @@ import { validateConfig } from '../../src/core/config/load.ts';
 import { cardBridgeConfigSchema } from '../../src/card-bridge/config.ts';
 import { PcscBackend, loadPcsc } from '../../src/card-bridge/backends/pcsc.ts';
 import { startVpcdCards, type VpcdCards } from './vpcd-worker.ts';
-import { startPcscd, type RunningPcscd } from './pcscd.ts';
+import { pcscRequired, startPcscd, type RunningPcscd } from './pcscd.ts';
 import { startBridge, oneShot, decodeListing, simCards, testLogger, TEST_PKI_DIR, type StartedBridge } from './helpers.ts';
 
 let pcscd: RunningPcscd | undefined;
@@ -34,12 +35,9 @@ async function until(pred: () => boolean, what: string, ms = 15000): Promise<voi
 
 before(async () => {
   const loaded = await loadPcsc();
-  if ('error' in loaded) {
-    skip = `the optional 'smartcard' binding is not available: ${loaded.error}`;
-    return;
-  }
-  const started = await startPcscd();
+  const started = 'error' in loaded ? `the optional 'smartcard' binding is not available: ${loaded.error}` : await startPcscd();
   if (typeof started === 'string') {
+    if (pcscRequired()) throw new Error(`GATEHOUSE_REQUIRE_PCSC=1 but ${started}`);
     skip = started;
     return;
   }

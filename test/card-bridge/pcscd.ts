@@ -1,5 +1,5 @@
 /**
- * Starts a private pcscd with vpcd readers (two slots each) for the PC/SC tests and the benchmark, and
+ * Starts a private pcscd with a vpcd reader (two slots) for the PC/SC tests and the benchmark, and
  * stops it again. pcscd is one per machine (socket /run/pcscd/pcscd.comm, which Debian's pcscd does not let
  * us move), and test files run in parallel: a process first takes a machine-wide lock file (held until it
  * exits; a lock whose process is gone is taken over), so PC/SC test files and benchmarks take turns. When a
@@ -44,6 +44,23 @@ function lockOwnerAlive(): boolean {
   }
 }
 
+/**
+ * A pcscd left behind by a test process that was killed before it could stop it (its command line names
+ * one of our private configurations). We hold the lock, so no test is using it: stop it. True when one was.
+ */
+async function reapOrphan(): Promise<boolean> {
+  let pid: number;
+  try {
+    pid = Number(readFileSync('/run/pcscd/pcscd.pid', 'utf8').trim());
+    if (!Number.isInteger(pid) || pid <= 0 || !readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('gatehouse-pcscd-')) return false;
+    process.kill(pid, 'SIGKILL');
+  } catch {
+    return false;
+  }
+  for (let i = 0; i < 100 && existsSync(`/proc/${pid}`); i++) await new Promise((r) => setTimeout(r, 20));
+  return true;
+}
+
 /** Takes the machine-wide pcscd lock for this process (until it exits); the reason when it cannot. */
 async function takePcscdLock(): Promise<string | undefined> {
   if (lockHeld) return undefined;
@@ -79,10 +96,10 @@ async function takePcscdLock(): Promise<string | undefined> {
 }
 
 export interface RunningPcscd {
-  /** vpcd's port for slot 0; slot i listens on port + i. */
+  /** vpcd's port for slot 0 (slot 1 is port + 1). */
   readonly port: number;
-  /** PC/SC reader names of the slots (two per vpcd reader): `readers[i]` is slot i. */
-  readonly readers: readonly [string, string, ...string[]];
+  /** PC/SC reader names of the two slots. */
+  readonly readers: readonly [string, string];
   stop(): Promise<void>;
 }
 
@@ -132,10 +149,11 @@ function listening(port: number): boolean {
 }
 
 /**
- * Starts pcscd with `vpcdReaders` vpcd readers (two slots each, default 1); resolves with the running
- * daemon, or a string saying why it cannot run here.
+ * Starts pcscd with one vpcd reader (two slots); resolves with the running daemon, or a string saying why
+ * it cannot run here. One reader only: Debian's vpcd 3.3 keeps its slots in driver-global state, so a
+ * second vpcd reader in the same pcscd takes over the first one's slots.
  */
-export async function startPcscd(vpcdReaders = 1): Promise<RunningPcscd | string> {
+export async function startPcscd(): Promise<RunningPcscd | string> {
   if (!existsSync(PCSCD_BIN))
     return `pcscd is not installed (${PCSCD_BIN}); see .ci/packages-card-bridge.txt`;
   if (!existsSync(VPCD_DRIVER))
@@ -151,25 +169,17 @@ export async function startPcscd(vpcdReaders = 1): Promise<RunningPcscd | string
       });
       probe.once('error', () => resolve(false));
     });
-    if (alive) return `another pcscd is running (${PCSCD_SOCKET}); only one per machine`;
-    unlinkSync(PCSCD_SOCKET);
+    if (alive && !(await reapOrphan())) return `another pcscd is running (${PCSCD_SOCKET}); only one per machine`;
+    if (existsSync(PCSCD_SOCKET)) unlinkSync(PCSCD_SOCKET);
   }
-  const slots = 2 * vpcdReaders;
+  const slots = 2;
   const port = await freePortRun(slots);
   const dir = tempDir('gatehouse-pcscd-');
   const conf = join(dir, 'reader.conf.d');
   mkdirSync(conf);
-  const readers: string[] = [];
-  for (let r = 0; r < vpcdReaders; r++) {
-    // vpcd listens on CHANNELID for slot 0 and CHANNELID + 1 for slot 1.
-    const channel = `0x${(port + 2 * r).toString(16).toUpperCase()}`;
-    const name = r === 0 ? VPCD_NAME : `${VPCD_NAME} ${r}`;
-    readers.push(`${name} 00 00`, `${name} 00 01`);
-    writeFileSync(
-      join(conf, `vpcd${r}`),
-      `FRIENDLYNAME "${name}"\nDEVICENAME /dev/null:${channel}\nLIBPATH ${VPCD_DRIVER}\nCHANNELID ${channel}\n`,
-    );
-  }
+  // vpcd listens on CHANNELID for slot 0 and CHANNELID + 1 for slot 1.
+  const channel = `0x${port.toString(16).toUpperCase()}`;
+  writeFileSync(join(conf, 'vpcd'), `FRIENDLYNAME "${VPCD_NAME}"\nDEVICENAME /dev/null:${channel}\nLIBPATH ${VPCD_DRIVER}\nCHANNELID ${channel}\n`);
   let output = '';
   const child: ChildProcess = spawn(PCSCD_BIN, ['-f', '-c', conf], { stdio: ['ignore', 'pipe', 'pipe'] });
   child.stdout?.on('data', (c: Buffer) => (output = (output + c.toString()).slice(-4000)));
@@ -193,7 +203,7 @@ export async function startPcscd(vpcdReaders = 1): Promise<RunningPcscd | string
   }
   return {
     port,
-    readers: [readers[0]!, readers[1]!, ...readers.slice(2)],
+    readers: [`${VPCD_NAME} 00 00`, `${VPCD_NAME} 00 01`],
     stop: () =>
       new Promise<void>((resolve) => {
         if (exited) {

@@ -2,8 +2,13 @@
  * Plays a virtual card into a real PC/SC stack: connects to the vpcd reader driver (which listens on a
  * TCP port) and answers as the card, so pcscd and any PC/SC client (our PC/SC backend included) see a card
  * in a real reader. Connected = inserted; `remove()` closes the socket = card removed. Loopback only.
- * A card can be made slow (every APDU answered after `delayMs`) or silent (APDUs never answered, the ATR
- * still is), so tests and the benchmark can play the cards that stall a reader.
+ *
+ * A card can be made slow (some APDUs answered after `delayMs`) or stuck (after some APDU it answers
+ * nothing more until it is taken out), so tests and the benchmark can play the cards that stall a reader.
+ * Answers always leave in the order the requests came: pcscd polls a slot's presence (vpcd asks for the
+ * ATR) while an APDU is running, and Debian's vpcd 3.3 reads both answers from the one socket without a
+ * lock, so an ATR sent ahead of a pending APDU's answer would be taken as that answer. For the same reason
+ * a stuck card answers no ATR request either (it would be read as the stuck APDU's answer).
  */
 import { connect, type Socket } from 'node:net';
 import { VpcdDecoder, vpcdFrame, VPCD_GET_ATR, VPCD_RESET, VPCD_POWER_ON } from '../protocol/vpcd.ts';
@@ -15,52 +20,70 @@ export interface VpcdCardConnection {
   readonly socket: Socket;
 }
 
-/** How the played card times its answers. */
+/** How the played card times its answers. Prefixes are upper-case hex of the command APDU. */
 export interface VpcdCardBehaviour {
-  /** Every APDU is answered this many ms after it arrived (vpcd sends one at a time). Default 0. */
+  /** APDUs answered `delayMs` late (default 0). */
   readonly delayMs?: number;
-  /** APDUs whose hex starts with one of these (upper case; '' = every APDU) are never answered. */
-  readonly silentPrefixes?: readonly string[];
+  /** Which APDUs are late ('' = all; default: all, when `delayMs` is set). */
+  readonly delayPrefixes?: readonly string[];
+  /** An APDU starting with one of these is never answered, nor anything after it (the card is stuck). */
+  readonly stallPrefixes?: readonly string[];
 }
 
+/** After a late answer, the gap before the answers queued behind it (so vpcd's reader takes them one by one). */
+const QUEUED_ANSWER_GAP_MS = 30;
+
 /** Connects `card` to vpcd at 127.0.0.1:`port`. Resolves once connected. */
-export function connectVpcdCard(
-  card: VirtualCard,
-  port: number,
-  host = '127.0.0.1',
-  behaviour: VpcdCardBehaviour = {},
-): Promise<VpcdCardConnection> {
+export function connectVpcdCard(card: VirtualCard, port: number, host = '127.0.0.1', behaviour: VpcdCardBehaviour = {}): Promise<VpcdCardConnection> {
   const delayMs = behaviour.delayMs ?? 0;
-  const silent = behaviour.silentPrefixes ?? [];
+  const delayPrefixes = behaviour.delayPrefixes ?? [''];
+  const stall = behaviour.stallPrefixes ?? [];
   return new Promise((resolve, reject) => {
     const socket = connect({ host, port });
     const decoder = new VpcdDecoder();
-    const timers = new Set<NodeJS.Timeout>();
+    const queue: { frame: Buffer; delayMs: number }[] = [];
+    let timer: NodeJS.Timeout | undefined;
+    let stuck = false;
+    // Writes queued answers in order; a late one waits its delay, the ones behind it a short gap.
+    const pump = (): void => {
+      while (timer === undefined && queue.length > 0) {
+        const next = queue[0]!;
+        if (next.delayMs > 0) {
+          timer = setTimeout(() => {
+            timer = undefined;
+            queue.shift();
+            if (!socket.destroyed) socket.write(next.frame);
+            for (const q of queue) q.delayMs = Math.max(q.delayMs, QUEUED_ANSWER_GAP_MS);
+            pump();
+          }, next.delayMs);
+          return;
+        }
+        queue.shift();
+        socket.write(next.frame);
+      }
+    };
     socket.setNoDelay(true);
     socket.on('data', (chunk: Buffer) => {
       for (const m of decoder.push(chunk)) {
+        if (stuck) continue;
         if (m.kind === 'control') {
-          if (m.code === VPCD_GET_ATR) socket.write(vpcdFrame(card.atr));
+          if (m.code === VPCD_GET_ATR) queue.push({ frame: vpcdFrame(card.atr), delayMs: 0 });
           else if (m.code === VPCD_RESET || m.code === VPCD_POWER_ON) card.reset();
           continue;
         }
         const hex = m.apdu.toString('hex').toUpperCase();
-        if (silent.some((p) => hex.startsWith(p))) continue;
-        const answer = vpcdFrame(card.process(m.apdu));
-        if (delayMs === 0) {
-          socket.write(answer);
+        if (stall.some((p) => hex.startsWith(p))) {
+          stuck = true;
           continue;
         }
-        const t = setTimeout(() => {
-          timers.delete(t);
-          if (!socket.destroyed) socket.write(answer);
-        }, delayMs);
-        timers.add(t);
+        const late = delayMs > 0 && delayPrefixes.some((p) => hex.startsWith(p));
+        queue.push({ frame: vpcdFrame(card.process(m.apdu)), delayMs: late ? delayMs : 0 });
       }
+      pump();
     });
     socket.once('close', () => {
-      for (const t of timers) clearTimeout(t);
-      timers.clear();
+      clearTimeout(timer);
+      queue.length = 0;
     });
     socket.once('error', reject);
     socket.once('connect', () => {
