@@ -61,7 +61,7 @@ export function loadSplice(): SpliceEngine | undefined {
     addon = createRequire(import.meta.url)(SPLICE_ADDON_PATH) as SpliceAddon;
     addon.init(dispatch);
   } catch (err) {
-    unavailable = `native splice addon cannot load: ${(err as Error).message}`;
+    unavailable = `native splice addon cannot load: ${(err as Error).message.split('\n')[0] ?? ''}`;
     return undefined;
   }
   function dispatch(id: number, kind: number, dir: number, errno: number): void {

@@ -14,6 +14,7 @@ import { closeSync, openSync, unlinkSync } from 'node:fs';
 import { createServer, connect, type Socket } from 'node:net';
 import { createSocket } from 'node:dgram';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { startRelay, pair, deadline, rawClient, authenticate, captureLog, tempDir, NO_ERROR, TUNNEL_ESTABLISHED, type RawClient } from '../helpers/relay.ts';
 import type { Tunnel } from '../../src/relay/tunnel.ts';
 import { loadSplice, spliceUnavailableReason, SPLICE_ADDON_PATH, type SpliceAddon } from '../../src/relay/splice.ts';
@@ -24,7 +25,7 @@ const required = process.env.GATEHOUSE_REQUIRE_NATIVE === '1';
 const skip = available ? false : `native splice addon not built (npm run build:native): ${spliceUnavailableReason() ?? ''}`;
 /** The addon itself (the same instance the engine uses), for its checks and its fault hook. */
 const addon = available ? (createRequire(import.meta.url)(SPLICE_ADDON_PATH) as SpliceAddon) : undefined;
-const ADDON_FILE = createRequire(import.meta.url).resolve(SPLICE_ADDON_PATH);
+const ADDON_FILE = fileURLToPath(new URL(SPLICE_ADDON_PATH, import.meta.url));
 const FAULT_ALLOC = 1;
 const FAULT_THREAD = 2;
 const FAULT_IGNORE_STOP = 4;
