@@ -93,8 +93,20 @@ export function createMonitor(relay: MonitoredRelay, config: RelayConfig, deps: 
     let buffered = '';
     socket.setEncoding('utf8');
     socket.on('data', (text: string) => {
+      try {
+        onText(text);
+      } catch (err) {
+        // Fault isolation: a bug while answering one monitor client closes that client only.
+        log.error({ err, code: 'CORE_INTERNAL' }, 'monitor request failed; client closed');
+        socket.destroy();
+      }
+    });
+    const onText = (text: string): void => {
       buffered += text;
-      if (buffered.length > MAX_MONITOR_REQUEST_BYTES) return socket.destroy();
+      if (buffered.length > MAX_MONITOR_REQUEST_BYTES) {
+        socket.destroy();
+        return;
+      }
       let nl: number;
       while ((nl = buffered.indexOf('\n')) >= 0 || buffered.trimEnd().endsWith('}')) {
         const line = nl >= 0 ? buffered.slice(0, nl) : buffered;
@@ -108,12 +120,13 @@ export function createMonitor(relay: MonitoredRelay, config: RelayConfig, deps: 
         }
         if (typeof req !== 'object' || req === null || (req as { method?: unknown }).method !== 'refresh') {
           log.warn('monitor client wrote something other than a refresh request; dropped');
-          return socket.destroy();
+          socket.destroy();
+          return;
         }
         client.pushing = false;
         socket.write(`${toCompactJson(snapshot())}\n`);
       }
-    });
+    };
   });
 
   return {
@@ -123,6 +136,14 @@ export function createMonitor(relay: MonitoredRelay, config: RelayConfig, deps: 
       await mkdir(dirname(deps.path), { recursive: true });
       await listen(server, { path: deps.path }, 'relay monitor');
       tick = setInterval(() => {
+        try {
+          push();
+        } catch (err) {
+          log.error({ err, code: 'CORE_INTERNAL' }, 'monitor update failed');
+        }
+      }, config.monitor.intervalMs);
+      tick.unref();
+      function push(): void {
         relay.syncTraffic();
         throughput = relay.stats.totalTraffic - lastTraffic;
         lastTraffic = relay.stats.totalTraffic;
@@ -139,8 +160,7 @@ export function createMonitor(relay: MonitoredRelay, config: RelayConfig, deps: 
           doc ??= `${toIndentedJson(snapshot())}\n`;
           c.write(doc);
         }
-      }, config.monitor.intervalMs);
-      tick.unref();
+      }
     },
     async close() {
       if (tick !== undefined) clearInterval(tick);
