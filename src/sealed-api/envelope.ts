@@ -139,7 +139,11 @@ export interface ClaimChecks {
 
 /** Step 4: validates the claims. @throws EnvelopeError */
 export function checkClaims(raw: Record<string, unknown>, c: ClaimChecks): Claims {
-  const { v, aud, iat, exp, jti, htm, htu, act, args, rk } = raw;
+  // Own properties only: a claim is never read from Object.prototype.
+  const own = (k: string): unknown => (Object.hasOwn(raw, k) ? raw[k] : undefined);
+  const [v, aud, iat, exp, jti, htm, htu, act, args, rk] = [
+    'v', 'aud', 'iat', 'exp', 'jti', 'htm', 'htu', 'act', 'args', 'rk',
+  ].map(own);
   if (v !== PROTOCOL_VERSION) throw new EnvelopeError('bad v');
   if (aud !== c.aud) throw new EnvelopeError('wrong aud');
   if (htm !== 'POST') throw new EnvelopeError('wrong htm');

@@ -23,7 +23,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { SealedCallError } from '../../src/sealed-api/client.ts';
 import { applyIniOps } from '../../src/sealed-api/formats/ini.ts';
 import { applyJsonOps, applyTomlOps, applyYamlOps, validateYaml } from '../../src/sealed-api/formats/structured.ts';
-import { formatOf } from '../../src/sealed-api/formats/index.ts';
+import { formatOf, FormatError } from '../../src/sealed-api/formats/index.ts';
 import { spawnSealed, startSealed, tempDir, wgKey, write, type StartedSealed, trackedStart } from './helpers.ts';
 
 const start = trackedStart();
@@ -569,4 +569,15 @@ test('YAML duplicate keys are still refused, in linear time (the library check i
   validateYaml(big);
   assert.ok(Date.now() - t0 < 15000, `took ${Date.now() - t0} ms`);
   assert.throws(() => validateYaml(`${big}\nk7: 2\n`), /duplicate key k7/);
+});
+
+test('INI: section and key names with outer whitespace are refused (they would never be found again)', () => {
+  for (const op of [
+    { op: 'set', section: ' constructor ', key: 'k', value: 'v' },
+    { op: 'set', section: 'a ', key: 'k', value: 'v' },
+    { op: 'set', section: 'a', key: ' b', value: 'v' },
+    { op: 'set', section: '', key: 'k\t', value: 'v' },
+  ])
+    assert.throws(() => applyIniOps('[a]\nb = 1\n', [op as never]), FormatError, JSON.stringify(op));
+  assert.equal(applyIniOps('[a]\nb = 1\n', [{ op: 'set', section: 'a', key: 'b', value: ' 2 ' }]), '[a]\nb =  2 \n');
 });

@@ -76,6 +76,9 @@ export type IniOp = z.output<typeof iniOpSchema>;
 const safe = (s: string, what: string) => {
   if (/[\r\n]/.test(s) || (what !== 'value' && /[[\]=:]/.test(s)))
     throw new FormatError(`${what} ${JSON.stringify(s)} has characters INI cannot hold`);
+  // Names are read back trimmed: one with outer spaces would never be found again (a new line per set).
+  if (what !== 'value' && s !== s.trim())
+    throw new FormatError(`${what} ${JSON.stringify(s)} has leading or trailing whitespace`);
   return s;
 };
 
@@ -109,16 +112,20 @@ export function applyIniOps(text: string, ops: readonly IniOp[]): string {
         f.lines.push({ text: '', eol });
       f.lines.push({ text: `[${op.section}]`, eol });
       f.reindex();
-      s = f.section(op.section)!;
+      s = f.section(op.section);
+      if (s === undefined) throw new FormatError(`section [${op.section}] cannot be added`);
     }
-    const i = f.parsed.findIndex((p, n) => n > s.header && n < s.end && p.kind === 'kv' && p.key === op.key);
+    const found = s;
+    const i = f.parsed.findIndex(
+      (p, n) => n > found.header && n < found.end && p.kind === 'kv' && p.key === op.key,
+    );
     if (i >= 0) {
       const old = f.lines[i]!.text;
       const prefix = old.slice(0, separatorIndex(old) + 1);
       f.lines[i]!.text = `${prefix}${/[=:]\s/.test(old) ? ' ' : ''}${op.value}`;
     } else {
-      let last = s.header;
-      for (let n = s.header + 1; n < s.end; n++) if (f.parsed[n]!.kind === 'kv') last = n;
+      let last = found.header;
+      for (let n = found.header + 1; n < found.end; n++) if (f.parsed[n]!.kind === 'kv') last = n;
       if (last === f.lines.length - 1) terminateLast(f.lines, eol);
       f.lines.splice(last + 1, 0, { text: `${op.key} = ${op.value}`, eol });
     }
