@@ -345,7 +345,9 @@ export function createRelayServer(config: RelayConfig, deps: RelayDeps): RelaySe
           },
         });
         for (const s of sessions) if (!kernelHeld.has(s)) s.link.destroy();
-        await listenersClosed;
+        // A listener's close callback waits for all its connections, leaked ones included: the listening
+        // sockets are closed already, so with a leak we do not wait for it.
+        if (kernelHeld.size === 0) await listenersClosed;
         await authenticator?.close?.();
         log.info('relay closed');
       });
