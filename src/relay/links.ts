@@ -184,8 +184,12 @@ export class StreamLink implements Link {
 
   /** Gives the socket back to Node after `quiesce()` (the kernel relay could not take it). */
   resumeFromSplice(): void {
-    delete (this.socket as { _read?: unknown })._read;
-    this.socket.resume();
+    const s = this.socket as Socket & { _readableState?: { reading?: boolean } };
+    delete (s as { _read?: unknown })._read;
+    // The no-op _read never pushed, so Node's stream still believes a read is under way and would never
+    // call _read again (the tunnel would stall): clear it so resume() restarts reading the handle.
+    if (s._readableState !== undefined) s._readableState.reading = false;
+    s.resume();
   }
 
   /**
