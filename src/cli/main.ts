@@ -10,6 +10,13 @@ import { Command, CommanderError } from 'commander';
 import { EXIT, EXIT_HELP, reportAndExit } from './exit.ts';
 
 installLastResort();
+// A reader that goes away (`gatehouse card list | head -1`) is not a crash: stop quietly, as `cat` does.
+for (const stream of [process.stdout, process.stderr]) {
+  stream.on('error', (err: NodeJS.ErrnoException) => {
+    if (err.code === 'EPIPE') process.exit(EXIT.ok);
+    throw err;
+  });
+}
 
 const subcommands = new Map<string, () => Promise<Command>>([
   ['init', async () => (await import('./init.ts')).initCommand()],
