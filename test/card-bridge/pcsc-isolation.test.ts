@@ -79,7 +79,10 @@ const readersLine = () => oneShot(bridge!.port, '>*\n>1:READERS\n\n');
 
 before(async () => {
   const loaded = await loadPcsc();
-  const started = 'error' in loaded ? `the optional 'smartcard' binding is not available: ${loaded.error}` : await startPcscd();
+  const started =
+    'error' in loaded
+      ? `the optional 'smartcard' binding is not available: ${loaded.error}`
+      : await startPcscd();
   if (typeof started === 'string') {
     if (pcscRequired()) throw new Error(`GATEHOUSE_REQUIRE_PCSC=1 but ${started}`);
     skip = started;
@@ -93,13 +96,19 @@ before(async () => {
     { delayMs: SLOW_MS, delayPrefixes: [SLOW_APDU.slice(0, 10)] },
     { stallPrefixes: [STALL_APDU.slice(0, 10)] },
   ]);
-  const cfg = validateConfig(cardBridgeConfigSchema, { backends: [{ kind: 'pcsc', readerFilter: ['Gatehouse VPCD'] }] }).backends[0];
+  const cfg = validateConfig(cardBridgeConfigSchema, {
+    backends: [{ kind: 'pcsc', readerFilter: ['Gatehouse VPCD'] }],
+  }).backends[0];
   assert.ok(cfg?.kind === 'pcsc');
   backend = new PcscBackend(cfg, testLogger());
   bridge = await startBridge({ backends: [backend], config: { timeouts: { commandMs: COMMAND_MS } } });
-  await until(() => backend!.readers().filter((r) => r.atr !== undefined).length === 2, 'both vpcd cards to appear');
+  await until(
+    () => backend!.readers().filter((r) => r.atr !== undefined).length === 2,
+    'both vpcd cards to appear',
+  );
   // Connect both cards once (their hosts started when the readers appeared).
-  for (const t of [slow, quick]) assert.equal(await oneShot(bridge.port, `>${t}\n>1:RESET\n\n`), '>1:3B021450\n@@\n');
+  for (const t of [slow, quick])
+    assert.equal(await oneShot(bridge.port, `>${t}\n>1:RESET\n\n`), '>1:3B021450\n@@\n');
 });
 
 after(async () => {
@@ -145,9 +154,15 @@ test('PC/SC isolation: while one card runs a 5 s APDU, another card answers at i
   const directDuring = median(await directQuick(4));
   // The quick card taken out and put back while the slow APDU runs: the list follows, READERS stays quick.
   await cards!.remove(1);
-  await until(() => backend!.readers().find((r) => r.terminal === quick)?.atr === undefined, 'the quick card to go');
+  await until(
+    () => backend!.readers().find((r) => r.terminal === quick)?.atr === undefined,
+    'the quick card to go',
+  );
   await cards!.insert(1);
-  await until(() => backend!.readers().find((r) => r.terminal === quick)?.atr !== undefined, 'the quick card to come back');
+  await until(
+    () => backend!.readers().find((r) => r.terminal === quick)?.atr !== undefined,
+    'the quick card to come back',
+  );
   assert.equal(await apdu(quick), ECHOED);
   const listing = await probe.stop();
   const s = await slowAnswer;
@@ -156,7 +171,10 @@ test('PC/SC isolation: while one card runs a 5 s APDU, another card answers at i
   t.diagnostic(
     `quick card: direct ${direct.toFixed(1)} ms (${directDuring.toFixed(1)} ms during the slow APDU); through the bridge during the slow APDU ${median(during).toFixed(1)} ms (max ${Math.max(...during).toFixed(1)}); READERS median ${median(listing).toFixed(1)} ms, max ${Math.max(...listing).toFixed(1)} ms`,
   );
-  assert.ok(Math.max(...during) < 2 * direct + 100, `quick card during the slow APDU: up to ${Math.max(...during).toFixed(1)} ms vs ${direct.toFixed(1)} ms direct`);
+  assert.ok(
+    Math.max(...during) < 2 * direct + 100,
+    `quick card during the slow APDU: up to ${Math.max(...during).toFixed(1)} ms vs ${direct.toFixed(1)} ms direct`,
+  );
   assert.ok(median(listing) < 50, `READERS median ${median(listing).toFixed(1)} ms`);
   assert.ok(Math.max(...listing) < 250, `READERS max ${Math.max(...listing).toFixed(1)} ms`);
 });
@@ -176,8 +194,13 @@ test('PC/SC isolation: a card that never answers gets C089 at commandMs; the oth
   const s = await stuck;
   const listing = await probe.stop();
   assert.equal(s.value, TIMED_OUT);
-  assert.ok(s.ms >= COMMAND_MS - 50 && s.ms < COMMAND_MS + 1500, `the stuck card answered after ${s.ms.toFixed(0)} ms (commandMs ${COMMAND_MS})`);
-  t.diagnostic(`stuck card: C089 after ${s.ms.toFixed(0)} ms; the other card meanwhile median ${median(alive).toFixed(1)} ms; READERS max ${Math.max(...listing).toFixed(1)} ms`);
+  assert.ok(
+    s.ms >= COMMAND_MS - 50 && s.ms < COMMAND_MS + 1500,
+    `the stuck card answered after ${s.ms.toFixed(0)} ms (commandMs ${COMMAND_MS})`,
+  );
+  t.diagnostic(
+    `stuck card: C089 after ${s.ms.toFixed(0)} ms; the other card meanwhile median ${median(alive).toFixed(1)} ms; READERS max ${Math.max(...listing).toFixed(1)} ms`,
+  );
   assert.ok(Math.max(...listing) < 250, `READERS max ${Math.max(...listing).toFixed(1)} ms`);
 
   // Afterwards the other card answers (at once, and at its slow pace), and the stuck card again gets its
@@ -194,8 +217,14 @@ test('PC/SC isolation: a card that never answers gets C089 at commandMs; the oth
 
   // Taken out and put back, the stuck card works again through a fresh host.
   await cards!.remove(1);
-  await until(() => backend!.readers().find((r) => r.terminal === quick)?.atr === undefined, 'the stuck card to go');
+  await until(
+    () => backend!.readers().find((r) => r.terminal === quick)?.atr === undefined,
+    'the stuck card to go',
+  );
   await cards!.insert(1);
-  await until(() => backend!.readers().find((r) => r.terminal === quick)?.atr !== undefined, 'the card to come back');
+  await until(
+    () => backend!.readers().find((r) => r.terminal === quick)?.atr !== undefined,
+    'the card to come back',
+  );
   assert.equal(await apdu(quick), ECHOED);
 });

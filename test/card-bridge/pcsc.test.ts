@@ -12,7 +12,15 @@ import { cardBridgeConfigSchema } from '../../src/card-bridge/config.ts';
 import { PcscBackend, loadPcsc } from '../../src/card-bridge/backends/pcsc.ts';
 import { startVpcdCards, type VpcdCards } from './vpcd-worker.ts';
 import { pcscRequired, startPcscd, type RunningPcscd } from './pcscd.ts';
-import { startBridge, oneShot, decodeListing, simCards, testLogger, TEST_PKI_DIR, type StartedBridge } from './helpers.ts';
+import {
+  startBridge,
+  oneShot,
+  decodeListing,
+  simCards,
+  testLogger,
+  TEST_PKI_DIR,
+  type StartedBridge,
+} from './helpers.ts';
 
 let pcscd: RunningPcscd | undefined;
 let skip: string | undefined;
@@ -21,8 +29,14 @@ let backend: PcscBackend | undefined;
 let cards: VpcdCards | undefined;
 
 const CARDS = simCards([
-  { name: 'vpcd signing', signing: { commonName: 'Eva Dvořáková', countryName: 'CZ', pin: 'eva-pin-123', keyId: 3 } },
-  { name: 'vpcd plain', script: [{ command: '80CA0001*', response: `${'5A'.repeat(300)}9000`, mode: 'chain' }] },
+  {
+    name: 'vpcd signing',
+    signing: { commonName: 'Eva Dvořáková', countryName: 'CZ', pin: 'eva-pin-123', keyId: 3 },
+  },
+  {
+    name: 'vpcd plain',
+    script: [{ command: '80CA0001*', response: `${'5A'.repeat(300)}9000`, mode: 'chain' }],
+  },
 ]);
 
 async function until(pred: () => boolean, what: string, ms = 15000): Promise<void> {
@@ -35,7 +49,10 @@ async function until(pred: () => boolean, what: string, ms = 15000): Promise<voi
 
 before(async () => {
   const loaded = await loadPcsc();
-  const started = 'error' in loaded ? `the optional 'smartcard' binding is not available: ${loaded.error}` : await startPcscd();
+  const started =
+    'error' in loaded
+      ? `the optional 'smartcard' binding is not available: ${loaded.error}`
+      : await startPcscd();
   if (typeof started === 'string') {
     if (pcscRequired()) throw new Error(`GATEHOUSE_REQUIRE_PCSC=1 but ${started}`);
     skip = started;
@@ -43,12 +60,17 @@ before(async () => {
   }
   pcscd = started;
   cards = await startVpcdCards(CARDS, pcscd.port, TEST_PKI_DIR);
-  const cfg = validateConfig(cardBridgeConfigSchema, { backends: [{ kind: 'pcsc', readerFilter: ['Gatehouse VPCD'] }] });
+  const cfg = validateConfig(cardBridgeConfigSchema, {
+    backends: [{ kind: 'pcsc', readerFilter: ['Gatehouse VPCD'] }],
+  });
   const b = cfg.backends[0];
   assert.ok(b?.kind === 'pcsc');
   backend = new PcscBackend(b, testLogger());
   bridge = await startBridge({ backends: [backend] });
-  await until(() => backend!.readers().filter((r) => r.atr !== undefined).length === 2, 'both vpcd cards to appear in pcscd');
+  await until(
+    () => backend!.readers().filter((r) => r.atr !== undefined).length === 2,
+    'both vpcd cards to appear in pcscd',
+  );
 });
 
 after(async () => {
@@ -66,15 +88,23 @@ test('PC/SC via pcscd + vpcd: LIST, RESET, APDU, raw 61xx', async (t) => {
   if (skip !== undefined) return t.skip(skip);
   const port = bridge!.port;
   const [r0, r1] = pcscd!.readers;
-  assert.deepEqual(decodeListing((await oneShot(port, '>*\n>1:LIST\n\n')).slice(3, -4)), [`Foxy USB ${r0}`, `Foxy USB ${r1}`]);
-  assert.equal(await oneShot(port, `>Foxy USB ${r1}|\n>1:RESET:|\n>2:APDU:80EE000003010203|\n\n`), '>1:3B021450\n>2:0102039000\n@@\n');
+  assert.deepEqual(decodeListing((await oneShot(port, '>*\n>1:LIST\n\n')).slice(3, -4)), [
+    `Foxy USB ${r0}`,
+    `Foxy USB ${r1}`,
+  ]);
+  assert.equal(
+    await oneShot(port, `>Foxy USB ${r1}|\n>1:RESET:|\n>2:APDU:80EE000003010203|\n\n`),
+    '>1:3B021450\n>2:0102039000\n@@\n',
+  );
   assert.equal(await oneShot(port, `>${r1}\n>1:APDU:80CA000100\n\n`), '>1:6100\n@@\n');
 });
 
 test('PC/SC: ALIASES → CHAIN → SIGN through the real stack; signature verifies', async (t) => {
   if (skip !== undefined) return t.skip(skip);
   const port = bridge!.port;
-  assert.deepEqual(decodeListing((await oneShot(port, '>all readers\n>1:ALIASES\n\n')).slice(3, -4)), ['commonName: Eva Dvořáková, countryName: CZ']);
+  assert.deepEqual(decodeListing((await oneShot(port, '>all readers\n>1:ALIASES\n\n')).slice(3, -4)), [
+    'commonName: Eva Dvořáková, countryName: CZ',
+  ]);
   const chain = (await oneShot(port, '>Dvořáková|\n>2:CHAIN|\n\n')).slice(3, -4).split(':');
   const cert = new X509Certificate(Buffer.from(chain[0]!, 'base64'));
   const hash = createHash('sha256').update('through pcscd').digest('hex');
@@ -98,7 +128,9 @@ test('PC/SC: card removal is seen (C080), and a new card is picked up', async (t
 test('without the optional binding the PC/SC backend has no readers and the bridge still serves', async () => {
   const cfg = validateConfig(cardBridgeConfigSchema, { backends: [{ kind: 'pcsc' }] }).backends[0];
   assert.ok(cfg?.kind === 'pcsc');
-  const missing = new PcscBackend(cfg, testLogger(), () => Promise.resolve({ error: "Cannot find package 'smartcard'" }));
+  const missing = new PcscBackend(cfg, testLogger(), () =>
+    Promise.resolve({ error: "Cannot find package 'smartcard'" }),
+  );
   const b = await startBridge({ backends: [missing] });
   try {
     assert.match(missing.unavailable ?? '', /smartcard/);
@@ -121,6 +153,10 @@ test('PC/SC: readers detach when pcscd goes away and attach again when it comes 
   assert.ok(typeof again !== 'string', typeof again === 'string' ? again : '');
   pcscd = again;
   cards = await startVpcdCards(CARDS, pcscd.port, TEST_PKI_DIR);
-  await until(() => backend!.readers().filter((r) => r.atr !== undefined).length === 2, 'readers and cards to attach', 30000);
+  await until(
+    () => backend!.readers().filter((r) => r.atr !== undefined).length === 2,
+    'readers and cards to attach',
+    30000,
+  );
   assert.equal(await oneShot(port, `>${pcscd.readers[1]}\n>1:APDU:80EE000001AA\n\n`), '>1:AA9000\n@@\n');
 });

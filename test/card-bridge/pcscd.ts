@@ -52,7 +52,12 @@ async function reapOrphan(): Promise<boolean> {
   let pid: number;
   try {
     pid = Number(readFileSync('/run/pcscd/pcscd.pid', 'utf8').trim());
-    if (!Number.isInteger(pid) || pid <= 0 || !readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('gatehouse-pcscd-')) return false;
+    if (
+      !Number.isInteger(pid) ||
+      pid <= 0 ||
+      !readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('gatehouse-pcscd-')
+    )
+      return false;
     process.kill(pid, 'SIGKILL');
   } catch {
     return false;
@@ -169,7 +174,8 @@ export async function startPcscd(): Promise<RunningPcscd | string> {
       });
       probe.once('error', () => resolve(false));
     });
-    if (alive && !(await reapOrphan())) return `another pcscd is running (${PCSCD_SOCKET}); only one per machine`;
+    if (alive && !(await reapOrphan()))
+      return `another pcscd is running (${PCSCD_SOCKET}); only one per machine`;
     if (existsSync(PCSCD_SOCKET)) unlinkSync(PCSCD_SOCKET);
   }
   const slots = 2;
@@ -179,7 +185,10 @@ export async function startPcscd(): Promise<RunningPcscd | string> {
   mkdirSync(conf);
   // vpcd listens on CHANNELID for slot 0 and CHANNELID + 1 for slot 1.
   const channel = `0x${port.toString(16).toUpperCase()}`;
-  writeFileSync(join(conf, 'vpcd'), `FRIENDLYNAME "${VPCD_NAME}"\nDEVICENAME /dev/null:${channel}\nLIBPATH ${VPCD_DRIVER}\nCHANNELID ${channel}\n`);
+  writeFileSync(
+    join(conf, 'vpcd'),
+    `FRIENDLYNAME "${VPCD_NAME}"\nDEVICENAME /dev/null:${channel}\nLIBPATH ${VPCD_DRIVER}\nCHANNELID ${channel}\n`,
+  );
   let output = '';
   const child: ChildProcess = spawn(PCSCD_BIN, ['-f', '-c', conf], { stdio: ['ignore', 'pipe', 'pipe'] });
   child.stdout?.on('data', (c: Buffer) => (output = (output + c.toString()).slice(-4000)));

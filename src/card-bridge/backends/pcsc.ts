@@ -207,6 +207,11 @@ export class PcscBackend implements CardBackend {
     return this.#channels.get(terminal)?.hostsStarted ?? 0;
   }
 
+  /** Host processes of `terminal` killed because a call did not end after its cancel. */
+  hostsKilled(terminal: string): number {
+    return this.#channels.get(terminal)?.hostsKilled ?? 0;
+  }
+
   reset(terminal: string, signal: AbortSignal): Promise<Buffer> {
     return this.#call(terminal, { t: 'reset' }, signal);
   }

@@ -34,7 +34,12 @@ export interface VpcdCardBehaviour {
 const QUEUED_ANSWER_GAP_MS = 30;
 
 /** Connects `card` to vpcd at 127.0.0.1:`port`. Resolves once connected. */
-export function connectVpcdCard(card: VirtualCard, port: number, host = '127.0.0.1', behaviour: VpcdCardBehaviour = {}): Promise<VpcdCardConnection> {
+export function connectVpcdCard(
+  card: VirtualCard,
+  port: number,
+  host = '127.0.0.1',
+  behaviour: VpcdCardBehaviour = {},
+): Promise<VpcdCardConnection> {
   const delayMs = behaviour.delayMs ?? 0;
   const delayPrefixes = behaviour.delayPrefixes ?? [''];
   const stall = behaviour.stallPrefixes ?? [];

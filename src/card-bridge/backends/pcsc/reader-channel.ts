@@ -35,6 +35,8 @@ export class ReaderChannel {
   #closed = false;
   /** Hosts started over this channel's life (tests and the benchmark read it). */
   hostsStarted = 0;
+  /** Hosts killed because a call did not end after its cancel. */
+  hostsKilled = 0;
 
   constructor(
     readonly terminal: string,
@@ -106,6 +108,7 @@ export class ReaderChannel {
         host.send({ t: 'cancel' });
         killTimer = setTimeout(() => {
           if (this.#host === host) this.#host = undefined;
+          this.hostsKilled++;
           host.kill();
           this.opts.onHostLost(
             `a call did not end within ${this.opts.cancelGraceMs} ms of its cancel; host killed`,
