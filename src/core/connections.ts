@@ -116,7 +116,8 @@ export function admitConnections(
   admission: Admission,
   onRefused: (code: 'CORE_LIMIT_CONNECTIONS' | 'CORE_LIMIT_CONNECTIONS_PER_IP', remote: string) => void,
 ): void {
-  server.on('connection', (socket: Socket) => {
+  // Before the server's own listener, so a refused socket never reaches the TLS or HTTP layer.
+  server.prependListener('connection', (socket: Socket) => {
     const remote = socket.remoteAddress ?? 'unknown';
     const slot = admission.admit(remote);
     if (!slot.ok) {

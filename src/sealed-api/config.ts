@@ -3,6 +3,7 @@
  * Relative paths are resolved against the config file's directory (the cwd without a file).
  */
 import { z } from 'zod';
+import { authBackoffLimits } from '../core/backoff.ts';
 import { tlsFilesSchema } from '../core/tls.ts';
 
 const positiveMs = z.number().int().min(1);
@@ -88,8 +89,8 @@ export const sealedApiConfigSchema = z.strictObject({
        */
       maxConnectionsPerIp: z.number().int().min(1).default(64),
       /** Authentication failures from one address within the window before it gets 429. */
-      maxAuthFailuresPerIp: z.number().int().min(1).default(20),
-      authFailureWindowMs: positiveMs.default(60000),
+      /** The failed-authentication back-off, shared with the relay (core/backoff.ts). */
+      ...authBackoffLimits,
       /** Remembered client addresses (for the "new client address" log line). */
       maxKnownAddresses: z.number().int().min(1).default(10000),
     })

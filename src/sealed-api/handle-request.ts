@@ -18,7 +18,8 @@ import { matchesAllow } from './registry.ts';
 import type { ReplayStore, ReplayVerdict } from './replay.ts';
 import type { ActionRegistry } from './actions/index.ts';
 import type { ActionRunner } from './run-action.ts';
-import { clientAddress, type AddressBook, type FailureBackoff } from './proxy.ts';
+import type { FailureBackoff } from '../core/backoff.ts';
+import { clientAddress, type AddressBook } from './proxy.ts';
 import { fail, sendPlain, sendPlainAndClose, sendSealed, type Answer } from './respond.ts';
 
 export interface RequestHandlerDeps {

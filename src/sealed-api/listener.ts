@@ -7,9 +7,9 @@
  */
 import { createServer as createHttpServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
-import type { Socket } from 'node:net';
 import type { Logger } from '../core/log.ts';
 import { Admission } from '../core/net.ts';
+import { admitConnections } from '../core/connections.ts';
 import { loadTlsFiles } from '../core/tls.ts';
 import type { SealedApiConfig } from './config.ts';
 
@@ -63,15 +63,8 @@ export async function createListener(
     'SEALED_LIMIT_CONNECTIONS_PER_IP',
     'connections closed at limits.maxConnectionsPerIp',
   );
-  // Before Node's own listener, so a refused socket never reaches the TLS or HTTP layer.
-  server.prependListener('connection', (socket: Socket) => {
-    const slot = admission.admit(socket.remoteAddress ?? 'unknown');
-    if (!slot.ok) {
-      if (slot.code === 'CORE_LIMIT_CONNECTIONS_PER_IP') refusedPerIp();
-      socket.destroy();
-      return;
-    }
-    socket.once('close', slot.release);
+  admitConnections(server, admission, (code) => {
+    if (code === 'CORE_LIMIT_CONNECTIONS_PER_IP') refusedPerIp();
   });
   return server;
 }

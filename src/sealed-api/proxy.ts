@@ -1,7 +1,7 @@
 /**
  * Who is calling, as far as the network says: the client address behind `trustedHops` reverse proxies,
- * a per-address failure counter (429 after too many authentication failures) and the table of known
- * client addresses behind the "new client address" log line. Both tables are bounded.
+ * and the table of known client addresses behind the "new client address" log line (bounded). The
+ * failed-authentication back-off is core's (src/core/backoff.ts), shared with the relay.
  */
 import type { IncomingMessage } from 'node:http';
 
@@ -20,41 +20,6 @@ export function clientAddress(req: IncomingMessage, trustedHops: number, header:
     .filter((s) => s !== '');
   const chain = [...values, socketAddr];
   return chain[chain.length - 1 - trustedHops] ?? chain[0]!;
-}
-
-/** Counts authentication failures per address within a window (bounded; the oldest window is dropped first). */
-export class FailureBackoff {
-  readonly #fails = new Map<string, { count: number; sinceMs: number }>();
-  static readonly MAX_TRACKED = 100000;
-
-  constructor(
-    private readonly maxFailures: number,
-    private readonly windowMs: number,
-  ) {}
-
-  blocked(ip: string, nowMs: number): boolean {
-    const f = this.#fails.get(ip);
-    if (f === undefined) return false;
-    if (nowMs - f.sinceMs >= this.windowMs) {
-      this.#fails.delete(ip);
-      return false;
-    }
-    return f.count >= this.maxFailures;
-  }
-
-  fail(ip: string, nowMs: number): void {
-    const f = this.#fails.get(ip);
-    if (f !== undefined && nowMs - f.sinceMs < this.windowMs) {
-      f.count++;
-      return;
-    }
-    this.#fails.delete(ip);
-    if (this.#fails.size >= FailureBackoff.MAX_TRACKED) {
-      const oldest = this.#fails.keys().next().value;
-      if (oldest !== undefined) this.#fails.delete(oldest);
-    }
-    this.#fails.set(ip, { count: 1, sinceMs: nowMs });
-  }
 }
 
 /** Remembers (client, address) pairs for `ttlMs`; `seen` is true when the pair is new (or was forgotten). */

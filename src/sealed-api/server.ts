@@ -13,7 +13,7 @@ import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import { chmod, mkdir } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import type { Logger } from '../core/log.ts';
-import type { CloseOptions, Service, ServiceState } from '../core/lifecycle.ts';
+import { Lifecycle, type CloseOptions, type Service } from '../core/lifecycle.ts';
 import { listen, stopListening } from '../core/net.ts';
 import type { SealedApiConfig } from './config.ts';
 import type { ServerPublicInfo } from './keys.ts';
@@ -21,7 +21,9 @@ import { ClientRegistry } from './registry.ts';
 import { DirectoryReplayStore, MemoryReplayStore, type ReplayStore } from './replay.ts';
 import { ActionRegistry, loadModule, pingAction, timeAction } from './actions/index.ts';
 import { FileManager, fileActions } from './actions/files.ts';
-import { FailureBackoff, AddressBook } from './proxy.ts';
+import { AddressBook } from './proxy.ts';
+import { FailureBackoff } from '../core/backoff.ts';
+import { ConnectionTracker, DEFAULT_GRACE_MS } from '../core/connections.ts';
 import { sealedPaths } from './admin.ts';
 import { LiveServerKeys } from './live-keys.ts';
 import { ReplayHorizon } from './horizon.ts';
@@ -88,15 +90,15 @@ export function createSealedApiServer(config: SealedApiConfig, deps: SealedApiDe
   });
   const runner = createActionRunner({ log, actionMs: config.timeouts.actionMs });
   let server: Server | undefined;
-  let state: ServiceState = 'idle';
-  let closing: Promise<void> | undefined;
+  const lifecycle = new Lifecycle('sealed API');
+  const tracker = new ConnectionTracker();
   let notBeforeMs = 0;
   let port = 0;
   const handler = createRequestHandler({
     config,
     log,
     now,
-    running: () => state === 'running',
+    running: () => lifecycle.running,
     backoff: new FailureBackoff(config.limits.maxAuthFailuresPerIp, config.limits.authFailureWindowMs),
     addresses: new AddressBook(config.limits.maxKnownAddresses, config.timeouts.addressTtlMs),
     authenticate: createAuthenticator({
@@ -116,7 +118,9 @@ export function createSealedApiServer(config: SealedApiConfig, deps: SealedApiDe
 
   const onRequest = (req: IncomingMessage, res: ServerResponse) => {
     handler.handle(req, res).catch((err: unknown) => {
-      log.error({ err }, 'sealed API request failed');
+      // Fault isolation: a bug answers this request 500 (and closes its connection), nothing else.
+      log.error({ err, code: 'CORE_INTERNAL' }, 'sealed API request failed');
+      res.setHeader('connection', 'close');
       if (!res.headersSent) sendPlain(res, 'CORE_INTERNAL', 'internal');
       else res.destroy();
     });
@@ -142,8 +146,7 @@ export function createSealedApiServer(config: SealedApiConfig, deps: SealedApiDe
       await registry.reload();
     },
     async start() {
-      if (state !== 'idle') throw new Error(`sealed API cannot start from state ${state}`);
-      state = 'starting';
+      lifecycle.beginStart();
       try {
         await mkdir(stateDir, { recursive: true, mode: 0o700 });
         await chmod(stateDir, 0o700);
@@ -158,34 +161,32 @@ export function createSealedApiServer(config: SealedApiConfig, deps: SealedApiDe
         for (const [name, m] of Object.entries(config.modules))
           actions.add(await loadModule(name, m.file, deps.baseDir));
         server = await createListener(config, { log, baseDir: deps.baseDir, now }, onRequest);
+        tracker.watch(server);
         port = await listen(server, { host: config.host, port: config.port }, 'sealed API');
         // Requests issued before this process started, or before the previous one's replay horizon, are
         // refused: the previous process may have accepted them and its replay cache is gone.
         notBeforeMs = Math.max(now(), await horizon.load());
         keys.watch(config.reloadCheckMs);
-        state = 'running';
+        lifecycle.started();
         log.info({ url: this.url, kid: keys.ring.current.kid, actions: actions.names() }, 'sealed API listening');
       } catch (err) {
         registry.stop();
         dirStore?.stop();
         if (server !== undefined) await stopListening(server);
-        state = 'closed';
+        lifecycle.failed();
         throw err;
       }
     },
     close(options: CloseOptions = {}) {
-      closing ??= (async () => {
-        if (state === 'idle' || state === 'closed') {
-          state = 'closed';
-          return;
-        }
-        state = 'closing';
+      return lifecycle.close(async () => {
         registry.stop();
         dirStore?.stop();
         keys.stop();
         if (server !== undefined) {
           const stopped = stopListening(server);
           server.closeIdleConnections();
+          // Requests in flight may finish within the grace period; then actions are aborted and every
+          // connection (keep-alive, mid-handshake, mid-request) is destroyed.
           if (handler.inFlight > 0) {
             await new Promise<void>((done) => {
               const off = handler.onIdle(() => {
@@ -196,17 +197,16 @@ export function createSealedApiServer(config: SealedApiConfig, deps: SealedApiDe
               const timer = setTimeout(() => {
                 off();
                 done();
-              }, options.graceMs ?? 0);
+              }, options.graceMs ?? DEFAULT_GRACE_MS);
             });
           }
           runner.abortAll();
           server.closeAllConnections();
+          await tracker.drain({ graceMs: 0, flushMs: 0 });
           await stopped;
         }
-        state = 'closed';
         log.info('sealed API closed');
-      })();
-      return closing;
+      });
     },
   };
 }
