@@ -55,7 +55,7 @@ export function renderInitConfig(opts: InitOptions): string {
     '',
     '[relay.limits]',
     'maxConnectionsPerIp = 1000',
-    'maxFailedAuthPerIp = 20',
+    'maxAuthFailuresPerIp = 20',
     '',
     '[relay.monitor]',
     '# Watch it with: gatehouse monitor --config gatehouse.toml',

@@ -67,9 +67,32 @@ function dispatch(h: LinkHandlers, fn: () => void): void {
   }
 }
 
+/** The one-owner slot both transports share: the owner's handlers, and where a throwing handler goes. */
+abstract class OwnedLink {
+  protected h: LinkHandlers = nullHandlers;
+
+  get handlers(): LinkHandlers {
+    return this.h;
+  }
+
+  attach(handlers: LinkHandlers): void {
+    this.h = handlers;
+  }
+
+  abstract destroy(): void;
+
+  /** A handler threw: tell the owner; if its fault handler throws too, drop the connection. */
+  protected fault(err: unknown): void {
+    try {
+      this.h.fault(err);
+    } catch {
+      this.destroy();
+    }
+  }
+}
+
 /** A stream transport over a net.Socket or tls.TLSSocket (created with allowHalfOpen). */
-export class StreamLink implements Link {
-  #h: LinkHandlers = nullHandlers;
+export class StreamLink extends OwnedLink implements Link {
   #closed = false;
   #finishing = false;
   #flushTimer: NodeJS.Timeout | undefined;
@@ -81,39 +104,27 @@ export class StreamLink implements Link {
     private readonly highWaterBytes: number,
     private readonly closeFlushMs: number,
   ) {
+    super();
     this.remoteAddress = kind === 'unix' ? 'unix' : (socket.remoteAddress ?? 'unknown');
     socket.setNoDelay(true);
     // The data path: one try/catch, no closure per chunk.
     socket.on('data', (chunk: Buffer) => {
       try {
-        this.#h.data(chunk, false);
+        this.h.data(chunk, false);
       } catch (err) {
-        this.#fault(err);
+        this.fault(err);
       }
     });
-    socket.on('end', () => dispatch(this.#h, () => this.#h.end()));
-    socket.on('drain', () => dispatch(this.#h, () => this.#h.drain()));
+    socket.on('end', () => dispatch(this.h, () => this.h.end()));
+    socket.on('drain', () => dispatch(this.h, () => this.h.drain()));
     socket.on('error', noop); // 'close' follows every error; resets are an expected end.
     socket.on('close', () => {
       this.#closed = true;
       if (this.#flushTimer !== undefined) clearTimeout(this.#flushTimer);
-      dispatch(this.#h, () => this.#h.close());
+      dispatch(this.h, () => this.h.close());
     });
   }
 
-  get handlers(): LinkHandlers {
-    return this.#h;
-  }
-  attach(handlers: LinkHandlers): void {
-    this.#h = handlers;
-  }
-  #fault(err: unknown): void {
-    try {
-      this.#h.fault(err);
-    } catch {
-      this.socket.destroy();
-    }
-  }
 
   get pendingBytes(): number {
     return this.socket.writableLength;
@@ -209,8 +220,7 @@ export class StreamLink implements Link {
  * the bytes are valid UTF-8 (stock nymea clients expect text); otherwise as binary frames, so arbitrary
  * bytes arrive exactly. A UTF-8 sequence split across chunks is held back for the next frame.
  */
-export class WsLink implements Link {
-  #h: LinkHandlers = nullHandlers;
+export class WsLink extends OwnedLink implements Link {
   #closed = false;
   #finishing = false;
   #peerTextOnly = true;
@@ -225,12 +235,13 @@ export class WsLink implements Link {
     private readonly highWaterBytes: number,
     private readonly closeFlushMs: number,
   ) {
+    super();
     ws.on('message', (data: Buffer, isBinary: boolean) => {
       if (isBinary) this.#peerTextOnly = false;
       try {
-        this.#h.data(data, isBinary);
+        this.h.data(data, isBinary);
       } catch (err) {
-        this.#fault(err);
+        this.fault(err);
       }
     });
     ws.on('error', noop);
@@ -238,23 +249,10 @@ export class WsLink implements Link {
       this.#closed = true;
       if (this.#flushTimer !== undefined) clearTimeout(this.#flushTimer);
       // A WebSocket has no half-close: the peer's close frame ends the whole link.
-      dispatch(this.#h, () => this.#h.close());
+      dispatch(this.h, () => this.h.close());
     });
   }
 
-  get handlers(): LinkHandlers {
-    return this.#h;
-  }
-  attach(handlers: LinkHandlers): void {
-    this.#h = handlers;
-  }
-  #fault(err: unknown): void {
-    try {
-      this.#h.fault(err);
-    } catch {
-      this.ws.terminate();
-    }
-  }
 
   /**
    * The largest WebSocket message accepted from now on. Before the tunnel it is the JSON-RPC message limit
@@ -280,6 +278,11 @@ export class WsLink implements Link {
   }
   #overLimit: { code: number; reason: string } | undefined;
   #closeWrapped = false;
+
+  /** From now on `sendData` always sends binary frames (a tunnel-proxy server leg: SLIP bytes, never text). */
+  sendBinaryOnly(): void {
+    this.#peerTextOnly = false;
+  }
 
   get pendingBytes(): number {
     return this.ws.bufferedAmount;
@@ -318,7 +321,7 @@ export class WsLink implements Link {
   readonly #afterSend = (): void => {
     if (this.#waitingDrain && this.ws.bufferedAmount < this.highWaterBytes / 2) {
       this.#waitingDrain = false;
-      dispatch(this.#h, () => this.#h.drain());
+      dispatch(this.h, () => this.h.drain());
     }
   };
 
