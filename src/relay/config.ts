@@ -14,19 +14,81 @@ const host = z.string().min(1);
 const ms = z.number().int().min(0);
 const positiveMs = z.number().int().min(1);
 
-const listenerSchema = z.discriminatedUnion('kind', [
-  z.strictObject({ kind: z.literal('tcp'), host: host.default('127.0.0.1'), port: port.default(1213) }),
-  z.strictObject({ kind: z.literal('tls'), host: host.default('127.0.0.1'), port: port.default(1213) }),
-  z.strictObject({ kind: z.literal('ws'), host: host.default('127.0.0.1'), port: port.default(1212) }),
-  z.strictObject({ kind: z.literal('wss'), host: host.default('127.0.0.1'), port: port.default(1212) }),
-  z.strictObject({
-    kind: z.literal('unix'),
-    path: z.string().min(1),
-    /** File mode of the socket, octal string such as "660". */
-    mode: z.string().regex(/^[0-7]{3,4}$/).default('660'),
-  }),
-]);
+/** A listener; stream kinds default to `streamPort`, WebSocket kinds to `wsPort`. */
+const listenerSchemaFor = (streamPort: number, wsPort: number) =>
+  z.discriminatedUnion('kind', [
+    z.strictObject({ kind: z.literal('tcp'), host: host.default('127.0.0.1'), port: port.default(streamPort) }),
+    z.strictObject({ kind: z.literal('tls'), host: host.default('127.0.0.1'), port: port.default(streamPort) }),
+    z.strictObject({ kind: z.literal('ws'), host: host.default('127.0.0.1'), port: port.default(wsPort) }),
+    z.strictObject({ kind: z.literal('wss'), host: host.default('127.0.0.1'), port: port.default(wsPort) }),
+    z.strictObject({
+      kind: z.literal('unix'),
+      path: z.string().min(1),
+      /** File mode of the socket, octal string such as "660". */
+      mode: z.string().regex(/^[0-7]{3,4}$/).default('660'),
+    }),
+  ]);
+const listenerSchema = listenerSchemaFor(1213, 1212);
 export type RelayListenerConfig = z.output<typeof listenerSchema>;
+
+/**
+ * `[relay.tunnelProxy]`: nymea 1.9+'s tunnel-proxy mode on its own listeners (nymea: WS 2212, TCP 2213).
+ * It shares the relay's TLS certificate, connection admission (maxConnections, maxConnectionsPerIp),
+ * maxMessageBytes and closeFlushMs. Off by default.
+ */
+const tunnelProxySchema = z
+  .strictObject({
+    enabled: z.boolean().default(false),
+    hello: z
+      .strictObject({
+        server: z.string().default('nymea-remoteproxy'),
+        name: z.string().default('gatehouse'),
+        version: z.string().default('1.13.0'),
+        apiVersion: z.string().default('6'),
+      })
+      .prefault({}),
+    listeners: z
+      .array(listenerSchemaFor(2213, 2212))
+      .default([
+        { kind: 'ws', host: '127.0.0.1', port: 2212 },
+        { kind: 'tcp', host: '127.0.0.1', port: 2213 },
+      ]),
+    /** Server uuids allowed to register (this mode has no authentication); empty = any uuid. */
+    allowServerUuids: z
+      .array(
+        z
+          .string()
+          .regex(/^\{?[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\}?$/, 'expected a uuid')
+          .transform((u) => u.replace(/[{}]/g, '').toLowerCase()),
+      )
+      .default([]),
+    timeouts: z
+      .strictObject({
+        /** From connect until RegisterServer/RegisterClient; not re-armed by traffic (nymea 1.13). */
+        inactiveMs: positiveMs.default(8000),
+        /** A registered server connection that sends nothing for this long is dropped; 0 = never. */
+        serverIdleMs: ms.default(60000),
+        /** How long one client may keep its buffer full (pausing its server connection) before it is closed. */
+        slowClientMs: positiveMs.default(5000),
+      })
+      .prefault({}),
+    limits: z
+      .strictObject({
+        /** Registered server connections in total. */
+        maxServers: z.number().int().min(1).default(10000),
+        /** Registered server connections from one address. */
+        maxServersPerIp: z.number().int().min(1).default(100),
+        /** Clients of one server connection (64,514 addresses exist: not 0, not 0xFFFF, no byte SLIP escapes). */
+        maxClientsPerServer: z.number().int().min(1).max(64514).default(1024),
+        /** Bytes buffered toward one client before its server connection is paused. */
+        clientBufferBytes: z.number().int().min(16384).default(262144),
+        /** Bytes buffered toward a server connection before its clients are paused. */
+        serverBufferBytes: z.number().int().min(16384).default(1048576),
+      })
+      .prefault({}),
+  })
+  .prefault({});
+export type TunnelProxyConfig = z.output<typeof tunnelProxySchema>;
 
 const authenticatorSchema = z.discriminatedUnion('kind', [
   z.strictObject({
@@ -121,6 +183,7 @@ export const relayConfigSchema = z
       })
       .prefault({}),
     authenticator: authenticatorSchema.default({ kind: 'dev', allowNonLoopback: false }),
+    tunnelProxy: tunnelProxySchema,
     monitor: z
       .strictObject({
         enabled: z.boolean().default(true),
@@ -130,7 +193,8 @@ export const relayConfigSchema = z
       .prefault({}),
   })
   .superRefine((cfg, ctx) => {
-    const needsTls = cfg.listeners.some((l) => l.kind === 'tls' || l.kind === 'wss');
+    const tpListeners = cfg.tunnelProxy.enabled ? cfg.tunnelProxy.listeners : [];
+    const needsTls = [...cfg.listeners, ...tpListeners].some((l) => l.kind === 'tls' || l.kind === 'wss');
     if (needsTls && cfg.tls === undefined) {
       ctx.addIssue({ code: 'custom', path: ['tls'], message: 'tls and wss listeners need [relay.tls] certFile and keyFile' });
     }

@@ -17,6 +17,7 @@ import type { Session } from './session.ts';
 import type { Tunnel } from './tunnel.ts';
 import { toCompactJson, toIndentedJson } from './protocol/json.ts';
 import { normalizeUuid } from './uuid.ts';
+import type { TunnelProxy } from './tunnel-proxy/service.ts';
 
 /** What the monitor reads from the relay. */
 export interface MonitoredRelay {
@@ -24,6 +25,8 @@ export interface MonitoredRelay {
   readonly tunnels: ReadonlySet<Tunnel>;
   readonly stats: { readonly totalClientCount: number; readonly totalTunnelCount: number; readonly totalTraffic: number };
   syncTraffic(): void;
+  /** The tunnel-proxy mode, when enabled (its section is empty otherwise). */
+  readonly tunnelProxy?: TunnelProxy | undefined;
 }
 
 export interface Monitor {
@@ -47,6 +50,8 @@ export function createMonitor(relay: MonitoredRelay, config: RelayConfig, deps: 
   const clients = new Map<Socket, { pushing: boolean }>();
   let lastTraffic = relay.stats.totalTraffic;
   let throughput = 0;
+  let lastTpTraffic = 0;
+  let tpThroughput = 0;
   let tick: NodeJS.Timeout | undefined;
 
   const snapshot = (): Record<string, unknown> => {
@@ -80,8 +85,8 @@ export function createMonitor(relay: MonitoredRelay, config: RelayConfig, deps: 
       },
       serverName: config.hello.name,
       serverVersion: config.hello.version,
-      // Gatehouse has no tunnel-proxy mode yet: the section is present and empty, as in nymea with no servers.
-      tunnelProxyStatistic: { clientConnectionsCount: 0, serverConnectionsCount: 0, totalClientCount: 0, transports: {}, troughput: 0, tunnelConnections: [] },
+      // With the tunnel-proxy mode off the section is present and empty, as in nymea with no servers.
+      tunnelProxyStatistic: relay.tunnelProxy?.statistics(tpThroughput) ?? { clientConnectionsCount: 0, serverConnectionsCount: 0, totalClientCount: 0, transports: {}, troughput: 0, tunnelConnections: [] },
     };
   };
 
@@ -147,6 +152,9 @@ export function createMonitor(relay: MonitoredRelay, config: RelayConfig, deps: 
         relay.syncTraffic();
         throughput = relay.stats.totalTraffic - lastTraffic;
         lastTraffic = relay.stats.totalTraffic;
+        const tpTraffic = relay.tunnelProxy?.registry.totals.traffic ?? 0;
+        tpThroughput = tpTraffic - lastTpTraffic;
+        lastTpTraffic = tpTraffic;
         if (clients.size === 0) return;
         let doc: string | undefined;
         for (const [c, { pushing }] of clients) {

@@ -33,6 +33,7 @@ import type { Authenticator } from './authenticators/types.ts';
 import { createAuthenticator } from './authenticators/index.ts';
 import { createMonitor, type Monitor } from './monitor.ts';
 import { loadSplice } from './splice.ts';
+import { createTunnelProxy, type TunnelProxy } from './tunnel-proxy/service.ts';
 
 export interface RelayDeps {
   readonly log: Logger;
@@ -63,6 +64,10 @@ export interface RelayServer extends Service {
   readonly tunnels: ReadonlySet<Tunnel>;
   readonly stats: RelayStats;
   readonly monitorPath: string | undefined;
+  /** The tunnel-proxy mode (`[relay.tunnelProxy]`), when enabled. */
+  readonly tunnelProxy: TunnelProxy | undefined;
+  /** The tunnel-proxy mode's bound listeners. */
+  readonly tunnelProxyListeners: readonly BoundListener[];
   /** Folds bytes moved by the kernel relay into the session and server counters. */
   syncTraffic(): void;
 }
@@ -72,6 +77,8 @@ export function createRelayServer(config: RelayConfig, deps: RelayDeps): RelaySe
   const sessions = new Set<Session>();
   const tunnels = new Set<Tunnel>();
   const bound: BoundListener[] = [];
+  const tpBound: BoundListener[] = [];
+  const tunnelProxy = config.tunnelProxy.enabled ? createTunnelProxy(config, { log }) : undefined;
   const servers: { server: NetServer | HttpServer; wss?: WebSocketServer }[] = [];
   const admission = new Admission(config.limits);
   const tracker = new ConnectionTracker();
@@ -155,14 +162,17 @@ export function createRelayServer(config: RelayConfig, deps: RelayDeps): RelaySe
     refuseConnection(socket, text === undefined ? undefined : errorResponse(-1, text), closeFlushMs);
   }
 
-  function onStream(kind: 'tcp' | 'tls' | 'unix', socket: Socket): void {
+  /** Where an admitted link goes: the legacy relay's session, or the tunnel-proxy mode. */
+  type Adopt = (link: Link, release: () => void) => void;
+
+  function onStream(kind: 'tcp' | 'tls' | 'unix', socket: Socket, adoptLink: Adopt = adopt): void {
     const remote = kind === 'unix' ? 'unix' : (socket.remoteAddress ?? 'unknown');
     const release = admit(remote);
     if (release instanceof GatewayError) return refuseStream(socket, release);
-    adopt(new StreamLink(kind, socket, highWater, closeFlushMs), release);
+    adoptLink(new StreamLink(kind, socket, highWater, closeFlushMs), release);
   }
 
-  function onUpgrade(kind: 'ws' | 'wss', wss: WebSocketServer, req: IncomingMessage, socket: Duplex, head: Buffer): void {
+  function onUpgrade(kind: 'ws' | 'wss', wss: WebSocketServer, req: IncomingMessage, socket: Duplex, head: Buffer, adoptLink: Adopt = adopt): void {
     const remote = req.socket.remoteAddress ?? 'unknown';
     const release = admit(remote);
     if (release instanceof GatewayError) {
@@ -181,7 +191,7 @@ export function createRelayServer(config: RelayConfig, deps: RelayDeps): RelaySe
       const link = new WsLink(kind, ws, remote, highWater, closeFlushMs);
       // Before the tunnel, a message may be no larger than a JSON-RPC message on a stream.
       link.setMaxMessageBytes(config.limits.maxMessageBytes, errorSpec('RELAY_MESSAGE_TOO_LARGE').close);
-      adopt(link, release);
+      adoptLink(link, release);
     });
   }
 
@@ -197,17 +207,18 @@ export function createRelayServer(config: RelayConfig, deps: RelayDeps): RelaySe
     };
   }
 
-  async function startListener(l: RelayListenerConfig, tlsOpts: TlsServerOptions | undefined): Promise<void> {
+  async function startListener(l: RelayListenerConfig, tlsOpts: TlsServerOptions | undefined, tp?: TunnelProxy): Promise<void> {
+    const adoptLink: Adopt = tp === undefined ? adopt : (link, release) => tp.adopt(link, release);
     let server: NetServer | HttpServer;
     let wss: WebSocketServer | undefined;
     const handshakeTimeout = config.timeouts.inactiveMs;
     switch (l.kind) {
       case 'tcp':
       case 'unix':
-        server = createNetServer({ allowHalfOpen: true, noDelay: true }, isolated((s: Socket) => s, (s: Socket) => onStream(l.kind, s)));
+        server = createNetServer({ allowHalfOpen: true, noDelay: true }, isolated((s: Socket) => s, (s: Socket) => onStream(l.kind, s, adoptLink)));
         break;
       case 'tls':
-        server = createTlsServer({ ...tlsOpts, allowHalfOpen: true, handshakeTimeout }, isolated((s: TLSSocket) => s, (s: TLSSocket) => onStream('tls', s)));
+        server = createTlsServer({ ...tlsOpts, allowHalfOpen: true, handshakeTimeout }, isolated((s: TLSSocket) => s, (s: TLSSocket) => onStream('tls', s, adoptLink)));
         // With a listener here Node no longer destroys the socket itself: do it, or a client that never
         // finishes its handshake would hold a connection forever.
         server.on('tlsClientError', (err: Error, socket: TLSSocket) => {
@@ -233,7 +244,7 @@ export function createRelayServer(config: RelayConfig, deps: RelayDeps): RelaySe
           'upgrade',
           isolated(
             (_req: IncomingMessage, socket: Duplex, _head: Buffer) => socket,
-            (req: IncomingMessage, socket: Duplex, head: Buffer) => onUpgrade(kind, w, req, socket, head),
+            (req: IncomingMessage, socket: Duplex, head: Buffer) => onUpgrade(kind, w, req, socket, head, adoptLink),
           ),
         );
         if (l.kind === 'wss') {
@@ -251,16 +262,18 @@ export function createRelayServer(config: RelayConfig, deps: RelayDeps): RelaySe
     // connections with its own error before the kernel-level cap silently drops them.
     server.maxConnections = config.limits.maxConnections + 64;
     tracker.watch(server);
-    const port = await listen(server, addr, `relay ${l.kind} listener`);
+    const port = await listen(server, addr, `relay ${tp === undefined ? '' : 'tunnel-proxy '}${l.kind} listener`);
     if (l.kind === 'unix' && 'path' in addr) await chmod(addr.path, parseInt(l.mode, 8));
     servers.push(wss === undefined ? { server } : { server, wss });
     const hostPart = 'path' in addr ? addr.path : describeAddress({ host: addr.host, port });
-    bound.push({ kind: l.kind, port, url: l.kind === 'unix' ? `unix:${hostPart}` : `${l.kind}://${hostPart}` });
+    (tp === undefined ? bound : tpBound).push({ kind: l.kind, port, url: l.kind === 'unix' ? `unix:${hostPart}` : `${l.kind}://${hostPart}` });
   }
 
   const relay: RelayServer = {
     name: 'relay',
     listeners: bound,
+    tunnelProxy,
+    tunnelProxyListeners: tpBound,
     sessions,
     tunnels,
     stats,
@@ -276,12 +289,14 @@ export function createRelayServer(config: RelayConfig, deps: RelayDeps): RelaySe
       try {
         authenticator ??= await createAuthenticator(config.authenticator, { log, baseDir: deps.baseDir });
         ctx = sessionCtx();
-        const needsTls = config.listeners.some((l) => l.kind === 'tls' || l.kind === 'wss');
+        const tpListeners = tunnelProxy === undefined ? [] : config.tunnelProxy.listeners;
+        const needsTls = [...config.listeners, ...tpListeners].some((l) => l.kind === 'tls' || l.kind === 'wss');
         const tlsOpts =
           needsTls && config.tls !== undefined
             ? await loadTlsFiles(config.tls, deps.baseDir)
             : undefined;
         for (const l of config.listeners) await startListener(l, tlsOpts);
+        for (const l of tpListeners) await startListener(l, tlsOpts, tunnelProxy);
         if (config.monitor.enabled) {
           monitor = createMonitor(relay, config, { log, path: resolvePath(deps.baseDir, config.monitor.path) });
           await monitor.start();
@@ -307,7 +322,7 @@ export function createRelayServer(config: RelayConfig, deps: RelayDeps): RelaySe
         idleSweep.unref();
       }
       lifecycle.started();
-      log.info({ listeners: bound.map((b) => b.url), authenticator: authenticator.kind, kernelRelay: tunnelCtx.splice !== undefined }, 'relay listening');
+      log.info({ listeners: bound.map((b) => b.url), authenticator: authenticator.kind, kernelRelay: tunnelCtx.splice !== undefined, ...(tunnelProxy === undefined ? {} : { tunnelProxyListeners: tpBound.map((b) => b.url) }) }, 'relay listening');
     },
 
     close(options: CloseOptions = {}) {
@@ -320,11 +335,13 @@ export function createRelayServer(config: RelayConfig, deps: RelayDeps): RelaySe
         const kernelHeld = new Set<Session>();
         // Clients not in a tunnel are told at once; tunnels may run for the grace period.
         for (const s of sessions) if (s.state !== 'tunnel' && s.state !== 'pairing') s.fail('RELAY_SHUTDOWN');
+        tunnelProxy?.tellUnregistered();
         await tracker.drain({
           graceMs,
           flushMs: closeFlushMs,
           finish: () => {
             for (const t of tunnels) t.close(stop);
+            tunnelProxy?.finishAll();
             for (const s of sessions) if (s.state !== 'tunnel' && s.state !== 'pairing') s.fail('RELAY_SHUTDOWN');
           },
           // A spliced tunnel's sockets go when the kernel relay confirms its stop (the final event destroys
@@ -345,6 +362,7 @@ export function createRelayServer(config: RelayConfig, deps: RelayDeps): RelaySe
           },
         });
         for (const s of sessions) if (!kernelHeld.has(s)) s.link.destroy();
+        tunnelProxy?.destroyAll();
         // A listener's close callback waits for all its connections, leaked ones included: the listening
         // sockets are closed already, so with a leak we do not wait for it.
         if (kernelHeld.size === 0) await listenersClosed;

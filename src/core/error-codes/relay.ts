@@ -149,6 +149,74 @@ export const relayErrors = {
     summary: "The static authenticator's token file is unreadable or has a malformed line (named by number).",
     httpStatus: 500,
   },
+  RELAY_TP_INACTIVE_TIMEOUT: {
+    summary: 'Tunnel proxy: a connection did not register as server or client within the inactive timeout (from connect, not re-armed by traffic).',
+    httpStatus: 408,
+    close: closeWith('Tunnelproxy client timeout occurred. The socket was inactive.'),
+  },
+  RELAY_TP_SERVER_IDLE_TIMEOUT: {
+    summary: 'Tunnel proxy: a registered server connection sent nothing for timeouts.serverIdleMs (servers send TunnelProxy.Ping to stay up).',
+    httpStatus: 408,
+    close: closeWith('Tunnelproxy client timeout occurred. The socket was inactive.'),
+  },
+  RELAY_TP_ALREADY_REGISTERED: {
+    summary: 'Tunnel proxy: a second Register on one connection, or a server or client uuid already registered; answered TunnelProxyErrorAlreadyRegistered, then closed.',
+    httpStatus: 409,
+    close: closeWith('Already registered'),
+  },
+  RELAY_TP_UUID_CROSS_REGISTRATION: {
+    summary: 'Tunnel proxy: a uuid already registered in the other role (server vs client); answered TunnelProxyErrorAlreadyRegistered, then closed.',
+    httpStatus: 409,
+    close: closeWith('UUID cross registeration'),
+  },
+  RELAY_TP_SERVER_NOT_FOUND: {
+    summary: 'Tunnel proxy: a client registered for a server uuid that no connection serves; answered TunnelProxyErrorServerNotFound, then closed.',
+    httpStatus: 404,
+    close: closeWith('Unknown server'),
+  },
+  RELAY_TP_SERVER_NOT_ALLOWED: {
+    summary: 'Tunnel proxy: a server uuid outside tunnelProxy.allowServerUuids tried to register; answered TunnelProxyErrorForbiddenCall, then closed.',
+    httpStatus: 403,
+    close: closeWith('Server uuid not allowed.'),
+  },
+  RELAY_TP_SERVER_GONE: {
+    summary: "Tunnel proxy: the client's server connection went away; the client is flushed and closed.",
+    httpStatus: 410,
+    close: closeWith('Server disconnected'),
+  },
+  RELAY_TP_DISCONNECT_REQUESTED: {
+    summary: 'Tunnel proxy: the server asked (DisconnectClient) to close this client.',
+    httpStatus: 410,
+    close: closeWith('Server requested disconnect.'),
+  },
+  RELAY_TP_SLOW_CLIENT: {
+    summary: 'Tunnel proxy: a client kept more than limits.clientBufferBytes unread for timeouts.slowClientMs while its server connection was paused for it; closed so its siblings go on.',
+    httpStatus: 503,
+    close: closeWith('Client did not read its data in time.'),
+  },
+  RELAY_TP_BAD_FRAME: {
+    summary: "Tunnel proxy: the server sent a SLIP frame with an invalid escape for this client; the client's stream is corrupt and it is closed (the server connection and its other clients go on).",
+    httpStatus: 502,
+    close: closeWith('Invalid frame from the server.'),
+  },
+  RELAY_TP_LIMIT_SERVERS: {
+    summary: 'Tunnel proxy: limits.maxServers server connections are registered already.',
+    httpStatus: 503,
+    jsonRpcText: 'Too many servers registered.',
+    close: closeWith('Too many servers registered.'),
+  },
+  RELAY_TP_LIMIT_SERVERS_PER_IP: {
+    summary: 'Tunnel proxy: limits.maxServersPerIp server connections from this address are registered already.',
+    httpStatus: 429,
+    jsonRpcText: 'Too many servers registered from this address.',
+    close: closeWith('Too many servers registered from this address.'),
+  },
+  RELAY_TP_LIMIT_CLIENTS_PER_SERVER: {
+    summary: 'Tunnel proxy: the server has limits.maxClientsPerServer clients already (at most 65,534 addresses exist).',
+    httpStatus: 503,
+    jsonRpcText: 'Too many clients for this server.',
+    close: closeWith('Too many clients for this server.'),
+  },
   RELAY_TOKEN_FILE_TOO_LARGE: {
     summary: "The static authenticator's token file is larger than 8 MiB.",
     httpStatus: 500,

@@ -84,7 +84,7 @@ export function coerceId(raw: unknown): number | null {
 }
 
 /** QVariant::toString() of a JSON value, as nymea uses it for `method` and String params (null → ""). */
-function variantToString(v: unknown): string {
+export function variantToString(v: unknown): string {
   if (typeof v === 'string') return v;
   if (typeof v === 'number' || typeof v === 'bigint') return String(v);
   if (typeof v === 'boolean') return v ? 'true' : 'false';
@@ -105,7 +105,8 @@ const METHODS: ReadonlyMap<string, ReadonlyMap<string, MethodEntry>> = new Map(
   Object.entries(API.namespaces).map(([ns, methods]) => [ns, new Map(Object.entries(methods as Record<string, MethodEntry>))]),
 );
 
-function fail(id: number, code: 'RELAY_INVALID_JSON' | 'RELAY_MISSING_ID' | 'RELAY_INVALID_METHOD' | 'RELAY_NO_SUCH_NAMESPACE' | 'RELAY_NO_SUCH_METHOD' | 'RELAY_INVALID_PARAMS', detail = ''): RequestFailure {
+/** A coded failure with nymea's JSON-RPC text (`detail` appended, or put in place of `%s`). */
+export function fail(id: number, code: 'RELAY_INVALID_JSON' | 'RELAY_MISSING_ID' | 'RELAY_INVALID_METHOD' | 'RELAY_NO_SUCH_NAMESPACE' | 'RELAY_NO_SUCH_METHOD' | 'RELAY_INVALID_PARAMS', detail = ''): RequestFailure {
   const base = errorSpec(code).jsonRpcText ?? '';
   const text = code === 'RELAY_INVALID_METHOD' ? base.replace('%s', () => detail) : base + detail;
   return { id, error: new GatewayError(code, text), text };
@@ -150,7 +151,22 @@ export function validateParams(template: ParamTemplate, params: Record<string, u
  * JSON → id → method form → namespace → method → params. Every name a client sends is looked up in a
  * Map or with Object.hasOwn, so `constructor`, `__proto__`, `toString`… are unknown names like any other.
  */
-export function decodeRequest(message: Uint8Array | string): { ok: true; request: DecodedRequest } | { ok: false; failure: RequestFailure } {
+/** A request whose JSON, id and `Namespace.Method` form passed; namespace, method and params not yet checked. */
+export interface RequestEnvelope {
+  readonly id: number;
+  readonly namespace: string;
+  readonly method: string;
+  /** The method text as sent (`Namespace.Method`). */
+  readonly methodText: string;
+  /** The params object (an absent or non-object `params` reads as empty, as QVariant::toMap() does). */
+  readonly params: Record<string, unknown>;
+}
+
+/**
+ * The first steps of nymea's check order, shared by every JSON-RPC API on our listeners: JSON → id →
+ * method form. Never throws; `params` is a plain object read only with Object.hasOwn.
+ */
+export function decodeEnvelope(message: Uint8Array | string): { ok: true; envelope: RequestEnvelope } | { ok: false; failure: RequestFailure } {
   const parsed = parseJsonMessage(message);
   if (!parsed.ok) return { ok: false, failure: fail(-1, 'RELAY_INVALID_JSON', parsed.message) };
   // A top-level array reads as an empty map, as QVariant::toMap() does.
@@ -160,13 +176,25 @@ export function decodeRequest(message: Uint8Array | string): { ok: true; request
   const methodText = variantToString(own(msg, 'method'));
   const parts = methodText.split('.');
   if (parts.length !== 2) return { ok: false, failure: fail(id, 'RELAY_INVALID_METHOD', methodText) };
-  const [ns, name] = parts as [string, string];
+  const [namespace, method] = parts as [string, string];
+  const rawParams = own(msg, 'params');
+  const params = rawParams !== null && typeof rawParams === 'object' && !Array.isArray(rawParams) ? (rawParams as Record<string, unknown>) : {};
+  return { ok: true, envelope: { id, namespace, method, methodText, params } };
+}
+
+/**
+ * Decodes one framed message (its bytes; text is taken as UTF-8) in nymea's check order:
+ * JSON → id → method form → namespace → method → params. Every name a client sends is looked up in a
+ * Map or with Object.hasOwn, so `constructor`, `__proto__`, `toString`… are unknown names like any other.
+ */
+export function decodeRequest(message: Uint8Array | string): { ok: true; request: DecodedRequest } | { ok: false; failure: RequestFailure } {
+  const env = decodeEnvelope(message);
+  if (!env.ok) return env;
+  const { id, namespace: ns, method: name, methodText, params } = env.envelope;
   const namespace = METHODS.get(ns);
   if (namespace === undefined) return { ok: false, failure: fail(id, 'RELAY_NO_SUCH_NAMESPACE') };
   const method = namespace.get(name);
   if (method === undefined) return { ok: false, failure: fail(id, 'RELAY_NO_SUCH_METHOD') };
-  const rawParams = own(msg, 'params');
-  const params = rawParams !== null && typeof rawParams === 'object' && !Array.isArray(rawParams) ? (rawParams as Record<string, unknown>) : {};
   const checked = validateParams(method.params, params);
   if (!checked.ok) return { ok: false, failure: fail(id, 'RELAY_INVALID_PARAMS', checked.detail) };
   return { ok: true, request: { id, method: methodText as MethodName, params: checked.params } };

@@ -1,0 +1,102 @@
+/**
+ * A registered tunnel-proxy client connection (an app): raw bytes in both directions, exactly like a
+ * legacy tunnel, multiplexed onto its server connection under a 16-bit socket address.
+ *
+ * Its bytes go to the server as one SLIP frame per read; the server's frames for its address arrive
+ * through `deliver`. When more than `limits.clientBufferBytes` wait toward it, the server connection is
+ * paused for it (server-leg.ts) and a `timeouts.slowClientMs` timer starts; draining cancels both, the
+ * timer firing drops this client (RELAY_TP_SLOW_CLIENT). A client that ends its side (FIN or close frame)
+ * has left: the protocol has no half-close, so the server hears ClientDisconnected at once and what it
+ * still sends is flushed before our FIN.
+ */
+import type { LinkHandlers } from '../links.ts';
+import type { TpConnection, TpContext } from './connection.ts';
+import type { ServerLeg } from './server-leg.ts';
+
+export class ClientLeg {
+  readonly createdAt = Date.now();
+  /** Given by the server leg when the client is added (never 0, 0xFFFF or a byte SLIP escapes). */
+  address = 0;
+  /** More than the client buffer waits toward this client; the server connection is paused for it. */
+  blocked = false;
+  #slowTimer: NodeJS.Timeout | undefined;
+  #gone = false;
+  readonly #handlers: LinkHandlers;
+
+  constructor(
+    readonly conn: TpConnection,
+    readonly uuid: string,
+    readonly name: string,
+    readonly server: ServerLeg,
+    private readonly ctx: TpContext,
+  ) {
+    this.#handlers = {
+      data: (chunk) => {
+        this.conn.rxBytes += chunk.length;
+        this.server.fromClient(this.address, chunk);
+      },
+      end: () => {
+        // No half-close in this protocol: the client has left (the server is told now).
+        this.#leave();
+        this.conn.fail('RELAY_PARTNER_CLOSED');
+      },
+      close: () => conn.linkClosed(),
+      drain: () => this.#drained(),
+      fault: conn.boundary.catch,
+    };
+    conn.link.attach(this.#handlers);
+  }
+
+  /** Called once the server knows this client and the client has its answer. */
+  start(): void {
+    this.conn.log.debug({ clientUuid: this.uuid, serverUuid: this.server.uuid, socketAddress: this.address }, 'tunnel-proxy client registered');
+  }
+
+  /** Bytes from the server for this client. */
+  deliver(bytes: Buffer): void {
+    this.conn.txBytes += bytes.length;
+    if (this.conn.link.sendData(bytes) || this.blocked) return;
+    this.blocked = true;
+    this.server.clientBlocked(this);
+    this.#slowTimer = setTimeout(() => this.conn.boundary.run(() => this.conn.drop('RELAY_TP_SLOW_CLIENT')), this.ctx.config.timeouts.slowClientMs);
+  }
+
+  #drained(): void {
+    if (!this.blocked) return;
+    this.#unblock();
+  }
+
+  #unblock(): void {
+    if (this.#slowTimer !== undefined) clearTimeout(this.#slowTimer);
+    this.#slowTimer = undefined;
+    if (!this.blocked) return;
+    this.blocked = false;
+    this.server.clientUnblocked(this);
+  }
+
+  /** Leaves the server's table (ClientDisconnected) and the registry; idempotent. */
+  #leave(): void {
+    if (this.#gone) return;
+    this.#gone = true;
+    if (this.#slowTimer !== undefined) clearTimeout(this.#slowTimer);
+    this.#slowTimer = undefined;
+    // removeClient unblocks the server when this client held it.
+    this.server.removeClient(this);
+    this.blocked = false;
+    this.ctx.registry.removeClient(this);
+  }
+
+  /** The connection is closing or gone (called by TpConnection). */
+  gone(): void {
+    this.#leave();
+  }
+
+  /** The server connection went away: flush what it sent, then close. */
+  serverGone(): void {
+    if (this.#gone) return;
+    this.#gone = true;
+    if (this.#slowTimer !== undefined) clearTimeout(this.#slowTimer);
+    this.ctx.registry.removeClient(this);
+    this.conn.fail('RELAY_TP_SERVER_GONE');
+  }
+}
