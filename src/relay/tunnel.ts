@@ -178,7 +178,7 @@ export class Tunnel {
         return this.#stayInJs();
       }
       try {
-        const { id, counters } = engine.start(fa, fb, (e) => this.#onSpliceEvent(e));
+        const { id, counters } = engine.start(fa, fb, (e) => this.#onSpliceEventIsolated(e));
         this.#spliced = { id, counters, seen: [0n, 0n] };
         this.#handoff = 'done';
         this.ctx.log.debug({ tunnel: this.id }, 'tunnel handed to the kernel relay');
@@ -214,6 +214,19 @@ export class Tunnel {
     this.a.txBytes += dba;
     this.relayedBytes += dab + dba;
     this.ctx.countTraffic(dab + dba);
+  }
+
+  /** A bug handling a kernel-relay event closes this tunnel only; after the final event the sockets are ours to close. */
+  #onSpliceEventIsolated(e: SpliceEvent): void {
+    try {
+      this.#onSpliceEvent(e);
+    } catch (err) {
+      this.#boundary.trip(err);
+      if (e.kind !== 'half') {
+        this.a.link.destroy();
+        this.b.link.destroy();
+      }
+    }
   }
 
   #onSpliceEvent(e: SpliceEvent): void {
