@@ -141,7 +141,8 @@ async function directQuick(n: number): Promise<number[]> {
 
 test('PC/SC isolation: while one card runs a 5 s APDU, another card answers at its own speed and READERS at once', async (t) => {
   if (skip !== undefined) return t.skip(skip);
-  const direct = median(await directQuick(8));
+  const directs = await directQuick(8);
+  const direct = median(directs);
   const slowAnswer = timed(() => apdu(slow, SLOW_APDU));
   await new Promise((r) => setTimeout(r, 300));
   const probe = probeReaders();
@@ -171,9 +172,14 @@ test('PC/SC isolation: while one card runs a 5 s APDU, another card answers at i
   t.diagnostic(
     `quick card: direct ${direct.toFixed(1)} ms (${directDuring.toFixed(1)} ms during the slow APDU); through the bridge during the slow APDU ${median(during).toFixed(1)} ms (max ${Math.max(...during).toFixed(1)}); READERS median ${median(listing).toFixed(1)} ms, max ${Math.max(...listing).toFixed(1)} ms`,
   );
+  // vpcd's latencies come in ~44 ms steps (Nagle and delayed ACKs): the worst case is set against the worst direct one.
   assert.ok(
-    Math.max(...during) < 2 * direct + 100,
-    `quick card during the slow APDU: up to ${Math.max(...during).toFixed(1)} ms vs ${direct.toFixed(1)} ms direct`,
+    median(during) < 2 * direct + 100,
+    `quick card during the slow APDU: median ${median(during).toFixed(1)} ms vs ${direct.toFixed(1)} ms direct`,
+  );
+  assert.ok(
+    Math.max(...during) < 2 * Math.max(...directs) + 100,
+    `quick card during the slow APDU: up to ${Math.max(...during).toFixed(1)} ms vs ${Math.max(...directs).toFixed(1)} ms direct`,
   );
   assert.ok(median(listing) < 50, `READERS median ${median(listing).toFixed(1)} ms`);
   assert.ok(Math.max(...listing) < 250, `READERS max ${Math.max(...listing).toFixed(1)} ms`);
