@@ -55,7 +55,10 @@ export interface BoundListener {
 export interface RelayStats {
   readonly totalClientCount: number;
   readonly totalTunnelCount: number;
+  /** Relayed bytes, both paths. */
   readonly totalTraffic: number;
+  /** The part of totalTraffic the kernel relay moved (after syncTraffic()). */
+  readonly kernelTraffic: number;
 }
 
 export interface RelayServer extends Service {
@@ -90,7 +93,7 @@ export function createRelayServer(config: RelayConfig, deps: RelayDeps): RelaySe
   let monitor: Monitor | undefined;
   const lifecycle = new Lifecycle('relay');
   let idleSweep: NodeJS.Timeout | undefined;
-  const stats = { totalClientCount: 0, totalTunnelCount: 0, totalTraffic: 0 };
+  const stats = { totalClientCount: 0, totalTunnelCount: 0, totalTraffic: 0, kernelTraffic: 0 };
   let notificationId = 0;
   const { highWater, closeFlushMs } = { highWater: config.limits.tunnelBufferBytes, closeFlushMs: config.timeouts.closeFlushMs };
 
@@ -100,8 +103,9 @@ export function createRelayServer(config: RelayConfig, deps: RelayDeps): RelaySe
     halfCloseMs: config.timeouts.halfCloseMs,
     closeFlushMs,
     nextNotificationId: () => notificationId++,
-    countTraffic: (n: number) => {
+    countTraffic: (n: number, kernel?: boolean) => {
       stats.totalTraffic += n;
+      if (kernel === true) stats.kernelTraffic += n;
     },
     closed: (t: Tunnel) => {
       tunnels.delete(t);
@@ -165,14 +169,14 @@ export function createRelayServer(config: RelayConfig, deps: RelayDeps): RelaySe
   /** Where an admitted link goes: the legacy relay's session, or the tunnel-proxy mode. */
   type Adopt = (link: Link, release: () => void) => void;
 
-  function onStream(kind: 'tcp' | 'tls' | 'unix', socket: Socket, adoptLink: Adopt = adopt): void {
+  function onStream(kind: 'tcp' | 'tls' | 'unix', socket: Socket, adoptLink: Adopt = adopt, linkHighWater = highWater): void {
     const remote = kind === 'unix' ? 'unix' : (socket.remoteAddress ?? 'unknown');
     const release = admit(remote);
     if (release instanceof GatewayError) return refuseStream(socket, release);
-    adoptLink(new StreamLink(kind, socket, highWater, closeFlushMs), release);
+    adoptLink(new StreamLink(kind, socket, linkHighWater, closeFlushMs), release);
   }
 
-  function onUpgrade(kind: 'ws' | 'wss', wss: WebSocketServer, req: IncomingMessage, socket: Duplex, head: Buffer, adoptLink: Adopt = adopt): void {
+  function onUpgrade(kind: 'ws' | 'wss', wss: WebSocketServer, req: IncomingMessage, socket: Duplex, head: Buffer, adoptLink: Adopt = adopt, linkHighWater = highWater): void {
     const remote = req.socket.remoteAddress ?? 'unknown';
     const release = admit(remote);
     if (release instanceof GatewayError) {
@@ -188,7 +192,7 @@ export function createRelayServer(config: RelayConfig, deps: RelayDeps): RelaySe
     }
     wss.handleUpgrade(req, socket, head, (ws: WebSocket) => {
       req.socket.setNoDelay(true);
-      const link = new WsLink(kind, ws, remote, highWater, closeFlushMs);
+      const link = new WsLink(kind, ws, remote, linkHighWater, closeFlushMs);
       // Before the tunnel, a message may be no larger than a JSON-RPC message on a stream.
       link.setMaxMessageBytes(config.limits.maxMessageBytes, errorSpec('RELAY_MESSAGE_TOO_LARGE').close);
       adoptLink(link, release);
@@ -209,16 +213,19 @@ export function createRelayServer(config: RelayConfig, deps: RelayDeps): RelaySe
 
   async function startListener(l: RelayListenerConfig, tlsOpts: TlsServerOptions | undefined, tp?: TunnelProxy): Promise<void> {
     const adoptLink: Adopt = tp === undefined ? adopt : (link, release) => tp.adopt(link, release);
+    // Tunnel-proxy legs check their own limits; the link's mark only decides when it reports a drain.
+    const tpLimits = config.tunnelProxy.limits;
+    const hw = tp === undefined ? highWater : Math.min(tpLimits.clientBufferBytes, tpLimits.serverBufferBytes);
     let server: NetServer | HttpServer;
     let wss: WebSocketServer | undefined;
     const handshakeTimeout = config.timeouts.inactiveMs;
     switch (l.kind) {
       case 'tcp':
       case 'unix':
-        server = createNetServer({ allowHalfOpen: true, noDelay: true }, isolated((s: Socket) => s, (s: Socket) => onStream(l.kind, s, adoptLink)));
+        server = createNetServer({ allowHalfOpen: true, noDelay: true }, isolated((s: Socket) => s, (s: Socket) => onStream(l.kind, s, adoptLink, hw)));
         break;
       case 'tls':
-        server = createTlsServer({ ...tlsOpts, allowHalfOpen: true, handshakeTimeout }, isolated((s: TLSSocket) => s, (s: TLSSocket) => onStream('tls', s, adoptLink)));
+        server = createTlsServer({ ...tlsOpts, allowHalfOpen: true, handshakeTimeout }, isolated((s: TLSSocket) => s, (s: TLSSocket) => onStream('tls', s, adoptLink, hw)));
         // With a listener here Node no longer destroys the socket itself: do it, or a client that never
         // finishes its handshake would hold a connection forever.
         server.on('tlsClientError', (err: Error, socket: TLSSocket) => {
@@ -244,7 +251,7 @@ export function createRelayServer(config: RelayConfig, deps: RelayDeps): RelaySe
           'upgrade',
           isolated(
             (_req: IncomingMessage, socket: Duplex, _head: Buffer) => socket,
-            (req: IncomingMessage, socket: Duplex, head: Buffer) => onUpgrade(kind, w, req, socket, head, adoptLink),
+            (req: IncomingMessage, socket: Duplex, head: Buffer) => onUpgrade(kind, w, req, socket, head, adoptLink, hw),
           ),
         );
         if (l.kind === 'wss') {

@@ -55,14 +55,16 @@ export class ClientLeg {
   /** Bytes from the server for this client. */
   deliver(bytes: Buffer): void {
     this.conn.txBytes += bytes.length;
-    if (this.conn.link.sendData(bytes) || this.blocked) return;
+    const link = this.conn.link;
+    link.sendData(bytes);
+    if (this.blocked || link.pendingBytes < this.ctx.config.limits.clientBufferBytes) return;
     this.blocked = true;
     this.server.clientBlocked(this);
     this.#slowTimer = setTimeout(() => this.conn.boundary.run(() => this.conn.drop('RELAY_TP_SLOW_CLIENT')), this.ctx.config.timeouts.slowClientMs);
   }
 
   #drained(): void {
-    if (!this.blocked) return;
+    if (!this.blocked || this.conn.link.pendingBytes >= this.ctx.config.limits.clientBufferBytes) return;
     this.#unblock();
   }
 

@@ -128,14 +128,16 @@ export class ServerLeg {
     const frame = encodeFrame(address, chunk);
     this.conn.txBytes += frame.length;
     this.ctx.registry.totals.traffic += chunk.length;
-    if (!this.conn.link.sendData(frame) && !this.#clientsPaused) {
+    const link = this.conn.link;
+    link.sendData(frame);
+    if (!this.#clientsPaused && link.pendingBytes >= this.ctx.config.limits.serverBufferBytes) {
       this.#clientsPaused = true;
       for (const c of this.#clients.values()) c.conn.link.pause();
     }
   }
 
   #serverDrained(): void {
-    if (!this.#clientsPaused) return;
+    if (!this.#clientsPaused || this.conn.link.pendingBytes >= this.ctx.config.limits.serverBufferBytes) return;
     this.#clientsPaused = false;
     for (const c of this.#clients.values()) c.conn.link.resume();
   }

@@ -75,6 +75,8 @@ export function createTunnelProxy(config: RelayConfig, deps: { readonly log: Log
       for (const c of connections) if (c.role === 'none') c.fail('RELAY_SHUTDOWN');
     },
     finishAll() {
+      // Clients first, so they hear "Stop server" rather than "Server disconnected".
+      for (const c of connections) if (c.role === 'client') c.fail('RELAY_SHUTDOWN');
       for (const c of connections) c.fail('RELAY_SHUTDOWN');
     },
     destroyAll() {
