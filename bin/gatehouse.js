@@ -1,5 +1,6 @@
 #!/usr/bin/env node
-// The `gatehouse` command: runs the compiled CLI from dist/ when built, else the TypeScript sources via tsx.
+// The `gatehouse` command: runs the compiled CLI from dist/ when built (always, in an installed package),
+// else the TypeScript sources through tsx (a checkout after `npm ci`). With neither, one line says what to do.
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 
@@ -7,7 +8,19 @@ const compiled = new URL('../dist/cli/main.js', import.meta.url);
 if (existsSync(fileURLToPath(compiled))) {
   await import(compiled.href);
 } else {
-  const { register } = await import('tsx/esm/api');
-  register();
+  let tsx;
+  try {
+    tsx = await import('tsx/esm/api');
+  } catch (err) {
+    if (err?.code !== 'ERR_MODULE_NOT_FOUND') throw err;
+    const sources = existsSync(fileURLToPath(new URL('../src/cli/main.ts', import.meta.url)));
+    process.stderr.write(
+      sources
+        ? 'gatehouse: neither the compiled CLI (dist/) nor tsx is here: run `npm ci` (development) or `npm run build`\n'
+        : 'gatehouse: this installation has no compiled CLI (dist/ is missing): reinstall the package built by `npm pack`\n',
+    );
+    process.exit(70);
+  }
+  tsx.register();
   await import(new URL('../src/cli/main.ts', import.meta.url).href);
 }

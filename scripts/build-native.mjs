@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // Builds the optional native splice relay (native/) with the node-gyp that ships with npm, then loads it
-// once in a child process to prove it works.
+// once in a child process to prove it works. It is the package's `install` script: it runs on `npm ci` in a
+// checkout and when the packed tarball is installed (`npm install -g ./gatehouse-*.tgz`), in that package.
 // Lenient for users: a failure never fails `npm ci` (the relay then uses its pure-JavaScript data path).
 // Strict in CI: when CI is set (and not "false"/"0") or GATEHOUSE_REQUIRE_NATIVE=1, any failure (not Linux,
 // no node-gyp, no compiler, an addon that does not load) exits 1, so the kernel relay tests cannot be
@@ -41,7 +42,12 @@ const candidates = [
 ].filter((p) => p !== '' && existsSync(p));
 if (candidates.length === 0) fail('node-gyp not found');
 const args = [candidates[0], 'rebuild', '--directory', join(root, 'native')];
-const nodedir = process.env.npm_config_nodedir ?? (existsSync('/usr/include/node/node_api.h') ? '/usr' : undefined);
+// The headers of the running Node when they are installed beside it (Debian's nodejs: /usr; the official
+// tarballs and images: /usr/local), so node-gyp needs no download.
+const prefix = join(dirname(process.execPath), '..');
+const nodedir =
+  process.env.npm_config_nodedir ??
+  [prefix, '/usr'].find((dir) => existsSync(join(dir, 'include', 'node', 'node_api.h')));
 if (nodedir !== undefined) args.push(`--nodedir=${nodedir}`);
 const r = spawnSync(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], encoding: 'utf8', timeout: 300_000 });
 if (r.status !== 0) fail('build failed', tail(`${r.stdout ?? ''}\n${r.stderr ?? ''}`) || (r.error?.message ?? ''));
