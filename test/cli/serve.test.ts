@@ -36,6 +36,10 @@ test('serve prints how to connect; two `gatehouse tunnel` processes pair and pip
       'graceMs = 2000',
       '[relay]',
       'listeners = [{ kind = "tcp", port = 0 }, { kind = "ws", port = 0 }]',
+      // The second `gatehouse tunnel` process may take seconds to start on a loaded machine: the first must
+      // still be waiting for it (the default alone timeout is 8 s).
+      '[relay.timeouts]',
+      'aloneMs = 60000',
       '[relay.monitor]',
       'path = "mon.sock"',
       '',
