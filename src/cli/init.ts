@@ -10,6 +10,7 @@ import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, writeFileSync, chmodSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { hashToken } from '../relay/authenticators/static.ts';
+import { cliCommand } from '../gateway.ts';
 import { CliError, EXIT, reportAndExit } from './exit.ts';
 
 export interface InitOptions {
@@ -150,8 +151,8 @@ export function initCommand(): Command {
           '',
           `Relay token (shown once; only its hash is stored): ${token}`,
           '',
-          `Start:   gatehouse serve --config ${join(target, 'gatehouse.toml')}`,
-          `Connect: gatehouse tunnel --url tcp://127.0.0.1:1213 --token ${token}   (run it twice to pair)`,
+          `Start:   ${cliCommand()} serve --config ${join(target, 'gatehouse.toml')}`,
+          `Connect: ${cliCommand()} tunnel --url tcp://127.0.0.1:1213 --token ${token}   (run it twice to pair)`,
           '',
         ].join('\n'),
       );

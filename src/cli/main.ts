@@ -21,6 +21,7 @@ for (const stream of [process.stdout, process.stderr]) {
 const subcommands = new Map<string, () => Promise<Command>>([
   ['init', async () => (await import('./init.ts')).initCommand()],
   ['serve', async () => (await import('./serve.ts')).serveCommand()],
+  ['check-config', async () => (await import('./check-config.ts')).checkConfigCommand()],
   ['monitor', async () => (await import('./monitor.ts')).monitorCommand()],
   ['tunnel', async () => (await import('./tunnel.ts')).tunnelCommand()],
   ['tokens', async () => (await import('./tokens.ts')).tokensCommand()],

@@ -141,7 +141,7 @@ export function lookupToken(index: TokenIndex, token: string): TokenEntry | unde
  * Reads the file with a size bound.
  * @throws GatewayError RELAY_TOKEN_FILE_TOO_LARGE, RELAY_TOKEN_FILE_INVALID (unreadable or not UTF-8)
  */
-async function readTokenFile(path: string): Promise<{ text: string; fingerprint: string }> {
+export async function readTokenFile(path: string): Promise<{ text: string; fingerprint: string }> {
   let handle;
   try {
     handle = await open(path, 'r');
