@@ -11,6 +11,8 @@
  *   round trip  64-byte ping-pong, p50/p99, for the same three paths
  *   idle memory a fresh gateway, 5,000 idle tunnels (--quick 1,000): RSS delta / tunnels
  *   setup rate  (TCP) tunnels established per second, JSON-RPC handshake included, 64 in flight
+ * Then the tunnel-proxy section (tunnel-proxy.ts): one server connection with 1, 16 and 256 clients beside
+ * the same number of legacy tunnels (`--tp-only` runs only it, `--no-tp` skips it).
  */
 import { spawn, fork, execFileSync, type ChildProcess } from 'node:child_process';
 import {
@@ -30,6 +32,7 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import type { ZodType } from 'zod';
 import type { Transport, WorkerCommand, WorkerReply } from './types.ts';
 import { renderReport, type TransportResult } from './report.ts';
+import { runTunnelProxySection } from './tunnel-proxy.ts';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const ALL: Transport[] = ['tcp', 'tls', 'ws', 'wss'];
@@ -60,6 +63,9 @@ interface Options {
   compiled: boolean;
   /** relay.limits.tunnelBufferBytes for the run (default: the gateway's own default). */
   tunnelBufferKib: number | undefined;
+  /** Run the tunnel-proxy section (default), or only it. */
+  tp: boolean;
+  tpOnly: boolean;
 }
 
 function parseArgs(argv: string[]): Options {
@@ -92,6 +98,8 @@ function parseArgs(argv: string[]): Options {
     json: argv.includes('--json'),
     repo: value('--repo') ?? ROOT,
     compiled: argv.includes('--compiled'),
+    tp: !argv.includes('--no-tp'),
+    tpOnly: argv.includes('--tp-only'),
     tunnelBufferKib:
       value('--tunnel-buffer-kib') === undefined ? undefined : num('--tunnel-buffer-kib', 1024),
   };
@@ -660,9 +668,10 @@ async function main(): Promise<void> {
   let kernelRelay: string | undefined;
   let socat: ChildProcess | undefined;
   let pipe: ChildProcess | undefined;
+  const transports = opts.tpOnly ? [] : opts.only;
   try {
-    for (const t of opts.only) await ctx.r.call({ cmd: 'listen', transport: t, port: SINK_PORT[t] });
-    for (const transport of opts.only) {
+    for (const t of transports) await ctx.r.call({ cmd: 'listen', transport: t, port: SINK_PORT[t] });
+    for (const transport of transports) {
       say(`${transport}: transfer and round trip`);
       gateway = await startGateway(command, configPath, logPath);
       const idleRss = memory(gateway.pid).rssKib / 1024;
@@ -720,8 +729,24 @@ async function main(): Promise<void> {
     for (const g of [gateway, jsGateway]) if (g !== undefined) await g.stop();
     await Promise.all([ctx.r.exit(), ctx.s.exit()]);
   }
+  let tpSection = '';
+  if (opts.tp || opts.tpOnly) {
+    tpSection = await runTunnelProxySection({
+      root: ROOT,
+      dir,
+      quick: opts.quick,
+      logLevel: opts.logLevel,
+      otherSections: await otherSectionsOff(opts.repo),
+      startGateway: (path) => startGateway(command, path, logPath),
+      memory,
+      resetPeak,
+      cpuSeconds,
+      sampleMemory,
+      say,
+    });
+  }
   const wall = (Date.now() - started) / 1000;
-  process.stdout.write(
+  if (transports.length > 0) process.stdout.write(
     renderReport(results, {
       bytes: opts.bytes,
       rounds: opts.rounds,
@@ -734,6 +759,7 @@ async function main(): Promise<void> {
       load: `${load0} → ${readFileSync('/proc/loadavg', 'utf8').split(' ')[0]!}`,
     }),
   );
+  process.stdout.write(tpSection);
   if (opts.json) process.stdout.write(`${JSON.stringify(results, null, 2)}\n`);
   rmSync(dir, { recursive: true, force: true });
 }

@@ -32,6 +32,21 @@ interface MonitorDoc {
     tunnels?: { clientOne: string; clientTwo: string; timestamp: number }[];
     total?: { totalClientCount?: number; totalTunnelCount?: number; totalTraffic?: number };
   };
+  tunnelProxyStatistic?: {
+    serverConnectionsCount?: number;
+    clientConnectionsCount?: number;
+    troughput?: number;
+    tunnelConnections?: {
+      name: string;
+      serverUuid: string;
+      address: string;
+      rxDataCount: number;
+      txDataCount: number;
+      timestamp: number;
+      paused?: boolean;
+      clientConnections?: { name: string; clientUuid: string; address: string; socketAddress?: number; rxDataCount: number; txDataCount: number; timestamp: number }[];
+    }[];
+  };
 }
 
 /** Human-readable byte counts: 1.5 MiB. */
@@ -64,6 +79,17 @@ export function renderMonitor(doc: MonitorDoc, nowMs = Date.now()): string {
   if ((p.tunnels ?? []).length > 0) {
     lines.push('', 'TUNNELS');
     for (const t of p.tunnels ?? []) lines.push(`  ${t.clientOne.slice(1, 9)} <-> ${t.clientTwo.slice(1, 9)}   up ${Math.max(0, Math.round(nowMs / 1000 - t.timestamp))}s`);
+  }
+  const tp = doc.tunnelProxyStatistic;
+  if ((tp?.tunnelConnections ?? []).length > 0) {
+    lines.push('', `TUNNEL PROXY   servers ${tp?.serverConnectionsCount ?? 0}   clients ${tp?.clientConnectionsCount ?? 0}   throughput ${formatBytes(tp?.troughput ?? 0)}/s`);
+    for (const srv of tp?.tunnelConnections ?? []) {
+      const age = Math.max(0, Math.round(nowMs / 1000 - srv.timestamp));
+      lines.push(`  server ${srv.name.slice(0, 24).padEnd(25)}${srv.serverUuid.slice(1, 9).padEnd(10)}${srv.address.padEnd(24)}RX ${formatBytes(srv.rxDataCount).padEnd(11)}TX ${formatBytes(srv.txDataCount).padEnd(11)}${age}s${srv.paused === true ? '   paused (a client is not reading)' : ''}`);
+      for (const c of srv.clientConnections ?? []) {
+        lines.push(`    #${String(c.socketAddress ?? '?').padEnd(6)}${c.name.slice(0, 21).padEnd(22)}${c.address.padEnd(24)}RX ${formatBytes(c.rxDataCount).padEnd(11)}TX ${formatBytes(c.txDataCount).padEnd(11)}${Math.max(0, Math.round(nowMs / 1000 - c.timestamp))}s`);
+      }
+    }
   }
   return lines.join('\n');
 }
