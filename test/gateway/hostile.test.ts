@@ -45,6 +45,7 @@ before(async () => {
       ],
       monitor: { path: join(dir, 'monitor.sock') },
       timeouts: { aloneMs: 2000 },
+      tunnelProxy: { enabled: true, listeners: [{ kind: 'tcp', host: '127.0.0.1', port: 0 }] },
     },
     cardBridge: {
       listeners: [{ kind: 'tcp', host: '127.0.0.1', port: 0 }],
@@ -185,6 +186,29 @@ const lineRequest = fc
     const body = items.map((i) => `>${i.id}:${i.command}:${i.arg}\n`).join('');
     return Buffer.concat([Buffer.from(head + body), junk ?? Buffer.alloc(0), Buffer.from('\n\n')]);
   });
+
+test('relay tunnel-proxy mode: hostile names in TunnelProxy methods, uuids and names', async () => {
+  const tpPort = gw.relay!.tunnelProxyListeners.find((l) => l.kind === 'tcp')!.port;
+  const tpMessage = fc
+    .record({
+      ns: fc.oneof(hostileName(), fc.constantFrom('TunnelProxy', 'RemoteProxy')),
+      method: fc.oneof(hostileName(), fc.constantFrom('RegisterServer', 'RegisterClient', 'DisconnectClient', 'Ping', 'Hello')),
+      keys: fc.array(fc.oneof(hostileName(), fc.constantFrom('serverUuid', 'serverName', 'clientUuid', 'clientName', 'socketAddress', 'timestamp')), { maxLength: 4 }),
+      value: fc.oneof(hostileJsonValue(), hostileName(), hugeNumber()),
+    })
+    .map(({ ns, method, keys, value }) => `${JSON.stringify(objectWithOwnKeys([['id', 1], ['method', `${ns}.${method}`], ['params', objectWithOwnKeys(keys.map((k) => [k, value] as const))]]))}\n`);
+  await fc.assert(
+    fc.asyncProperty(tpMessage, async (text) => {
+      await exchange(tpPort, Buffer.from(text), 1500, Buffer.from('\n'));
+    }),
+    { numRuns: RUNS, seed: 19 },
+  );
+  for (const k of PROTOTYPE_KEYS) {
+    const out = await exchange(tpPort, Buffer.from(`{"id":1,"method":"TunnelProxy.${k}","params":{}}\n`), 1500, Buffer.from('\n'));
+    assert.match(out.toString(), /"status":"error"/, k);
+  }
+  await assertHealthy();
+});
 
 test('card bridge: hostile reader names, commands, ids and PINs on the line protocol', async () => {
   const p = gw.cardBridge!.listeners.find((l) => l.kind === 'tcp')!.port;
