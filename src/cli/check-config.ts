@@ -32,7 +32,7 @@ function redactUrlPassword(s: string): string {
 /**
  * The config as plain data for printing: Secrets, secret-named string keys and URL passwords become
  * `[redacted]` (so does any other class instance: it is not known to be safe to print), undefined keys are
- * dropped, a disabled front end is `{ enabled: false }` (its defaults do not run).
+ * dropped, a disabled section (front end, `[ops]`) is `{ enabled: false }` (its defaults do not apply).
  */
 export function effectiveConfig(config: GatewayConfig): Record<string, unknown> {
   const plain = (value: unknown, key: string): unknown => {
@@ -48,7 +48,9 @@ export function effectiveConfig(config: GatewayConfig): Record<string, unknown> 
     return value;
   };
   const out = plain(config, '') as Record<string, unknown>;
-  for (const name of FRONT_ENDS) if (!config[name].enabled) out[name] = { enabled: false };
+  for (const [name, section] of Object.entries(out)) {
+    if (section !== null && typeof section === 'object' && (section as { enabled?: unknown }).enabled === false) out[name] = { enabled: false };
+  }
   return out;
 }
 
