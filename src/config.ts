@@ -7,6 +7,7 @@ import { z } from 'zod';
 import { relayConfigSchema } from './relay/config.ts';
 import { cardBridgeConfigSchema } from './card-bridge/config.ts';
 import { sealedApiConfigSchema } from './sealed-api/config.ts';
+import { opsConfigSchema } from './ops/config.ts';
 import { loadConfigFile, validateConfig } from './core/config/load.ts';
 
 /**
@@ -21,6 +22,8 @@ export const gatewayConfigSchema = z.strictObject({
   log: z
     .strictObject({
       level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+      /** `auto`: readable lines when stderr is a terminal, JSON lines otherwise. */
+      format: z.enum(['auto', 'json', 'pretty']).default('auto'),
     })
     .prefault({}),
   shutdown: z
@@ -32,6 +35,8 @@ export const gatewayConfigSchema = z.strictObject({
   relay: frontEnd(relayConfigSchema),
   cardBridge: frontEnd(cardBridgeConfigSchema),
   sealedApi: frontEnd(sealedApiConfigSchema),
+  /** The ops HTTP listener (/metrics, /healthz, /readyz): like a front end, on when its section is present. */
+  ops: frontEnd(opsConfigSchema),
 });
 
 export type GatewayConfig = z.output<typeof gatewayConfigSchema>;
@@ -43,6 +48,8 @@ export const EMBEDDED_DEFAULTS = {
   cardBridge: { backends: [{ kind: 'simulator' }] },
   // A demo WireGuard file under var/sealed/ managed as `demo` by the sealed API.
   sealedApi: { demo: true },
+  // Metrics and health on loopback.
+  ops: {},
 } as const;
 
 /** Validates the embedded defaults (no file). */

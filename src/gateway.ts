@@ -11,17 +11,38 @@ import type { GatewayConfig } from './config.ts';
 import type { RelayServer } from './relay/server.ts';
 import type { CardBridgeServer } from './card-bridge/server.ts';
 import type { SealedApiServer } from './sealed-api/server.ts';
+import type { OpsServer } from './ops/server.ts';
+import type { GatewayMetrics } from './ops/metrics.ts';
+import type { LogLevel } from './core/log.ts';
 
 export interface GatewayDeps {
   readonly log: Logger;
   /** Directory relative paths in the config refer to (the config file's directory, or the cwd). */
   readonly baseDir: string;
+  /** Applies a new log level to every logger (reload); the owner of the root logger provides it. */
+  readonly setLogLevel?: (level: LogLevel) => void;
+}
+
+/** What one reload did. */
+export interface ReloadReport {
+  /** Parts that failed to reload (each logged with its error; their previous state stays in force). */
+  readonly failed: readonly string[];
+  /** Keys that changed in the file but take effect only after a restart. */
+  readonly restartNeeded: readonly string[];
 }
 
 export interface Gateway extends Service {
   readonly relay: RelayServer | undefined;
   readonly cardBridge: CardBridgeServer | undefined;
   readonly sealedApi: SealedApiServer | undefined;
+  /** The ops listener (/metrics, /healthz, /readyz), when `[ops]` is enabled. */
+  readonly ops: OpsServer | undefined;
+  /**
+   * Applies a re-read config without dropping anything (SIGHUP): TLS certificates of every listener, the
+   * relay's token file, the sealed API's keys and registry, the log level. Every other changed key is
+   * logged once as "restart needed". Never rejects: a failure is logged and reported.
+   */
+  reload(next: GatewayConfig): Promise<ReloadReport>;
   /**
    * Human-readable lines saying how to reach each enabled front end; the CLI lines start with `command`
    * (default: `cliCommand()`).
@@ -58,13 +79,80 @@ export async function createGateway(config: GatewayConfig, deps: GatewayDeps): P
   const sealedApi = config.sealedApi.enabled ? (await import('./sealed-api/server.ts')).createSealedApiServer(config.sealedApi, deps) : undefined;
   const parts: Service[] = [relay, cardBridge, sealedApi].filter((s) => s !== undefined);
   const all = composeServices('gateway', parts);
+  const log = deps.log;
+  /** Set once every front end listens; readiness turns false for all when draining starts. */
+  let listening = false;
+  let draining = false;
+  const readiness = (): ReadonlyMap<string, boolean> => new Map(parts.map((p) => [p.name, listening && !draining]));
+  let ops: OpsServer | undefined;
+  let metrics: GatewayMetrics | undefined;
+  if (config.ops.enabled) {
+    const { createGatewayMetrics } = await import('./ops/metrics.ts');
+    const { createOpsServer } = await import('./ops/server.ts');
+    const { gatehouseVersion } = await import('./ops/version.ts');
+    metrics = createGatewayMetrics({ version: gatehouseVersion(), relay, cardBridge, sealedApi, readiness }, { maxReaderLabels: config.ops.maxReaderLabels });
+    ops = createOpsServer(config.ops, { log, metrics, readiness, draining: () => draining });
+  }
+  let logLevel = config.log.level;
+  /** Restart-needed keys already reported, so each change is logged once. */
+  const reported = new Set<string>();
+
+  async function reload(next: GatewayConfig): Promise<ReloadReport> {
+    const { changedKeys, isReloadable } = await import('./ops/reload.ts');
+    const failed: string[] = [];
+    const attempt = async (part: string, fn: () => Promise<void>): Promise<void> => {
+      try {
+        await fn();
+      } catch (err) {
+        failed.push(part);
+        log.error({ err, code: (err as { code?: unknown }).code, part }, 'reload failed; the previous state stays in force');
+      }
+    };
+    if (next.log.level !== logLevel) {
+      logLevel = next.log.level;
+      deps.setLogLevel?.(logLevel);
+      log.info({ level: logLevel }, 'log level changed');
+    }
+    // A front end enabled or disabled in the file is a restart-needed key (`relay.enabled`), not a reload.
+    if (relay !== undefined && next.relay.enabled) await attempt('relay', () => relay.reload(next.relay));
+    if (cardBridge !== undefined && next.cardBridge.enabled) await attempt('cardBridge', () => cardBridge.reload(next.cardBridge));
+    if (sealedApi !== undefined && next.sealedApi.enabled) await attempt('sealedApi', () => sealedApi.reload(next.sealedApi));
+    // Compared with the config the process started with: that is what is in force for these keys.
+    const restartNeeded = changedKeys(config, next).filter((k) => !isReloadable(k));
+    for (const key of restartNeeded) {
+      if (reported.has(key)) continue;
+      reported.add(key);
+      log.warn({ key }, 'restart needed: this change takes effect after a restart');
+    }
+    metrics?.reloaded(failed.length === 0);
+    log.info({ failed, restartNeeded }, 'configuration reloaded');
+    return { failed, restartNeeded };
+  }
+
   return {
     name: 'gateway',
     relay,
     cardBridge,
     sealedApi,
-    start: () => all.start(),
-    close: (options) => all.close(options ?? { graceMs: config.shutdown.graceMs }),
+    ops,
+    reload,
+    async start() {
+      // Ops first: /healthz answers at once and /readyz says 503 while the front ends start.
+      await ops?.start();
+      try {
+        await all.start();
+      } catch (err) {
+        await ops?.close();
+        throw err;
+      }
+      listening = true;
+    },
+    async close(options) {
+      draining = true;
+      // The front ends drain while the ops listener still answers (/readyz: 503); it closes last.
+      await all.close(options ?? { graceMs: config.shutdown.graceMs });
+      await ops?.close();
+    },
     describe(cli = cliCommand()) {
       const lines: string[] = [];
       if (relay !== undefined) {
@@ -72,7 +160,13 @@ export async function createGateway(config: GatewayConfig, deps: GatewayDeps): P
         for (const l of relay.listeners) lines.push(`  ${l.kind.padEnd(4)} ${l.url}`);
         if (relay.monitorPath !== undefined) lines.push(`  monitor: ${cli} monitor --socket ${relay.monitorPath}`);
         const ws = relay.listeners.find((l) => l.kind === 'ws') ?? relay.listeners[0];
-        if (ws !== undefined) lines.push(`  try:     ${cli} tunnel --url ${ws.url} --token demo   (run it twice to pair)`);
+        if (ws !== undefined) {
+          const auth = config.relay.authenticator;
+          // A token that works with the configured authenticator (dev accepts any; the others need a real one).
+          const token = auth.kind === 'dev' || auth.kind === 'mock' ? 'demo' : 'YOUR_TOKEN';
+          const why = auth.kind === 'dev' ? 'any token pairs with the dev authenticator' : auth.kind === 'static' ? `a token listed (hashed) in ${auth.file}` : auth.kind === 'mock' ? 'the mock authenticator' : `a token your ${auth.kind} authorizer accepts`;
+          lines.push(`  try:     ${cli} tunnel --url ${ws.url} --token ${token}   (run it twice to pair; ${why})`);
+        }
       }
       if (cardBridge !== undefined) {
         lines.push('Card bridge (foxyproxy line protocol):');
@@ -85,6 +179,7 @@ export async function createGateway(config: GatewayConfig, deps: GatewayDeps): P
         lines.push(`  clients: ${cli} clients keygen --out me.json && ${cli} clients add --name me --key me.json --allow 'files.*,time' --files '*'`);
         lines.push(`  try:     ${cli} call ${sealedApi.url} time --key me.json`);
       }
+      if (ops !== undefined) lines.push(`Ops: ${ops.url}/metrics  ${ops.url}/healthz  ${ops.url}/readyz`);
       return lines;
     },
   };

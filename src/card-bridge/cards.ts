@@ -9,6 +9,7 @@ import { GatewayError, isGatewayError } from '../core/errors.ts';
 import type { Logger } from '../core/log.ts';
 import type { CardBackend } from './backends/types.ts';
 import { CardLock } from './lock.ts';
+import { cardApduChannel, type CardApduEvent } from '../core/events.ts';
 import { statusWord, toHex } from './protocol/apdu.ts';
 import { certificateInfo, type CertificateInfo } from './protocol/der.ts';
 import { readCertificates, signHash, type SignOutcome } from './protocol/ica.ts';
@@ -171,7 +172,19 @@ export class CardService {
       });
       return Promise.race([work, deadline]).finally(() => clearTimeout(timer));
     };
-    const rawTransmit = (apdu: Buffer) => call((signal) => reader.backend.transmit(reader.terminal, apdu, signal).then(atLeastStatusWord));
+    const rawTransmit = (apdu: Buffer) =>
+      call((signal) => {
+        if (!cardApduChannel.hasSubscribers) return reader.backend.transmit(reader.terminal, apdu, signal).then(atLeastStatusWord);
+        // The card's own time (from when the backend gets the APDU), not the wait for the lock.
+        const started = performance.now();
+        return reader.backend
+          .transmit(reader.terminal, apdu, signal)
+          .then(atLeastStatusWord)
+          .finally(() => {
+            const event: CardApduEvent = { reader: reader.terminal, seconds: (performance.now() - started) / 1000 };
+            cardApduChannel.publish(event);
+          });
+      });
     return {
       reader,
       reset: () => call((signal) => reader.backend.reset(reader.terminal, signal).then(atLeastStatusWord)),

@@ -10,6 +10,7 @@ import type { CardCertificates, CardHandle, CardService, Certificate, Reader } f
 import { fromHex, parseApdu, toHex } from './protocol/apdu.ts';
 import { EMPTYLINE, type ReaderSpec, type Request } from './protocol/lines.ts';
 import { decodeBase64Name, encodeName, readerCandidates } from './protocol/readers.ts';
+import { cardCommandChannel, type CardCommandEvent } from '../core/events.ts';
 
 export interface Answer {
   readonly id: string;
@@ -26,6 +27,14 @@ export interface ExecuteContext {
 }
 
 export const COMMANDS = ['RESET', 'APDU', 'ENUM', 'LIST', 'READERS', 'ALIASES', 'CHAIN', 'SIGN', 'PERSONALIZE'] as const;
+const KNOWN_COMMANDS: ReadonlySet<string> = new Set(COMMANDS);
+
+/** Tells observers (metrics) how a command ended; a command name a client made up is `unknown`. */
+function publishCommand(cmd: string, code: string): void {
+  if (!cardCommandChannel.hasSubscribers) return;
+  const event: CardCommandEvent = { command: KNOWN_COMMANDS.has(cmd) ? cmd : 'unknown', code };
+  cardCommandChannel.publish(event);
+}
 
 function resultOf(err: unknown, log: Logger): string {
   if (isGatewayError(err)) return errorSpec(err.code).lineResult ?? 'C090';
@@ -107,6 +116,7 @@ export async function executeRequest(request: Request, ctx: ExecuteContext): Pro
       if (item.command === EMPTYLINE) continue;
       const cmd = item.command.toUpperCase();
       let result: string;
+      let code = 'ok';
       try {
         switch (cmd) {
           case 'RESET': {
@@ -151,12 +161,15 @@ export async function executeRequest(request: Request, ctx: ExecuteContext): Pro
             result = 'OK';
             break;
           default:
+            code = 'CARD_UNKNOWN_COMMAND';
             result = errorSpec('CARD_UNKNOWN_COMMAND').lineResult!;
         }
       } catch (err) {
+        code = isGatewayError(err) ? err.code : 'CORE_INTERNAL';
         result = resultOf(err, ctx.log);
         if (isGatewayError(err)) ctx.log.debug({ id: item.id, command: cmd, code: err.code, reason: err.message }, 'command failed');
       }
+      publishCommand(cmd, code);
       answers.push({ id: item.id, result });
     }
   } finally {

@@ -44,6 +44,11 @@ export interface CardBridgeServer extends Service {
   readonly cards: CardService;
   readonly listeners: readonly BoundCardListener[];
   readonly sessions: ReadonlySet<LineSession>;
+  /**
+   * Applies what can change while running: the TLS certificate of the `tls` listeners (new handshakes
+   * use it; open connections keep theirs). @throws GatewayError CORE_TLS_MATERIAL (the old one stays).
+   */
+  reload(next: CardBridgeConfig): Promise<void>;
 }
 
 export function createCardBridgeServer(config: CardBridgeConfig, deps: CardBridgeDeps): CardBridgeServer {
@@ -61,6 +66,7 @@ export function createCardBridgeServer(config: CardBridgeConfig, deps: CardBridg
   /** Every accepted TCP socket, including TLS handshakes that have not become sessions yet. */
   const tracker = new ConnectionTracker();
   const servers: NetServer[] = [];
+  const tlsServers: import('node:tls').Server[] = [];
   const apis: HttpApi[] = [];
   const bound: BoundCardListener[] = [];
   const admission = new Admission(config.limits);
@@ -113,6 +119,7 @@ export function createCardBridgeServer(config: CardBridgeConfig, deps: CardBridg
             ? createNetServer({ allowHalfOpen: true, noDelay: true }, onSocket)
             : createTlsServer({ ...tlsOpts, allowHalfOpen: true, handshakeTimeout: config.timeouts.requestReadMs }, onSocket);
         if (l.kind === 'tls') {
+          tlsServers.push(server as import('node:tls').Server);
           // Admission only sees sockets that finished their handshake: cap the ones still in it too (node
           // destroys connections past this at accept).
           server.maxConnections = config.limits.maxConnections;
@@ -175,6 +182,12 @@ export function createCardBridgeServer(config: CardBridgeConfig, deps: CardBridg
     listeners: bound,
     sessions,
     start,
+    async reload(next: CardBridgeConfig) {
+      if (tlsServers.length === 0 || next.tls === undefined) return;
+      const opts = await loadTlsFiles(next.tls, deps.baseDir);
+      for (const s of tlsServers) s.setSecureContext(opts);
+      log.info({ certFile: next.tls.certFile }, 'TLS certificate reloaded');
+    },
     close(options: CloseOptions = {}) {
       return lifecycle.close(() => doClose(options.graceMs ?? DEFAULT_GRACE_MS));
     },

@@ -1,28 +1,98 @@
-/** `gatehouse serve [--config FILE]`: runs the gateway until SIGINT/SIGTERM, then drains and exits. */
-import { Command } from 'commander';
+/**
+ * `gatehouse serve [--config FILE] [--log-level LEVEL] [--log-format FORMAT]`: runs the gateway until
+ * SIGINT/SIGTERM, then drains and exits. SIGHUP re-reads the config file and reloads what can change while
+ * running (gateway.reload: certificates, token file, sealed API registry, log level); it never stops the
+ * process, and a file that no longer validates is logged and ignored.
+ * The log level comes from --log-level, else GATEHOUSE_LOG_LEVEL, else the file's [log] level.
+ */
+import { Command, Option } from 'commander';
 import { dirname, resolve } from 'node:path';
-import { createLogger } from '../core/log.ts';
-import { defaultConfig, loadGatewayConfig } from '../config.ts';
-import { createGateway } from '../gateway.ts';
-import { reportAndExit } from './exit.ts';
+import { createLogger, LOG_LEVELS, type LogFormat, type LogLevel } from '../core/log.ts';
+import { defaultConfig, loadGatewayConfig, type GatewayConfig } from '../config.ts';
+import { createGateway, type Gateway } from '../gateway.ts';
+import { EXIT, fail, reportAndExit } from './exit.ts';
+
+interface ServeOpts {
+  config?: string;
+  logLevel?: LogLevel;
+  logFormat?: LogFormat;
+}
+
+/** --log-level, else GATEHOUSE_LOG_LEVEL (checked: a typo is a usage error, not a silent default). */
+function levelOverride(opts: ServeOpts): LogLevel | undefined {
+  if (opts.logLevel !== undefined) return opts.logLevel;
+  const env = process.env.GATEHOUSE_LOG_LEVEL;
+  if (env === undefined || env === '') return undefined;
+  const level = LOG_LEVELS.find((l) => l === env.trim().toLowerCase());
+  if (level === undefined) fail(`GATEHOUSE_LOG_LEVEL=${env} is not a log level: use one of ${LOG_LEVELS.join(', ')}`, EXIT.usage);
+  return level;
+}
 
 export function serveCommand(): Command {
   return new Command('serve')
-    .description('Run the gateway (embedded loopback defaults when no --config is given).')
+    .description('Run the gateway (embedded loopback defaults when no --config is given). SIGHUP reloads.')
     .option('-c, --config <file>', 'TOML config file')
-    .action(async (opts: { config?: string }) => {
-      const config = opts.config === undefined ? defaultConfig() : await loadGatewayConfig(opts.config);
+    .addOption(new Option('--log-level <level>', 'log level (overrides [log] level and GATEHOUSE_LOG_LEVEL)').choices(LOG_LEVELS))
+    .addOption(new Option('--log-format <format>', 'log lines: auto (readable on a terminal, JSON otherwise), json or pretty').choices(['auto', 'json', 'pretty']))
+    .action(async (opts: ServeOpts) => {
+      const override = levelOverride(opts);
+      const load = (): Promise<GatewayConfig> => (opts.config === undefined ? Promise.resolve(defaultConfig()) : loadGatewayConfig(opts.config));
+      const config = await load();
       const baseDir = opts.config === undefined ? process.cwd() : dirname(resolve(opts.config));
-      const log = createLogger({ level: config.log.level });
+      const log = createLogger({ level: override ?? config.log.level, format: opts.logFormat ?? config.log.format });
       if (opts.config === undefined) log.warn('no --config given: running on embedded defaults (loopback only, development credentials)');
-      const gateway = await createGateway(config, { log, baseDir });
+      const setLogLevel = (level: LogLevel) => {
+        if (override !== undefined) log.info({ level: override, fileLevel: level }, 'log level kept: --log-level or GATEHOUSE_LOG_LEVEL overrides the file');
+        else log.level = level;
+      };
+      const gateway = await createGateway(config, { log, baseDir, setLogLevel });
+      let stopping = false;
+      let started = false;
+
+      // SIGHUP from the first moment (a SIGHUP with no handler kills the process, exit 129): reloads run
+      // one at a time, a SIGHUP during one runs one more after it, and one during the start waits for it.
+      let reloading: Promise<void> | undefined;
+      let again = false;
+      const reloadOnce = async (g: Gateway): Promise<void> => {
+        let next: GatewayConfig;
+        try {
+          next = await load();
+        } catch (err) {
+          log.error({ code: (err as { code?: unknown }).code, reason: (err as Error).message }, 'reload refused: the config file is not valid; nothing changed');
+          return;
+        }
+        await g.reload(next);
+      };
+      const reload = (): void => {
+        if (stopping) return;
+        if (reloading !== undefined || !started) {
+          again = true;
+          return;
+        }
+        log.info({ signal: 'SIGHUP', config: opts.config ?? '(embedded defaults)' }, 'reloading');
+        reloading = reloadOnce(gateway)
+          .catch((err: unknown) => log.error({ err, code: 'CORE_INTERNAL' }, 'reload failed'))
+          .finally(() => {
+            reloading = undefined;
+            if (again) {
+              again = false;
+              reload();
+            }
+          });
+      };
+      process.on('SIGHUP', reload);
+
       try {
         await gateway.start();
       } catch (err) {
         reportAndExit(err, 'serve');
       }
-      process.stdout.write(`Gatehouse is running.\n${gateway.describe().join('\n')}\nPress Ctrl-C to stop.\n`);
-      let stopping = false;
+      started = true;
+      process.stdout.write(`Gatehouse is running.\n${gateway.describe().join('\n')}\nPress Ctrl-C to stop; SIGHUP reloads certificates, tokens, clients and the log level.\n`);
+      if (again) {
+        again = false;
+        reload();
+      }
       const stop = (signal: NodeJS.Signals) => {
         if (stopping) {
           log.warn({ signal }, 'second signal: exiting now');

@@ -1,10 +1,14 @@
 /**
  * Structured logging: pino JSON lines on stderr, one child logger per connection, secrets redacted.
+ * On a terminal (or with format `pretty`) the same records print as readable lines through pino-pretty;
+ * redaction happens before either format sees a record. Child loggers follow their root's level, so
+ * `root.level = 'debug'` (a reload) changes every logger at once.
  *
  * Redaction is belt and braces: config secrets are `Secret` objects that print `[redacted]` anyway, and
  * these paths catch raw tokens, PINs and keys that a careless log call might pass.
  */
 import { pino, type Logger, type DestinationStream } from 'pino';
+import { PinoPretty } from 'pino-pretty';
 
 export type { Logger } from 'pino';
 
@@ -27,9 +31,38 @@ export const REDACT_PATHS = [
 ];
 
 export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
+export const LOG_LEVELS: readonly LogLevel[] = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
 
-/** Creates the root logger. `destination` defaults to stderr (fd 2). */
-export function createLogger(options: { level: LogLevel; name?: string }, destination?: DestinationStream): Logger {
+/** `auto`: pretty when stderr is a terminal, JSON otherwise. */
+export type LogFormat = 'auto' | 'json' | 'pretty';
+
+/** Whether `format` means readable lines here (`auto` asks whether stderr is a terminal). */
+export function prettyLogs(format: LogFormat, isTty = process.stderr.isTTY === true): boolean {
+  return format === 'pretty' || (format === 'auto' && isTty);
+}
+
+/**
+ * A stream that prints records as readable lines (`12:00:01.234 INFO (relay): tunnel established …`),
+ * written to `destination` (default stderr) synchronously, so lines keep their order with other output.
+ */
+export function prettyStream(options: { colorize?: boolean; destination?: NodeJS.WritableStream | number } = {}): DestinationStream {
+  return PinoPretty({
+    destination: options.destination ?? 2,
+    sync: true,
+    colorize: options.colorize ?? process.stderr.isTTY === true,
+    translateTime: 'SYS:HH:MM:ss.l',
+    ignore: 'pid,hostname,name',
+    messageKey: 'msg',
+    singleLine: true,
+  });
+}
+
+/**
+ * Creates the root logger. `destination` defaults to stderr (fd 2): JSON lines, or readable lines when
+ * `format` says so (`pretty`, or `auto` on a terminal).
+ */
+export function createLogger(options: { level: LogLevel; name?: string; format?: LogFormat }, destination?: DestinationStream): Logger {
+  const pretty = destination === undefined && prettyLogs(options.format ?? 'json');
   return pino(
     {
       name: options.name ?? 'gatehouse',
@@ -39,7 +72,7 @@ export function createLogger(options: { level: LogLevel; name?: string }, destin
       timestamp: pino.stdTimeFunctions.isoTime,
       formatters: { level: (label) => ({ level: label }) },
     },
-    destination ?? pino.destination({ fd: 2, sync: false }),
+    destination ?? (pretty ? prettyStream() : pino.destination({ fd: 2, sync: false })),
   );
 }
 

@@ -73,6 +73,12 @@ export interface RelayServer extends Service {
   readonly tunnelProxyListeners: readonly BoundListener[];
   /** Folds bytes moved by the kernel relay into the session and server counters. */
   syncTraffic(): void;
+  /**
+   * Applies what can change while running (SIGHUP): the TLS certificate of every tls and wss listener
+   * (new handshakes use it, open connections keep theirs) and the authenticator's files (token file).
+   * @throws GatewayError CORE_TLS_MATERIAL (the old certificate stays in force).
+   */
+  reload(next: RelayConfig): Promise<void>;
 }
 
 export function createRelayServer(config: RelayConfig, deps: RelayDeps): RelayServer {
@@ -83,6 +89,8 @@ export function createRelayServer(config: RelayConfig, deps: RelayDeps): RelaySe
   const tpBound: BoundListener[] = [];
   const tunnelProxy = config.tunnelProxy.enabled ? createTunnelProxy(config, { log }) : undefined;
   const servers: { server: NetServer | HttpServer; wss?: WebSocketServer }[] = [];
+  /** Listeners that terminate TLS (tls, wss), for certificate reloads. */
+  const tlsServers: import('node:tls').Server[] = [];
   const admission = new Admission(config.limits);
   const tracker = new ConnectionTracker();
   /** Admission slots of live sessions, released when the session's link is gone. */
@@ -272,6 +280,7 @@ export function createRelayServer(config: RelayConfig, deps: RelayDeps): RelaySe
     const port = await listen(server, addr, `relay ${tp === undefined ? '' : 'tunnel-proxy '}${l.kind} listener`);
     if (l.kind === 'unix' && 'path' in addr) await chmod(addr.path, parseInt(l.mode, 8));
     servers.push(wss === undefined ? { server } : { server, wss });
+    if (l.kind === 'tls' || l.kind === 'wss') tlsServers.push(server as import('node:tls').Server);
     const hostPart = 'path' in addr ? addr.path : describeAddress({ host: addr.host, port });
     (tp === undefined ? bound : tpBound).push({ kind: l.kind, port, url: l.kind === 'unix' ? `unix:${hostPart}` : `${l.kind}://${hostPart}` });
   }
@@ -289,6 +298,14 @@ export function createRelayServer(config: RelayConfig, deps: RelayDeps): RelaySe
     },
     get monitorPath() {
       return monitor?.path;
+    },
+    async reload(next: RelayConfig) {
+      if (tlsServers.length > 0 && next.tls !== undefined) {
+        const opts = await loadTlsFiles(next.tls, deps.baseDir);
+        for (const s of tlsServers) s.setSecureContext(opts);
+        log.info({ certFile: next.tls.certFile, listeners: tlsServers.length }, 'TLS certificate reloaded');
+      }
+      await authenticator?.reload?.();
     },
 
     async start() {

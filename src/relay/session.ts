@@ -27,6 +27,7 @@ import { introspect, type AuthenticationError } from './protocol/api.ts';
 import type { Authenticator, AuthResult } from './authenticators/types.ts';
 import type { OfferResult, Rendezvous, RendezvousKey } from './rendezvous.ts';
 import { sameUuid } from './uuid.ts';
+import { relayAuthChannel, type RelayAuthEvent } from '../core/events.ts';
 
 export type SessionState = 'handshake' | 'authenticating' | 'waiting' | 'pairing' | 'tunnel' | 'closed';
 
@@ -231,7 +232,10 @@ export class Session {
 
   #authenticate(id: number, params: Readonly<Record<string, string>>): void {
     const ip = this.link.remoteAddress;
-    if (this.#ctx.backoff.blocked(ip)) return this.fail('RELAY_LIMIT_AUTH_BACKOFF', { id });
+    if (this.#ctx.backoff.blocked(ip)) {
+      this.#publishAuth('RELAY_LIMIT_AUTH_BACKOFF');
+      return this.fail('RELAY_LIMIT_AUTH_BACKOFF', { id });
+    }
     this.state = 'authenticating';
     this.name = params.name ?? '';
     this.uuid = params.uuid ?? '';
@@ -292,9 +296,10 @@ export class Session {
   #afterAuthentication(id: number, key: RendezvousKey, result: AuthResult): void {
     const reply = (error: AuthenticationError) =>
       this.sendText(successResponse(id, { authenticationError: error }));
+    this.#publishAuth(result.error);
     if (result.error !== 'AuthenticationErrorNoError') {
       this.#ctx.backoff.fail(this.link.remoteAddress);
-      this.log.info({ authenticationError: result.error }, 'authentication failed');
+      this.log.warn({ authenticationError: result.error }, 'authentication failed');
       reply(result.error);
       return this.fail('RELAY_AUTHENTICATION_FAILED');
     }
@@ -367,6 +372,13 @@ export class Session {
         return;
       }
     }
+  }
+
+  /** Tells observers (metrics) how an Authenticate ended and how long the handshake took. */
+  #publishAuth(result: string): void {
+    if (!relayAuthChannel.hasSubscribers) return;
+    const event: RelayAuthEvent = { result, transport: this.link.kind, seconds: (Date.now() - this.connectedAt) / 1000 };
+    relayAuthChannel.publish(event);
   }
 
   /** True when the client sent anything beyond its Authenticate request (whitespace aside). */

@@ -20,7 +20,8 @@ import type { ActionRegistry } from './actions/index.ts';
 import type { ActionRunner } from './run-action.ts';
 import type { FailureBackoff } from '../core/backoff.ts';
 import { clientAddress, type AddressBook } from './proxy.ts';
-import { fail, sendPlain, sendPlainAndClose, sendSealed, type Answer } from './respond.ts';
+import { fail, publishRefusal, sendPlain, sendPlainAndClose, sendSealed, type Answer } from './respond.ts';
+import { sealedRequestChannel, type SealedRequestEvent } from '../core/events.ts';
 
 export interface RequestHandlerDeps {
   readonly config: SealedApiConfig;
@@ -57,6 +58,7 @@ export function createRequestHandler(d: RequestHandlerDeps): RequestHandler {
     requestId: string,
     ip: string,
     t: number,
+    seen: { action: string },
   ): Promise<void> {
     const body = await readBody(req, res, requestId, {
       maxBodyBytes: config.limits.maxBodyBytes,
@@ -94,17 +96,23 @@ export function createRequestHandler(d: RequestHandlerDeps): RequestHandler {
     }
     if (d.addresses.seen(`${client.entry.kid}|${ip}`, now()))
       log.info({ client: client.entry.name, kid: client.entry.kid, ip }, 'new client address');
-    let answer: Answer;
+    let refusal: Answer | undefined;
     const action = d.actions.get(claims.act);
-    if (verdict === 'full') answer = fail('SEALED_REPLAY_CACHE_FULL', 'the server is too busy; retry later');
+    // A metric label: only names the server registered (a client's string never becomes one).
+    seen.action = action === undefined ? 'unregistered' : action.name;
+    if (verdict === 'full') refusal = fail('SEALED_REPLAY_CACHE_FULL', 'the server is too busy; retry later');
     else if (verdict === 'failed')
-      answer = fail('SEALED_REPLAY_STORE_FAILED', 'the server cannot check for replays; retry later');
+      refusal = fail('SEALED_REPLAY_STORE_FAILED', 'the server cannot check for replays; retry later');
     else if (!(await d.horizon.guard(claims.iat * 1000, now())))
-      answer = fail('SEALED_REPLAY_HORIZON_FAILED', 'the server cannot record the request; retry later');
+      refusal = fail('SEALED_REPLAY_HORIZON_FAILED', 'the server cannot record the request; retry later');
     else if (!matchesAllow(client.entry.allow, claims.act))
-      answer = fail('SEALED_FORBIDDEN', `action ${claims.act} is not allowed for this client`);
-    else if (action === undefined) answer = fail('SEALED_UNKNOWN_ACTION', `no action named ${claims.act}`);
-    else
+      refusal = fail('SEALED_FORBIDDEN', `action ${claims.act} is not allowed for this client`);
+    else if (action === undefined) refusal = fail('SEALED_UNKNOWN_ACTION', `no action named ${claims.act}`);
+    let answer: Answer;
+    if (refusal !== undefined || action === undefined) {
+      answer = refusal ?? fail('SEALED_UNKNOWN_ACTION', `no action named ${claims.act}`);
+      if (!answer.ok) publishRefusal(answer.error.code);
+    } else
       answer = await d.runner.run(action, claims.args, client, {
         client: { kid: client.entry.kid, name: client.entry.name },
         requestId,
@@ -124,6 +132,13 @@ export function createRequestHandler(d: RequestHandlerDeps): RequestHandler {
 
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const requestId = randomBytes(6).toString('hex');
+    const seen = { action: 'none' };
+    if (sealedRequestChannel.hasSubscribers) {
+      res.once('close', () => {
+        const event: SealedRequestEvent = { action: seen.action, status: res.headersSent ? res.statusCode : 0 };
+        sealedRequestChannel.publish(event);
+      });
+    }
     const ip = clientAddress(req, config.proxy.trustedHops, config.proxy.header);
     if (!d.running()) return sendPlain(res, 'CORE_SHUTTING_DOWN', requestId, { connection: 'close' });
     const t = now();
@@ -142,7 +157,7 @@ export function createRequestHandler(d: RequestHandlerDeps): RequestHandler {
       return sendPlain(res, 'SEALED_LIMIT_CONCURRENT', requestId);
     inFlight++;
     try {
-      await authenticated(req, res, requestId, ip, t);
+      await authenticated(req, res, requestId, ip, t, seen);
     } finally {
       inFlight--;
       if (inFlight === 0) for (const cb of idle) cb();

@@ -5,6 +5,7 @@
 import type { ServerResponse } from 'node:http';
 import { errorSpec, type ErrorCode } from '../core/errors.ts';
 import { MEDIA_TYPE, type ResponseBody } from './envelope.ts';
+import { sealedRefusalChannel, type SealedRefusalEvent } from '../core/events.ts';
 
 /** A sealed answer's body with the HTTP status it travels with. */
 export type Answer = ResponseBody & { readonly status: number };
@@ -15,13 +16,21 @@ export function plainBody(code: ErrorCode): string {
   return JSON.stringify({ error: code.replace(/^(SEALED|CORE)_/, '').toLowerCase() });
 }
 
-/** A plain JSON error answer with the code's HTTP status. */
+/** Tells observers (metrics) that a request was refused and why. */
+export function publishRefusal(code: string): void {
+  if (!sealedRefusalChannel.hasSubscribers) return;
+  const event: SealedRefusalEvent = { code };
+  sealedRefusalChannel.publish(event);
+}
+
+/** A plain JSON error answer with the code's HTTP status (published as a refusal). */
 export function sendPlain(
   res: ServerResponse,
   code: ErrorCode,
   requestId: string,
   extra: Readonly<Record<string, string>> = {},
 ): void {
+  publishRefusal(code);
   const body = plainBody(code);
   res.writeHead(errorSpec(code).httpStatus, {
     'content-type': 'application/json',

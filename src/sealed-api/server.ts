@@ -15,6 +15,7 @@ import { join, resolve } from 'node:path';
 import type { Logger } from '../core/log.ts';
 import { Lifecycle, type CloseOptions, type Service } from '../core/lifecycle.ts';
 import { listen, stopListening } from '../core/net.ts';
+import { loadTlsFiles } from '../core/tls.ts';
 import type { SealedApiConfig } from './config.ts';
 import type { ServerPublicInfo } from './keys.ts';
 import { ClientRegistry } from './registry.ts';
@@ -53,8 +54,14 @@ export interface SealedApiServer extends Service {
   serverInfo(): ServerPublicInfo;
   readonly registry: ClientRegistry;
   readonly actions: ActionRegistry;
-  /** Reloads server keys and registry now (tests; the watchers do it by themselves). */
-  reload(): Promise<void>;
+  /** Entries in the replay cache now (metrics). */
+  readonly replayEntries: number;
+  /**
+   * Reloads server keys and registry now (the watchers do it by themselves too) and, given the new
+   * config, the TLS certificate (new handshakes use it; open connections keep theirs).
+   * @throws GatewayError CORE_TLS_MATERIAL (the old certificate stays in force).
+   */
+  reload(next?: SealedApiConfig): Promise<void>;
 }
 
 export function createSealedApiServer(config: SealedApiConfig, deps: SealedApiDeps): SealedApiServer {
@@ -141,9 +148,16 @@ export function createSealedApiServer(config: SealedApiConfig, deps: SealedApiDe
     serverInfo() {
       return keys.info;
     },
-    async reload() {
+    get replayEntries() {
+      return replay.size;
+    },
+    async reload(next?: SealedApiConfig) {
       await keys.load(false);
       await registry.reload();
+      if (next?.tls !== undefined && server !== undefined && 'setSecureContext' in server) {
+        (server as import('node:https').Server).setSecureContext(await loadTlsFiles(next.tls, deps.baseDir));
+        log.info({ certFile: next.tls.certFile }, 'TLS certificate reloaded');
+      }
     },
     async start() {
       lifecycle.beginStart();

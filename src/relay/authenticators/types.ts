@@ -27,6 +27,8 @@ export interface Authenticator {
   readonly kind: string;
   /** Decides on one request. Must settle promptly once `signal` aborts. */
   authenticate(request: AuthRequest, signal: AbortSignal): Promise<AuthResult>;
+  /** Re-reads what the authenticator loads from files (SIGHUP); rejects when the new file is unusable. */
+  reload?(): Promise<unknown>;
   /** Releases watchers and sockets. */
   close?(): Promise<void>;
 }

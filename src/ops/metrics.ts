@@ -1,0 +1,245 @@
+/**
+ * The Prometheus metrics of one gateway process (prom-client, its own Registry, not the global one).
+ *
+ * Two sources, neither of which couples a front end to this module:
+ * - gauges and totals are read from the running front ends at scrape time (`MetricSources`);
+ * - outcomes (authentications, card commands, APDU latency, sealed API requests and refusals) arrive as
+ *   `node:diagnostics_channel` events the front ends publish (core/events.ts).
+ * Label values are closed sets (transports, states, catalogue codes, HTTP statuses), names the operator
+ * configured (registered actions) or hardware reader names capped at `maxReaderLabels` (then `other`).
+ * Nothing a client chose becomes a label: no addresses, tokens, client names or made-up action names.
+ */
+import { subscribe, unsubscribe } from 'node:diagnostics_channel';
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { CardApduEvent, CardCommandEvent, RelayAuthEvent, SealedRefusalEvent, SealedRequestEvent } from '../core/events.ts';
+import type { RelayServer } from '../relay/server.ts';
+import type { CardBridgeServer } from '../card-bridge/server.ts';
+import type { SealedApiServer } from '../sealed-api/server.ts';
+
+/** What the metrics read from the running gateway at scrape time. */
+export interface MetricSources {
+  readonly version: string;
+  readonly relay?: Pick<RelayServer, 'sessions' | 'tunnels' | 'stats' | 'syncTraffic' | 'tunnelProxy'> | undefined;
+  readonly cardBridge?: Pick<CardBridgeServer, 'cards'> | undefined;
+  readonly sealedApi?: Pick<SealedApiServer, 'replayEntries'> | undefined;
+  /** Each enabled front end and whether it is listening and not draining. */
+  readiness(): ReadonlyMap<string, boolean>;
+}
+
+export interface GatewayMetrics {
+  readonly registry: Registry;
+  /** Counts a SIGHUP reload. */
+  reloaded(ok: boolean): void;
+  /** Stops listening to the front ends' events. */
+  close(): void;
+}
+
+const LATENCY_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
+const RELAY_STATES = ['handshake', 'authenticating', 'waiting', 'pairing', 'tunnel'] as const;
+
+/** Sets a counter to a total kept elsewhere (a front end's own monotonic counter). */
+function mirror(counter: Counter, value: number, labels?: Record<string, string>): void {
+  if (labels === undefined) {
+    counter.reset();
+    counter.inc(value);
+  } else {
+    counter.remove(labels);
+    counter.inc(labels, value);
+  }
+}
+
+export function createGatewayMetrics(sources: MetricSources, options: { maxReaderLabels: number }): GatewayMetrics {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry });
+
+  new Gauge({
+    name: 'gatehouse_info',
+    help: 'Gatehouse build information (always 1).',
+    labelNames: ['version'],
+    registers: [registry],
+    collect() {
+      this.set({ version: sources.version }, 1);
+    },
+  });
+  new Gauge({
+    name: 'gatehouse_front_end_ready',
+    help: '1 while the front end is listening and not draining.',
+    labelNames: ['front_end'],
+    registers: [registry],
+    collect() {
+      for (const [name, ready] of sources.readiness()) this.set({ front_end: name }, ready ? 1 : 0);
+    },
+  });
+  const reloads = new Counter({ name: 'gatehouse_reloads_total', help: 'Configuration reloads (SIGHUP) by result.', labelNames: ['result'], registers: [registry] });
+
+  const subscriptions: [string, (message: unknown) => void][] = [];
+  const on = <T>(channel: string, fn: (event: T) => void) => {
+    const handler = (message: unknown) => fn(message as T);
+    subscribe(channel, handler);
+    subscriptions.push([channel, handler]);
+  };
+
+  const relay = sources.relay;
+  if (relay !== undefined) {
+    new Gauge({
+      name: 'gatehouse_relay_connections',
+      help: 'Relay client connections now, by transport and state.',
+      labelNames: ['transport', 'state'],
+      registers: [registry],
+      collect() {
+        const counts = new Map<string, number>();
+        for (const s of relay.sessions) {
+          if (s.state === 'closed') continue;
+          const key = `${s.link.kind}\u0000${s.state}`;
+          counts.set(key, (counts.get(key) ?? 0) + 1);
+        }
+        this.reset();
+        for (const transport of ['tcp', 'tls', 'ws', 'wss', 'unix'])
+          for (const state of RELAY_STATES) this.set({ transport, state }, counts.get(`${transport}\u0000${state}`) ?? 0);
+      },
+    });
+    new Counter({
+      name: 'gatehouse_relay_connections_total',
+      help: 'Relay client connections accepted since start.',
+      registers: [registry],
+      collect() {
+        mirror(this, relay.stats.totalClientCount);
+      },
+    });
+    new Gauge({
+      name: 'gatehouse_relay_tunnels_open',
+      help: 'Relay tunnels open now.',
+      registers: [registry],
+      collect() {
+        this.set(relay.tunnels.size);
+      },
+    });
+    new Counter({
+      name: 'gatehouse_relay_tunnels_total',
+      help: 'Relay tunnels established since start.',
+      registers: [registry],
+      collect() {
+        mirror(this, relay.stats.totalTunnelCount);
+      },
+    });
+    new Counter({
+      name: 'gatehouse_relay_bytes_total',
+      help: 'Bytes relayed through tunnels (both directions) by data path: js, or kernel (splice).',
+      labelNames: ['path'],
+      registers: [registry],
+      collect() {
+        relay.syncTraffic();
+        const { totalTraffic, kernelTraffic } = relay.stats;
+        mirror(this, totalTraffic - kernelTraffic, { path: 'js' });
+        mirror(this, kernelTraffic, { path: 'kernel' });
+      },
+    });
+    const auth = new Counter({
+      name: 'gatehouse_relay_authentications_total',
+      help: 'Relay Authenticate answers by result (the protocol error name, or the refusal code).',
+      labelNames: ['result'],
+      registers: [registry],
+    });
+    const handshake = new Histogram({
+      name: 'gatehouse_relay_handshake_seconds',
+      help: 'From accepting a relay connection to answering its Authenticate request.',
+      labelNames: ['transport'],
+      buckets: LATENCY_BUCKETS,
+      registers: [registry],
+    });
+    on<RelayAuthEvent>('gatehouse:relay:auth', (e) => {
+      auth.inc({ result: e.result });
+      handshake.observe({ transport: e.transport }, e.seconds);
+    });
+    if (relay.tunnelProxy !== undefined) {
+      const tp = relay.tunnelProxy;
+      new Gauge({
+        name: 'gatehouse_relay_tunnel_proxy_traffic_bytes',
+        help: 'Bytes carried by the tunnel-proxy mode since start.',
+        registers: [registry],
+        collect() {
+          this.set(tp.registry.totals.traffic);
+        },
+      });
+    }
+  }
+
+  const cardBridge = sources.cardBridge;
+  if (cardBridge !== undefined) {
+    new Gauge({
+      name: 'gatehouse_card_readers',
+      help: 'Card readers present now, by whether a card is in them.',
+      labelNames: ['card'],
+      registers: [registry],
+      collect() {
+        let present = 0;
+        let absent = 0;
+        for (const r of cardBridge.cards.readers()) {
+          if (r.atr === undefined) absent++;
+          else present++;
+        }
+        this.set({ card: 'present' }, present);
+        this.set({ card: 'absent' }, absent);
+      },
+    });
+    const commands = new Counter({
+      name: 'gatehouse_card_requests_total',
+      help: 'Card bridge commands by command and result code (ok or the catalogue code).',
+      labelNames: ['command', 'code'],
+      registers: [registry],
+    });
+    const apdu = new Histogram({
+      name: 'gatehouse_card_apdu_seconds',
+      help: 'APDU round trips to the card, by reader (readers past the label cap are "other").',
+      labelNames: ['reader'],
+      buckets: LATENCY_BUCKETS,
+      registers: [registry],
+    });
+    const readerLabels = new Map<string, string>();
+    const readerLabel = (reader: string): string => {
+      const known = readerLabels.get(reader);
+      if (known !== undefined) return known;
+      if (readerLabels.size >= options.maxReaderLabels) return 'other';
+      readerLabels.set(reader, reader);
+      return reader;
+    };
+    on<CardCommandEvent>('gatehouse:card-bridge:command', (e) => commands.inc({ command: e.command, code: e.code }));
+    on<CardApduEvent>('gatehouse:card-bridge:apdu', (e) => apdu.observe({ reader: readerLabel(e.reader) }, e.seconds));
+  }
+
+  const sealedApi = sources.sealedApi;
+  if (sealedApi !== undefined) {
+    const requests = new Counter({
+      name: 'gatehouse_sealed_requests_total',
+      help: 'Sealed API requests by action (registered names; "none" before authentication) and HTTP status.',
+      labelNames: ['action', 'status'],
+      registers: [registry],
+    });
+    const refusals = new Counter({
+      name: 'gatehouse_sealed_refusals_total',
+      help: 'Sealed API refusals by reason (catalogue code), never by client.',
+      labelNames: ['reason'],
+      registers: [registry],
+    });
+    new Gauge({
+      name: 'gatehouse_sealed_replay_cache_entries',
+      help: 'Entries in the sealed API replay cache.',
+      registers: [registry],
+      collect() {
+        this.set(sealedApi.replayEntries);
+      },
+    });
+    on<SealedRequestEvent>('gatehouse:sealed-api:request', (e) => requests.inc({ action: e.action, status: String(e.status) }));
+    on<SealedRefusalEvent>('gatehouse:sealed-api:refusal', (e) => refusals.inc({ reason: e.code }));
+  }
+
+  return {
+    registry,
+    reloaded(ok) {
+      reloads.inc({ result: ok ? 'ok' : 'failed' });
+    },
+    close() {
+      for (const [channel, handler] of subscriptions.splice(0)) unsubscribe(channel, handler);
+    },
+  };
+}
