@@ -39,8 +39,9 @@ function run(args: string[]): Promise<{ code: number; stdout: string; stderr: st
       return;
     }
     execFile(analyze, args, { timeout: 30_000, killSignal: 'SIGKILL' }, (err, stdout, stderr) => {
-      if (err !== null && typeof err.code !== 'number') reject(err);
-      else resolve({ code: err === null ? 0 : (err.code as number), stdout, stderr });
+      if (err === null) resolve({ code: 0, stdout, stderr });
+      else if (typeof err.code === 'number') resolve({ code: err.code, stdout, stderr });
+      else reject(new Error(`systemd-analyze ${args.join(' ')}: ${err.message}`));
     });
   });
 }
