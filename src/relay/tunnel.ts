@@ -5,7 +5,9 @@
  * it will ever see; relaying starts only once both notifications are flushed, so no relayed byte shares
  * a write with a notification (stock clients hang otherwise). Data a side sends meanwhile is held.
  * Data path: a chunk from A is written to B; when more than `tunnelBufferBytes` wait on B, A is paused
- * until B drains. No per-chunk allocation, timer or log.
+ * until B drains. A reader that has used its fair share of an event-loop turn also pauses until the turn
+ * is over (read-turns.ts), so a quiet tunnel never waits behind busy ones' bursts. No per-chunk
+ * allocation, timer or log.
  * End: when A ends its sending side, B is sent what is pending and then closed (stream FIN, or WS close
  * 1011 "Tunnel client disconnected"); B may still send toward A until it ends too or `halfCloseMs`
  * passes. When A is gone entirely, B is flushed and closed. The key is free for a new pair from A's end on.
@@ -23,6 +25,7 @@ import { notification } from './protocol/jsonrpc.ts';
 import { normalizeUuid } from './uuid.ts';
 import { StreamLink, type LinkHandlers } from './links.ts';
 import type { SpliceEngine, SpliceEvent } from './splice.ts';
+import { ReadTurns } from './read-turns.ts';
 
 export interface TunnelContext {
   readonly rendezvous: Rendezvous<Session>;
@@ -40,6 +43,14 @@ export interface TunnelContext {
   /** The largest WebSocket message a side may send once the tunnel runs. */
   readonly tunnelBufferBytes: number;
 }
+
+/**
+ * Fair shares of an event-loop turn for every JavaScript-path tunnel in this process (one event loop, so
+ * one scheduler; read-turns.ts): 1 MiB per turn in total, at least one 64 KiB read per busy reader. With
+ * 64 busy tunnels a turn copies ~4 MiB instead of up to 2 MiB per socket; a lone tunnel yields once per
+ * MiB (one setImmediate and a read restart, against sixteen 64 KiB reads and writes).
+ */
+const READ_TURNS = new ReadTurns(1024 * 1024, 64 * 1024);
 
 /** How long a hand-off may wait for Node's write buffers to empty before it gives up (stays in JS). */
 const HANDOFF_WAIT_MS = 2000;
@@ -252,16 +263,38 @@ export class Tunnel {
     const src = from.link;
     const dst = to.link;
     const ctx = this.ctx;
+    const reader = READ_TURNS.reader();
+    /** Paused until `dst` drains (backpressure). */
+    let blocked = false;
+    /** Paused until the event-loop turn is over (its share of the turn used, see read-turns.ts). */
+    let yielding = false;
+    const endOfTurn = () =>
+      this.#boundary.run(() => {
+        yielding = false;
+        // A hand-off in progress (or done) owns the reader's state; it resumes it itself if it gives up.
+        if (!blocked && this.#handoff !== 'pending' && this.#handoff !== 'done') src.resume();
+      });
     fromHandlers.data = (chunk) => {
       const n = chunk.length;
       from.rxBytes += n;
       to.txBytes += n;
       this.relayedBytes += n;
       ctx.countTraffic(n);
-      if (!dst.sendData(chunk)) src.pause();
+      const shareUsed = READ_TURNS.charge(reader, n);
+      if (!dst.sendData(chunk)) {
+        blocked = true;
+        src.pause();
+      } else if (shareUsed && !yielding) {
+        yielding = true;
+        src.pause();
+        READ_TURNS.yieldTurn(endOfTurn);
+      }
       if (this.#handoff === 'none' && this.relayedBytes >= ctx.spliceAfterBytes) this.#handOff(this.#streams!);
     };
-    toHandlers.drain = () => src.resume();
+    toHandlers.drain = () => {
+      blocked = false;
+      if (!yielding) src.resume();
+    };
   }
 
   /** One side ended its sending (`gone` false) or disappeared (`gone` true). */
