@@ -49,7 +49,7 @@ export function prettyStream(options: { colorize?: boolean; destination?: NodeJS
   return PinoPretty({
     destination: options.destination ?? 2,
     sync: true,
-    colorize: options.colorize ?? process.stderr.isTTY === true,
+    colorize: options.colorize ?? process.stderr.isTTY,
     translateTime: 'SYS:HH:MM:ss.l',
     ignore: 'pid,hostname,name',
     messageKey: 'msg',

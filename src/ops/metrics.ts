@@ -51,6 +51,9 @@ function mirror(counter: Counter, value: number, labels?: Record<string, string>
 export function createGatewayMetrics(sources: MetricSources, options: { maxReaderLabels: number }): GatewayMetrics {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry });
+  // prom-client also names three gauges `*_total`, which promtool (and Prometheus's naming rules) reserve
+  // for counters; `nodejs_active_resources` (by type) says the same without the suffix.
+  for (const name of ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total']) registry.removeSingleMetric(name);
 
   new Gauge({
     name: 'gatehouse_info',
@@ -73,8 +76,7 @@ export function createGatewayMetrics(sources: MetricSources, options: { maxReade
   const reloads = new Counter({ name: 'gatehouse_reloads_total', help: 'Configuration reloads (SIGHUP) by result.', labelNames: ['result'], registers: [registry] });
 
   const subscriptions: [string, (message: unknown) => void][] = [];
-  const on = <T>(channel: string, fn: (event: T) => void) => {
-    const handler = (message: unknown) => fn(message as T);
+  const on = (channel: string, handler: (message: unknown) => void) => {
     subscribe(channel, handler);
     subscriptions.push([channel, handler]);
   };
@@ -147,7 +149,8 @@ export function createGatewayMetrics(sources: MetricSources, options: { maxReade
       buckets: LATENCY_BUCKETS,
       registers: [registry],
     });
-    on<RelayAuthEvent>('gatehouse:relay:auth', (e) => {
+    on('gatehouse:relay:auth', (m) => {
+      const e = m as RelayAuthEvent;
       auth.inc({ result: e.result });
       handshake.observe({ transport: e.transport }, e.seconds);
     });
@@ -203,8 +206,14 @@ export function createGatewayMetrics(sources: MetricSources, options: { maxReade
       readerLabels.set(reader, reader);
       return reader;
     };
-    on<CardCommandEvent>('gatehouse:card-bridge:command', (e) => commands.inc({ command: e.command, code: e.code }));
-    on<CardApduEvent>('gatehouse:card-bridge:apdu', (e) => apdu.observe({ reader: readerLabel(e.reader) }, e.seconds));
+    on('gatehouse:card-bridge:command', (m) => {
+      const e = m as CardCommandEvent;
+      commands.inc({ command: e.command, code: e.code });
+    });
+    on('gatehouse:card-bridge:apdu', (m) => {
+      const e = m as CardApduEvent;
+      apdu.observe({ reader: readerLabel(e.reader) }, e.seconds);
+    });
   }
 
   const sealedApi = sources.sealedApi;
@@ -229,8 +238,11 @@ export function createGatewayMetrics(sources: MetricSources, options: { maxReade
         this.set(sealedApi.replayEntries);
       },
     });
-    on<SealedRequestEvent>('gatehouse:sealed-api:request', (e) => requests.inc({ action: e.action, status: String(e.status) }));
-    on<SealedRefusalEvent>('gatehouse:sealed-api:refusal', (e) => refusals.inc({ reason: e.code }));
+    on('gatehouse:sealed-api:request', (m) => {
+      const e = m as SealedRequestEvent;
+      requests.inc({ action: e.action, status: String(e.status) });
+    });
+    on('gatehouse:sealed-api:refusal', (m) => refusals.inc({ reason: (m as SealedRefusalEvent).code }));
   }
 
   return {
