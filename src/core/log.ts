@@ -37,7 +37,7 @@ export const LOG_LEVELS: readonly LogLevel[] = ['fatal', 'error', 'warn', 'info'
 export type LogFormat = 'auto' | 'json' | 'pretty';
 
 /** Whether `format` means readable lines here (`auto` asks whether stderr is a terminal). */
-export function prettyLogs(format: LogFormat, isTty = process.stderr.isTTY === true): boolean {
+export function prettyLogs(format: LogFormat, isTty: boolean = process.stderr.isTTY): boolean {
   return format === 'pretty' || (format === 'auto' && isTty);
 }
 
