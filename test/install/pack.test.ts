@@ -8,7 +8,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile, spawn } from 'node:child_process';
-import { copyFileSync, cpSync, existsSync, mkdirSync, readdirSync, rmSync, symlinkSync, unlinkSync, writeFileSync } from 'node:fs';
+import { copyFileSync, cpSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, symlinkSync, unlinkSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { dirname, join, relative, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -58,7 +58,7 @@ test('npm pack → npm install -g --prefix DIR → the installed gatehouse runs 
   const tPack = Date.now() - t0;
   const info = JSON.parse(packed.stdout.slice(packed.stdout.indexOf('['))) as { filename: string; files: { path: string }[] }[];
   const files = info[0]!.files.map((f) => f.path);
-  for (const f of ['bin/gatehouse.js', 'dist/cli/main.js', 'dist/cli/check-config.js', 'native/binding.gyp', 'native/splice-relay.c', 'scripts/build-native.mjs', 'contrib/systemd/gatehouse.service', 'README.md', 'package.json'])
+  for (const f of ['bin/gatehouse.js', 'dist/cli/main.js', 'dist/cli/check-config.js', 'native/binding.gyp', 'native/splice-relay.c', 'scripts/build-native.mjs', 'contrib/systemd/gatehouse.service', 'contrib/docker/gatehouse.toml', 'README.md', 'package.json'])
     assert.ok(files.includes(f), `${f} is packed`);
   const unwanted = files.filter((f) => /\.ts$/.test(f) || /^(src|test|bench|\.ci)\//.test(f) || f.startsWith('native/build/') || f.endsWith('.map'));
   assert.deepEqual(unwanted, [], 'no TypeScript, tests, CI files, build output or source maps in the package');
@@ -97,6 +97,8 @@ test('npm pack → npm install -g --prefix DIR → the installed gatehouse runs 
       '[sealedApi]',
       'port = 0',
       'stateDir = "state"',
+      '[ops]',
+      'port = 0',
       '',
     ].join('\n'),
   );
@@ -112,6 +114,10 @@ test('npm pack → npm install -g --prefix DIR → the installed gatehouse runs 
   const sampleDoc = JSON.parse(sample.stdout) as { relay: { monitor: { path: string } }; ops?: { port: number } };
   assert.equal(sampleDoc.relay.monitor.path, '/run/gatehouse/monitor.sock');
   assert.equal(sampleDoc.ops?.port, 9180);
+  // So is the container's (the Dockerfile copies it to /etc/gatehouse/gatehouse.toml).
+  copyFileSync(join(pkg, 'contrib', 'docker', 'gatehouse.toml'), join(etc, 'container.toml'));
+  const container = await run('gatehouse', ['check-config', '--json', join(etc, 'container.toml')], { cwd: work, ms: 20_000, env });
+  assert.equal((JSON.parse(container.stdout) as { ops?: { host: string; port: number } }).ops?.port, 9180, 'the port the HEALTHCHECK asks');
 
   const server = spawn('gatehouse', ['serve', '--config', cfg], { cwd: work, env, stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
@@ -153,6 +159,14 @@ test('npm pack → npm install -g --prefix DIR → the installed gatehouse runs 
       'the relay Hello',
     );
     assert.match(hello, /"name":"gatehouse"/);
+    // The Dockerfile's HEALTHCHECK command, pointed at this ops listener, says healthy.
+    const opsPort = /Ops: http:\/\/127\.0\.0\.1:(\d+)\/metrics/.exec(out)?.[1];
+    assert.ok(opsPort !== undefined, out);
+    const healthcheck = /^HEALTHCHECK .*\\\n\s+CMD (\[.*\])$/m.exec(readFileSync(join(ROOT, 'Dockerfile'), 'utf8'))?.[1];
+    assert.ok(healthcheck !== undefined, 'the Dockerfile has a HEALTHCHECK CMD [...]');
+    const [cmd, ...args] = (JSON.parse(healthcheck) as string[]).map((a) => a.replace('127.0.0.1:9180', `127.0.0.1:${opsPort}`));
+    assert.equal(cmd, 'node');
+    await run(process.execPath, args, { cwd: work, ms: 10_000, env });
     server.kill('SIGTERM');
     assert.deepEqual(await deadline(exited, 15_000, 'serve exit after SIGTERM'), { code: 0, signal: null });
     assert.match(err, /"msg":"stopped"/);
