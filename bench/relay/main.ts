@@ -11,6 +11,10 @@
  *   round trip  64-byte ping-pong, p50/p99, for the same three paths
  *   idle memory a fresh gateway, 5,000 idle tunnels (--quick 1,000): RSS delta / tunnels
  *   setup rate  (TCP) tunnels established per second, JSON-RPC handshake included, 64 in flight
+ * TCP is measured in two topologies: sender and receiver in separate peer processes, and in one process
+ * (`--topology one,two`, default both). Then the many-tunnel section (many.ts: 64 and 512 busy tunnels
+ * plus a ping tunnel, TCP and WS, beside socat and haproxy; `--many 64,512`, `--many-seconds`,
+ * `--many-rounds`, `--no-many`, `--many-only`).
  * Then the tunnel-proxy section (tunnel-proxy.ts): one server connection with 1, 16 and 256 clients beside
  * the same number of legacy tunnels (`--tp-only` runs only it, `--no-tp` skips it).
  */
@@ -33,6 +37,7 @@ import type { ZodType } from 'zod';
 import type { Transport, WorkerCommand, WorkerReply } from './types.ts';
 import { renderReport, type TransportResult } from './report.ts';
 import { runTunnelProxySection } from './tunnel-proxy.ts';
+import { runManySection } from './many.ts';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const ALL: Transport[] = ['tcp', 'tls', 'ws', 'wss'];
@@ -66,6 +71,14 @@ interface Options {
   /** Run the tunnel-proxy section (default), or only it. */
   tp: boolean;
   tpOnly: boolean;
+  /** TCP single-tunnel topologies: peers in two processes (`two`), sender and receiver in one (`one`). */
+  topologies: ('one' | 'two')[];
+  /** The many-tunnel section: busy tunnel counts, window seconds, rounds; off with --no-many. */
+  many: boolean;
+  manyOnly: boolean;
+  manyCounts: number[];
+  manySeconds: number;
+  manyRounds: number;
 }
 
 function parseArgs(argv: string[]): Options {
@@ -98,8 +111,21 @@ function parseArgs(argv: string[]): Options {
     json: argv.includes('--json'),
     repo: value('--repo') ?? ROOT,
     compiled: argv.includes('--compiled'),
-    tp: !argv.includes('--no-tp'),
+    tp: !argv.includes('--no-tp') && !argv.includes('--many-only'),
     tpOnly: argv.includes('--tp-only'),
+    topologies: (value('--topology') ?? 'two,one').split(',').map((t) => {
+      if (t !== 'one' && t !== 'two') throw new Error(`--topology: ${t} (one, two)`);
+      return t;
+    }),
+    many: !argv.includes('--no-many') && !argv.includes('--tp-only'),
+    manyOnly: argv.includes('--many-only'),
+    manyCounts: (value('--many') ?? '64,512').split(',').map((n) => {
+      const v = Number(n);
+      if (!Number.isInteger(v) || v <= 0) throw new Error('--many needs tunnel counts, e.g. 64,512');
+      return v;
+    }),
+    manySeconds: num('--many-seconds', quick ? 3 : 5),
+    manyRounds: num('--many-rounds', quick ? 1 : 3),
     tunnelBufferKib:
       value('--tunnel-buffer-kib') === undefined ? undefined : num('--tunnel-buffer-kib', 1024),
   };
@@ -499,8 +525,9 @@ async function measureTransport(
     if (path === 'tunnel' || path === 'jsTunnel') {
       const token = `bench-${process.pid}-${tokenSeq++}`;
       const port = GATEWAY_PORT[transport] + (path === 'jsTunnel' ? JS_GATEWAY_OFFSET : 0);
+      // The receiving side's name differs, so one process can hold both sides (the one-process topology).
       await Promise.all([
-        r.call({ cmd: 'tunnel', name: path, transport, port, token }),
+        r.call({ cmd: 'tunnel', name: `${path}.rx`, transport, port, token }),
         s.call({ cmd: 'tunnel', name: path, transport, port, token }),
       ]);
     } else {
@@ -668,7 +695,8 @@ async function main(): Promise<void> {
   let kernelRelay: string | undefined;
   let socat: ChildProcess | undefined;
   let pipe: ChildProcess | undefined;
-  const transports = opts.tpOnly ? [] : opts.only;
+  const transports = opts.tpOnly || opts.manyOnly ? [] : opts.only;
+  let manyText = '';
   try {
     for (const t of transports) await ctx.r.call({ cmd: 'listen', transport: t, port: SINK_PORT[t] });
     for (const transport of transports) {
@@ -695,7 +723,17 @@ async function main(): Promise<void> {
         forwarderPids.socat = () => [socatPid, ...childrenOf(socatPid)];
         forwarderPids.pipe = () => [pipePid];
       }
-      const measured = await measureTransport(ctx, transport, paths, gatewayPids, forwarderPids);
+      const two = opts.topologies.includes('two');
+      const one = transport === 'tcp' && opts.topologies.includes('one');
+      // The one-process topology: the receiver peer also sends (its sinks and both tunnel sides in one loop).
+      const oneCtx: Ctx = { opts, r: ctx.r, s: ctx.r };
+      let measuredOne: Awaited<ReturnType<typeof measureTransport>> | undefined;
+      if (one && !two) measuredOne = await measureTransport(oneCtx, transport, paths, gatewayPids, forwarderPids);
+      const measured = two ? await measureTransport(ctx, transport, paths, gatewayPids, forwarderPids) : measuredOne!;
+      if (one && two) {
+        say(`${transport}: the same, sender and receiver in one process`);
+        measuredOne = await measureTransport(oneCtx, transport, paths, gatewayPids, forwarderPids);
+      }
       if (jsGateway !== undefined) await jsGateway.stop();
       jsGateway = undefined;
       const viaSocat = measured.socat;
@@ -722,7 +760,43 @@ async function main(): Promise<void> {
       if (viaPipe !== undefined) result.pipe = viaPipe;
       if (measured.jsTunnel !== undefined) result.jsTunnel = measured.jsTunnel;
       if (rate !== undefined) result.rate = rate;
+      if (measuredOne !== undefined && two) result.oneProcess = measuredOne;
+      if (!two) result.topology = 'one';
       results.push(result);
+    }
+    if (opts.many) {
+      say(`many-tunnel section: ${opts.manyCounts.join(' and ')} busy tunnels`);
+      gateway = await startGateway(command, configPath, logPath);
+      if (jsConfigPath !== undefined) jsGateway = await startGateway(command, jsConfigPath, logPath);
+      const pinger = new Peer('pinger', env);
+      try {
+        const ports = (offset: number) => ({ tcp: GATEWAY_PORT.tcp + offset, ws: GATEWAY_PORT.ws + offset });
+        const out = await runManySection({
+          root: ROOT,
+          dir,
+          counts: opts.manyCounts,
+          seconds: opts.manySeconds,
+          rounds: opts.manyRounds,
+          inflight: opts.inflight,
+          s: ctx.s,
+          r: ctx.r,
+          pinger,
+          gateway: { pid: gateway.pid, port: ports(0) },
+          jsGateway: jsGateway === undefined ? undefined : { pid: jsGateway.pid, port: ports(JS_GATEWAY_OFFSET) },
+          cpuSeconds,
+          memory,
+          resetPeak,
+          sampleMemory,
+          childrenOf,
+          waitForPort,
+          stopChild,
+          say,
+        });
+        manyText = out.text;
+        kernelRelay ??= kernelRelayState(logPath);
+      } finally {
+        await pinger.exit();
+      }
     }
   } finally {
     for (const c of [socat, pipe]) if (c !== undefined) await stopChild(c, 2000);
@@ -759,6 +833,7 @@ async function main(): Promise<void> {
       load: `${load0} → ${readFileSync('/proc/loadavg', 'utf8').split(' ')[0]!}`,
     }),
   );
+  process.stdout.write(manyText);
   process.stdout.write(tpSection);
   if (opts.json) process.stdout.write(`${JSON.stringify(results, null, 2)}\n`);
   rmSync(dir, { recursive: true, force: true });

@@ -21,6 +21,10 @@ export interface TransportResult {
   idle: { baseMib: number; kibPerTunnel: number; tunnels: number; seconds: number };
   gatewayIdleRssMib: number;
   rate?: { perSecond: number; failed: number; cpuUsPerTunnel: number };
+  /** `one`: the main table itself was measured with sender and receiver in one process. */
+  topology?: 'one';
+  /** The same paths with sender and receiver in one process (TCP). */
+  oneProcess?: Partial<Record<'direct' | 'socat' | 'pipe' | 'tunnel' | 'jsTunnel', PathNumbers & { cpuSecPerGib?: number }>>;
 }
 
 export interface RunInfo {
@@ -63,11 +67,11 @@ export function renderReport(results: TransportResult[], info: RunInfo): string 
     `Relay benchmark: ${size} per transfer (median of ${info.rounds} rounds), 64-byte round trips, ${info.idleTunnels} idle tunnels; wall ${info.wallSeconds.toFixed(0)} s${info.quick ? " (--quick: not the issue's sizes)" : ''}`,
   );
   out.push(
-    `Gateway: ${info.gateway}. Peers and sinks in their own processes; ${os()}; load average ${info.load}.`,
+    `Gateway: ${info.gateway}. Sender and receiver in two peer processes unless a table says otherwise; ${os()}; load average ${info.load}.`,
   );
   const targets: string[] = [];
   for (const r of results) {
-    const name = r.transport.toUpperCase();
+    const name = r.transport.toUpperCase() + (r.topology === 'one' ? ' (one client process)' : '');
     const refs: [string, PathNumbers & { cpuSecPerGib?: number }][] = [];
     if (r.socat) refs.push(['socat', r.socat]);
     if (r.pipe) refs.push(['node pipe', r.pipe]);
@@ -112,6 +116,25 @@ export function renderReport(results: TransportResult[], info: RunInfo): string 
     if (r.rate) rows.push(one(`tunnels/s (${info.inflight} in flight)`, f(r.rate.perSecond, 0)));
     if (r.rate) rows.push(one('  gateway CPU µs per tunnel set up', f(r.rate.cpuUsPerTunnel, 0)));
     out.push('', table(rows));
+    const o = r.oneProcess;
+    if (o?.tunnel !== undefined && o.direct !== undefined) {
+      const oRefs = (['socat', 'pipe', 'jsTunnel'] as const).filter((k) => o[k] !== undefined);
+      const label = { socat: 'socat', pipe: 'node pipe', jsTunnel: 'JS tunnel' } as const;
+      const oRows: string[][] = [[`${name}, one client process`, 'tunnel', 'direct', ...oRefs.map((k) => label[k]), ...oRefs.map((k) => `tun/${label[k]}`)]];
+      const oRow = (lab: string, pick: (p: PathNumbers & { cpuSecPerGib?: number }) => number | undefined, digits: number, ratios: boolean) =>
+        oRows.push([lab, f(pick(o.tunnel!), digits), f(pick(o.direct!), digits), ...oRefs.map((k) => f(pick(o[k]!), digits)), ...oRefs.map((k) => (ratios ? f(pick(o.tunnel!)! / pick(o[k]!)!, 2) : ''))]);
+      oRow('throughput Gbit/s', (p) => p.gbps, 2, true);
+      oRow('  slowest round', (p) => p.gbpsRange[0], 2, false);
+      oRow('  fastest round', (p) => p.gbpsRange[1], 2, false);
+      oRow('RTT p50 µs', (p) => p.p50Us, 1, true);
+      oRow('RTT p99 µs', (p) => p.p99Us, 1, true);
+      oRow('relay CPU s per GiB', (p) => p.cpuSecPerGib, 2, false);
+      out.push('', table(oRows));
+      if (o.socat !== undefined)
+        targets.push(
+          `${mark(o.tunnel.gbps >= o.socat.gbps && o.tunnel.p50Us <= o.socat.p50Us)}  TCP one client process: throughput ≥ 1.0× socat and p50 ≤ 1.0× socat's (issue 12): ${f(o.tunnel.gbps / o.socat.gbps, 2)}×, ${f(o.tunnel.p50Us / o.socat.p50Us, 2)}×`,
+        );
+    }
 
     const t = r.tunnel;
     if (r.transport === 'tcp') {
@@ -121,6 +144,9 @@ export function renderReport(results: TransportResult[], info: RunInfo): string 
         );
         targets.push(
           `${mark(t.p50Us <= 1.2 * r.socat.p50Us)}  TCP p50 round trip ≤ 1.2× socat's: ${f(t.p50Us / r.socat.p50Us, 2)}× (${f(t.p50Us)} vs ${f(r.socat.p50Us)} µs)`,
+        );
+        targets.push(
+          `${mark(t.gbps >= r.socat.gbps && t.p50Us <= r.socat.p50Us)}  TCP ${r.topology === 'one' ? 'one' : 'two'} client processes: throughput ≥ 1.0× socat and p50 ≤ 1.0× socat's (issue 12): ${f(t.gbps / r.socat.gbps, 2)}×, ${f(t.p50Us / r.socat.p50Us, 2)}×`,
         );
       }
       targets.push(

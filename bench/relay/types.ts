@@ -2,7 +2,7 @@
 export type Transport = 'tcp' | 'tls' | 'ws' | 'wss';
 
 export type WorkerCommand =
-  | { cmd: 'listen'; transport: Transport; port: number }
+  | { cmd: 'listen'; transport: Transport; port: number; count?: boolean }
   | { cmd: 'connect'; name: string; transport: Transport; port: number }
   | { cmd: 'tunnel'; name: string; transport: Transport; port: number; token: string }
   | { cmd: 'rtt'; name: string; count: number; warmup: number; size: number }
@@ -17,6 +17,11 @@ export type WorkerCommand =
       inflight: number;
       keep: boolean;
     }
+  | { cmd: 'open'; group: string; transport: Transport; port: number; count: number; tunnel: boolean; inflight: number }
+  | { cmd: 'blast'; group: string; ms: number; chunk: number }
+  | { cmd: 'countStart'; group: string }
+  | { cmd: 'countStop'; group: string }
+  | { cmd: 'rttFor'; name: string; ms: number; size: number }
   | { cmd: 'drop' }
   | { cmd: 'exit' };
 

@@ -9,7 +9,13 @@
  *   bulk        send N bytes on a named connection; returns the time until the peer's 1-byte ack
  *   expect      the receiving side: count the next N bytes, then ack with one byte (echo otherwise)
  *   many        open N tunnels through the relay (K in flight), keep or close each once established
- *   drop        close every named connection and every kept tunnel
+ *   open        open a group of N connections (one side of N tunnels, or N straight to a port) for the
+ *               many-tunnel section; a counting sink (`listen` with count) groups what it accepts by port
+ *   blast       write as fast as backpressure allows on every connection of a group for N ms
+ *   countStart  zero the byte counters of a group (the receiving side: counting never echoes)
+ *   countStop   the bytes each connection of a group received since countStart
+ *   rttFor      ping-pong on a named connection for N ms; percentiles and count
+ *   drop        close every named connection, every kept tunnel and every group
  *
  * Every connection echoes what it receives unless an `expect` is running, so one process can be the
  * receiving end of the round-trip test and of the bulk test.
@@ -34,6 +40,7 @@ interface Conn {
   /** Calls back once the transport can take more (after `send` returned false). */
   onceWritable(cb: () => void): void;
   setData(cb: (chunk: Buffer) => void): void;
+  onClose(cb: () => void): void;
   destroy(): void;
 }
 
@@ -68,6 +75,7 @@ function streamConn(socket: Socket, head?: Buffer): Conn {
         cb(p);
       }
     },
+    onClose: (cb) => socket.once('close', cb),
     destroy: () => socket.destroy(),
   };
 }
@@ -96,6 +104,7 @@ function wsConn(ws: WebSocket): Conn {
     setData(cb) {
       dataCb = cb;
     },
+    onClose: (cb) => ws.once('close', cb),
     destroy: () => ws.terminate(),
   };
 }
@@ -115,6 +124,55 @@ function serve(conn: Conn): void {
     if (expecting.remaining <= 0) {
       expecting = undefined;
       conn.send(ACK);
+    }
+  });
+}
+
+// ---- groups (the many-tunnel section): connections that only count what they receive ----
+
+interface Counted {
+  conn: Conn;
+  bytes: number;
+}
+const groups = new Map<string, Counted[]>();
+
+function countInto(group: string, conn: Conn): void {
+  const entry: Counted = { conn, bytes: 0 };
+  conn.setData((chunk) => {
+    entry.bytes += chunk.length;
+  });
+  let list = groups.get(group);
+  if (list === undefined) groups.set(group, (list = []));
+  list.push(entry);
+  // A connection that is gone leaves its group (e.g. the driver's port probe through a forwarder).
+  conn.onClose(() => {
+    const l = groups.get(group);
+    const i = l?.indexOf(entry) ?? -1;
+    if (l !== undefined && i >= 0) l.splice(i, 1);
+  });
+}
+
+function group(name: string): Counted[] {
+  return groups.get(name) ?? [];
+}
+
+function blast(name: string, ms: number, chunkSize: number): Promise<{ bytes: number }> {
+  const chunk = randomBytes(chunkSize);
+  const until = Date.now() + ms;
+  let written = 0;
+  return new Promise((resolve) => {
+    const list = group(name);
+    if (list.length === 0) return resolve({ bytes: 0 });
+    let done = 0;
+    for (const { conn } of list) {
+      const pump = () => {
+        while (Date.now() < until) {
+          written += chunk.length;
+          if (!conn.send(chunk)) return conn.onceWritable(pump);
+        }
+        if (++done === list.length) resolve({ bytes: written });
+      };
+      pump();
     }
   });
 }
@@ -229,15 +287,17 @@ async function connectTunnel(transport: Transport, port: number, token: string):
 
 const servers: (NetServer | HttpServer)[] = [];
 
-async function listen(transport: Transport, port: number): Promise<void> {
+async function listen(transport: Transport, port: number, count = false): Promise<void> {
   let server: NetServer | HttpServer;
-  if (transport === 'tcp') server = createNetServer((s) => serve(streamConn(s)));
-  else if (transport === 'tls') server = createTlsServer(tlsMaterial(), (s) => serve(streamConn(s)));
+  // A counting sink puts what it accepts into the group `sink:<port>` (it never echoes).
+  const take = (c: Conn) => (count ? countInto(`sink:${port}`, c) : serve(c));
+  if (transport === 'tcp') server = createNetServer((s) => take(streamConn(s)));
+  else if (transport === 'tls') server = createTlsServer(tlsMaterial(), (s) => take(streamConn(s)));
   else {
     const http = transport === 'ws' ? createHttpServer() : createHttpsServer(tlsMaterial());
     server = http;
     const wss = new WebSocketServer({ server: http, perMessageDeflate: false, maxPayload: 64 * 1024 * 1024 });
-    wss.on('connection', (ws) => serve(wsConn(ws)));
+    wss.on('connection', (ws) => take(wsConn(ws)));
   }
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
@@ -289,6 +349,33 @@ function rtt(
           meanUs: sum / count,
         });
       }
+    });
+    next();
+  });
+}
+
+/** Back-to-back pings for `ms` milliseconds (however few fit: a starved path shows as a low count). */
+function rttFor(conn: Conn, ms: number, size: number): Promise<{ p50Us: number; p99Us: number; maxUs: number; count: number }> {
+  const ping = randomBytes(size);
+  const samples: number[] = [];
+  const until = process.hrtime.bigint() + BigInt(ms) * 1_000_000n;
+  return new Promise((resolve) => {
+    let got = 0;
+    let t0 = 0n;
+    const next = () => {
+      t0 = process.hrtime.bigint();
+      conn.send(ping);
+    };
+    conn.setData((chunk) => {
+      got += chunk.length;
+      if (got < size) return;
+      got -= size;
+      const now = process.hrtime.bigint();
+      samples.push(Number(now - t0) / 1000);
+      if (now < until) return next();
+      samples.sort((a, b) => a - b);
+      const at = (q: number) => samples[Math.min(samples.length - 1, Math.floor(samples.length * q))]!;
+      resolve({ p50Us: at(0.5), p99Us: at(0.99), maxUs: samples[samples.length - 1]!, count: samples.length });
     });
     next();
   });
@@ -358,17 +445,40 @@ function adopt(name: string, c: Conn): undefined {
   return undefined;
 }
 
+/** Opens `count` connections into `group`, `inflight` at a time: tunnel sides (token `${group}-${i}`) or straight to `port`. */
+async function openGroup(name: string, transport: Transport, port: number, count: number, tunnel: boolean, inflight: number): Promise<{ failed: number; firstError?: string }> {
+  let next = 0;
+  let failed = 0;
+  let firstError: string | undefined;
+  const lane = async () => {
+    while (next < count) {
+      const i = next++;
+      try {
+        const c = tunnel ? await connectTunnel(transport, port, `${name}-${i}`) : await connectDirect(transport, port);
+        countInto(name, c);
+      } catch (err) {
+        failed++;
+        firstError ??= (err as Error).message;
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(inflight, count) }, lane));
+  return firstError === undefined ? { failed } : { failed, firstError };
+}
+
 function drop(): void {
   for (const c of named.values()) c.destroy();
   named.clear();
   for (const c of kept) c.destroy();
   kept.length = 0;
+  for (const list of groups.values()) for (const { conn } of list) conn.destroy();
+  groups.clear();
 }
 
 async function handle(req: WorkerRequest): Promise<unknown> {
   switch (req.cmd) {
     case 'listen':
-      return listen(req.transport, req.port);
+      return listen(req.transport, req.port, req.count === true);
     case 'connect':
       return adopt(req.name, await connectDirect(req.transport, req.port));
     case 'tunnel':
@@ -382,6 +492,17 @@ async function handle(req: WorkerRequest): Promise<unknown> {
       return undefined;
     case 'many':
       return many(req.transport, req.port, req.prefix, req.count, req.inflight, req.keep);
+    case 'open':
+      return openGroup(req.group, req.transport, req.port, req.count, req.tunnel, req.inflight);
+    case 'blast':
+      return blast(req.group, req.ms, req.chunk);
+    case 'countStart':
+      for (const e of group(req.group)) e.bytes = 0;
+      return undefined;
+    case 'countStop':
+      return group(req.group).map((e) => e.bytes);
+    case 'rttFor':
+      return rttFor(conn(req.name), req.ms, req.size);
     case 'drop':
       drop();
       return undefined;
