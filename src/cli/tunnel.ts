@@ -1,7 +1,10 @@
 /**
  * `gatehouse tunnel`: netcat through a relay tunnel (stdin → partner, partner → stdout).
- * Exit codes (exit.ts): 0 the tunnel ended, 1 the relay refused (authentication, no partner in time),
- * 64 usage, 69 nothing answers at the URL (or TLS vs plain).
+ * stderr says `waiting for partner…` once the token is accepted and `connected to NAME` once paired.
+ * Exit codes (exit.ts): 0 the tunnel ended, 1 the relay refused (authentication, no partner in time: the
+ * relay's alone timeout or --timeout) or the tunnel closed before stdin (a file or pipe) was sent to its end
+ * (a truncated transfer), 64 usage, 69 nothing answers at the URL (or TLS vs plain).
+ * Stdin's end half-closes the tunnel (the partner then gets its end) unless --keep-open.
  */
 import { Command } from 'commander';
 import { openTunnel } from '../relay/client.ts';
@@ -18,9 +21,13 @@ interface TunnelOpts {
   insecure?: boolean;
   timeout: number;
   verbose?: boolean;
+  keepOpen?: boolean;
 }
 
 const SCHEMES = ['tcp:', 'tls:', 'ssl:', 'ws:', 'wss:'];
+
+/** After the tunnel ends, how long an unended stdin is watched for more input (truncated or idle?), ms. */
+const STDIN_SETTLE_MS = 250;
 
 function checkUrl(url: string): { usingTls: boolean } {
   if (url.startsWith('unix:')) {
@@ -63,7 +70,8 @@ export function tunnelCommand(): Command {
     .option('--name <name>', 'name shown to the partner', 'gatehouse-tunnel')
     .option('--uuid <uuid>', 'uuid shown to the partner (random by default)')
     .option('--insecure', 'accept self-signed TLS certificates')
-    .option('--timeout <ms>', 'give up if no partner arrives in time', parseMs, 30000)
+    .option('--timeout <ms>', 'give up if no tunnel within this time (the relay\'s own alone timeout, 8 s by default, usually ends the wait first and is reported as such)', parseMs, 30000)
+    .option('--keep-open', 'keep the tunnel open after stdin ends, until the partner ends it (a receiver run with </dev/null)')
     .option('-v, --verbose', 'trace the JSON-RPC handshake on stderr')
     .action(async (opts: TunnelOpts) => {
       let usingTls = false;
@@ -78,11 +86,13 @@ export function tunnelCommand(): Command {
           ...(opts.nonce === undefined ? {} : { nonce: opts.nonce }),
           ...(opts.uuid === undefined ? {} : { uuid: opts.uuid }),
           ...(opts.verbose === true ? { trace: (dir: string, line: string) => process.stderr.write(`${dir === 'send' ? '>>' : '<<'} ${line}\n`) } : {}),
+          onWaiting: () => process.stderr.write('waiting for partner…\n'),
         }).catch((err: unknown) => {
           throw explain(err, opts.url, usingTls);
         });
       })().catch((err: unknown) => reportAndExit(err, 'tunnel'));
-      if (opts.verbose === true) process.stderr.write(`tunnel established with ${tunnel.partner.name} ${tunnel.partner.uuid}\n`);
+      process.stderr.write(`connected to ${tunnel.partner.name === '' ? '(unnamed)' : tunnel.partner.name}${opts.verbose === true ? ` ${tunnel.partner.uuid}` : ''}\n`);
+      let stdinEnded = false;
       tunnel.onData((chunk) => {
         if (!process.stdout.write(chunk)) {
           tunnel.pause();
@@ -91,12 +101,35 @@ export function tunnelCommand(): Command {
       });
       tunnel.onEnd((reason) => {
         if (opts.verbose === true) process.stderr.write(`tunnel ended: ${reason}\n`);
-        process.stdout.end(() => process.exit(0));
+        const broken = reason.startsWith('connection error');
+        const finish = (truncated: boolean) => {
+          if (truncated || broken) process.stderr.write(`gatehouse tunnel: the tunnel closed before ${truncated ? 'all of stdin was sent' : 'it ended cleanly'} (${reason})\n`);
+          process.stdout.end(() => process.exit(truncated || broken ? EXIT.failure : 0));
+        };
+        // Input from a file or pipe that still had bytes to send did not all reach the partner: a truncated
+        // transfer is a failure. An idle input (a terminal, a pipe nobody writes to) is a conversation the
+        // partner may end: whether more input was coming is seen within STDIN_SETTLE_MS.
+        if (stdinEnded || process.stdin.isTTY) return finish(false);
+        if (process.stdin.isPaused() || process.stdin.readableLength > 0) return finish(true);
+        process.stdin.removeAllListeners('data');
+        process.stdin.removeAllListeners('end');
+        const settle = setTimeout(() => finish(false), STDIN_SETTLE_MS);
+        process.stdin.once('data', () => {
+          clearTimeout(settle);
+          finish(true);
+        });
+        process.stdin.once('end', () => {
+          clearTimeout(settle);
+          finish(false);
+        });
       });
       tunnel.onDrain(() => process.stdin.resume());
       process.stdin.on('data', (chunk: Buffer) => {
         if (!tunnel.write(chunk)) process.stdin.pause();
       });
-      process.stdin.on('end', () => tunnel.end());
+      process.stdin.on('end', () => {
+        stdinEnded = true;
+        if (opts.keepOpen !== true) tunnel.end();
+      });
     });
 }

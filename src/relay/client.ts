@@ -21,7 +21,22 @@ export interface TunnelClientOptions {
   readonly timeoutMs?: number;
   /** Called with each JSON-RPC line sent and received (`--verbose`). */
   readonly trace?: (direction: 'send' | 'recv', line: string) => void;
+  /** Called once the relay accepted the token and the client waits for its partner. */
+  readonly onWaiting?: () => void;
 }
+
+/** Why openTunnel gave up: `alone` when the relay stopped waiting for a partner (its alone timeout). */
+export class TunnelOpenError extends Error {
+  constructor(
+    message: string,
+    readonly reason: 'alone' | 'timeout' | 'closed',
+  ) {
+    super(message);
+  }
+}
+
+/** The relay's close reason for its alone timeout (WebSocket); streams just end. */
+const ALONE_REASON = 'The tunnel partner did not show up';
 
 export interface TunnelPartner {
   readonly name: string;
@@ -67,6 +82,8 @@ function streamTransport(socket: Socket): RawTransport {
       if (event === 'data') socket.on('data', cb as (b: Buffer) => void);
       else if (event === 'drain') socket.on('drain', cb as () => void);
       else {
+        // A reset after the tunnel ran is an end too (with a reason), never an unhandled 'error'.
+        socket.on('error', (err: NodeJS.ErrnoException) => endOnce(cb as (r: string) => void, `connection error (${err.code ?? err.message})`));
         socket.on('end', () => endOnce(cb as (r: string) => void, 'end of stream'));
         socket.on('close', () => endOnce(cb as (r: string) => void, 'connection closed'));
       }
@@ -137,12 +154,27 @@ export async function openTunnel(opts: TunnelClientOptions): Promise<OpenTunnel>
     let dataCb: (b: Buffer) => void = () => undefined;
     let endCb: (r: string) => void = () => undefined;
     let established = false;
+    let waiting = false;
     const timer = setTimeout(() => {
       t.destroy();
-      reject(new Error(`no tunnel within ${opts.timeoutMs ?? 30000} ms`));
+      reject(new TunnelOpenError(`no tunnel within ${opts.timeoutMs ?? 30000} ms (--timeout)${waiting ? '; the relay was still waiting for a partner' : ''}`, 'timeout'));
     }, opts.timeoutMs ?? 30000);
+    /** Partner bytes that came in the same chunk as TunnelEstablished (delivered first by onData). */
+    const early: Buffer[] = [];
     t.on('data', (chunk) => {
       if (established) return dataCb(chunk);
+      // A stream may bring TunnelEstablished and the partner's first bytes in one chunk: hand the JSON
+      // reader one line at a time, so relayed bytes after the notification never reach it.
+      let start = 0;
+      while (!established && start < chunk.length) {
+        const nl = chunk.indexOf(0x0a, start);
+        const end = nl < 0 ? chunk.length : nl + 1;
+        onControl(chunk.subarray(start, end));
+        start = end;
+      }
+      if (established && start < chunk.length) early.push(chunk.subarray(start));
+    });
+    const onControl = (chunk: Buffer): void => {
       let messages: string[];
       try {
         messages = splitter.push(chunk);
@@ -173,6 +205,10 @@ export async function openTunnel(opts: TunnelClientOptions): Promise<OpenTunnel>
           t.destroy();
           return reject(new Error(`authentication failed: ${authErr}`));
         }
+        if (authErr === 'AuthenticationErrorNoError' && !waiting) {
+          waiting = true;
+          opts.onWaiting?.();
+        }
         if (msg.notification === 'RemoteProxy.TunnelEstablished') {
           established = true;
           clearTimeout(timer);
@@ -186,7 +222,8 @@ export async function openTunnel(opts: TunnelClientOptions): Promise<OpenTunnel>
             destroy: () => t.destroy(),
             onData: (cb) => {
               dataCb = cb;
-              if (rest.length > 0) cb(rest);
+              const first = Buffer.concat([rest, ...early]);
+              if (first.length > 0) cb(first);
             },
             onDrain: (cb) => t.on('drain', cb),
             onEnd: (cb) => {
@@ -197,11 +234,15 @@ export async function openTunnel(opts: TunnelClientOptions): Promise<OpenTunnel>
           });
         }
       }
-    });
+    };
     t.on('end', (reason) => {
       if (established) return endCb(reason);
       clearTimeout(timer);
-      reject(new Error(`relay closed the connection before the tunnel was established (${reason})`));
+      // Authenticated and then closed without a tunnel: the relay's alone timeout (or its shutdown, which
+      // WebSocket clients are told as `Stop server`).
+      if (waiting && !reason.includes('Stop server'))
+        return reject(new TunnelOpenError(`no partner arrived: the relay gave up waiting (its alone timeout, relay.timeouts.aloneMs)${reason.includes(ALONE_REASON) || !reason.startsWith('websocket') ? '' : ` (${reason})`}`, 'alone'));
+      reject(new TunnelOpenError(`relay closed the connection before the tunnel was established (${reason})`, 'closed'));
     });
     const params: Record<string, unknown> = {
       name: opts.name ?? 'gatehouse-tunnel',
