@@ -3,7 +3,7 @@
  * Front ends never know about each other; this file is the only place that names them all.
  */
 import { fileURLToPath } from 'node:url';
-import { sep } from 'node:path';
+import { isAbsolute, join, relative, sep } from 'node:path';
 import type { Logger } from './core/log.ts';
 import { composeServices, type Service } from './core/lifecycle.ts';
 import { GatewayError } from './core/errors.ts';
@@ -52,11 +52,15 @@ export interface Gateway extends Service {
 
 /**
  * How a person runs the CLI of this copy of Gatehouse: `gatehouse` when it is an installed package (it
- * lives under a node_modules folder, and npm put the command on PATH), `npx gatehouse` in a checkout.
+ * lives under a node_modules folder, and npm put the command on PATH), `npx gatehouse` in a checkout when
+ * the working directory is inside it (elsewhere npx would fetch whatever the registry calls `gatehouse`),
+ * else `node <checkout>/bin/gatehouse.js`.
  */
-export function cliCommand(): string {
+export function cliCommand(cwd = process.cwd()): string {
   const root = fileURLToPath(new URL('..', import.meta.url));
-  return root.split(sep).includes('node_modules') ? 'gatehouse' : 'npx gatehouse';
+  if (root.split(sep).includes('node_modules')) return 'gatehouse';
+  const inside = relative(root, cwd);
+  return inside === '' || (!inside.startsWith('..') && !isAbsolute(inside)) ? 'npx gatehouse' : `node ${join(root, 'bin', 'gatehouse.js')}`;
 }
 
 /** The front ends a config enables, by section name (`relay`, `cardBridge`, `sealedApi`). */
