@@ -93,7 +93,7 @@ export async function createGateway(config: GatewayConfig, deps: GatewayDeps): P
   if (config.ops.enabled) {
     const { createGatewayMetrics } = await import('./ops/metrics.ts');
     const { createOpsServer } = await import('./ops/server.ts');
-    const { gatehouseVersion } = await import('./ops/version.ts');
+    const { gatehouseVersion } = await import('./core/version.ts');
     metrics = createGatewayMetrics({ version: gatehouseVersion(), relay, cardBridge, sealedApi, readiness }, { maxReaderLabels: config.ops.maxReaderLabels });
     ops = createOpsServer(config.ops, { log, metrics, readiness, draining: () => draining });
   }

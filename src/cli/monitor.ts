@@ -1,13 +1,17 @@
 /**
  * `gatehouse monitor`: shows the relay's monitor socket live in the terminal (clients, tunnels,
  * throughput), or prints one compact JSON document with `--json` (scripts).
+ * The live view uses the terminal's alternate screen and fits its width and height; `q` quits. Tunnel rows
+ * name both clients (and their users) with bytes and rate; the header shows the Gatehouse version (this installation's). When
+ * the gateway stops, the view says so and reconnects by itself once it is back.
  */
 import { Command } from 'commander';
-import { connect } from 'node:net';
+import { connect, type Socket } from 'node:net';
 import { resolve } from 'node:path';
 import { defaultConfig, loadGatewayConfig } from '../config.ts';
 import { dirname } from 'node:path';
 import { EXIT } from './exit.ts';
+import { gatehouseVersion } from '../core/version.ts';
 
 /** Parses one monitor line; a socket that is not the monitor gets a message and exit 69, not a stack. */
 function parseDoc(line: string, path: string): MonitorDoc {
@@ -21,6 +25,19 @@ function parseDoc(line: string, path: string): MonitorDoc {
   process.exit(EXIT.unavailable);
 }
 
+interface MonitorClient {
+  id: string;
+  address: string;
+  name: string;
+  uuid: string;
+  userName: string;
+  authenticated: boolean;
+  tunnelConnected: boolean;
+  rxDataCount: number;
+  txDataCount: number;
+  timestamp: number;
+}
+
 interface MonitorDoc {
   serverName?: string;
   serverVersion?: string;
@@ -28,24 +45,9 @@ interface MonitorDoc {
     clientCount?: number;
     tunnelCount?: number;
     troughput?: number;
-    clients?: { id: string; address: string; name: string; uuid: string; userName: string; authenticated: boolean; tunnelConnected: boolean; rxDataCount: number; txDataCount: number; timestamp: number }[];
+    clients?: MonitorClient[];
     tunnels?: { clientOne: string; clientTwo: string; timestamp: number }[];
     total?: { totalClientCount?: number; totalTunnelCount?: number; totalTraffic?: number };
-  };
-  tunnelProxyStatistic?: {
-    serverConnectionsCount?: number;
-    clientConnectionsCount?: number;
-    troughput?: number;
-    tunnelConnections?: {
-      name: string;
-      serverUuid: string;
-      address: string;
-      rxDataCount: number;
-      txDataCount: number;
-      timestamp: number;
-      paused?: boolean;
-      clientConnections?: { name: string; clientUuid: string; address: string; socketAddress?: number; rxDataCount: number; txDataCount: number; timestamp: number }[];
-    }[];
   };
 }
 
@@ -61,37 +63,77 @@ export function formatBytes(n: number): string {
   return `${i === 0 ? v : v.toFixed(1)} ${units[i]}`;
 }
 
-/** Renders one monitor document as the terminal view. */
-export function renderMonitor(doc: MonitorDoc, nowMs = Date.now()): string {
+/** What the previous document said, for per-tunnel rates. */
+export interface MonitorHistory {
+  readonly atMs: number;
+  /** Bytes per tunnel (key: both connection ids). */
+  readonly tunnelBytes: ReadonlyMap<string, number>;
+}
+
+export interface RenderOptions {
+  /** Terminal width and height; lines are cut to the width and rows past the height are summarised. */
+  readonly columns?: number;
+  readonly rows?: number;
+  readonly previous?: MonitorHistory;
+  /** The Gatehouse version shown (default: this installation's package.json). */
+  readonly version?: string;
+}
+
+/** Cuts `text` to `width` characters, marking the cut. */
+function fit(text: string, width: number): string {
+  return text.length <= width ? text : `${text.slice(0, Math.max(0, width - 1))}…`;
+}
+
+const col = (text: string, width: number) => fit(text, width - 1).padEnd(width);
+
+/**
+ * Renders one monitor document as the terminal view (fits `columns` × `rows`), and the history the next
+ * render needs for rates.
+ */
+export function renderMonitorView(doc: MonitorDoc, nowMs = Date.now(), opts: RenderOptions = {}): { text: string; history: MonitorHistory } {
   const p = doc.proxyStatistic ?? {};
-  const lines = [
-    `${doc.serverName ?? '?'} ${doc.serverVersion ?? ''}   clients ${p.clientCount ?? 0}   tunnels ${p.tunnelCount ?? 0}   throughput ${formatBytes(p.troughput ?? 0)}/s   total ${formatBytes(p.total?.totalTraffic ?? 0)} in ${p.total?.totalTunnelCount ?? 0} tunnels`,
+  const width = Math.max(40, opts.columns ?? 120);
+  const height = Math.max(8, opts.rows ?? 1000);
+  const clients = p.clients ?? [];
+  const byId = new Map(clients.map((c) => [c.id, c]));
+  const version = `Gatehouse ${opts.version ?? gatehouseVersion()}   `;
+  const head = [
+    `${version}clients ${p.clientCount ?? 0}   tunnels ${p.tunnelCount ?? 0}   throughput ${formatBytes(p.troughput ?? 0)}/s   total ${formatBytes(p.total?.totalTraffic ?? 0)} in ${p.total?.totalTunnelCount ?? 0} tunnels   (q quits)`,
     '',
-    'ID        ADDRESS                 NAME                  STATE        RX          TX          AGE',
   ];
-  for (const c of p.clients ?? []) {
+  const rows: string[] = [];
+  const tunnelBytes = new Map<string, number>();
+  const tunnels = p.tunnels ?? [];
+  if (tunnels.length > 0) {
+    rows.push(`TUNNELS  ${col('ONE', 22)}${col('TWO', 22)}${col('BYTES', 11)}${col('RATE', 12)}UP`);
+    const seconds = opts.previous === undefined ? 0 : (nowMs - opts.previous.atMs) / 1000;
+    for (const t of tunnels) {
+      const one = byId.get(t.clientOne);
+      const two = byId.get(t.clientTwo);
+      const bytes = (one?.rxDataCount ?? 0) + (two?.rxDataCount ?? 0);
+      const key = `${t.clientOne}|${t.clientTwo}`;
+      tunnelBytes.set(key, bytes);
+      const before = opts.previous?.tunnelBytes.get(key);
+      const rate = before === undefined || seconds <= 0 ? '' : `${formatBytes(Math.max(0, bytes - before) / seconds)}/s`;
+      const name = (c: MonitorClient | undefined, id: string) => (c === undefined ? id.slice(1, 9) : `${c.name || c.id.slice(1, 9)}${c.userName === '' ? '' : ` (${c.userName})`}`);
+      rows.push(`  <->    ${col(name(one, t.clientOne), 22)}${col(name(two, t.clientTwo), 22)}${col(formatBytes(bytes), 11)}${col(rate, 12)}${Math.max(0, Math.round(nowMs / 1000 - t.timestamp))}s`);
+    }
+    rows.push('');
+  }
+  rows.push(`${col('ID', 10)}${col('ADDRESS', 24)}${col('NAME', 20)}${col('USER', 14)}${col('STATE', 11)}${col('RX', 11)}${col('TX', 11)}AGE`);
+  for (const c of clients) {
     const state = c.tunnelConnected ? 'tunnel' : c.authenticated ? 'waiting' : 'connecting';
     const age = Math.max(0, Math.round(nowMs / 1000 - c.timestamp));
-    lines.push(
-      `${c.id.slice(1, 9).padEnd(10)}${c.address.padEnd(24)}${c.name.slice(0, 21).padEnd(22)}${state.padEnd(13)}${formatBytes(c.rxDataCount).padEnd(12)}${formatBytes(c.txDataCount).padEnd(12)}${age}s`,
-    );
+    rows.push(`${col(c.id.slice(1, 9), 10)}${col(c.address, 24)}${col(c.name, 20)}${col(c.userName, 14)}${col(state, 11)}${col(formatBytes(c.rxDataCount), 11)}${col(formatBytes(c.txDataCount), 11)}${age}s`);
   }
-  if ((p.tunnels ?? []).length > 0) {
-    lines.push('', 'TUNNELS');
-    for (const t of p.tunnels ?? []) lines.push(`  ${t.clientOne.slice(1, 9)} <-> ${t.clientTwo.slice(1, 9)}   up ${Math.max(0, Math.round(nowMs / 1000 - t.timestamp))}s`);
-  }
-  const tp = doc.tunnelProxyStatistic;
-  if ((tp?.tunnelConnections ?? []).length > 0) {
-    lines.push('', `TUNNEL PROXY   servers ${tp?.serverConnectionsCount ?? 0}   clients ${tp?.clientConnectionsCount ?? 0}   throughput ${formatBytes(tp?.troughput ?? 0)}/s`);
-    for (const srv of tp?.tunnelConnections ?? []) {
-      const age = Math.max(0, Math.round(nowMs / 1000 - srv.timestamp));
-      lines.push(`  server ${srv.name.slice(0, 24).padEnd(25)}${srv.serverUuid.slice(1, 9).padEnd(10)}${srv.address.padEnd(24)}RX ${formatBytes(srv.rxDataCount).padEnd(11)}TX ${formatBytes(srv.txDataCount).padEnd(11)}${age}s${srv.paused === true ? '   paused (a client is not reading)' : ''}`);
-      for (const c of srv.clientConnections ?? []) {
-        lines.push(`    #${String(c.socketAddress ?? '?').padEnd(6)}${c.name.slice(0, 21).padEnd(22)}${c.address.padEnd(24)}RX ${formatBytes(c.rxDataCount).padEnd(11)}TX ${formatBytes(c.txDataCount).padEnd(11)}${Math.max(0, Math.round(nowMs / 1000 - c.timestamp))}s`);
-      }
-    }
-  }
-  return lines.join('\n');
+  const room = height - head.length;
+  const shown = rows.length <= room ? rows : [...rows.slice(0, room - 1), `… ${rows.length - room + 1} more rows (enlarge the terminal, or use --json)`];
+  return { text: [...head, ...shown].map((l) => fit(l, width)).join('\n'), history: { atMs: nowMs, tunnelBytes } };
+}
+
+/** Renders one monitor document as the terminal view (no size limit, no rates). */
+export function renderMonitor(doc: MonitorDoc, nowMs = Date.now()): string {
+  return renderMonitorView(doc, nowMs).text;
 }
 
 async function socketPath(opts: { socket?: string; config?: string }): Promise<string> {
@@ -101,14 +143,83 @@ async function socketPath(opts: { socket?: string; config?: string }): Promise<s
   return resolve(base, config.relay.monitor.path);
 }
 
+/** Alternate screen on, cursor hidden / both restored. */
+const ENTER_SCREEN = '\x1b[?1049h\x1b[?25l';
+const LEAVE_SCREEN = '\x1b[?25h\x1b[?1049l';
+const RECONNECT_MS = 1000;
+
+/** The live view: alternate screen on a terminal, `q` (or Ctrl-C) quits, reconnects when the gateway restarts. */
+function live(path: string): void {
+  const tty = process.stdout.isTTY;
+  let history: MonitorHistory | undefined;
+  let current: Socket | undefined;
+  let timer: NodeJS.Timeout | undefined;
+  const quit = () => {
+    if (tty) process.stdout.write(LEAVE_SCREEN);
+    if (process.stdin.isTTY) process.stdin.setRawMode(false);
+    current?.destroy();
+    process.exit(0);
+  };
+  if (tty) process.stdout.write(ENTER_SCREEN);
+  if (process.stdin.isTTY) {
+    process.stdin.setRawMode(true);
+    process.stdin.setEncoding('utf8');
+    process.stdin.on('data', (key: string) => {
+      if (key === 'q' || key === 'Q' || key === '\u0003') quit();
+    });
+  }
+  process.on('SIGINT', quit);
+  process.on('SIGTERM', quit);
+  const show = (text: string) => process.stdout.write(`\x1b[2J\x1b[H${text}\n`);
+  const connectOnce = () => {
+    const socket = connect({ path });
+    current = socket;
+    let buffer = '';
+    let connected = false;
+    socket.setEncoding('utf8');
+    const refresh = () => socket.write('{"method":"refresh","params":{"printAll":false}}\n');
+    socket.on('connect', () => {
+      connected = true;
+      refresh();
+      timer = setInterval(refresh, 1000);
+    });
+    socket.on('error', () => undefined);
+    socket.on('close', () => {
+      if (timer !== undefined) clearInterval(timer);
+      timer = undefined;
+      // The gateway stopped or restarts: say so and try again (the view resumes by itself).
+      show(`${connected ? 'monitor socket closed' : 'cannot reach'} ${path}; retrying every ${RECONNECT_MS / 1000} s… (q quits)`);
+      setTimeout(connectOnce, RECONNECT_MS);
+    });
+    socket.on('data', (text: string) => {
+      buffer += text;
+      if (buffer.length > 16 * 1024 * 1024) socket.destroy();
+      let nl: number;
+      while ((nl = buffer.indexOf('\n')) >= 0) {
+        const line = buffer.slice(0, nl);
+        buffer = buffer.slice(nl + 1);
+        const view = renderMonitorView(parseDoc(line, path), Date.now(), {
+          columns: process.stdout.columns ?? 120,
+          rows: process.stdout.rows ?? 1000,
+          ...(history === undefined ? {} : { previous: history }),
+        });
+        history = view.history;
+        show(view.text);
+      }
+    });
+  };
+  connectOnce();
+}
+
 export function monitorCommand(): Command {
   return new Command('monitor')
-    .description("Watch the relay live: clients, tunnels, throughput (reads the monitor socket).")
+    .description('Watch the relay live: clients, tunnels, throughput (reads the monitor socket; q quits).')
     .option('-s, --socket <path>', 'monitor socket path (default: from the config)')
     .option('-c, --config <file>', 'config file to take the socket path from')
     .option('--json', 'print one JSON document and exit')
     .action(async (opts: { socket?: string; config?: string; json?: boolean }) => {
       const path = await socketPath(opts);
+      if (opts.json !== true) return live(path);
       const socket = connect({ path });
       socket.on('error', (err) => {
         process.stderr.write(`gatehouse monitor: cannot read ${path}: ${err.message}\n`);
@@ -116,35 +227,15 @@ export function monitorCommand(): Command {
       });
       socket.setEncoding('utf8');
       let buffer = '';
-      if (opts.json === true) {
-        socket.write('{"method":"refresh","params":{"printAll":true}}\n');
-        socket.on('data', (text: string) => {
-          buffer += text;
-          const nl = buffer.indexOf('\n');
-          if (nl < 0) return;
-          const line = buffer.slice(0, nl);
-          parseDoc(line, path);
-          process.stdout.write(`${line}\n`);
-          socket.destroy();
-        });
-        return;
-      }
-      const refresh = () => socket.write('{"method":"refresh","params":{"printAll":false}}\n');
-      socket.on('connect', refresh);
-      const timer = setInterval(refresh, 1000);
-      socket.on('close', () => {
-        clearInterval(timer);
-        process.stdout.write('\nmonitor socket closed\n');
-        process.exit(0);
-      });
+      socket.write('{"method":"refresh","params":{"printAll":true}}\n');
       socket.on('data', (text: string) => {
         buffer += text;
-        let nl: number;
-        while ((nl = buffer.indexOf('\n')) >= 0) {
-          const line = buffer.slice(0, nl);
-          buffer = buffer.slice(nl + 1);
-          process.stdout.write(`\x1b[2J\x1b[H${renderMonitor(parseDoc(line, path))}\n`);
-        }
+        const nl = buffer.indexOf('\n');
+        if (nl < 0) return;
+        const line = buffer.slice(0, nl);
+        parseDoc(line, path);
+        process.stdout.write(`${line}\n`);
+        socket.destroy();
       });
     });
 }
