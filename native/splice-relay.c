@@ -9,13 +9,15 @@
  * This is an optimisation with a pure-JavaScript fallback: the relay works without it.
  *
  * JS API (every argument is checked; a bad one throws a TypeError/RangeError and changes nothing):
- *   init(onEvent)                     onEvent(id, kind, dir, errno): kind 0 = half (direction `dir` ended,
+ *   init(onEvent, budgetPages?)       budgetPages: the pipe page budget to size pipes against (0 or absent:
+ *                                     none; see PIPE_BYTES). onEvent(id, kind, dir, errno): kind 0 = half (direction `dir` ended,
  *                                     its write side shut), 1 = done, 2 = error, 3 = stopped. Exactly one
  *                                     of 1/2/3 (the final event) arrives per started tunnel, always.
  *   start(id, fdA, fdB, counters)     counters: BigUint64Array(2) receiving bytes moved A→B and B→A; fdA
  *                                     and fdB: two distinct connected stream sockets
  *   stop(id)                          asks for the final event `stopped` (no-op when id is unknown/finished)
  *   ref(on)                           keep the event loop alive while tunnels are spliced
+ *   stats()                           { pagesUsed, budgetPages, grown, refused } (see js_stats)
  *   _faults(mask)                     test hook (see FAULT_*); the relay never calls it
  *
  * Memory: everything an event or a command needs lives in the tunnel itself (allocated by start(), which
@@ -40,11 +42,16 @@
 #include <unistd.h>
 
 /* Pipe capacity asked for, and bytes asked of one splice into a pipe. 256 KiB moves about twice the bytes
-   per system call of the kernel's default 64 KiB. An unprivileged user's pipe page budget
-   (fs.pipe-user-pages-soft, 16,384 pages) covers ~128 such tunnels at once; past it the kernel hands out
-   8 KiB pipes, which would splice slower than JavaScript copies: such a tunnel is refused (ENOBUFS) and
-   stays on the JavaScript path. */
+   per system call of the kernel's default 64 KiB. An unprivileged user (no CAP_SYS_RESOURCE) has a pipe
+   page budget (fs.pipe-user-pages-soft, 16,384 pages = 64 MiB by default) shared by all its pipes: 128
+   tunnels at 256 KiB use it all, after which the kernel hands out 8 KiB pipes, which splice slower than
+   JavaScript copies. So with a budget (init's second argument, in pages; 0 = none) a tunnel's pipes start
+   at the kernel's default 64 KiB and grow to 256 KiB only while this addon's pipes stay within half the
+   budget (the other half keeps room for 64 KiB pipes of new tunnels: 64 + 256 tunnels in 64 MiB); a pipe
+   that is full tries to grow again once another tunnel has freed pages. A pipe the kernel makes smaller
+   than 64 KiB refuses the tunnel (ENOBUFS): it stays on the JavaScript path. */
 #define PIPE_BYTES (256 * 1024)
+#define PIPE_MIN_BYTES (64 * 1024)
 #define EV_HALF 0
 #define EV_DONE 1
 #define EV_ERROR 2
@@ -74,6 +81,8 @@ typedef struct {
   int src, dst;
   int pipe_r, pipe_w;
   size_t in_pipe;
+  size_t pipe_size;    /* capacity the kernel granted (accounted in pages_used) */
+  uint64_t grow_gen;   /* freed_gen at the last failed attempt to grow */
   int eof, done;
 } direction;
 
@@ -104,6 +113,12 @@ static tunnel *tunnels = NULL;
    still point at one. */
 static tunnel *graveyard = NULL;
 static tunnel *js_live = NULL;
+/* The pipe page budget (0: none), the pages this addon's pipes hold, and a counter bumped whenever pipes
+   are closed (a pipe that could not grow tries again only after that). Atomic: both threads touch them. */
+static uint64_t budget_pages = 0;
+static uint64_t pages_used = 0;
+static uint64_t freed_gen = 0;
+static uint64_t tunnels_grown = 0, tunnels_refused = 0;
 
 static int fault(int bit) { return __atomic_load_n(&faults, __ATOMIC_RELAXED) & bit; }
 
@@ -126,11 +141,32 @@ static int post(event *e) {
 }
 
 static void close_pipes(tunnel *t) {
+  int freed = 0;
   for (int i = 0; i < 2; i++) {
     if (t->d[i].pipe_r >= 0) close(t->d[i].pipe_r);
     if (t->d[i].pipe_w >= 0) close(t->d[i].pipe_w);
     t->d[i].pipe_r = t->d[i].pipe_w = -1;
+    if (t->d[i].pipe_size > 0) {
+      __atomic_sub_fetch(&pages_used, t->d[i].pipe_size / 4096, __ATOMIC_RELAXED);
+      t->d[i].pipe_size = 0;
+      freed = 1;
+    }
   }
+  if (freed) __atomic_add_fetch(&freed_gen, 1, __ATOMIC_RELAXED);
+}
+
+/* Grows a pipe to PIPE_BYTES when there is no budget, or when this addon's pipes stay within half of it
+   afterwards (see PIPE_BYTES). Returns 1 when it grew. Either thread (the pipe is the caller's alone). */
+static int try_grow(direction *d) {
+  if (d->pipe_size >= PIPE_BYTES || d->pipe_w < 0) return 0;
+  uint64_t extra = (PIPE_BYTES - d->pipe_size) / 4096;
+  uint64_t budget = __atomic_load_n(&budget_pages, __ATOMIC_RELAXED);
+  if (budget > 0 && __atomic_load_n(&pages_used, __ATOMIC_RELAXED) + extra > budget / 2) return 0;
+  int got = fcntl(d->pipe_w, F_SETPIPE_SZ, PIPE_BYTES);
+  if (got < 0 || (size_t)got <= d->pipe_size) return 0;
+  __atomic_add_fetch(&pages_used, ((size_t)got - d->pipe_size) / 4096, __ATOMIC_RELAXED);
+  d->pipe_size = (size_t)got;
+  return 1;
 }
 
 static void unlink_tunnel(tunnel *t) {
@@ -187,6 +223,14 @@ static int pump(tunnel *t, int i) {
     ssize_t n = splice(d->src, NULL, d->pipe_w, NULL, PIPE_BYTES, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
     if (n > 0) {
       d->in_pipe += (size_t)n;
+      /* A full small pipe grows once pages were freed since its last try (a cheap check per fill). */
+      if (d->in_pipe >= d->pipe_size && d->pipe_size < PIPE_BYTES) {
+        uint64_t gen = __atomic_load_n(&freed_gen, __ATOMIC_RELAXED);
+        if (gen != d->grow_gen) {
+          d->grow_gen = gen;
+          if (try_grow(d) && t->d[!i].pipe_size >= PIPE_BYTES) __atomic_add_fetch(&tunnels_grown, 1, __ATOMIC_RELAXED);
+        }
+      }
       continue;
     }
     if (n == 0) {
@@ -360,12 +404,17 @@ static void init_cleanup(int have_tsfn) {
 }
 
 static napi_value js_init(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1], name;
+  size_t argc = 2;
+  napi_value argv[2], name;
   CALL(env, "init: reading arguments", napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   napi_valuetype type;
   if (argc < 1 || napi_typeof(env, argv[0], &type) != napi_ok || type != napi_function)
     return throw_type(env, "splice-relay: init(onEvent): onEvent must be a function");
+  double budget = 0;
+  if (argc >= 2 && napi_typeof(env, argv[1], &type) == napi_ok && type != napi_undefined &&
+      !get_integer(env, argv[1], 0, 1e15, &budget))
+    return throw_type(env, "splice-relay: init(onEvent, budgetPages?): budgetPages must be a non-negative integer");
+  __atomic_store_n(&budget_pages, (uint64_t)budget, __ATOMIC_RELAXED);
   if (started) return NULL;
   epfd = epoll_create1(EPOLL_CLOEXEC);
   wakefd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
@@ -409,8 +458,15 @@ static int make_pipe(direction *d) {
   int p[2];
   if (pipe2(p, O_NONBLOCK | O_CLOEXEC) != 0) return errno;
   d->pipe_r = p[0];
-  fcntl(p[1], F_SETPIPE_SZ, PIPE_BYTES); /* best effort, see PIPE_BYTES */
   d->pipe_w = p[1];
+  int size = fcntl(p[1], F_GETPIPE_SZ);
+  if (size < 0) return errno;
+  d->pipe_size = (size_t)size;
+  __atomic_add_fetch(&pages_used, (size_t)size / 4096, __ATOMIC_RELAXED);
+  /* Over the budget the kernel makes 8 KiB pipes: slower than the JavaScript path (see PIPE_BYTES). */
+  if (d->pipe_size < PIPE_MIN_BYTES) return ENOBUFS;
+  try_grow(d);
+  d->grow_gen = __atomic_load_n(&freed_gen, __ATOMIC_RELAXED);
   return 0;
 }
 
@@ -473,6 +529,7 @@ static napi_value js_start(napi_env env, napi_callback_info info) {
   if (err) {
     close_pipes(t);
     free(t);
+    if (err == ENOBUFS) __atomic_add_fetch(&tunnels_refused, 1, __ATOMIC_RELAXED);
     napi_throw_error(env, err == ENOBUFS ? "ENOBUFS" : NULL, err == ENOBUFS ? "splice-relay: the pipe page budget is used up (fs.pipe-user-pages-soft)" : "splice-relay: cannot create pipes");
     return NULL;
   }
@@ -523,6 +580,22 @@ static napi_value js_ref(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+/* { pagesUsed, budgetPages, grown, refused }: this addon's pipe pages, the budget it sizes against,
+   tunnels whose pipes grew to 256 KiB after they started, tunnels refused for the budget. */
+static napi_value js_stats(napi_env env, napi_callback_info info) {
+  (void)info;
+  napi_value out, v;
+  CALL(env, "stats: napi_create_object", napi_create_object(env, &out));
+  const char *names[4] = {"pagesUsed", "budgetPages", "grown", "refused"};
+  uint64_t vals[4] = {__atomic_load_n(&pages_used, __ATOMIC_RELAXED), __atomic_load_n(&budget_pages, __ATOMIC_RELAXED),
+                      __atomic_load_n(&tunnels_grown, __ATOMIC_RELAXED), __atomic_load_n(&tunnels_refused, __ATOMIC_RELAXED)};
+  for (int k = 0; k < 4; k++) {
+    CALL(env, "stats: napi_create_double", napi_create_double(env, (double)vals[k], &v));
+    CALL(env, "stats: napi_set_named_property", napi_set_named_property(env, out, names[k], v));
+  }
+  return out;
+}
+
 static napi_value js_faults(napi_env env, napi_callback_info info) {
   size_t argc = 1;
   napi_value argv[1];
@@ -544,7 +617,8 @@ NAPI_MODULE_INIT() {
     {"stop", NULL, js_stop, NULL, NULL, NULL, napi_default, NULL},
     {"ref", NULL, js_ref, NULL, NULL, NULL, napi_default, NULL},
     {"_faults", NULL, js_faults, NULL, NULL, NULL, napi_default, NULL},
+    {"stats", NULL, js_stats, NULL, NULL, NULL, napi_default, NULL},
   };
-  if (napi_define_properties(env, exports, 5, props) != napi_ok) return napi_failed(env, "napi_define_properties");
+  if (napi_define_properties(env, exports, 6, props) != napi_ok) return napi_failed(env, "napi_define_properties");
   return exports;
 }

@@ -32,7 +32,7 @@ import { errorResponse } from './protocol/jsonrpc.ts';
 import type { Authenticator } from './authenticators/types.ts';
 import { createAuthenticator } from './authenticators/index.ts';
 import { createMonitor, type Monitor } from './monitor.ts';
-import { loadSplice } from './splice.ts';
+import { loadSplice, describePipeBudget } from './splice.ts';
 import { createTunnelProxy, type TunnelProxy } from './tunnel-proxy/service.ts';
 
 export interface RelayDeps {
@@ -73,6 +73,11 @@ export interface RelayServer extends Service {
   readonly tunnelProxyListeners: readonly BoundListener[];
   /** Folds bytes moved by the kernel relay into the session and server counters. */
   syncTraffic(): void;
+  /**
+   * Running tunnels by data path: `kernel` (held by the kernel relay now) and `js` (the rest: TLS or WS
+   * sides, the kernel relay off or unavailable, before `splice.afterBytes`, or refused for the pipe budget).
+   */
+  readonly dataPaths: { kernel: number; js: number };
   /**
    * Applies what can change while running (SIGHUP): the TLS certificate of every tls and wss listener
    * (new handshakes use it, open connections keep theirs) and the authenticator's files (token file).
@@ -299,6 +304,11 @@ export function createRelayServer(config: RelayConfig, deps: RelayDeps): RelaySe
     get monitorPath() {
       return monitor?.path;
     },
+    get dataPaths() {
+      let kernel = 0;
+      for (const t of tunnels) if (t.spliced) kernel++;
+      return { kernel, js: tunnels.size - kernel };
+    },
     async reload(next: RelayConfig) {
       if (tlsServers.length > 0 && next.tls !== undefined) {
         const opts = await loadTlsFiles(next.tls, deps.baseDir);
@@ -346,7 +356,7 @@ export function createRelayServer(config: RelayConfig, deps: RelayDeps): RelaySe
         idleSweep.unref();
       }
       lifecycle.started();
-      log.info({ listeners: bound.map((b) => b.url), authenticator: authenticator.kind, kernelRelay: tunnelCtx.splice !== undefined, ...(tunnelProxy === undefined ? {} : { tunnelProxyListeners: tpBound.map((b) => b.url) }) }, 'relay listening');
+      log.info({ listeners: bound.map((b) => b.url), authenticator: authenticator.kind, kernelRelay: tunnelCtx.splice !== undefined, ...(tunnelCtx.splice === undefined ? {} : { kernelPipeBudget: describePipeBudget(tunnelCtx.splice.budgetPages) }), ...(tunnelProxy === undefined ? {} : { tunnelProxyListeners: tpBound.map((b) => b.url) }) }, 'relay listening');
     },
 
     close(options: CloseOptions = {}) {

@@ -8,17 +8,61 @@
  * per tunnel; until it has arrived the addon's thread may use both fds, so the sockets must stay open.
  */
 import { createRequire } from 'node:module';
+import { readFileSync } from 'node:fs';
 
 export type SpliceEvent = { kind: 'half'; direction: 0 | 1 } | { kind: 'done' } | { kind: 'error'; errno: number } | { kind: 'stopped' };
 
 /** The addon's API (native/splice-relay.c); it checks every argument and throws on a bad one. */
 export interface SpliceAddon {
-  init(onEvent: (id: number, kind: number, dir: number, errno: number) => void): void;
+  init(onEvent: (id: number, kind: number, dir: number, errno: number) => void, budgetPages?: number): void;
+  stats(): SpliceStats;
   start(id: number, fdA: number, fdB: number, counters: BigUint64Array): void;
   stop(id: number): void;
   ref(on: boolean): void;
   /** Test hook: fault-injection bits (1 allocations fail, 2 init cannot start its thread, 4 stops are ignored). */
   _faults(mask: number): void;
+}
+
+/** The addon's pipe accounting (native/splice-relay.c, PIPE_BYTES). */
+export interface SpliceStats {
+  /** Pages (4 KiB) the kernel relay's pipes hold now. */
+  pagesUsed: number;
+  /** The per-user pipe budget it sizes pipes against (0: none, the process has CAP_SYS_RESOURCE or no limit is set). */
+  budgetPages: number;
+  /** Tunnels whose pipes grew to 256 KiB after they started (pages freed by others). */
+  grown: number;
+  /** Tunnels refused because the budget was used up (they stayed on the JavaScript path). */
+  refused: number;
+}
+
+/** CAP_SYS_RESOURCE lifts the per-user pipe budget (fs.pipe-user-pages-soft). */
+const CAP_SYS_RESOURCE = 24n;
+
+/**
+ * The pipe page budget that applies to this process: `fs.pipe-user-pages-soft` (16,384 pages = 64 MiB by
+ * default), or 0 when it does not apply (the sysctl is 0, or the process holds CAP_SYS_RESOURCE, as root
+ * does). Shared with every other process of the same user.
+ */
+export function pipeBudgetPages(): number {
+  try {
+    const soft = Number(readFileSync('/proc/sys/fs/pipe-user-pages-soft', 'utf8').trim());
+    if (!Number.isInteger(soft) || soft <= 0) return 0;
+    const capEff = /^CapEff:\s*([0-9a-f]+)$/m.exec(readFileSync('/proc/self/status', 'utf8'))?.[1];
+    if (capEff !== undefined && ((BigInt(`0x${capEff}`) >> CAP_SYS_RESOURCE) & 1n) === 1n) return 0;
+    return soft;
+  } catch {
+    return 0;
+  }
+}
+
+/** One line for the start log: how many tunnels the budget carries at which pipe size. */
+export function describePipeBudget(budgetPages: number): string {
+  if (budgetPages === 0) return 'no per-user pipe limit applies (CAP_SYS_RESOURCE or fs.pipe-user-pages-soft = 0): 256 KiB pipes for every tunnel';
+  const mib = (budgetPages * 4) / 1024;
+  // Half the budget for 256 KiB pipes (128 pages a tunnel), the rest for 64 KiB ones (32 pages).
+  const big = Math.floor(budgetPages / 2 / 128);
+  const small = Math.floor((budgetPages - big * 128) / 32);
+  return `fs.pipe-user-pages-soft = ${budgetPages} pages (${mib} MiB, shared by this user's processes): up to ${big} tunnels with 256 KiB pipes and ${small} more with 64 KiB ones on the kernel path, the rest on the JavaScript path; raise the sysctl or give the service CAP_SYS_RESOURCE for more`;
 }
 
 /** Where the built addon lives, relative to this file. */
@@ -33,6 +77,10 @@ export interface SpliceEngine {
   start(fdA: number, fdB: number, onEvent: (e: SpliceEvent) => void): { id: number; counters: BigUint64Array };
   /** Asks for the `stopped` event; a no-op once the final event has arrived. */
   stop(id: number): void;
+  /** The addon's pipe accounting. */
+  stats(): SpliceStats;
+  /** The budget it sizes pipes against, for the start log (describePipeBudget). */
+  readonly budgetPages: number;
 }
 
 let engine: SpliceEngine | null | undefined;
@@ -57,9 +105,10 @@ export function loadSplice(): SpliceEngine | undefined {
   }
   const handlers = new Map<number, (e: SpliceEvent) => void>();
   let addon: SpliceAddon;
+  const budgetPages = pipeBudgetPages();
   try {
     addon = createRequire(import.meta.url)(SPLICE_ADDON_PATH) as SpliceAddon;
-    addon.init(dispatch);
+    addon.init(dispatch, budgetPages);
   } catch (err) {
     unavailable = `native splice addon cannot load: ${(err as Error).message.split('\n')[0] ?? ''}`;
     return undefined;
@@ -95,6 +144,8 @@ export function loadSplice(): SpliceEngine | undefined {
     stop(id) {
       addon.stop(id);
     },
+    stats: () => addon.stats(),
+    budgetPages,
   };
   return engine;
 }

@@ -462,3 +462,30 @@ test('shutdown waits for the kernel relay to confirm its stop; sockets it never 
     await relay.close();
   }
 });
+
+test('pipes sized to the budget: 64 KiB first, 256 KiB within half the budget; pages given back; dataPaths counts', { skip }, async () => {
+  // A 400-page budget: pipes may grow while the addon's pipes stay within 200 pages.
+  addon!.init(() => undefined, 400);
+  const relay = await startRelay({ splice: { afterBytes: 0 } });
+  try {
+    assert.equal(addon!.stats().budgetPages, 400);
+    const before = addon!.stats().pagesUsed;
+    const first = await pair(relay.url('tcp'), relay.url('tcp'));
+    await until(() => relay.server.dataPaths.kernel === 1, 2000, 'hand-off');
+    assert.deepEqual(relay.server.dataPaths, { kernel: 1, js: 0 });
+    assert.equal(addon!.stats().pagesUsed - before, 128, 'two 256 KiB pipes (64 pages each)');
+    // The second tunnel: its first pipe still grows (192 pages), its second would pass 200: it stays 64 KiB.
+    const second = await pair(relay.url('tcp'), relay.url('tcp'));
+    await until(() => relay.server.dataPaths.kernel === 2, 2000, 'second hand-off');
+    assert.equal(addon!.stats().pagesUsed - before, 128 + 64 + 16);
+    const data = randomBytes(2 * 1024 * 1024);
+    second.b.send(data);
+    assert.ok((await second.a.waitForBytes(second.aOffset + data.length, 20000)).subarray(second.aOffset).equals(data), 'every byte through the 64 KiB pipe');
+    for (const c of [first.a, first.b, second.a, second.b]) c.destroy();
+    await until(() => relay.server.tunnels.size === 0, 5000, 'tunnels closed');
+    assert.equal(addon!.stats().pagesUsed, before, 'every page given back');
+  } finally {
+    addon!.init(() => undefined, 0);
+    await relay.close();
+  }
+});
