@@ -21,6 +21,7 @@
 import { spawn, fork, execFileSync, type ChildProcess } from 'node:child_process';
 import {
   existsSync,
+  appendFileSync,
   mkdtempSync,
   writeFileSync,
   readFileSync,
@@ -79,6 +80,8 @@ interface Options {
   manyCounts: number[];
   manySeconds: number;
   manyRounds: number;
+  /** Only the transfers and round trips of each transport (no idle-memory or setup-rate part). */
+  transferOnly: boolean;
 }
 
 function parseArgs(argv: string[]): Options {
@@ -126,6 +129,7 @@ function parseArgs(argv: string[]): Options {
     }),
     manySeconds: num('--many-seconds', quick ? 3 : 5),
     manyRounds: num('--many-rounds', quick ? 1 : 3),
+    transferOnly: argv.includes('--transfer-only'),
     tunnelBufferKib:
       value('--tunnel-buffer-kib') === undefined ? undefined : num('--tunnel-buffer-kib', 1024),
   };
@@ -243,6 +247,8 @@ interface GatewayProc {
 
 /** Extra node flags for the gateway (e.g. `--cpu-prof --cpu-prof-dir=/tmp/prof`), space-separated. */
 const GATEWAY_NODE_ARGS = (process.env.BENCH_GATEWAY_NODE_ARGS ?? '').split(' ').filter((a) => a !== '');
+/** Where the gateway's stdout goes (appended), e.g. for `--trace-gc`; unset: only read for the start line. */
+const GATEWAY_STDOUT = process.env.BENCH_GATEWAY_STDOUT;
 
 /** How the gateway is started: from src through tsx (default), or a tsc build in the work dir. */
 function gatewayCommand(opts: Options, dir: string): { args: string[]; cwd: string } {
@@ -288,6 +294,9 @@ async function startGateway(
       30_000,
     );
     child.stdout!.on('data', (b: Buffer) => {
+      // What node flags print (e.g. --trace-gc through BENCH_GATEWAY_NODE_ARGS) goes to this file.
+      if (GATEWAY_STDOUT !== undefined) appendFileSync(GATEWAY_STDOUT, b);
+      if (out.includes('Gatehouse is running')) return;
       out += b.toString();
       if (out.includes('Gatehouse is running')) {
         clearTimeout(timer);
@@ -744,16 +753,20 @@ async function main(): Promise<void> {
       const { direct, tunnel } = measured;
       kernelRelay ??= kernelRelayState(logPath);
       await gateway.stop();
-      say(`${transport}: ${opts.idleTunnels} idle tunnels`);
-      gateway = await startGateway(command, configPath, logPath);
-      const idle = await measureIdle(ctx, transport, gateway.pid);
+      gateway = undefined;
+      let idle = { baseMib: NaN, kibPerTunnel: NaN, tunnels: 0, seconds: NaN };
+      if (!opts.transferOnly) {
+        say(`${transport}: ${opts.idleTunnels} idle tunnels`);
+        gateway = await startGateway(command, configPath, logPath);
+        idle = await measureIdle(ctx, transport, gateway.pid);
+      }
       let rate: { perSecond: number; failed: number; cpuUsPerTunnel: number } | undefined;
-      if (transport === 'tcp') {
+      if (transport === 'tcp' && gateway !== undefined) {
         say(`tcp: tunnel setup rate (${opts.rateTunnels} tunnels, ${opts.inflight} in flight)`);
         await sleep(1000);
         rate = await measureRate(ctx, gateway.pid);
       }
-      await gateway.stop();
+      await gateway?.stop();
       gateway = undefined;
       const result: TransportResult = { transport, direct, tunnel, idle, gatewayIdleRssMib: idleRss };
       if (viaSocat !== undefined) result.socat = viaSocat;

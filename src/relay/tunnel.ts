@@ -7,7 +7,8 @@
  * Data path: a chunk from A is written to B; when more than `tunnelBufferBytes` wait on B, A is paused
  * until B drains. A reader that has used its fair share of an event-loop turn also pauses until the turn
  * is over (read-turns.ts), so a quiet tunnel never waits behind busy ones' bursts. No per-chunk
- * allocation, timer or log.
+ * allocation, timer or log; every 2 MiB relayed, a young-generation collection frees the spent read
+ * buffers (young-gc.ts: what bounds RSS on TLS/WS/WSS).
  * End: when A ends its sending side, B is sent what is pending and then closed (stream FIN, or WS close
  * 1011 "Tunnel client disconnected"); B may still send toward A until it ends too or `halfCloseMs`
  * passes. When A is gone entirely, B is flushed and closed. The key is free for a new pair from A's end on.
@@ -26,6 +27,7 @@ import { normalizeUuid } from './uuid.ts';
 import { StreamLink, type LinkHandlers } from './links.ts';
 import type { SpliceEngine, SpliceEvent } from './splice.ts';
 import { ReadTurns } from './read-turns.ts';
+import { YoungGc } from './young-gc.ts';
 
 export interface TunnelContext {
   readonly rendezvous: Rendezvous<Session>;
@@ -51,6 +53,13 @@ export interface TunnelContext {
  * MiB (one setImmediate and a read restart, against sixteen 64 KiB reads and writes).
  */
 const READ_TURNS = new ReadTurns(1024 * 1024, 64 * 1024);
+
+/**
+ * A young-generation collection per 2 MiB relayed in JavaScript, for the whole process (young-gc.ts): a
+ * 1 GiB TLS/WS/WSS transfer peaked at 123–140 MB RSS without it and 88–94 MB with it (tsc build), and
+ * spent less CPU per GiB (docs/benchmarks.md). 4 MiB gave 92–100 MB, 8 MiB 95–107 MB.
+ */
+const YOUNG_GC = new YoungGc(2 * 1024 * 1024);
 
 /** How long a hand-off may wait for Node's write buffers to empty before it gives up (stays in JS). */
 const HANDOFF_WAIT_MS = 2000;
@@ -283,6 +292,7 @@ export class Tunnel {
       this.relayedBytes += n;
       ctx.countTraffic(n);
       const shareUsed = READ_TURNS.charge(reader, n);
+      YOUNG_GC.charge(n);
       if (!dst.sendData(chunk)) {
         blocked = true;
         src.pause();
