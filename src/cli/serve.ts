@@ -103,9 +103,11 @@ export function serveCommand(): Command {
         gateway.close({ graceMs: config.shutdown.graceMs }).then(
           () => {
             log.info('stopped');
-            log.flush();
             process.exitCode = 0;
-            setTimeout(() => process.exit(0), 100).unref();
+            // Exit once the asynchronous log destination has written everything (a loaded machine can
+            // take longer than any fixed delay), with a backstop should the write never finish.
+            log.flush(() => process.exit(0));
+            setTimeout(() => process.exit(0), 2000).unref();
           },
           (err: unknown) => reportAndExit(err, 'serve'),
         );

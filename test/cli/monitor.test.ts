@@ -53,10 +53,10 @@ test('live view: waits for the gateway, shows it with the Gatehouse version once
     await mon.waitForStdout(/cannot reach .*mon\.sock; retrying/, 5000).catch(() => undefined);
     const banner = await server.waitForStdout(/Press Ctrl-C/);
     const url = /(tcp:\/\/127\.0\.0\.1:\d+)/.exec(banner)![1]!;
-    await mon.waitForStdout(new RegExp(`Gatehouse ${gatehouseVersion().replace(/\./g, '\\.')} {3}clients 0`), 8000);
+    await mon.waitForStdout(new RegExp(`Gatehouse ${gatehouseVersion().replace(/\./g, '\\.')} {3}clients 0`), 15000);
     server.child.kill('SIGTERM');
     await server.exited();
-    await mon.waitForStdout(/monitor socket closed .*retrying/, 5000);
+    await mon.waitForStdout(/monitor socket closed .*retrying/, 15000);
     assert.ok(url !== '');
     mon.child.kill('SIGTERM');
     assert.equal((await mon.exited()).code, 0);

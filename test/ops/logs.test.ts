@@ -83,6 +83,9 @@ test('serve: --log-level beats GATEHOUSE_LOG_LEVEL beats the file; --log-format 
     // 'close' (every pipe read), not 'exit': the last log lines may still be in the pipe at exit.
     const closed = new Promise((resolve) => p.child.once('close', resolve));
     await p.waitForStdout(/Press Ctrl-C/);
+    // The log lines before the banner may still be on their way (asynchronous destination): give them a
+    // moment on a loaded machine, then stop.
+    for (let i = 0; i < 50 && !/relay listening/.test(p.stderr()); i++) await new Promise((r) => setTimeout(r, 20));
     p.child.kill('SIGTERM');
     await p.exited();
     await closed;
