@@ -80,6 +80,9 @@ interface Options {
   manyCounts: number[];
   manySeconds: number;
   manyRounds: number;
+  /** The many-tunnel section's paths and transports (`--many-paths`, `--many-transports`); default all. */
+  manyPaths: string[] | undefined;
+  manyTransports: ('tcp' | 'ws')[] | undefined;
   /** Only the transfers and round trips of each transport (no idle-memory or setup-rate part). */
   transferOnly: boolean;
 }
@@ -130,6 +133,11 @@ function parseArgs(argv: string[]): Options {
     manySeconds: num('--many-seconds', quick ? 3 : 5),
     manyRounds: num('--many-rounds', quick ? 1 : 3),
     transferOnly: argv.includes('--transfer-only'),
+    manyPaths: value('--many-paths')?.split(','),
+    manyTransports: value('--many-transports')?.split(',').map((t) => {
+      if (t !== 'tcp' && t !== 'ws') throw new Error(`--many-transports: ${t} (tcp, ws)`);
+      return t;
+    }),
     tunnelBufferKib:
       value('--tunnel-buffer-kib') === undefined ? undefined : num('--tunnel-buffer-kib', 1024),
   };
@@ -791,6 +799,8 @@ async function main(): Promise<void> {
           seconds: opts.manySeconds,
           rounds: opts.manyRounds,
           inflight: opts.inflight,
+          onlyPaths: opts.manyPaths,
+          transports: opts.manyTransports,
           s: ctx.s,
           r: ctx.r,
           pinger,

@@ -31,6 +31,9 @@ export interface ManyDeps {
   readonly seconds: number;
   readonly rounds: number;
   readonly inflight: number;
+  /** Only these paths (`--many-paths tunnel,jsTunnel,socat,haproxy,pipe`) and transports; default all. */
+  readonly onlyPaths?: readonly string[] | undefined;
+  readonly transports?: readonly ('tcp' | 'ws')[] | undefined;
   /** Sender, receiver (counting sinks), pinger (echo sinks); the caller owns their lifecycle. */
   readonly s: ManyPeer;
   readonly r: ManyPeer;
@@ -148,9 +151,10 @@ export async function runManySection(d: ManyDeps): Promise<{ text: string; resul
     };
     let seq = 0;
     for (const tunnels of d.counts) {
-      for (const transport of ['tcp', 'ws'] as const) {
-        const paths: PathName[] = transport === 'tcp' ? ['tunnel', 'jsTunnel', 'socat', 'haproxy', 'pipe'] : ['tunnel', 'socat', 'haproxy', 'pipe'];
-        if (d.jsGateway === undefined) paths.splice(paths.indexOf('jsTunnel'), 1);
+      for (const transport of d.transports ?? (['tcp', 'ws'] as const)) {
+        const all: PathName[] = transport === 'tcp' ? ['tunnel', 'jsTunnel', 'socat', 'haproxy', 'pipe'] : ['tunnel', 'socat', 'haproxy', 'pipe'];
+        const paths = all.filter((p) => (p !== 'jsTunnel' || d.jsGateway !== undefined) && (d.onlyPaths === undefined || d.onlyPaths.includes(p)));
+        if (paths.length === 0) continue;
         say(`many: ${tunnels} busy ${transport} tunnels + 1 ping, paths ${paths.join(', ')}`);
         const groups = new Map<PathName, { send: string; recv: string; ping: string }>();
         const failed: Record<string, number> = {};

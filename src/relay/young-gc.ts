@@ -46,19 +46,43 @@ export class YoungGc {
   /** Collections run so far (for tests and diagnostics). */
   collections = 0;
 
-  /** @param everyBytes Relayed bytes between two young-generation collections. */
-  constructor(readonly everyBytes: number) {}
+  /**
+   * @param everyBytes Relayed bytes between two young-generation collections.
+   * @param prepare Called once, before the first collection (the allocator policy that goes with it).
+   */
+  constructor(
+    readonly everyBytes: number,
+    private readonly prepare: () => void = () => undefined,
+  ) {}
 
-  /** Counts `n` bytes the JavaScript path relayed; collects the young generation every `everyBytes`. */
+  /**
+   * Counts `n` bytes the JavaScript path relayed; once `everyBytes` have gone by, the young generation is
+   * collected at the end of the current event-loop turn.
+   */
   charge(n: number): void {
     this.#sinceBytes += n;
-    if (this.#sinceBytes < this.everyBytes) return;
+    if (this.#sinceBytes < this.everyBytes || this.#scheduled) return;
+    this.#scheduled = true;
+    setImmediate(this.#run);
+  }
+
+  /** A collection is due at the end of this event-loop turn. */
+  #scheduled = false;
+  /**
+   * After the turn's reads and writes (a setImmediate), when the turn's short-lived objects are dead too:
+   * a sync collection in the middle of a data handler cost more, and at most one runs per turn.
+   */
+  readonly #run = (): void => {
+    this.#scheduled = false;
     this.#sinceBytes = 0;
-    if (this.#collect === undefined) this.#collect = obtainCollector() ?? null;
+    if (this.#collect === undefined) {
+      this.#collect = obtainCollector() ?? null;
+      if (this.#collect !== null) this.prepare();
+    }
     if (this.#collect === null) return;
     this.#collect({ type: 'minor' });
     this.collections++;
-  }
+  };
 
   /** False where the collector could not be obtained (only known after the first `everyBytes`). */
   get available(): boolean {
