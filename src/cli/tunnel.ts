@@ -5,16 +5,24 @@
  * relay's alone timeout or --timeout) or the tunnel closed before stdin (a file or pipe) was sent to its end
  * (a truncated transfer), 64 usage, 69 nothing answers at the URL (or TLS vs plain).
  * Stdin's end half-closes the tunnel (the partner then gets its end) unless --keep-open.
+ * Tunnel-proxy mode (nymea 1.9+): `--tp-client SERVER_UUID` is an app (the same stdin/stdout pipe, to that
+ * server); `--tp-server UUID` is a nymea daemon: clients' bytes go to stdout, stdin to every client, or with
+ * `--echo` each client's bytes back to it; clients coming and going are said on stderr. The mode has no
+ * half-close: a client's stdin end closes its connection (use --keep-open to read the server's answers).
  */
 import { Command } from 'commander';
-import { openTunnel } from '../relay/client.ts';
+import { openTunnel, type OpenTunnel } from '../relay/client.ts';
+import { registerTpClient, registerTpServer, type TpServerSession } from '../relay/tunnel-proxy/client.ts';
 import { parseMs } from './args.ts';
 import { CliError, EXIT, fail, reportAndExit } from './exit.ts';
 import { explainConnectError } from './net-errors.ts';
 
 interface TunnelOpts {
   url: string;
-  token: string;
+  token?: string;
+  tpServer?: string;
+  tpClient?: string;
+  echo?: boolean;
   nonce?: string;
   name: string;
   uuid?: string;
@@ -65,7 +73,10 @@ export function tunnelCommand(): Command {
   return new Command('tunnel')
     .description('Pair with another client through a relay and pipe stdin/stdout through the tunnel.')
     .requiredOption('--url <url>', 'relay URL: tcp://IP:PORT, tls://, ssl://, ws://, wss://HOST:PORT or unix:PATH')
-    .requiredOption('--token <token>', 'shared token (both sides use the same)')
+    .option('--token <token>', 'legacy relay: the shared token (both sides use the same)')
+    .option('--tp-server <uuid>', 'tunnel-proxy mode: register as the server (a nymea daemon) with this uuid')
+    .option('--tp-client <serverUuid>', 'tunnel-proxy mode: connect as a client (an app) to this server uuid')
+    .option('--echo', 'with --tp-server: send each client\'s bytes back to it (instead of stdout/stdin)')
     .option('--nonce <nonce>', 'nonce (both sides use the same)')
     .option('--name <name>', 'name shown to the partner', 'gatehouse-tunnel')
     .option('--uuid <uuid>', 'uuid shown to the partner (random by default)')
@@ -75,11 +86,37 @@ export function tunnelCommand(): Command {
     .option('-v, --verbose', 'trace the JSON-RPC handshake on stderr')
     .action(async (opts: TunnelOpts) => {
       let usingTls = false;
-      const tunnel = await (async () => {
+      const roles = [opts.token, opts.tpServer, opts.tpClient].filter((r) => r !== undefined).length;
+      if (roles !== 1) fail('give exactly one of --token (legacy relay), --tp-server UUID or --tp-client SERVER_UUID', EXIT.usage);
+      if (opts.echo === true && opts.tpServer === undefined) fail('--echo goes with --tp-server', EXIT.usage);
+      const trace = opts.verbose === true ? { trace: (dir: string, line: string) => process.stderr.write(`${dir === 'send' ? '>>' : '<<'} ${line}\n`) } : {};
+      if (opts.tpServer !== undefined) {
+        const uuid = opts.tpServer;
+        const server = await (async () => {
+          usingTls = checkUrl(opts.url).usingTls;
+          return registerTpServer({ url: opts.url, serverUuid: uuid, name: opts.name, timeoutMs: opts.timeout, insecure: opts.insecure === true, ...trace }).catch((err: unknown) => {
+            throw explain(err, opts.url, usingTls);
+          });
+        })().catch((err: unknown) => reportAndExit(err, 'tunnel'));
+        return serveAsTpServer(server, uuid, opts.echo === true);
+      }
+      const tunnel: OpenTunnel = await (async () => {
         usingTls = checkUrl(opts.url).usingTls;
+        if (opts.tpClient !== undefined)
+          return registerTpClient({
+            url: opts.url,
+            serverUuid: opts.tpClient,
+            name: opts.name,
+            timeoutMs: opts.timeout,
+            insecure: opts.insecure === true,
+            ...(opts.uuid === undefined ? {} : { uuid: opts.uuid }),
+            ...trace,
+          }).catch((err: unknown) => {
+            throw explain(err, opts.url, usingTls);
+          });
         return openTunnel({
           url: opts.url,
-          token: opts.token,
+          token: opts.token!,
           name: opts.name,
           timeoutMs: opts.timeout,
           insecure: opts.insecure === true,
@@ -132,4 +169,34 @@ export function tunnelCommand(): Command {
         if (opts.keepOpen !== true) tunnel.end();
       });
     });
+}
+
+/** `--tp-server`: clients come and go (stderr); their bytes go to stdout (or back, with --echo). */
+function serveAsTpServer(server: TpServerSession, uuid: string, echo: boolean): void {
+  const clients = new Map<number, string>();
+  process.stderr.write(`registered as tunnel-proxy server ${uuid}; waiting for clients…\n`);
+  server.onClientConnected((c) => {
+    clients.set(c.address, c.name);
+    process.stderr.write(`client ${c.name === '' ? '(unnamed)' : c.name} ${c.uuid} connected (address ${c.address})\n`);
+  });
+  server.onClientDisconnected((address) => {
+    process.stderr.write(`client ${clients.get(address) ?? ''} (address ${address}) disconnected\n`);
+    clients.delete(address);
+  });
+  server.onEnd((reason) => {
+    process.stderr.write(`gatehouse tunnel: the relay ended the server connection (${reason})\n`);
+    process.stdout.end(() => process.exit(EXIT.failure));
+  });
+  server.onData((address, bytes) => {
+    if (echo) server.send(address, bytes);
+    else process.stdout.write(bytes);
+  });
+  if (echo) return;
+  process.stdin.on('data', (chunk: Buffer) => {
+    for (const address of clients.keys()) server.send(address, chunk);
+  });
+  process.stdin.on('end', () => {
+    for (const address of clients.keys()) server.disconnectClient(address);
+    server.end();
+  });
 }

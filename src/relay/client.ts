@@ -56,7 +56,8 @@ export interface OpenTunnel {
   resume(): void;
 }
 
-interface RawTransport {
+/** A connected transport before any protocol: bytes in and out (used by the tunnel-proxy client too). */
+export interface RawTransport {
   send(data: Buffer | string): boolean;
   on(event: 'data', cb: (b: Buffer) => void): void;
   on(event: 'end', cb: (reason: string) => void): void;
@@ -116,7 +117,8 @@ function wsTransport(ws: WebSocket): RawTransport {
   };
 }
 
-function open(opts: TunnelClientOptions): Promise<RawTransport> {
+/** Connects to a relay URL (tcp://, tls://, ssl://, ws://, wss://, unix:PATH). */
+export function openTransport(opts: Pick<TunnelClientOptions, 'url' | 'insecure'>): Promise<RawTransport> {
   const url = opts.url;
   return new Promise((resolve, reject) => {
     if (url.startsWith('ws://') || url.startsWith('wss://')) {
@@ -142,7 +144,7 @@ function open(opts: TunnelClientOptions): Promise<RawTransport> {
 
 /** Connects and authenticates; resolves once the tunnel is established. */
 export async function openTunnel(opts: TunnelClientOptions): Promise<OpenTunnel> {
-  const t = await open(opts);
+  const t = await openTransport(opts);
   const splitter = new MessageSplitter();
   const trace = opts.trace ?? (() => undefined);
   const send = (obj: Record<string, unknown>) => {
