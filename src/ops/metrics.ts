@@ -156,12 +156,46 @@ export function createGatewayMetrics(sources: MetricSources, options: { maxReade
     });
     if (relay.tunnelProxy !== undefined) {
       const tp = relay.tunnelProxy;
-      new Gauge({
-        name: 'gatehouse_relay_tunnel_proxy_traffic_bytes',
-        help: 'Bytes carried by the tunnel-proxy mode since start.',
+      new Counter({
+        name: 'gatehouse_relay_tunnel_proxy_traffic_bytes_total',
+        help: 'Bytes carried by the tunnel-proxy mode since start (both directions).',
         registers: [registry],
         collect() {
-          this.set(tp.registry.totals.traffic);
+          mirror(this, tp.registry.totals.traffic);
+        },
+      });
+      new Gauge({
+        name: 'gatehouse_relay_tunnel_proxy_servers',
+        help: 'Registered tunnel-proxy server connections (nymea daemons).',
+        registers: [registry],
+        collect() {
+          this.set(tp.registry.servers.size);
+        },
+      });
+      new Gauge({
+        name: 'gatehouse_relay_tunnel_proxy_clients',
+        help: 'Registered tunnel-proxy client connections (apps), across all servers.',
+        registers: [registry],
+        collect() {
+          this.set(tp.registry.clients.size);
+        },
+      });
+      new Gauge({
+        name: 'gatehouse_relay_tunnel_proxy_connections',
+        help: 'Open tunnel-proxy connections, registered or not.',
+        registers: [registry],
+        collect() {
+          this.set(tp.connections.size);
+        },
+      });
+      new Counter({
+        name: 'gatehouse_relay_tunnel_proxy_registrations_total',
+        help: 'Successful tunnel-proxy registrations since start, by role.',
+        labelNames: ['role'],
+        registers: [registry],
+        collect() {
+          mirror(this, tp.registry.totals.servers, { role: 'server' });
+          mirror(this, tp.registry.totals.clients, { role: 'client' });
         },
       });
     }
