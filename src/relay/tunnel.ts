@@ -25,9 +25,9 @@ import type { RendezvousKey, Rendezvous } from './rendezvous.ts';
 import { notification } from './protocol/jsonrpc.ts';
 import { normalizeUuid } from './uuid.ts';
 import { StreamLink, type LinkHandlers } from './links.ts';
-import { keepFreedMemory, type SpliceEngine, type SpliceEvent } from './splice.ts';
+import type { SpliceEngine, SpliceEvent } from './splice.ts';
 import { ReadTurns } from './read-turns.ts';
-import { YoungGc } from './young-gc.ts';
+import { DATA_PATH_GC } from './young-gc.ts';
 
 export interface TunnelContext {
   readonly rendezvous: Rendezvous<Session>;
@@ -54,12 +54,6 @@ export interface TunnelContext {
  */
 const READ_TURNS = new ReadTurns(1024 * 1024, 64 * 1024);
 
-/**
- * A young-generation collection per 2 MiB relayed in JavaScript, for the whole process (young-gc.ts): a
- * 1 GiB TLS/WS/WSS transfer peaked at 123–140 MB RSS without it and 88–94 MB with it (tsc build), and
- * spent less CPU per GiB (docs/benchmarks.md). 4 MiB gave 92–100 MB, 8 MiB 95–107 MB.
- */
-const YOUNG_GC = new YoungGc(2 * 1024 * 1024, () => keepFreedMemory(64 * 1024 * 1024, 1024 * 1024));
 
 /** How long a hand-off may wait for Node's write buffers to empty before it gives up (stays in JS). */
 const HANDOFF_WAIT_MS = 2000;
@@ -292,7 +286,7 @@ export class Tunnel {
       this.relayedBytes += n;
       ctx.countTraffic(n);
       const shareUsed = READ_TURNS.charge(reader, n);
-      YOUNG_GC.charge(n);
+      DATA_PATH_GC.charge(n);
       if (!dst.sendData(chunk)) {
         blocked = true;
         src.pause();

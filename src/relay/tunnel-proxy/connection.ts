@@ -45,8 +45,11 @@ let nextConnectionId = 1;
 export class TpConnection {
   readonly id = nextConnectionId++;
   readonly connectedAt = Date.now();
-  /** Per-connection id shown by the monitor, a uuid in braces as nymea shows it. */
-  readonly connectionId = `{${randomUUID()}}`;
+  #connectionId: string | undefined;
+  /** Per-connection id shown by the monitor, a uuid in braces as nymea shows it (made on first use). */
+  get connectionId(): string {
+    return (this.#connectionId ??= `{${randomUUID()}}`);
+  }
   role: TpRole = 'none';
   /** Set once registered. */
   leg: ServerLeg | ClientLeg | undefined;
@@ -55,7 +58,8 @@ export class TpConnection {
   txBytes = 0;
   readonly boundary: FaultBoundary;
   readonly #ctx: TpContext;
-  readonly #splitter: MessageSplitter;
+  /** The JSON reader before registration; dropped once registered (idle clients stay small). */
+  #splitter: MessageSplitter | undefined;
   #timer: NodeJS.Timeout | undefined;
   /** After RegisterServer: every JSON line goes out as a SLIP frame on address 0. */
   #slip = false;
@@ -154,9 +158,11 @@ export class TpConnection {
     this.rxBytes += chunk.length;
     if (binary) return this.fail('RELAY_BINARY_NOT_EXPECTED');
     if ((this.link.kind === 'ws' || this.link.kind === 'wss') && !isUtf8(chunk)) return this.fail('RELAY_WS_INVALID_UTF8');
+    const splitter = this.#splitter;
+    if (splitter === undefined) return;
     let messages: Buffer[];
     try {
-      messages = this.#splitter.pushBytes(chunk);
+      messages = splitter.pushBytes(chunk);
     } catch {
       return this.fail('RELAY_MESSAGE_TOO_LARGE');
     }
@@ -167,7 +173,8 @@ export class TpConnection {
     // Bytes that followed a registration in the same read belong to the new role's data path.
     const role = this.role as TpRole;
     if (role === 'server' || role === 'client') {
-      const rest = this.#splitter.drain();
+      const rest = splitter.drain();
+      this.#splitter = undefined;
       if (rest.length > 0) this.link.handlers.data(rest, false);
     }
   }

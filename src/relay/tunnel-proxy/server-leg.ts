@@ -19,6 +19,7 @@
  *   client of it is paused until it drains.
  * Kernel relay (splice) does not apply: both directions need framing work in user space.
  */
+import { DATA_PATH_GC } from '../young-gc.ts';
 import { errorResponse, successResponse } from '../protocol/jsonrpc.ts';
 import { notification } from '../protocol/jsonrpc.ts';
 import { CONTROL_ADDRESS, RESERVED_ADDRESS, SLIP_END, SLIP_ESC, SlipDecoder, encodeFrame, type SlipSink } from '../protocol/slip.ts';
@@ -128,6 +129,7 @@ export class ServerLeg {
     const frame = encodeFrame(address, chunk);
     this.conn.txBytes += frame.length;
     this.ctx.registry.totals.traffic += chunk.length;
+    DATA_PATH_GC.charge(chunk.length);
     const link = this.conn.link;
     link.sendData(frame);
     if (!this.#clientsPaused && link.pendingBytes >= this.ctx.config.limits.serverBufferBytes) {
@@ -176,6 +178,7 @@ export class ServerLeg {
       return;
     }
     this.ctx.registry.totals.traffic += bytes.length;
+    DATA_PATH_GC.charge(bytes.length);
     client.deliver(bytes);
   }
 
