@@ -349,7 +349,8 @@ export class Session {
       case 'waiting':
         reply('AuthenticationErrorNoError');
         this.state = 'waiting';
-        this.log.debug('authenticated, waiting for partner');
+        // The child logger is made on first use: not for a debug line nobody reads (memory and setup rate).
+        if (this.#ctx.log.isLevelEnabled('debug')) this.log.debug('authenticated, waiting for partner');
         if (this.#hasPendingInput()) return this.fail('RELAY_DATA_BEFORE_TUNNEL');
         this.#arm(this.#ctx.config.timeouts.aloneMs, 'RELAY_ALONE_TIMEOUT');
         return;
