@@ -14,6 +14,42 @@ import { EXIT } from './exit.ts';
 import { gatehouseVersion } from '../core/version.ts';
 
 /** Parses one monitor line; a socket that is not the monitor gets a message and exit 69, not a stack. */
+/**
+ * Splits what the monitor socket sends into whole documents. The relay answers `refresh` with one compact
+ * line, but a client that connects just before the relay's push tick first gets a pushed document in Qt's
+ * indented form (a `{` line, indented lines, a `}` line, a blank line), as nymea 1.8 monitors expect:
+ * both forms are read, so that race never looks like a foreign socket.
+ */
+export class MonitorDocReader {
+  #buffer = '';
+  #block: string[] | undefined;
+
+  /** Appends text; returns each complete document's text (compact line or indented block), in order. */
+  push(text: string): string[] {
+    this.#buffer += text;
+    const docs: string[] = [];
+    let nl: number;
+    while ((nl = this.#buffer.indexOf('\n')) >= 0) {
+      const line = this.#buffer.slice(0, nl);
+      this.#buffer = this.#buffer.slice(nl + 1);
+      if (this.#block !== undefined) {
+        this.#block.push(line);
+        if (line === '}') {
+          docs.push(this.#block.join('\n'));
+          this.#block = undefined;
+        }
+      } else if (line === '{') this.#block = [line];
+      else if (line.trim() !== '') docs.push(line);
+    }
+    return docs;
+  }
+
+  /** Characters held for an unfinished document (bounded by the caller). */
+  get pendingChars(): number {
+    return this.#buffer.length + (this.#block?.reduce((n, l) => n + l.length + 1, 0) ?? 0);
+  }
+}
+
 function parseDoc(line: string, path: string): MonitorDoc {
   try {
     const doc = JSON.parse(line) as unknown;
@@ -174,7 +210,7 @@ function live(path: string): void {
   const connectOnce = () => {
     const socket = connect({ path });
     current = socket;
-    let buffer = '';
+    const reader = new MonitorDocReader();
     let connected = false;
     socket.setEncoding('utf8');
     const refresh = () => socket.write('{"method":"refresh","params":{"printAll":false}}\n');
@@ -192,12 +228,9 @@ function live(path: string): void {
       setTimeout(connectOnce, RECONNECT_MS);
     });
     socket.on('data', (text: string) => {
-      buffer += text;
-      if (buffer.length > 16 * 1024 * 1024) socket.destroy();
-      let nl: number;
-      while ((nl = buffer.indexOf('\n')) >= 0) {
-        const line = buffer.slice(0, nl);
-        buffer = buffer.slice(nl + 1);
+      const docs = reader.push(text);
+      if (reader.pendingChars > 16 * 1024 * 1024) socket.destroy();
+      for (const line of docs) {
         const view = renderMonitorView(parseDoc(line, path), Date.now(), {
           columns: process.stdout.columns ?? 120,
           rows: process.stdout.rows ?? 1000,
@@ -226,15 +259,16 @@ export function monitorCommand(): Command {
         process.exit(EXIT.unavailable);
       });
       socket.setEncoding('utf8');
-      let buffer = '';
+      const reader = new MonitorDocReader();
       socket.write('{"method":"refresh","params":{"printAll":true}}\n');
       socket.on('data', (text: string) => {
-        buffer += text;
-        const nl = buffer.indexOf('\n');
-        if (nl < 0) return;
-        const line = buffer.slice(0, nl);
-        parseDoc(line, path);
-        process.stdout.write(`${line}\n`);
+        // The first whole document (a push that raced our refresh is as good), printed compact.
+        const doc = reader.push(text)[0];
+        if (doc === undefined) {
+          if (reader.pendingChars > 16 * 1024 * 1024) socket.destroy();
+          return;
+        }
+        process.stdout.write(`${JSON.stringify(parseDoc(doc, path))}\n`);
         socket.destroy();
       });
     });
