@@ -43,7 +43,7 @@ test('the view fits the terminal, names both ends of a tunnel with users, bytes 
   assert.match(lines.at(-1)!, /^… \d+ more rows/);
 });
 
-test('live view: waits for the gateway, shows it with the Gatehouse version once it runs, says so and retries when the gateway stops', async () => {
+test('live view: waits for the gateway, shows it with the Gatehouse version once it runs, says so when it stops and resumes when it is back', async () => {
   const dir = tempDir();
   const cfg = join(dir, 'g.toml');
   writeFileSync(cfg, '[relay]\nlisteners = [{ kind = "tcp", port = 0 }]\n[relay.monitor]\npath = "mon.sock"\nintervalMs = 200\n');
@@ -58,6 +58,22 @@ test('live view: waits for the gateway, shows it with the Gatehouse version once
     await server.exited();
     await mon.waitForStdout(/monitor socket closed .*retrying/, 15000);
     assert.ok(url !== '');
+    // The gateway comes back: the view resumes by itself (the first document may be a push that raced
+    // the monitor's refresh; both forms are read).
+    const mark = mon.stdout().length;
+    const again = gatehouse(['serve', '--config', cfg], { cwd: dir });
+    try {
+      await again.waitForStdout(/Press Ctrl-C/);
+      const versionLine = new RegExp(`Gatehouse ${gatehouseVersion().replace(/\./g, '\\.')} {3}clients 0`);
+      const until = Date.now() + 15000;
+      while (!versionLine.test(mon.stdout().slice(mark))) {
+        assert.ok(Date.now() < until, `the view did not resume: ${mon.stdout().slice(-400)} / ${mon.stderr().slice(-400)}`);
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    } finally {
+      again.child.kill('SIGTERM');
+      await again.exited();
+    }
     mon.child.kill('SIGTERM');
     assert.equal((await mon.exited()).code, 0);
   } finally {
