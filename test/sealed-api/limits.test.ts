@@ -6,7 +6,7 @@ import { request as httpRequest } from 'node:http';
 import { SealedCallError } from '../../src/sealed-api/client.ts';
 import { DirectoryReplayStore, MemoryReplayStore } from '../../src/sealed-api/replay.ts';
 import { join } from 'node:path';
-import { rmSync, writeFileSync } from 'node:fs';
+import { existsSync, rmSync, writeFileSync } from 'node:fs';
 import { startSealed, tempDir, write, type StartedSealed, trackedStart } from './helpers.ts';
 
 const start = trackedStart();
@@ -89,15 +89,19 @@ test('replay store: duplicates refused, full refuses (never evicts), expired ent
 
 test('close({graceMs}) lets a running request finish, then refuses new connections', async () => {
   const dir = tempDir();
+  // The action marks that it runs, so close() starts while the request is surely in progress (a fixed
+  // sleep raced a loaded machine: a connection with no request yet is idle, and idle ones close at once).
+  const marker = join(dir, 'running');
   write(
     dir,
     'hold.mjs',
-    'export default { run() { return new Promise((r) => setTimeout(() => r(1), 300)); } };',
+    `import { writeFileSync } from 'node:fs';\nexport default { run() { writeFileSync(${JSON.stringify(marker)}, '1'); return new Promise((r) => setTimeout(() => r(1), 300)); } };`,
   );
   const s = await startSealed({ modules: { hold: { file: 'hold.mjs' } } }, { dir });
   const c = await s.client('alice');
   const running = c.call('hold');
-  await new Promise((r) => setTimeout(r, 50));
+  for (let i = 0; i < 500 && !existsSync(marker); i++) await new Promise((r) => setTimeout(r, 10));
+  assert.ok(existsSync(marker), 'the action started');
   const closed = s.server.close({ graceMs: 3000 });
   assert.equal(await running, 1);
   await closed;
