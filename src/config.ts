@@ -8,6 +8,7 @@ import { relayConfigSchema } from './relay/config.ts';
 import { cardBridgeConfigSchema } from './card-bridge/config.ts';
 import { sealedApiConfigSchema } from './sealed-api/config.ts';
 import { opsConfigSchema } from './ops/config.ts';
+import { clusterConfigSchema } from './core/config/cluster.ts';
 import { loadConfigFile, validateConfig } from './core/config/load.ts';
 
 /**
@@ -37,6 +38,8 @@ export const gatewayConfigSchema = z.strictObject({
   sealedApi: frontEnd(sealedApiConfigSchema),
   /** The ops HTTP listener (/metrics, /healthz, /readyz): like a front end, on when its section is present. */
   ops: frontEnd(opsConfigSchema),
+  /** Several processes or machines as one gateway (core/config/cluster.ts): on when its section is present. */
+  cluster: frontEnd(clusterConfigSchema),
 });
 
 export type GatewayConfig = z.output<typeof gatewayConfigSchema>;

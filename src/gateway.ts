@@ -78,7 +78,21 @@ export const NO_FRONT_END = 'no front end is enabled: add a [relay], [cardBridge
  */
 export async function createGateway(config: GatewayConfig, deps: GatewayDeps): Promise<Gateway> {
   if (enabledFrontEnds(config).length === 0) throw new GatewayError('CORE_CONFIG_INVALID', NO_FRONT_END);
-  const relay = config.relay.enabled ? (await import('./relay/server.ts')).createRelayServer(config.relay, deps) : undefined;
+  // [cluster] redisUrl: the relay pairs through Redis with the other nodes (this file owns its connection).
+  const cluster = config.relay.enabled && config.cluster.enabled && config.cluster.redisUrl !== undefined && config.cluster.secret !== undefined
+    ? new (await import('./relay/cluster/rendezvous-redis.ts')).RedisRendezvous<import('./relay/session.ts').Session>({
+        redisUrl: config.cluster.redisUrl,
+        secret: config.cluster.secret,
+        nodeId: config.cluster.nodeId,
+        aloneMs: config.relay.timeouts.aloneMs,
+        maxWaitingPerToken: config.relay.limits.maxWaitingPerToken,
+        tunnelLeaseMs: config.cluster.tunnelLeaseMs,
+        keyPrefix: config.cluster.keyPrefix,
+        commandTimeoutMs: config.cluster.redisCommandTimeoutMs,
+        log: deps.log.child({ part: 'cluster' }),
+      })
+    : undefined;
+  const relay = config.relay.enabled ? (await import('./relay/server.ts')).createRelayServer(config.relay, cluster === undefined ? deps : { ...deps, rendezvous: cluster }) : undefined;
   const cardBridge = config.cardBridge.enabled ? (await import('./card-bridge/server.ts')).createCardBridgeServer(config.cardBridge, deps) : undefined;
   const sealedApi = config.sealedApi.enabled ? (await import('./sealed-api/server.ts')).createSealedApiServer(config.sealedApi, deps) : undefined;
   const parts: Service[] = [relay, cardBridge, sealedApi].filter((s) => s !== undefined);
@@ -144,8 +158,10 @@ export async function createGateway(config: GatewayConfig, deps: GatewayDeps): P
       // Ops first: /healthz answers at once and /readyz says 503 while the front ends start.
       await ops?.start();
       try {
+        await cluster?.start();
         await all.start();
       } catch (err) {
+        await cluster?.close();
         await ops?.close();
         throw err;
       }
@@ -155,6 +171,7 @@ export async function createGateway(config: GatewayConfig, deps: GatewayDeps): P
       draining = true;
       // The front ends drain while the ops listener still answers (/readyz: 503); it closes last.
       await all.close(options ?? { graceMs: config.shutdown.graceMs });
+      await cluster?.close();
       await ops?.close();
     },
     describe(cli = cliCommand()) {

@@ -19,7 +19,12 @@ export type OfferResult<P> =
   | { readonly kind: 'waiting' }
   | { readonly kind: 'paired'; readonly partner: P }
   | { readonly kind: 'tunnel-exists' }
-  | { readonly kind: 'too-many-waiting' };
+  | { readonly kind: 'too-many-waiting' }
+  /**
+   * The partner waits on another gateway node (a shared table): nothing changed, the offer is refused.
+   * Its entry stays; carrying the tunnel across nodes is a later step.
+   */
+  | { readonly kind: 'partner-elsewhere'; readonly node: string };
 
 export interface Rendezvous<P> {
   /** Registers `party` under `key`: it waits, pairs with the waiting partner, or is refused. */
@@ -30,6 +35,10 @@ export interface Rendezvous<P> {
   release(key: RendezvousKey): Promise<void>;
   /** Waiting parties and open tunnels, for the monitor. */
   readonly size: { readonly waiting: number; readonly tunnels: number };
+  /** Connects to a shared store, if any (before the relay accepts clients). */
+  start?(): Promise<void>;
+  /** Disconnects from a shared store, if any (after the relay closed). */
+  close?(): Promise<void>;
 }
 
 type Slot<P> = { state: 'waiting'; party: P } | { state: 'tunnel' };

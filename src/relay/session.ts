@@ -346,6 +346,11 @@ export class Session {
         return this.fail('RELAY_TUNNEL_EXISTS');
       case 'too-many-waiting':
         return this.fail('RELAY_LIMIT_WAITING_PER_TOKEN', { id });
+      case 'partner-elsewhere':
+        // The partner waits on another node and this node cannot reach it (yet): a clear refusal.
+        this.log.info({ partnerNode: offer.node }, 'partner waits on another node; refused');
+        reply('AuthenticationErrorProxyError');
+        return this.fail('RELAY_PARTNER_ON_OTHER_NODE');
       case 'waiting':
         reply('AuthenticationErrorNoError');
         this.state = 'waiting';

@@ -50,6 +50,11 @@ export const relayErrors = {
     jsonRpcText: 'Command timed out',
     close: closeWith('API call timeouted.'),
   },
+  RELAY_PARTNER_ON_OTHER_NODE: {
+    summary: 'The partner with this (token, nonce) waits on another gateway node (process or machine) that this one cannot forward to; the client is answered AuthenticationErrorProxyError and closed, the partner keeps waiting.',
+    httpStatus: 503,
+    close: closeWith('Proxy error.'),
+  },
   RELAY_RENDEZVOUS_FAILED: {
     summary: 'The rendezvous table could not be asked (it failed); the client is answered AuthenticationErrorProxyError and closed.',
     httpStatus: 503,

@@ -1,0 +1,43 @@
+/**
+ * The `[cluster]` section: how several gateway processes act as one. Absent = a single process (the
+ * default). `workers` runs several processes of this machine; `redisUrl` (with `secret`) joins nodes,
+ * on this machine or others, through one Redis. Defaults live here only.
+ */
+import { hostname } from 'node:os';
+import { z } from 'zod';
+import { secretString } from './secret.ts';
+
+export const clusterConfigSchema = z
+  .strictObject({
+    enabled: z.boolean().default(true),
+    /** `redis://host:port/db`, `rediss://…`, or a unix socket path. Absent: no shared table across machines. */
+    redisUrl: z
+      .string()
+      .min(1)
+      .refine((u) => u.startsWith('/') || /^rediss?:\/\//.test(u), 'expected redis://, rediss:// or an absolute unix socket path')
+      .optional(),
+    /** HMAC key under which tokens are stored in Redis (never in clear); the same on every node, 16+ chars. */
+    secret: secretString()
+      .refine((s) => s.reveal().length >= 16, 'the cluster secret needs at least 16 characters')
+      .optional(),
+    /** This node's id in Redis; unique per process in the cluster. */
+    nodeId: z
+      .string()
+      .regex(/^[A-Za-z0-9._:-]{1,128}$/, 'letters, digits and . _ : - only (1 to 128)')
+      .default(() => `${hostname()}-${process.pid}`),
+    /** Processes on this machine accepting on the same ports: a number, or `auto` (one per core). */
+    workers: z.union([z.number().int().min(1).max(256), z.literal('auto')]).default(1),
+    /** Prefix of every key this gateway writes in Redis (several gateways may share one Redis). */
+    keyPrefix: z.string().min(1).max(64).default('gatehouse:'),
+    /** A tunnel's claim on its (token, nonce) in Redis lives this long unless its node renews it. */
+    tunnelLeaseMs: z.number().int().min(300).default(30000),
+    /** Bounds one Redis command (and the connect); a slower Redis counts as down. */
+    redisCommandTimeoutMs: z.number().int().min(50).default(2000),
+  })
+  .superRefine((cfg, ctx) => {
+    if (cfg.redisUrl !== undefined && cfg.secret === undefined) {
+      ctx.addIssue({ code: 'custom', path: ['secret'], message: 'redisUrl needs a cluster secret (the key tokens are hashed with in Redis)' });
+    }
+  });
+
+export type ClusterConfig = z.output<typeof clusterConfigSchema>;

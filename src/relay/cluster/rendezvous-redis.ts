@@ -1,0 +1,245 @@
+/**
+ * The rendezvous table on Redis: clients that land on different gateway nodes (processes or machines)
+ * meet under the same (token, nonce). It is a `Rendezvous<P>`; sessions do not know which table they use.
+ *
+ * What is in Redis (prefix `keyPrefix`, default `gatehouse:`):
+ *   rv:k:<hmac(token, nonce)>  string "w <node> <party>" (a party waits; TTL = the alone timeout)
+ *                              or "t <node> <lease>" (a tunnel holds the key; TTL = lease, renewed)
+ *   rv:t:<hmac(token)>         sorted set of "<node> <party>" scored by expiry (ms): the per-token waiting
+ *                              limit across nodes; expired members are pruned on every offer
+ * Tokens and nonces appear only as HMAC-SHA256 under the cluster secret: never in clear. A party is known
+ * in Redis only by its node id and a per-process number; the party itself (the Session) stays in this
+ * process's own map, so a pairing whose partner waits here is completed locally.
+ *
+ * Atomicity: offer, withdraw and release are Lua scripts, so exactly one client pairs with a waiting
+ * party however many race. A partner waiting on ANOTHER node is detected and refused (`partner-elsewhere`)
+ * without touching its entry: carrying the tunnel to that node is not done here (forwarding, later).
+ *
+ * Faults: Redis unreachable → every call rejects at once (no offline queue; the session answers
+ * ProxyError, RELAY_RENDEZVOUS_FAILED); the client reconnects by itself. Open tunnels never touch Redis
+ * except for lease renewal, so they keep flowing. A node that dies stops renewing: its waiting entries and
+ * tunnel leases expire and no key stays blocked. Redis restarted empty: entries are gone, keys are still
+ * per (token, nonce), so nothing pairs across keys.
+ */
+import { createHmac } from 'node:crypto';
+import { Redis } from 'ioredis';
+import type { Logger } from '../../core/log.ts';
+import type { Secret } from '../../core/config/secret.ts';
+import type { OfferResult, Rendezvous, RendezvousKey } from '../rendezvous.ts';
+
+export interface RedisRendezvousOptions {
+  /** redis:// or rediss:// URL, or a unix socket path (`/run/redis.sock`). */
+  readonly redisUrl: string;
+  /** HMAC key for tokens and nonces; the same on every node. */
+  readonly secret: Secret;
+  /** This node's id; unique in the cluster (default in the schema: hostname-pid). */
+  readonly nodeId: string;
+  /** A waiting entry's lifetime: the relay's alone timeout, ms. */
+  readonly aloneMs: number;
+  /** Parties waiting under one token, across nodes and nonces. */
+  readonly maxWaitingPerToken: number;
+  /** How long a tunnel's claim on its key lives unless renewed, ms (renewed every third of it). */
+  readonly tunnelLeaseMs: number;
+  /** Redis key prefix, so several gateways can share one Redis. */
+  readonly keyPrefix: string;
+  /** Bounds one Redis command, ms. */
+  readonly commandTimeoutMs: number;
+  readonly log: Logger;
+}
+
+const OFFER = `
+local function now()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local v = redis.call('GET', KEYS[1])
+if v then
+  if string.sub(v, 1, 1) == 't' then return {'tunnel-exists'} end
+  local node, party = string.match(v, '^w (%S+) (%S+)$')
+  if node ~= ARGV[1] then return {'partner-elsewhere', node} end
+  redis.call('ZREM', KEYS[2], node .. ' ' .. party)
+  redis.call('SET', KEYS[1], ARGV[5], 'PX', ARGV[6])
+  return {'paired', party}
+end
+local ms = now()
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ms)
+if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[4]) then return {'too-many-waiting'} end
+redis.call('SET', KEYS[1], 'w ' .. ARGV[1] .. ' ' .. ARGV[2], 'PX', ARGV[3])
+redis.call('ZADD', KEYS[2], ms + tonumber(ARGV[3]), ARGV[1] .. ' ' .. ARGV[2])
+if redis.call('PTTL', KEYS[2]) < tonumber(ARGV[3]) then redis.call('PEXPIRE', KEYS[2], ARGV[3]) end
+return {'waiting'}
+`;
+
+/** Deletes KEYS[1] if it still holds ARGV[1]; removes ARGV[2] from the token set KEYS[2] (if given). */
+const DELETE_IF = `
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+if ARGV[2] ~= '' then redis.call('ZREM', KEYS[2], ARGV[2]) end
+return 1
+`;
+
+/** Renews the leases KEYS[i] that still hold ARGV[i+1] to ARGV[1] ms. */
+const RENEW = `
+for i, k in ipairs(KEYS) do
+  if redis.call('GET', k) == ARGV[i + 1] then redis.call('PEXPIRE', k, ARGV[1]) end
+end
+return 1
+`;
+
+type Scripts = Redis & {
+  rvOffer(k: string, t: string, node: string, party: string, ttl: number, max: number, lease: string, leaseMs: number): Promise<string[]>;
+  rvDeleteIf(k: string, t: string, value: string, member: string): Promise<number>;
+  rvRenew(n: number, ...keysThenArgs: (string | number)[]): Promise<number>;
+};
+
+export class RedisRendezvous<P> implements Rendezvous<P> {
+  readonly #redis: Scripts;
+  readonly #opts: RedisRendezvousOptions;
+  /** Parties waiting on this node, by their number in Redis. */
+  readonly #waiting = new Map<string, P>();
+  /** Our waiting entries by slot key: the value we wrote (to delete only our own). */
+  readonly #waitingValue = new Map<P, { slot: string; value: string; member: string; tokenKey: string }>();
+  /** Tunnel leases this node holds: slot key → the value we wrote. */
+  readonly #leases = new Map<string, string>();
+  #nextParty = 1;
+  #renewTimer: NodeJS.Timeout | undefined;
+  #lastErrorLog = 0;
+  #closed = false;
+
+  constructor(opts: RedisRendezvousOptions) {
+    this.#opts = opts;
+    const common = {
+      // Fail fast while Redis is away: the session answers ProxyError instead of waiting for its deadline.
+      enableOfflineQueue: false,
+      maxRetriesPerRequest: 0,
+      commandTimeout: opts.commandTimeoutMs,
+      connectTimeout: opts.commandTimeoutMs,
+      lazyConnect: true,
+      retryStrategy: (times: number) => Math.min(100 * times, 2000),
+    };
+    this.#redis = (opts.redisUrl.startsWith('/') ? new Redis({ ...common, path: opts.redisUrl }) : new Redis(opts.redisUrl, common)) as Scripts;
+    this.#redis.defineCommand('rvOffer', { numberOfKeys: 2, lua: OFFER });
+    this.#redis.defineCommand('rvDeleteIf', { numberOfKeys: 2, lua: DELETE_IF });
+    this.#redis.defineCommand('rvRenew', { lua: RENEW });
+    this.#redis.on('error', (err: Error) => {
+      // ioredis repeats the error on every reconnect attempt: one line per 5 s is enough.
+      const now = Date.now();
+      if (now - this.#lastErrorLog < 5000) return;
+      this.#lastErrorLog = now;
+      opts.log.error({ err: err.message, code: 'RELAY_RENDEZVOUS_FAILED', node: opts.nodeId }, 'redis unreachable; new pairings fail until it is back');
+    });
+    this.#redis.on('ready', () => opts.log.info({ node: opts.nodeId }, 'redis rendezvous connected'));
+  }
+
+  /**
+   * Connects (the first attempt only; later ones are automatic) and starts lease renewal. A Redis that is
+   * down at start is not fatal: offers fail until it comes up.
+   */
+  async start(): Promise<void> {
+    this.#renewTimer = setInterval(() => this.#renew(), Math.max(50, Math.floor(this.#opts.tunnelLeaseMs / 3)));
+    this.#renewTimer.unref();
+    try {
+      await this.#redis.connect();
+    } catch (err) {
+      this.#opts.log.error({ err: (err as Error).message, code: 'RELAY_RENDEZVOUS_FAILED' }, 'redis not reachable at start; retrying in the background');
+    }
+  }
+
+  /** Stops renewal and disconnects. Our entries expire by themselves (or are released by the closing tunnels first). */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    if (this.#renewTimer !== undefined) clearInterval(this.#renewTimer);
+    try {
+      if (this.#redis.status === 'ready') await this.#redis.quit();
+      else this.#redis.disconnect();
+    } catch {
+      this.#redis.disconnect();
+    }
+  }
+
+  get size() {
+    return { waiting: this.#waiting.size, tunnels: this.#leases.size };
+  }
+
+  #hmac(label: string, ...parts: string[]): string {
+    const h = createHmac('sha256', this.#opts.secret.reveal());
+    h.update(label);
+    for (const p of parts) h.update(`${Buffer.byteLength(p)}:${p}`);
+    return h.digest('hex');
+  }
+
+  #keys(key: RendezvousKey): { slot: string; tokenKey: string } {
+    const p = this.#opts.keyPrefix;
+    return { slot: `${p}rv:k:${this.#hmac('slot', key.token, key.nonce)}`, tokenKey: `${p}rv:t:${this.#hmac('token', key.token)}` };
+  }
+
+  async offer(key: RendezvousKey, party: P): Promise<OfferResult<P>> {
+    const { slot, tokenKey } = this.#keys(key);
+    const node = this.#opts.nodeId;
+    // A party whose entry names this node but who already left locally: its entry is stale, retry once.
+    for (let attempt = 0; attempt < 3; attempt++) {
+      const id = String(this.#nextParty++);
+      const lease = `t ${node} ${id}`;
+      const r = await this.#redis.rvOffer(slot, tokenKey, node, id, this.#opts.aloneMs, this.#opts.maxWaitingPerToken, lease, this.#opts.tunnelLeaseMs);
+      switch (r[0]) {
+        case 'waiting': {
+          this.#waiting.set(id, party);
+          this.#waitingValue.set(party, { slot, value: `w ${node} ${id}`, member: `${node} ${id}`, tokenKey });
+          return { kind: 'waiting' };
+        }
+        case 'paired': {
+          this.#leases.set(slot, lease);
+          const partnerId = r[1] ?? '';
+          const partner = this.#waiting.get(partnerId);
+          if (partner === undefined) {
+            // Withdrawn here while the script ran: give the key back and offer again.
+            await this.release(key);
+            continue;
+          }
+          this.#waiting.delete(partnerId);
+          this.#waitingValue.delete(partner);
+          return { kind: 'paired', partner };
+        }
+        case 'tunnel-exists':
+          return { kind: 'tunnel-exists' };
+        case 'too-many-waiting':
+          return { kind: 'too-many-waiting' };
+        case 'partner-elsewhere':
+          return { kind: 'partner-elsewhere', node: r[1] ?? '' };
+        default:
+          throw new Error(`unexpected rendezvous script answer ${String(r[0])}`);
+      }
+    }
+    return { kind: 'tunnel-exists' };
+  }
+
+  async withdraw(_key: RendezvousKey, party: P): Promise<void> {
+    const entry = this.#waitingValue.get(party);
+    if (entry === undefined) return;
+    // Locally first, synchronously: an offer racing with this one must not pair with a party that left.
+    this.#waitingValue.delete(party);
+    this.#waiting.delete(entry.value.slice(entry.value.lastIndexOf(' ') + 1));
+    await this.#redis.rvDeleteIf(entry.slot, entry.tokenKey, entry.value, entry.member);
+  }
+
+  async release(key: RendezvousKey): Promise<void> {
+    const { slot, tokenKey } = this.#keys(key);
+    const lease = this.#leases.get(slot);
+    if (lease === undefined) return;
+    this.#leases.delete(slot);
+    await this.#redis.rvDeleteIf(slot, tokenKey, lease, '');
+  }
+
+  #renew(): void {
+    if (this.#leases.size === 0 || this.#redis.status !== 'ready') return;
+    const slots = [...this.#leases.keys()];
+    // Bounded batches: one script call per 500 tunnels.
+    for (let i = 0; i < slots.length; i += 500) {
+      const batch = slots.slice(i, i + 500);
+      const values = batch.map((s) => this.#leases.get(s) ?? '');
+      this.#redis.rvRenew(batch.length, ...batch, this.#opts.tunnelLeaseMs, ...values).catch((err: unknown) => {
+        this.#opts.log.warn({ err: (err as Error).message, code: 'RELAY_RENDEZVOUS_FAILED' }, 'tunnel lease renewal failed');
+      });
+    }
+  }
+}

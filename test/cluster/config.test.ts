@@ -1,0 +1,31 @@
+/** The `[cluster]` section: off when absent, defaults from the schema, every problem reported, secret redacted. */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { inspect } from 'node:util';
+import { hostname } from 'node:os';
+import { validateConfig } from '../../src/core/config/load.ts';
+import { gatewayConfigSchema } from '../../src/config.ts';
+
+test('[cluster] absent: off; present: defaults (workers 1, nodeId hostname-pid)', { timeout: 5000 }, () => {
+  const off = validateConfig(gatewayConfigSchema, { relay: {} });
+  assert.equal(off.cluster.enabled, false);
+  const on = validateConfig(gatewayConfigSchema, { relay: {}, cluster: { redisUrl: 'redis://127.0.0.1:6379', secret: 'a-cluster-secret-16+' } });
+  assert.equal(on.cluster.enabled, true);
+  assert.equal(on.cluster.workers, 1);
+  assert.equal(on.cluster.nodeId, `${hostname()}-${process.pid}`);
+  assert.equal(on.cluster.keyPrefix, 'gatehouse:');
+  assert.ok(!inspect(on.cluster).includes('a-cluster-secret'));
+  assert.equal(validateConfig(gatewayConfigSchema, { relay: {}, cluster: { workers: 'auto' } }).cluster.workers, 'auto');
+});
+
+test('[cluster] problems: redisUrl without secret, a short secret, a bad URL, an unknown key', { timeout: 5000 }, () => {
+  assert.throws(
+    () => validateConfig(gatewayConfigSchema, { relay: {}, cluster: { redisUrl: 'redis://x' } }),
+    (err: Error) => err.message.includes('cluster.secret: redisUrl needs a cluster secret'),
+  );
+  assert.throws(
+    () => validateConfig(gatewayConfigSchema, { relay: {}, cluster: { redisUrl: 'http://x', secret: 'short', nodeID: 'x', workers: 0 } }),
+    (err: Error) =>
+      ['cluster.redisUrl', 'cluster.secret: the cluster secret needs at least 16', 'cluster.nodeID: unknown key', 'cluster.workers'].every((s) => err.message.includes(s)),
+  );
+});
