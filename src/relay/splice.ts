@@ -14,7 +14,8 @@ export type SpliceEvent = { kind: 'half'; direction: 0 | 1 } | { kind: 'done' } 
 
 /** The addon's API (native/splice-relay.c); it checks every argument and throws on a bad one. */
 export interface SpliceAddon {
-  init(onEvent: (id: number, kind: number, dir: number, errno: number) => void, budgetPages?: number): void;
+  /** `copy` (default true): read/write through one buffer; false: zero-copy splice(2) (native/splice-relay.c, pump()). */
+  init(onEvent: (id: number, kind: number, dir: number, errno: number) => void, budgetPages?: number, copy?: boolean): void;
   stats(): SpliceStats;
   start(id: number, fdA: number, fdB: number, counters: BigUint64Array): void;
   stop(id: number): void;
@@ -125,7 +126,8 @@ export function loadSplice(): SpliceEngine | undefined {
   const budgetPages = pipeBudgetPages();
   try {
     addon = createRequire(import.meta.url)(SPLICE_ADDON_PATH) as SpliceAddon;
-    addon.init(dispatch, budgetPages);
+    // GATEHOUSE_SPLICE_COPY=0: zero-copy splicing (less relay CPU, more for the receiving peer; see the addon's pump()).
+    addon.init(dispatch, budgetPages, process.env.GATEHOUSE_SPLICE_COPY !== '0');
   } catch (err) {
     unavailable = `native splice addon cannot load: ${(err as Error).message.split('\n')[0] ?? ''}`;
     return undefined;
