@@ -21,6 +21,10 @@ export interface GatewayDeps {
   readonly baseDir: string;
   /** Applies a new log level to every logger (reload); the owner of the root logger provides it. */
   readonly setLogLevel?: (level: LogLevel) => void;
+  /** The relay's rendezvous table when the caller provides it (a `serve --workers` worker: the primary's). */
+  readonly rendezvous?: import('./relay/rendezvous.ts').Rendezvous<import('./relay/session.ts').Session>;
+  /** Appended to `[cluster] nodeId` (a worker's `-w<n>`, so workers of one machine are distinct nodes in Redis). */
+  readonly nodeIdSuffix?: string;
 }
 
 /** What one reload did. */
@@ -79,11 +83,11 @@ export const NO_FRONT_END = 'no front end is enabled: add a [relay], [cardBridge
 export async function createGateway(config: GatewayConfig, deps: GatewayDeps): Promise<Gateway> {
   if (enabledFrontEnds(config).length === 0) throw new GatewayError('CORE_CONFIG_INVALID', NO_FRONT_END);
   // [cluster] redisUrl: the relay pairs through Redis with the other nodes (this file owns its connection).
-  const cluster = config.relay.enabled && config.cluster.enabled && config.cluster.redisUrl !== undefined && config.cluster.secret !== undefined
+  const cluster = deps.rendezvous === undefined && config.relay.enabled && config.cluster.enabled && config.cluster.redisUrl !== undefined && config.cluster.secret !== undefined
     ? new (await import('./relay/cluster/rendezvous-redis.ts')).RedisRendezvous<import('./relay/session.ts').Session>({
         redisUrl: config.cluster.redisUrl,
         secret: config.cluster.secret,
-        nodeId: config.cluster.nodeId,
+        nodeId: `${config.cluster.nodeId}${deps.nodeIdSuffix ?? ''}`,
         aloneMs: config.relay.timeouts.aloneMs,
         maxWaitingPerToken: config.relay.limits.maxWaitingPerToken,
         tunnelLeaseMs: config.cluster.tunnelLeaseMs,

@@ -6,16 +6,28 @@
  * The log level comes from --log-level, else GATEHOUSE_LOG_LEVEL, else the file's [log] level.
  */
 import { Command, Option } from 'commander';
+import cluster from 'node:cluster';
+import { availableParallelism } from 'node:os';
 import { dirname, resolve } from 'node:path';
 import { createLogger, LOG_LEVELS, type LogFormat, type LogLevel } from '../core/log.ts';
 import { defaultConfig, loadGatewayConfig, type GatewayConfig } from '../config.ts';
-import { createGateway, type Gateway } from '../gateway.ts';
+import { createGateway, type Gateway, type GatewayDeps } from '../gateway.ts';
 import { EXIT, fail, reportAndExit } from './exit.ts';
 
 interface ServeOpts {
   config?: string;
   logLevel?: LogLevel;
   logFormat?: LogFormat;
+  workers?: string;
+}
+
+/** --workers, else `[cluster] workers`; `auto` = one per core. @returns the process count, 1 or more. */
+function workerCount(opts: ServeOpts, config: GatewayConfig): number {
+  const raw = opts.workers ?? (config.cluster.enabled ? String(config.cluster.workers) : '1');
+  if (raw === 'auto') return availableParallelism();
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n < 1 || n > 256) fail(`--workers ${raw}: expected a whole number from 1 to 256, or auto`, EXIT.usage);
+  return n;
 }
 
 /** --log-level, else GATEHOUSE_LOG_LEVEL (checked: a typo is a usage error, not a silent default). */
@@ -34,6 +46,7 @@ export function serveCommand(): Command {
     .option('-c, --config <file>', 'TOML config file')
     .addOption(new Option('--log-level <level>', 'log level (overrides [log] level and GATEHOUSE_LOG_LEVEL)').choices(LOG_LEVELS))
     .addOption(new Option('--log-format <format>', 'log lines: auto (readable on a terminal, JSON otherwise), json or pretty').choices(['auto', 'json', 'pretty']))
+    .option('-w, --workers <n>', 'processes accepting on the same ports (a number, or auto = one per core; overrides [cluster] workers)')
     .action(async (opts: ServeOpts) => {
       const override = levelOverride(opts);
       const load = (): Promise<GatewayConfig> => (opts.config === undefined ? Promise.resolve(defaultConfig()) : loadGatewayConfig(opts.config));
@@ -45,7 +58,28 @@ export function serveCommand(): Command {
         if (override !== undefined) log.info({ level: override, fileLevel: level }, 'log level kept: --log-level or GATEHOUSE_LOG_LEVEL overrides the file');
         else log.level = level;
       };
-      const gateway = await createGateway(config, { log, baseDir, setLogLevel });
+      const workers = workerCount(opts, config);
+      const isWorker = cluster.isWorker && process.env.GATEHOUSE_WORKER === '1';
+      // Without Redis the workers pair through the primary's table; with Redis, through Redis.
+      const viaPrimary = config.cluster.redisUrl === undefined;
+      if (workers > 1 && cluster.isPrimary) {
+        const { runPrimary } = await import('./serve-workers.ts');
+        runPrimary({ workers, maxWaitingPerToken: config.relay.limits.maxWaitingPerToken, hostTable: viaPrimary, log: log.child({ role: 'primary' }) });
+        return;
+      }
+      let rendezvous: GatewayDeps['rendezvous'];
+      if (isWorker && viaPrimary && config.relay.enabled) {
+        const { IpcRendezvous } = await import('../relay/cluster/ipc-rendezvous.ts');
+        rendezvous = new IpcRendezvous(process as unknown as import('../relay/cluster/ipc-rendezvous.ts').IpcChannel, config.relay.timeouts.jsonRpcMs);
+      }
+      const workerLog = isWorker ? log.child({ worker: cluster.worker?.id }) : log;
+      const gateway = await createGateway(config, {
+        log: workerLog,
+        baseDir,
+        setLogLevel,
+        ...(rendezvous === undefined ? {} : { rendezvous }),
+        ...(isWorker ? { nodeIdSuffix: `-w${cluster.worker?.id ?? 0}` } : {}),
+      });
       let stopping = false;
       let started = false;
 
@@ -88,7 +122,9 @@ export function serveCommand(): Command {
         reportAndExit(err, 'serve');
       }
       started = true;
-      process.stdout.write(`Gatehouse is running.\n${gateway.describe().join('\n')}\nPress Ctrl-C to stop; SIGHUP reloads certificates, tokens, clients and the log level.\n`);
+      if (isWorker) process.send?.({ gh: 'ready', lines: gateway.describe() });
+      else
+        process.stdout.write(`Gatehouse is running.\n${gateway.describe().join('\n')}\nPress Ctrl-C to stop; SIGHUP reloads certificates, tokens, clients and the log level.\n`);
       if (again) {
         again = false;
         reload();
@@ -112,7 +148,20 @@ export function serveCommand(): Command {
           (err: unknown) => reportAndExit(err, 'serve'),
         );
       };
-      process.on('SIGINT', stop);
-      process.on('SIGTERM', stop);
+      if (isWorker) {
+        // The primary owns the signals (a terminal's Ctrl-C reaches the whole group): it says when to drain.
+        process.on('SIGINT', () => undefined);
+        process.on('SIGTERM', () => undefined);
+        process.on('message', (m: unknown) => {
+          if (typeof m === 'object' && m !== null && (m as { gh?: unknown }).gh === 'shutdown') stop('SIGTERM');
+        });
+        // The primary is gone: drain as if told to.
+        process.on('disconnect', () => {
+          if (!stopping) stop('SIGTERM');
+        });
+      } else {
+        process.on('SIGINT', stop);
+        process.on('SIGTERM', stop);
+      }
     });
 }

@@ -1,0 +1,108 @@
+/**
+ * `gatehouse serve --workers N`, the primary process: forks N workers (node:cluster; they run the normal
+ * serve path), holds the rendezvous table they pair through (relay/cluster/ipc-rendezvous.ts), prints one
+ * banner once every worker listens, and owns the signals: SIGINT/SIGTERM tell every worker to drain
+ * (`{gh:'shutdown'}`) and exit once all have; SIGHUP is passed to every worker (each reloads).
+ *
+ * Ports are shared through node:cluster's handle passing (Node 20 has no `reusePort`): the primary owns
+ * each listening socket and hands accepted connections to the workers in turn (round robin on Linux).
+ * A worker that dies after start is replaced (at most one replacement per second); one that fails to
+ * start stops the whole gateway (exit code of that worker).
+ */
+import cluster, { type Worker } from 'node:cluster';
+import type { Logger } from '../core/log.ts';
+import { isRvRequest, PrimaryRendezvousTable } from '../relay/cluster/ipc-rendezvous.ts';
+
+export interface PrimaryOptions {
+  readonly workers: number;
+  readonly maxWaitingPerToken: number;
+  /** Whether the relay pairs through this table (false when Redis joins the workers). */
+  readonly hostTable: boolean;
+  readonly log: Logger;
+}
+
+/** Message a worker sends once it listens: the banner lines of its gateway. */
+export interface ReadyMessage {
+  readonly gh: 'ready';
+  readonly lines: readonly string[];
+}
+
+function isReady(m: unknown): m is ReadyMessage {
+  return typeof m === 'object' && m !== null && (m as { gh?: unknown }).gh === 'ready' && Array.isArray((m as { lines?: unknown }).lines);
+}
+
+export function runPrimary(opts: PrimaryOptions): void {
+  const { log } = opts;
+  const table = new PrimaryRendezvousTable(opts.maxWaitingPerToken);
+  const ready = new Set<number>();
+  let started = false;
+  let stopping = false;
+  let lastReplacement = 0;
+
+  const fork = (): Worker => cluster.fork({ GATEHOUSE_WORKER: '1' });
+
+  cluster.on('message', (worker: Worker, m: unknown) => {
+    if (isRvRequest(m)) {
+      if (!opts.hostTable) return;
+      if (worker.isConnected()) worker.send(table.handle(worker.id, m));
+      return;
+    }
+    if (isReady(m)) {
+      ready.add(worker.id);
+      if (!started && ready.size >= opts.workers) {
+        started = true;
+        process.stdout.write(`Gatehouse is running (${opts.workers} worker processes, primary pid ${process.pid}).\n${m.lines.join('\n')}\nPress Ctrl-C to stop; SIGHUP reloads certificates, tokens, clients and the log level.\n`);
+        log.info({ workers: opts.workers }, 'all workers listening');
+      }
+    }
+  });
+
+  cluster.on('exit', (worker: Worker, code: number | null, signal: string | null) => {
+    table.dropWorker(worker.id);
+    ready.delete(worker.id);
+    if (stopping) {
+      if (Object.keys(cluster.workers ?? {}).length === 0) {
+        log.info('stopped');
+        log.flush(() => process.exit(0));
+        setTimeout(() => process.exit(0), 2000).unref();
+      }
+      return;
+    }
+    if (!started) {
+      // A worker that cannot start (a port in use, a bad file) would fail again: stop them all.
+      log.error({ worker: worker.id, code, signal }, 'a worker failed to start; stopping');
+      stopping = true;
+      for (const w of Object.values(cluster.workers ?? {})) w?.kill('SIGKILL');
+      process.exitCode = code ?? 1;
+      if (Object.keys(cluster.workers ?? {}).length === 0) process.exit(code ?? 1);
+      return;
+    }
+    log.error({ worker: worker.id, code, signal }, 'a worker exited; starting a replacement');
+    const wait = Math.max(0, lastReplacement + 1000 - Date.now());
+    lastReplacement = Date.now() + wait;
+    setTimeout(() => {
+      if (!stopping) fork();
+    }, wait);
+  });
+
+  const stop = (signal: NodeJS.Signals) => {
+    if (stopping) {
+      log.warn({ signal }, 'second signal: killing the workers now');
+      for (const w of Object.values(cluster.workers ?? {})) w?.process.kill('SIGKILL');
+      process.exit(1);
+    }
+    stopping = true;
+    log.info({ signal }, 'shutting down: every worker drains');
+    const workers = Object.values(cluster.workers ?? {});
+    if (workers.length === 0) process.exit(0);
+    for (const w of workers) if (w?.isConnected() === true) w.send({ gh: 'shutdown' });
+  };
+  process.on('SIGINT', stop);
+  process.on('SIGTERM', stop);
+  process.on('SIGHUP', () => {
+    if (stopping) return;
+    for (const w of Object.values(cluster.workers ?? {})) if (w?.process.pid !== undefined) w.process.kill('SIGHUP');
+  });
+
+  for (let i = 0; i < opts.workers; i++) fork();
+}

@@ -1,0 +1,232 @@
+/**
+ * The rendezvous table for `serve --workers N` on one machine, without Redis: the primary process holds
+ * the table (`PrimaryRendezvousTable`), each worker reaches it over the cluster IPC channel
+ * (`IpcRendezvous`, a `Rendezvous<P>`). What crosses the channel: a SHA-256 of (token, nonce) and of the
+ * token (never the token), the worker's party number, and the answer. The party itself (the Session)
+ * never leaves its worker.
+ *
+ * A partner waiting in ANOTHER worker is refused (`partner-elsewhere`) and keeps waiting: moving a
+ * connection between workers is not done yet. A worker that exits loses its entries at once (the primary
+ * drops them), so no key stays blocked.
+ */
+import { createHash } from 'node:crypto';
+import { asError } from '../../core/fault.ts';
+import type { OfferResult, Rendezvous, RendezvousKey } from '../rendezvous.ts';
+
+/** Worker → primary. */
+export interface RvRequest {
+  readonly gh: 'rv';
+  readonly id: number;
+  readonly op: 'offer' | 'withdraw' | 'release';
+  readonly slot: string;
+  readonly tokenKey: string;
+  readonly party: string;
+}
+
+/** Primary → worker. */
+export type RvAnswer =
+  | { readonly gh: 'rv'; readonly id: number; readonly kind: 'waiting' | 'tunnel-exists' | 'too-many-waiting' | 'done' }
+  | { readonly gh: 'rv'; readonly id: number; readonly kind: 'paired'; readonly party: string }
+  | { readonly gh: 'rv'; readonly id: number; readonly kind: 'partner-elsewhere'; readonly node: string };
+
+export function isRvRequest(m: unknown): m is RvRequest {
+  if (typeof m !== 'object' || m === null) return false;
+  const r = m as Record<string, unknown>;
+  return r.gh === 'rv' && typeof r.id === 'number' && (r.op === 'offer' || r.op === 'withdraw' || r.op === 'release') && typeof r.slot === 'string' && typeof r.tokenKey === 'string' && typeof r.party === 'string';
+}
+
+type Slot = { state: 'waiting'; worker: number; party: string; tokenKey: string } | { state: 'tunnel'; worker: number };
+
+/** The table in the primary. Pure bookkeeping (no I/O): `handle` answers one request from `worker`. */
+export class PrimaryRendezvousTable {
+  readonly #slots = new Map<string, Slot>();
+  readonly #waitingPerToken = new Map<string, number>();
+
+  constructor(private readonly maxWaitingPerToken: number) {}
+
+  handle(worker: number, req: RvRequest): RvAnswer {
+    const { id, slot } = req;
+    const s = this.#slots.get(slot);
+    switch (req.op) {
+      case 'offer':
+        if (s?.state === 'tunnel') return { gh: 'rv', id, kind: 'tunnel-exists' };
+        if (s?.state === 'waiting') {
+          if (s.worker !== worker) return { gh: 'rv', id, kind: 'partner-elsewhere', node: `worker-${s.worker}` };
+          this.#unwait(s.tokenKey);
+          this.#slots.set(slot, { state: 'tunnel', worker });
+          return { gh: 'rv', id, kind: 'paired', party: s.party };
+        }
+        {
+          const n = this.#waitingPerToken.get(req.tokenKey) ?? 0;
+          if (n >= this.maxWaitingPerToken) return { gh: 'rv', id, kind: 'too-many-waiting' };
+          this.#waitingPerToken.set(req.tokenKey, n + 1);
+          this.#slots.set(slot, { state: 'waiting', worker, party: req.party, tokenKey: req.tokenKey });
+          return { gh: 'rv', id, kind: 'waiting' };
+        }
+      case 'withdraw':
+        if (s?.state === 'waiting' && s.worker === worker && s.party === req.party) {
+          this.#slots.delete(slot);
+          this.#unwait(s.tokenKey);
+        }
+        return { gh: 'rv', id, kind: 'done' };
+      case 'release':
+        if (s?.state === 'tunnel' && s.worker === worker) this.#slots.delete(slot);
+        return { gh: 'rv', id, kind: 'done' };
+    }
+  }
+
+  /** A worker exited: everything it held is free. */
+  dropWorker(worker: number): void {
+    for (const [slot, s] of this.#slots) {
+      if (s.worker !== worker) continue;
+      this.#slots.delete(slot);
+      if (s.state === 'waiting') this.#unwait(s.tokenKey);
+    }
+  }
+
+  get size(): number {
+    return this.#slots.size;
+  }
+
+  #unwait(tokenKey: string): void {
+    const left = (this.#waitingPerToken.get(tokenKey) ?? 1) - 1;
+    if (left <= 0) this.#waitingPerToken.delete(tokenKey);
+    else this.#waitingPerToken.set(tokenKey, left);
+  }
+}
+
+/** The channel to the primary: `process` in a cluster worker. */
+export interface IpcChannel {
+  send(message: unknown, callback?: (err: Error | null) => void): boolean;
+  on(event: 'message', listener: (message: unknown) => void): unknown;
+  off(event: 'message', listener: (message: unknown) => void): unknown;
+}
+
+/** A worker's view of the primary's table. */
+export class IpcRendezvous<P> implements Rendezvous<P> {
+  readonly #pending = new Map<number, { resolve: (a: RvAnswer) => void; reject: (e: Error) => void; timer: NodeJS.Timeout }>();
+  readonly #waiting = new Map<string, P>();
+  readonly #waitingEntry = new Map<P, { slot: string; tokenKey: string; id: string }>();
+  readonly #tunnels = new Set<string>();
+  #nextRequest = 1;
+  #nextParty = 1;
+
+  constructor(
+    private readonly channel: IpcChannel,
+    /** Bounds one request to the primary, ms. */
+    private readonly requestTimeoutMs: number,
+    /** Requests in flight at most (each is a client mid-Authenticate); past it offers fail at once. */
+    private readonly maxPending = 10000,
+  ) {
+    channel.on('message', this.#onMessage);
+  }
+
+  get size() {
+    return { waiting: this.#waiting.size, tunnels: this.#tunnels.size };
+  }
+
+  readonly #onMessage = (m: unknown): void => {
+    if (typeof m !== 'object' || m === null || (m as { gh?: unknown }).gh !== 'rv') return;
+    const answer = m as RvAnswer;
+    const p = this.#pending.get(answer.id);
+    if (p === undefined) return;
+    this.#pending.delete(answer.id);
+    clearTimeout(p.timer);
+    p.resolve(answer);
+  };
+
+  /** Stops listening; requests in flight fail. */
+  close(): Promise<void> {
+    this.channel.off('message', this.#onMessage);
+    for (const [, p] of this.#pending) {
+      clearTimeout(p.timer);
+      p.reject(new Error('rendezvous channel closed'));
+    }
+    this.#pending.clear();
+    return Promise.resolve();
+  }
+
+  #ask(op: RvRequest['op'], slot: string, tokenKey: string, party: string): Promise<RvAnswer> {
+    if (this.#pending.size >= this.maxPending) return Promise.reject(new Error('too many rendezvous requests in flight'));
+    const id = this.#nextRequest++;
+    return new Promise<RvAnswer>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.#pending.delete(id);
+        reject(new Error(`the primary did not answer within ${this.requestTimeoutMs} ms`));
+      }, this.requestTimeoutMs);
+      this.#pending.set(id, { resolve, reject, timer });
+      const req: RvRequest = { gh: 'rv', id, op, slot, tokenKey, party };
+      try {
+        this.channel.send(req, (err) => {
+          if (err === null) return;
+          const p = this.#pending.get(id);
+          if (p === undefined) return;
+          this.#pending.delete(id);
+          clearTimeout(p.timer);
+          p.reject(err);
+        });
+      } catch (err) {
+        this.#pending.delete(id);
+        clearTimeout(timer);
+        reject(asError(err));
+      }
+    });
+  }
+
+  async offer(key: RendezvousKey, party: P): Promise<OfferResult<P>> {
+    const { slot, tokenKey } = keysOf(key);
+    for (let attempt = 0; attempt < 3; attempt++) {
+      const id = String(this.#nextParty++);
+      const a = await this.#ask('offer', slot, tokenKey, id);
+      switch (a.kind) {
+        case 'waiting':
+          this.#waiting.set(id, party);
+          this.#waitingEntry.set(party, { slot, tokenKey, id });
+          return { kind: 'waiting' };
+        case 'paired': {
+          this.#tunnels.add(slot);
+          const partner = this.#waiting.get(a.party);
+          if (partner === undefined) {
+            // It left while the request was on its way: give the key back and offer again.
+            await this.release(key);
+            continue;
+          }
+          this.#waiting.delete(a.party);
+          this.#waitingEntry.delete(partner);
+          return { kind: 'paired', partner };
+        }
+        case 'partner-elsewhere':
+          return { kind: 'partner-elsewhere', node: a.node };
+        case 'tunnel-exists':
+        case 'too-many-waiting':
+          return { kind: a.kind };
+        case 'done':
+          throw new Error('unexpected rendezvous answer');
+      }
+    }
+    return { kind: 'tunnel-exists' };
+  }
+
+  async withdraw(_key: RendezvousKey, party: P): Promise<void> {
+    const e = this.#waitingEntry.get(party);
+    if (e === undefined) return;
+    this.#waitingEntry.delete(party);
+    this.#waiting.delete(e.id);
+    await this.#ask('withdraw', e.slot, e.tokenKey, e.id);
+  }
+
+  async release(key: RendezvousKey): Promise<void> {
+    const { slot, tokenKey } = keysOf(key);
+    if (!this.#tunnels.delete(slot)) return;
+    await this.#ask('release', slot, tokenKey, '');
+  }
+}
+
+function keysOf(key: RendezvousKey): { slot: string; tokenKey: string } {
+  const h = (label: string, ...parts: string[]) => {
+    const d = createHash('sha256').update(label);
+    for (const p of parts) d.update(`${Buffer.byteLength(p)}:${p}`);
+    return d.digest('hex');
+  };
+  return { slot: h('slot', key.token, key.nonce), tokenKey: h('token', key.token) };
+}
