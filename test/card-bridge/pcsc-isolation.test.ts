@@ -1,7 +1,7 @@
 /**
  * PC/SC isolation through the real stack (line protocol → PcscBackend and its host processes → pcscd →
  * vpcd → simulated cards in a worker thread). One vpcd reader, two slots (vpcd 3.3 offers no more): the
- * "slow" card answers `80EE000001…` after 5 s and everything else at once; the "quick" card answers at
+ * "slow" card answers `80EE000001…` after SLOW_MS (2.5 s; the benchmark uses 5 s) and everything else at once; the "quick" card answers at
  * once but gets stuck for good on `80EE000002…` (never answers again until taken out). Limits are ratios
  * with margins, not benchmarks (`npm run bench:cards` measures). Skips only when pcscd or the binding is
  * missing here, and fails instead on CI (GATEHOUSE_REQUIRE_PCSC=1).
@@ -16,8 +16,9 @@ import { startVpcdCards, type VpcdCards } from './vpcd-worker.ts';
 import { pcscRequired, startPcscd, type RunningPcscd } from './pcscd.ts';
 import { oneShot, simCards, testLogger, startBridge, type StartedBridge } from './helpers.ts';
 
-const SLOW_MS = 5000;
-const COMMAND_MS = 7000;
+// The benchmark (bench/cards) uses the issue's 5 s slow APDU; the test keeps the same shape at half the wait.
+const SLOW_MS = 2500;
+const COMMAND_MS = 3500;
 const ECHO = '80EE000004DEADBEEF';
 const ECHOED = '>1:DEADBEEF9000\n@@\n';
 /** Answered after SLOW_MS by the slow card. */
@@ -139,7 +140,7 @@ async function directQuick(n: number): Promise<number[]> {
   }
 }
 
-test('PC/SC isolation: while one card runs a 5 s APDU, another card answers at its own speed and READERS at once', async (t) => {
+test('PC/SC isolation: while one card runs a slow (2.5 s) APDU, another card answers at its own speed and READERS at once', async (t) => {
   if (skip !== undefined) return t.skip(skip);
   const directs = await directQuick(8);
   const direct = median(directs);
