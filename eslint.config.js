@@ -23,6 +23,7 @@ function layeringBlocks() {
   const upward = [
     ['**/cli/**', 'Nothing imports the CLI: it is the outermost layer.'],
     ['**/gateway.ts', 'Only the CLI imports the composition root.'],
+    ['**/ops/**', 'ops/ subscribes to the front ends (core/events.ts); they never import it.'],
   ];
   const fromCore = [
     ...frontEnds.map((fe) => [`**/${fe}/**`, 'core/ knows no front end.']),

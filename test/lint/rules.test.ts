@@ -19,6 +19,7 @@ const cases: { name: string; file: string; code: string; rule: string }[] = [
   { name: 'core imports the CLI', file: 'src/core/errors.ts', code: "import { EXIT } from '../cli/exit.ts';\nexport const x = EXIT;\n", rule: 'no-restricted-imports' },
   { name: 'a front end imports another', file: 'src/relay/server.ts', code: "import { LineSession } from '../card-bridge/session.ts';\nexport const x = LineSession;\n", rule: 'no-restricted-imports' },
   { name: 'a front end imports the composition root', file: 'src/sealed-api/registry.ts', code: "import { createGateway } from '../gateway.ts';\nexport const x = createGateway;\n", rule: 'no-restricted-imports' },
+  { name: 'a front end imports ops/', file: 'src/card-bridge/server.ts', code: "import { createOpsServer } from '../ops/server.ts';\nexport const x = createOpsServer;\n", rule: 'no-restricted-imports' },
   { name: 'protocol/ imports a socket module', file: 'src/relay/protocol/json.ts', code: "import { connect } from 'node:net';\nexport const x = connect;\n", rule: 'no-restricted-imports' },
   { name: 'protocol/ imports another front end (the front-end rule still applies there)', file: 'src/card-bridge/protocol/lines.ts', code: "import { API } from '../../relay/protocol/api.ts';\nexport const x = API;\n", rule: 'no-restricted-imports' },
   { name: 'a floating promise hidden behind void', file: 'src/core/net.ts', code: 'async function f(): Promise<void> {}\nexport function g(): void {\n  void f();\n}\n', rule: '@typescript-eslint/no-floating-promises' },
