@@ -166,6 +166,33 @@ for (const copy of [true, false]) {
   });
 }
 
+test('12 busy spliced tunnels at once (copy and zero-copy visits, the ready list): every byte each way, exactly; a quiet tunnel beside them still answers', { skip }, async () => {
+  const relay = await startRelay({ splice: { afterBytes: 0 } });
+  try {
+    const pairs = [];
+    for (let i = 0; i < 13; i++) pairs.push(await pair(relay.url('tcp'), relay.url('tcp')));
+    await until(() => [...relay.server.tunnels].filter((t) => t.spliced).length === 13, 3000, 'hand-offs');
+    const [quiet, ...busy] = pairs;
+    const data = busy.map(() => [randomBytes(3 * 1024 * 1024), randomBytes(3 * 1024 * 1024)] as const);
+    busy.forEach((p, i) => {
+      p.a.send(data[i]![0]);
+      p.b.send(data[i]![1]);
+    });
+    // While the busy ones move (more than 4 heavy directions: zero-copy visits through the ready list).
+    quiet!.a.send('ping');
+    await quiet!.b.waitForBytes(quiet!.bOffset + 4, 5000);
+    await Promise.all(
+      busy.flatMap((p, i) => [
+        p.b.waitForBytes(p.bOffset + data[i]![0].length, 30000).then((got) => assert.ok(got.subarray(p.bOffset).equals(data[i]![0]), `tunnel ${i} A→B`)),
+        p.a.waitForBytes(p.aOffset + data[i]![1].length, 30000).then((got) => assert.ok(got.subarray(p.aOffset).equals(data[i]![1]), `tunnel ${i} B→A`)),
+      ]),
+    );
+    assert.equal(quiet!.b.received().subarray(quiet!.bOffset).toString(), 'ping');
+  } finally {
+    await relay.close();
+  }
+});
+
 test('shutdown stops spliced tunnels after the grace period', { skip }, async () => {
   const relay = await startRelay({ splice: { afterBytes: 0 } });
   const { a, b } = await pair(relay.url('tcp'), relay.url('tcp'));
