@@ -1,7 +1,8 @@
 /*
- * splice-relay: moves bytes between two connected stream sockets inside the kernel (Linux splice(2)),
+ * splice-relay: moves bytes between two connected stream sockets on a native thread (Linux splice(2)
+ * through a pipe per direction, or read/write through one buffer while few tunnels are busy: see pump()),
  * so a plain TCP or unix tunnel costs no copies into JavaScript. One background thread with one epoll set
- * serves every spliced tunnel. It only ever sees sockets whose Node handles stopped reading and have no
+ * serves every spliced tunnel, a capped visit per busy direction at a time (see VISIT_BYTES). It only ever sees sockets whose Node handles stopped reading and have no
  * pending writes; when a tunnel finishes (both directions ended), fails, or is stopped, the thread
  * forgets the file descriptors and tells JavaScript, which then destroys the sockets (closing the fds).
  * JavaScript must not close a tunnel's fds before that final event: the thread may still use them.
@@ -281,11 +282,13 @@ static void bury(void) {
 
 /* Moves what can move now in one direction. Returns 0, or an errno that fails the tunnel.
 
-   Two ways to move bytes, chosen by copy_mode. Splicing costs the relay no copy, but the receiver then
+   Two ways to move bytes, chosen per visit: copy while copy_mode is on and at most COPY_MAX_HEAVY
+   directions are heavy, splice otherwise (both leave the pipe empty before reading, so a direction may
+   switch between visits). Splicing costs the relay no copy, but the receiver then
    gets socket buffers built from the sender's own pages: one fragment per pipe buffer, pages written long
    before (cold in cache) and still referenced, so the sender cannot recycle its page fragments. With the
    sender and receiver in one process (whose thread is the bottleneck) that cost the client 20-40 % more
-   CPU per GiB than socat's plain read/write, and the tunnel trailed socat (0.75-0.93x). Copy mode reads
+   CPU per GiB than socat's plain read/write, and the tunnel trailed socat (0.7-0.96x; copying: 0.96-1.1x). Copy mode reads
    into copy_buf and writes it to the destination as socat does (a copy each way in the relay, fresh
    large buffers for the receiver); whatever the destination does not take now goes into the pipe (a
    copy into pipe pages, at most the pipe's size, which the read was limited to) and leaves by splice

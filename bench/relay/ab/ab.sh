@@ -19,6 +19,11 @@ for _ in $(seq "$rounds"); do
   echo "socat $(node "$dir/client.mjs" socat "$mib")" | tee -a "$out"
 done
 echo "median of $rounds rounds ($mib MiB each):"
+med() { sort -n | sed -n "$(( ($1 + 1) / 2 ))p"; }
 for name in $(awk '{print $1}' "$out" | sort -u); do
-  grep "^$name " "$out" | awk -v n="$name" '{g[NR]=$3; p[NR]=$7; c[NR]=$14} END {asort(g); asort(p); asort(c); m=int((NR+1)/2); printf "  %-28s %6.2f Gbit/s  p50 %6.1f us  client cpu %.2f s\n", n, g[m], p[m], c[m]}'
+  rows=$(grep -c "^$name " "$out")
+  g=$(grep "^$name " "$out" | awk '{print $3}' | med "$rows")
+  p=$(grep "^$name " "$out" | awk '{print $6}' | med "$rows")
+  c=$(grep "^$name " "$out" | awk '{print $13}' | med "$rows")
+  printf "  %-28s %6s Gbit/s  p50 %6s us  client cpu %s s\n" "$name" "$g" "$p" "$c"
 done
