@@ -45,6 +45,13 @@ export interface Link {
   sendData(chunk: Buffer): boolean;
   pause(): void;
   resume(): void;
+  /**
+   * WebSocket links only: calls `onRead` with the size of every raw read from the underlying socket, as it
+   * happens (a 256 KiB message arrives in several), so a reader's share of an event-loop turn can be
+   * charged, and the link paused, in the middle of a message (read-turns.ts). Stream links have none: their
+   * `data` events are the reads.
+   */
+  observeReads?(onRead: (bytes: number) => void): void;
   /** Flush what is pending, then close with this close code and reason (WS) or FIN (streams). */
   /** `lingerMs` bounds how long the peer may take to close its side (default: the close-flush timeout). */
   finish(close?: { code: number; reason: string }, lingerMs?: number): void;
@@ -324,6 +331,20 @@ export class WsLink extends OwnedLink implements Link {
       dispatch(this.h, () => this.h.drain());
     }
   };
+
+  observeReads(onRead: (bytes: number) => void): void {
+    // `ws` keeps its socket in `_socket` (ws 8); its own data listener runs first, so the frames of a read
+    // are parsed (and whole messages delivered) before the read is charged.
+    const socket = (this.ws as unknown as { _socket?: Socket | null })._socket;
+    if (socket === undefined || socket === null) return;
+    socket.on('data', (chunk: Buffer) => {
+      try {
+        onRead(chunk.length);
+      } catch (err) {
+        this.fault(err);
+      }
+    });
+  }
 
   pause(): void {
     this.ws.pause();
