@@ -40,7 +40,7 @@ function layeringBlocks() {
 }
 
 export default tseslint.config(
-  { ignores: ['node_modules/', 'dist/', 'bin/', 'eslint.config.js', 'scripts/*.mjs'] },
+  { ignores: ['node_modules/', 'dist/', 'bin/', 'eslint.config.js', 'scripts/*.mjs', 'bench/**/*.mjs'] },
   js.configs.recommended,
   ...tseslint.configs.strictTypeChecked,
   {
