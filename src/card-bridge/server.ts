@@ -9,7 +9,7 @@
  */
 import { createServer as createNetServer, type Server as NetServer, type Socket } from 'node:net';
 import { createServer as createTlsServer } from 'node:tls';
-import type { Logger } from '../core/log.ts';
+import { RateLimitedWarnings, type Logger } from '../core/log.ts';
 import { Lifecycle, type CloseOptions, type Service } from '../core/lifecycle.ts';
 import { Admission, describeAddress, listen, stopListening } from '../core/net.ts';
 import { ConnectionTracker, DEFAULT_GRACE_MS, refuseConnection } from '../core/connections.ts';
@@ -73,6 +73,8 @@ export function createCardBridgeServer(config: CardBridgeConfig, deps: CardBridg
   const budget = new ByteBudget(config.limits.maxBufferedBytes);
   let preferred: readonly string[] = [];
   const lifecycle = new Lifecycle('card bridge');
+  /** Refusals are logged at most once per code every 10 s (a flood must not flood the log). */
+  const refusals = new RateLimitedWarnings(log);
 
   const exec: ExecuteContext = { cards, log, preferred: () => preferred };
 
@@ -102,7 +104,7 @@ export function createCardBridgeServer(config: CardBridgeConfig, deps: CardBridg
   }
 
   function refuse(socket: Socket, err: GatewayError): void {
-    log.warn({ code: err.code, remote: socket.remoteAddress }, 'connection refused');
+    refusals.warn(err.code, { code: err.code, remote: socket.remoteAddress }, 'connection refused');
     // Refused (connection limits, shutting down): one `C089` (busy) answer line, then close.
     refuseConnection(socket, `>:${errorSpec('CARD_QUEUE_FULL').lineResult!}\n@@\n`, config.timeouts.closeFlushMs);
   }
@@ -129,7 +131,7 @@ export function createCardBridgeServer(config: CardBridgeConfig, deps: CardBridg
             tlsSocket.destroy();
           });
         }
-        enforceAllowList(server, new AllowList(l.allowFrom), (remote) => log.warn({ code: 'CARD_CLIENT_NOT_ALLOWED', remote, listener: l.kind }, 'connection refused'));
+        enforceAllowList(server, new AllowList(l.allowFrom), (remote) => refusals.warn(`CARD_CLIENT_NOT_ALLOWED ${l.kind}`, { code: 'CARD_CLIENT_NOT_ALLOWED', remote, listener: l.kind }, 'connection refused'));
         tracker.watch(server);
         const port = await listen(server, { host: l.host, port: l.port }, `card bridge ${l.kind} listener`);
         servers.push(server);

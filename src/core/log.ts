@@ -80,3 +80,29 @@ export function createLogger(options: { level: LogLevel; name?: string; format?:
 export function silentLogger(): Logger {
   return pino({ level: 'silent' });
 }
+
+/**
+ * Warnings a peer can cause at will (refused connections, addresses outside an allow-list): at most one
+ * line per `key` every `intervalMs`, carrying how many were left out since (`suppressed`), so a flood of
+ * connections cannot become a flood of log lines. Keys are our own codes, never client strings.
+ */
+export class RateLimitedWarnings {
+  readonly #last = new Map<string, { atMs: number; suppressed: number }>();
+
+  constructor(
+    private readonly log: Logger,
+    private readonly intervalMs = 10_000,
+    private readonly now: () => number = Date.now,
+  ) {}
+
+  warn(key: string, fields: Record<string, unknown>, msg: string): void {
+    const t = this.now();
+    const seen = this.#last.get(key);
+    if (seen !== undefined && t - seen.atMs < this.intervalMs) {
+      seen.suppressed++;
+      return;
+    }
+    this.#last.set(key, { atMs: t, suppressed: 0 });
+    this.log.warn(seen === undefined || seen.suppressed === 0 ? fields : { ...fields, suppressed: seen.suppressed }, msg);
+  }
+}

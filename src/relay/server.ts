@@ -16,7 +16,7 @@ import { chmod } from 'node:fs/promises';
 import { resolve as resolvePath } from 'node:path';
 import type { Duplex } from 'node:stream';
 import { WebSocketServer, type WebSocket } from 'ws';
-import type { Logger } from '../core/log.ts';
+import { RateLimitedWarnings, type Logger } from '../core/log.ts';
 import { Lifecycle, type CloseOptions, type Service } from '../core/lifecycle.ts';
 import { Admission, listen, stopListening, describeAddress, type ListenAddress } from '../core/net.ts';
 import { ConnectionTracker, DEFAULT_GRACE_MS, refuseConnection } from '../core/connections.ts';
@@ -105,6 +105,8 @@ export function createRelayServer(config: RelayConfig, deps: RelayDeps): RelaySe
   let authenticator: Authenticator | undefined = deps.authenticator;
   let monitor: Monitor | undefined;
   const lifecycle = new Lifecycle('relay');
+  /** Refusals are logged at most once per code every 10 s (a flood must not flood the log). */
+  const refusals = new RateLimitedWarnings(log);
   let idleSweep: NodeJS.Timeout | undefined;
   const stats = { totalClientCount: 0, totalTunnelCount: 0, totalTraffic: 0, kernelTraffic: 0 };
   let notificationId = 0;
@@ -174,7 +176,7 @@ export function createRelayServer(config: RelayConfig, deps: RelayDeps): RelaySe
   }
 
   function refuseStream(socket: Socket, err: GatewayError): void {
-    log.warn({ code: err.code, remote: socket.remoteAddress }, 'connection refused');
+    refusals.warn(err.code, { code: err.code, remote: socket.remoteAddress }, 'connection refused');
     const text = err.spec.jsonRpcText;
     refuseConnection(socket, text === undefined ? undefined : errorResponse(-1, text), closeFlushMs);
   }
@@ -193,7 +195,7 @@ export function createRelayServer(config: RelayConfig, deps: RelayDeps): RelaySe
     const remote = req.socket.remoteAddress ?? 'unknown';
     const release = admit(remote);
     if (release instanceof GatewayError) {
-      log.warn({ code: release.code, remote }, 'websocket refused');
+      refusals.warn(release.code, { code: release.code, remote }, 'websocket refused');
       const status = release.spec.httpStatus;
       const body = release.spec.close?.reason ?? release.message;
       refuseConnection(

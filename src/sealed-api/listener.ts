@@ -7,27 +7,11 @@
  */
 import { createServer as createHttpServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
-import type { Logger } from '../core/log.ts';
+import { RateLimitedWarnings, type Logger } from '../core/log.ts';
 import { Admission } from '../core/net.ts';
 import { admitConnections } from '../core/connections.ts';
 import { loadTlsFiles } from '../core/tls.ts';
 import type { SealedApiConfig } from './config.ts';
-
-const LOG_EVERY_MS = 10000;
-
-/** Counts events and logs a warning at most every LOG_EVERY_MS with how many happened since. */
-function rateLimitedWarning(log: Logger, now: () => number, code: string, msg: string): () => void {
-  let loggedAtMs = -Infinity;
-  let count = 0;
-  return () => {
-    count++;
-    const t = now();
-    if (t - loggedAtMs < LOG_EVERY_MS) return;
-    loggedAtMs = t;
-    log.warn({ code, dropped: count }, msg);
-    count = 0;
-  };
-}
 
 /** Creates (does not bind) the listener. */
 export async function createListener(
@@ -49,22 +33,15 @@ export async function createListener(
       ? createHttpServer(options, onRequest)
       : createHttpsServer({ ...options, ...(await loadTlsFiles(config.tls, deps.baseDir)) }, onRequest);
   server.maxConnections = config.limits.maxConnections;
-  server.on(
-    'drop',
-    rateLimitedWarning(deps.log, deps.now, 'SEALED_LIMIT_CONNECTIONS', 'connections closed at limits.maxConnections'),
-  );
+  const refusals = new RateLimitedWarnings(deps.log, 10_000, deps.now);
+  server.on('drop', () => refusals.warn('SEALED_LIMIT_CONNECTIONS', { code: 'SEALED_LIMIT_CONNECTIONS' }, 'connections closed at limits.maxConnections'));
   const admission = new Admission({
     maxConnections: config.limits.maxConnections,
     maxConnectionsPerIp: config.limits.maxConnectionsPerIp,
   });
-  const refusedPerIp = rateLimitedWarning(
-    deps.log,
-    deps.now,
-    'SEALED_LIMIT_CONNECTIONS_PER_IP',
-    'connections closed at limits.maxConnectionsPerIp',
-  );
   admitConnections(server, admission, (code) => {
-    if (code === 'CORE_LIMIT_CONNECTIONS_PER_IP') refusedPerIp();
+    if (code === 'CORE_LIMIT_CONNECTIONS_PER_IP')
+      refusals.warn('SEALED_LIMIT_CONNECTIONS_PER_IP', { code: 'SEALED_LIMIT_CONNECTIONS_PER_IP' }, 'connections closed at limits.maxConnectionsPerIp');
   });
   return server;
 }

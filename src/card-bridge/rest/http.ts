@@ -5,7 +5,7 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { Secret } from '../../core/config/secret.ts';
-import type { Logger } from '../../core/log.ts';
+import { RateLimitedWarnings, type Logger } from '../../core/log.ts';
 import { Admission, listen, stopListening } from '../../core/net.ts';
 import { admitConnections, ConnectionTracker } from '../../core/connections.ts';
 import { AllowList, enforceAllowList } from '../../core/allow-list.ts';
@@ -98,8 +98,9 @@ export function httpApi(label: string, handler: (req: IncomingMessage, res: Serv
       s.keepAliveTimeout = 5000;
       // A hard backstop behind the admission limits below (which refuse first, and log why).
       s.maxConnections = limits.maxConnections + 64;
-      enforceAllowList(s, new AllowList(limits.allowFrom ?? []), (remote) => log.warn({ code: 'CARD_CLIENT_NOT_ALLOWED', remote, api: label }, 'connection refused'));
-      admitConnections(s, admission, (code, remote) => log.warn({ code, remote, api: label }, 'connection refused'));
+      const refusals = new RateLimitedWarnings(log);
+      enforceAllowList(s, new AllowList(limits.allowFrom ?? []), (remote) => refusals.warn('CARD_CLIENT_NOT_ALLOWED', { code: 'CARD_CLIENT_NOT_ALLOWED', remote, api: label }, 'connection refused'));
+      admitConnections(s, admission, (code, remote) => refusals.warn(code, { code, remote, api: label }, 'connection refused'));
       tracker.watch(s);
       server = s;
       return listen(s, { host, port }, label);
