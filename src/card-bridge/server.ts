@@ -74,7 +74,7 @@ export function createCardBridgeServer(config: CardBridgeConfig, deps: CardBridg
   let preferred: readonly string[] = [];
   const lifecycle = new Lifecycle('card bridge');
   /** Refusals are logged at most once per code every 10 s (a flood must not flood the log). */
-  const refusals = new RateLimitedWarnings(log);
+  const refusals = new RateLimitedWarnings(log, 10_000, Date.now, 'card-bridge');
 
   const exec: ExecuteContext = { cards, log, preferred: () => preferred };
 

@@ -41,7 +41,16 @@ export interface SealedRefusalEvent {
   readonly code: string;
 }
 
+/** A listener refused a connection (limits, allow-list, shutdown): every one, also those not logged. */
+export interface ConnectionRefusedEvent {
+  /** `relay`, `card-bridge`, `sealed-api`. */
+  readonly frontEnd: string;
+  /** The catalogue code of the refusal. */
+  readonly code: string;
+}
+
 export const relayAuthChannel = channel('gatehouse:relay:auth');
+export const connectionRefusedChannel = channel('gatehouse:connection:refused');
 export const cardCommandChannel = channel('gatehouse:card-bridge:command');
 export const cardApduChannel = channel('gatehouse:card-bridge:apdu');
 export const sealedRequestChannel = channel('gatehouse:sealed-api:request');

@@ -7,6 +7,7 @@
  * Redaction is belt and braces: config secrets are `Secret` objects that print `[redacted]` anyway, and
  * these paths catch raw tokens, PINs and keys that a careless log call might pass.
  */
+import { connectionRefusedChannel, type ConnectionRefusedEvent } from './events.ts';
 import { pino, type Logger, type DestinationStream } from 'pino';
 import { PinoPretty } from 'pino-pretty';
 
@@ -84,7 +85,9 @@ export function silentLogger(): Logger {
 /**
  * Warnings a peer can cause at will (refused connections, addresses outside an allow-list): at most one
  * line per `key` every `intervalMs`, carrying how many were left out since (`suppressed`), so a flood of
- * connections cannot become a flood of log lines. Keys are our own codes, never client strings.
+ * connections cannot become a flood of log lines. Keys are our own codes, never client strings. With a
+ * `frontEnd`, every call is also published as a ConnectionRefusedEvent (`fields.code`), so metrics count
+ * what the log leaves out.
  */
 export class RateLimitedWarnings {
   readonly #last = new Map<string, { atMs: number; suppressed: number }>();
@@ -93,9 +96,13 @@ export class RateLimitedWarnings {
     private readonly log: Logger,
     private readonly intervalMs = 10_000,
     private readonly now: () => number = Date.now,
+    private readonly frontEnd?: string,
   ) {}
 
   warn(key: string, fields: Record<string, unknown>, msg: string): void {
+    if (this.frontEnd !== undefined && connectionRefusedChannel.hasSubscribers) {
+      connectionRefusedChannel.publish({ frontEnd: this.frontEnd, code: typeof fields.code === 'string' ? fields.code : key } satisfies ConnectionRefusedEvent);
+    }
     const t = this.now();
     const seen = this.#last.get(key);
     if (seen !== undefined && t - seen.atMs < this.intervalMs) {

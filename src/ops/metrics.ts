@@ -11,7 +11,7 @@
  */
 import { subscribe, unsubscribe } from 'node:diagnostics_channel';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
-import type { CardApduEvent, CardCommandEvent, RelayAuthEvent, SealedRefusalEvent, SealedRequestEvent } from '../core/events.ts';
+import type { CardApduEvent, CardCommandEvent, RelayAuthEvent, SealedRefusalEvent, SealedRequestEvent, ConnectionRefusedEvent } from '../core/events.ts';
 import type { RelayServer } from '../relay/server.ts';
 import type { CardBridgeServer } from '../card-bridge/server.ts';
 import type { SealedApiServer } from '../sealed-api/server.ts';
@@ -80,6 +80,17 @@ export function createGatewayMetrics(sources: MetricSources, options: { maxReade
     subscribe(channel, handler);
     subscriptions.push([channel, handler]);
   };
+
+  const refused = new Counter({
+    name: 'gatehouse_connections_refused_total',
+    help: 'Connections a listener refused (limits, allow-lists, shutdown), by front end and catalogue code.',
+    labelNames: ['front_end', 'code'],
+    registers: [registry],
+  });
+  on('gatehouse:connection:refused', (m) => {
+    const e = m as ConnectionRefusedEvent;
+    refused.inc({ front_end: e.frontEnd, code: e.code });
+  });
 
   const relay = sources.relay;
   if (relay !== undefined) {

@@ -106,7 +106,7 @@ export function createRelayServer(config: RelayConfig, deps: RelayDeps): RelaySe
   let monitor: Monitor | undefined;
   const lifecycle = new Lifecycle('relay');
   /** Refusals are logged at most once per code every 10 s (a flood must not flood the log). */
-  const refusals = new RateLimitedWarnings(log);
+  const refusals = new RateLimitedWarnings(log, 10_000, Date.now, 'relay');
   let idleSweep: NodeJS.Timeout | undefined;
   const stats = { totalClientCount: 0, totalTunnelCount: 0, totalTraffic: 0, kernelTraffic: 0 };
   let notificationId = 0;

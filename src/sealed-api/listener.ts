@@ -33,7 +33,7 @@ export async function createListener(
       ? createHttpServer(options, onRequest)
       : createHttpsServer({ ...options, ...(await loadTlsFiles(config.tls, deps.baseDir)) }, onRequest);
   server.maxConnections = config.limits.maxConnections;
-  const refusals = new RateLimitedWarnings(deps.log, 10_000, deps.now);
+  const refusals = new RateLimitedWarnings(deps.log, 10_000, deps.now, 'sealed-api');
   server.on('drop', () => refusals.warn('SEALED_LIMIT_CONNECTIONS', { code: 'SEALED_LIMIT_CONNECTIONS' }, 'connections closed at limits.maxConnections'));
   const admission = new Admission({
     maxConnections: config.limits.maxConnections,

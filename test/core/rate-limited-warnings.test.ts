@@ -37,3 +37,30 @@ test('a flood of refused connections is one log line, not one per connection', a
     await relay.close();
   }
 });
+
+test('every refusal is counted on /metrics, also the ones the log leaves out', async () => {
+  const { validateConfig } = await import('../../src/core/config/load.ts');
+  const { gatewayConfigSchema } = await import('../../src/config.ts');
+  const { createGateway } = await import('../../src/gateway.ts');
+  const { tempDir } = await import('../helpers/relay.ts');
+  const cap = captureLog();
+  const config = validateConfig(gatewayConfigSchema, {
+    relay: { listeners: [{ kind: 'tcp', port: 0 }], monitor: { enabled: false }, limits: { maxConnectionsPerIp: 1 } },
+    ops: { port: 0 },
+  });
+  const gw = await createGateway(config, { log: cap.log, baseDir: tempDir() });
+  await gw.start();
+  try {
+    const url = gw.relay!.listeners[0]!.url;
+    const holder = await rawClient(url);
+    const refused = await Promise.all(Array.from({ length: 12 }, () => rawClient(url)));
+    await Promise.all(refused.map((c) => c.closed(5000)));
+    const text = await (await fetch(`${gw.ops!.url}/metrics`)).text();
+    const line = text.split('\n').find((l) => l.startsWith('gatehouse_connections_refused_total{front_end="relay",code="CORE_LIMIT_CONNECTIONS_PER_IP"}'));
+    assert.equal(line?.split(' ')[1], '12');
+    assert.equal(cap.records().filter((r) => r.msg === 'connection refused').length, 1);
+    holder.destroy();
+  } finally {
+    await gw.close({ graceMs: 0 });
+  }
+});

@@ -98,7 +98,7 @@ export function httpApi(label: string, handler: (req: IncomingMessage, res: Serv
       s.keepAliveTimeout = 5000;
       // A hard backstop behind the admission limits below (which refuse first, and log why).
       s.maxConnections = limits.maxConnections + 64;
-      const refusals = new RateLimitedWarnings(log);
+      const refusals = new RateLimitedWarnings(log, 10_000, Date.now, 'card-bridge');
       enforceAllowList(s, new AllowList(limits.allowFrom ?? []), (remote) => refusals.warn('CARD_CLIENT_NOT_ALLOWED', { code: 'CARD_CLIENT_NOT_ALLOWED', remote, api: label }, 'connection refused'));
       admitConnections(s, admission, (code, remote) => refusals.warn(code, { code, remote, api: label }, 'connection refused'));
       tracker.watch(s);
