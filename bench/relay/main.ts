@@ -18,7 +18,7 @@
  * Then the tunnel-proxy section (tunnel-proxy.ts): one server connection with 1, 16 and 256 clients beside
  * the same number of legacy tunnels (`--tp-only` runs only it, `--no-tp` skips it).
  */
-import { spawn, fork, execFileSync, type ChildProcess } from 'node:child_process';
+import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
 import {
   existsSync,
   appendFileSync,
@@ -35,10 +35,14 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import type { ZodType } from 'zod';
-import type { Transport, WorkerCommand, WorkerReply } from './types.ts';
+import type { Transport, WorkerCommand } from './types.ts';
 import { renderReport, type TransportResult } from './report.ts';
 import { runTunnelProxySection } from './tunnel-proxy.ts';
 import { runManySection } from './many.ts';
+import { Peer, stopChild } from './peer.ts';
+
+/** The load worker of the relay sections. */
+const WORKER = 'bench/relay/worker.ts';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const ALL: Transport[] = ['tcp', 'tls', 'ws', 'wss'];
@@ -324,77 +328,6 @@ async function startGateway(
   };
 }
 
-function stopChild(child: ChildProcess, ms: number): Promise<void> {
-  return new Promise((resolve) => {
-    if (child.exitCode !== null || child.signalCode !== null) return resolve();
-    const timer = setTimeout(() => child.kill('SIGKILL'), ms);
-    child.once('exit', () => {
-      clearTimeout(timer);
-      resolve();
-    });
-    child.kill('SIGTERM');
-  });
-}
-
-class Peer {
-  readonly #child: ChildProcess;
-  #nextId = 1;
-  readonly #waiting = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>();
-
-  constructor(
-    readonly name: string,
-    env: NodeJS.ProcessEnv,
-  ) {
-    this.#child = fork(join(ROOT, 'bench/relay/worker.ts'), [], {
-      cwd: ROOT,
-      execArgv: ['--import', 'tsx'],
-      env,
-      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
-    });
-    this.#child.on('message', (reply: WorkerReply) => {
-      const w = this.#waiting.get(reply.id);
-      if (w === undefined) return;
-      this.#waiting.delete(reply.id);
-      if (reply.ok) w.resolve(reply.result);
-      else w.reject(new Error(`${this.name}: ${reply.error}`));
-    });
-    this.#child.on('exit', (code) => {
-      for (const w of this.#waiting.values()) w.reject(new Error(`${this.name} exited (${code})`));
-      this.#waiting.clear();
-    });
-  }
-
-  call<T = undefined>(command: WorkerCommand, timeoutMs = 120_000): Promise<T> {
-    const id = this.#nextId++;
-    return new Promise<T>((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this.#waiting.delete(id);
-        reject(new Error(`${this.name}: ${command.cmd} timed out after ${timeoutMs} ms`));
-      }, timeoutMs);
-      this.#waiting.set(id, {
-        resolve: (v) => {
-          clearTimeout(timer);
-          resolve(v as T);
-        },
-        reject: (e) => {
-          clearTimeout(timer);
-          reject(e);
-        },
-      });
-      this.#child.send({ ...command, id });
-    });
-  }
-
-  async exit(): Promise<void> {
-    try {
-      await this.call({ cmd: 'exit' }, 5000);
-    } catch {
-      /* already gone */
-    }
-    await stopChild(this.#child, 5000);
-  }
-}
-
 function startSocat(toPort: number): ChildProcess {
   const child = spawn(
     'socat',
@@ -511,8 +444,8 @@ interface PathResult {
 
 interface Ctx {
   readonly opts: Options;
-  readonly r: Peer;
-  readonly s: Peer;
+  readonly r: Peer<WorkerCommand>;
+  readonly s: Peer<WorkerCommand>;
 }
 
 let tokenSeq = 0;
@@ -704,7 +637,7 @@ async function main(): Promise<void> {
     `work dir ${dir}; ${opts.bytes / 2 ** 20} MiB per transfer, ${opts.rttCount} round trips, ${opts.idleTunnels} idle tunnels${opts.quick ? ' (quick)' : ''}`,
   );
   const env = { ...process.env, BENCH_CERT: cert, BENCH_KEY: key };
-  const ctx: Ctx = { opts, r: new Peer('receiver', env), s: new Peer('sender', env) };
+  const ctx: Ctx = { opts, r: new Peer<WorkerCommand>('receiver', ROOT, WORKER, env), s: new Peer<WorkerCommand>('sender', ROOT, WORKER, env) };
   const started = Date.now();
   const results: TransportResult[] = [];
   let gateway: GatewayProc | undefined;
@@ -789,7 +722,7 @@ async function main(): Promise<void> {
       say(`many-tunnel section: ${opts.manyCounts.join(' and ')} busy tunnels`);
       gateway = await startGateway(command, configPath, logPath);
       if (jsConfigPath !== undefined) jsGateway = await startGateway(command, jsConfigPath, logPath);
-      const pinger = new Peer('pinger', env);
+      const pinger = new Peer<WorkerCommand>('pinger', ROOT, WORKER, env);
       try {
         const ports = (offset: number) => ({ tcp: GATEWAY_PORT.tcp + offset, ws: GATEWAY_PORT.ws + offset });
         const out = await runManySection({

@@ -8,9 +8,9 @@
  * gateway CPU per GiB relayed and peak RSS during the transfer. Then idle memory per multiplexed client
  * (RSS delta over 2,000 idle clients; --quick 500).
  */
-import { fork, type ChildProcess } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { Peer } from './peer.ts';
 
 const LEGACY_PORT = 21220;
 const TP_PORT = 21221;
@@ -38,42 +38,6 @@ interface Row {
   p99Us: number;
   cpuSecondsPerGib: number;
   peakRssMib: number;
-}
-
-class LoadPeer {
-  readonly #child: ChildProcess;
-  #id = 1;
-  readonly #waiting = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>();
-  constructor(root: string) {
-    this.#child = fork(join(root, 'bench/relay/tp-worker.ts'), [], { cwd: root, execArgv: ['--import', 'tsx'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
-    this.#child.on('message', (r: { id: number; ok: boolean; result?: unknown; error?: string }) => {
-      const w = this.#waiting.get(r.id);
-      this.#waiting.delete(r.id);
-      if (r.ok) w?.resolve(r.result);
-      else w?.reject(new Error(r.error));
-    });
-    this.#child.on('exit', (code) => {
-      for (const w of this.#waiting.values()) w.reject(new Error(`tp load peer exited (${code})`));
-      this.#waiting.clear();
-    });
-  }
-  call<T>(msg: Record<string, unknown>, timeoutMs = 300_000): Promise<T> {
-    const id = this.#id++;
-    return new Promise<T>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`tp load peer: ${String(msg.cmd)} timed out`)), timeoutMs);
-      this.#waiting.set(id, {
-        resolve: (v) => {
-          clearTimeout(timer);
-          resolve(v as T);
-        },
-        reject: (e) => {
-          clearTimeout(timer);
-          reject(e);
-        },
-      });
-      this.#child.send({ ...msg, id });
-    });
-  }
 }
 
 function config(deps: TpBenchDeps): string {
@@ -118,7 +82,7 @@ export async function runTunnelProxySection(deps: TpBenchDeps): Promise<string> 
   const configPath = config(deps);
   const bytes = (deps.quick ? 256 : 1024) * 2 ** 20;
   const rttCount = deps.quick ? 1000 : 3000;
-  const peer = new LoadPeer(deps.root);
+  const peer = new Peer<{ readonly cmd: string } & Record<string, unknown>>('tp load peer', deps.root, 'bench/relay/tp-worker.ts');
   const rows: Row[] = [];
   let idlePerClientKib: number;
   let bigTransferRssMib = NaN;
