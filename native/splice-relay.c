@@ -19,7 +19,7 @@
  *                                     and fdB: two distinct connected stream sockets
  *   stop(id)                          asks for the final event `stopped` (no-op when id is unknown/finished)
  *   ref(on)                           keep the event loop alive while tunnels are spliced
- *   stats()                           { pagesUsed, budgetPages, grown, refused } (see js_stats)
+ *   stats()                           { pagesUsed, budgetPages, grown, pipeless } (see js_stats)
  *   _faults(mask)                     test hook (see FAULT_*); the relay never calls it
  *
  * Memory: everything an event or a command needs lives in the tunnel itself (allocated by start(), which
@@ -51,8 +51,10 @@
    JavaScript copies. So with a budget (init's second argument, in pages; 0 = none) a tunnel's pipes start
    at the kernel's default 64 KiB and grow to 256 KiB only while this addon's pipes stay within half the
    budget (the other half keeps room for 64 KiB pipes of new tunnels: 64 + 256 tunnels in 64 MiB); a pipe
-   that is full tries to grow again once another tunnel has freed pages. A pipe the kernel makes smaller
-   than 64 KiB refuses the tunnel (ENOBUFS): it stays on the JavaScript path. */
+   that is full tries to grow again once another tunnel has freed pages. A direction that cannot have a
+   pipe of at least 64 KiB (the budget is spent, or pipe2 fails: no fds left) runs without one: it always
+   copies, peeking at its source so that what the destination does not take stays in the source socket
+   (see pump_peek()); so every tunnel stays on the kernel path, whatever the budget. */
 #define PIPE_BYTES (256 * 1024)
 #define PIPE_MIN_BYTES (64 * 1024)
 /* Bytes one direction may read per visit before the thread turns to other tunnels. Without a cap a busy
@@ -112,7 +114,9 @@ typedef struct direction {
   int src, dst;
   int pipe_r, pipe_w;
   size_t in_pipe;
-  size_t pipe_size;    /* capacity the kernel granted (accounted in pages_used) */
+  size_t pipe_size;    /* capacity the kernel granted (accounted in pages_used); 0 and pipe_w < 0: no pipe */
+  int dst_full;        /* without a pipe: the destination refused a write; wait for its EPOLLOUT */
+  int src_tcp;         /* the source is a TCP socket (recv(MSG_TRUNC) discards without copying) */
   uint64_t grow_gen;   /* freed_gen at the last failed attempt to grow */
   int eof, done;
 } direction;
@@ -131,6 +135,7 @@ typedef struct tunnel {
   uint64_t *counters;
   napi_ref counters_ref;
   int finished;         /* worker thread */
+  int pipeless;         /* counted in tunnels_pipeless */
   int stop_queued;      /* JS thread */
   int refs;             /* atomic: 1 until the final event is delivered, +1 while a stop is queued */
   command start_cmd, stop_cmd;
@@ -157,7 +162,8 @@ static tunnel *js_live = NULL;
 static uint64_t budget_pages = 0;
 static uint64_t pages_used = 0;
 static uint64_t freed_gen = 0;
-static uint64_t tunnels_grown = 0, tunnels_refused = 0;
+static uint64_t tunnels_grown = 0;
+static uint64_t tunnels_pipeless = 0; /* live tunnels with a direction that has no pipe (see pump_peek()) */
 /* Worker thread only: directions that used their visit (VISIT_BYTES), served in order. */
 static direction *ready_head = NULL, *ready_tail = NULL;
 static int ready_count = 0;
@@ -190,6 +196,8 @@ static int post(event *e) {
 
 static void close_pipes(tunnel *t) {
   int freed = 0;
+  if (t->pipeless) __atomic_sub_fetch(&tunnels_pipeless, 1, __ATOMIC_RELAXED);
+  t->pipeless = 0;
   for (int i = 0; i < 2; i++) {
     if (t->d[i].pipe_r >= 0) close(t->d[i].pipe_r);
     if (t->d[i].pipe_w >= 0) close(t->d[i].pipe_w);
@@ -293,10 +301,13 @@ static void bury(void) {
    large buffers for the receiver); whatever the destination does not take now goes into the pipe (a
    copy into pipe pages, at most the pipe's size, which the read was limited to) and leaves by splice
    before the next read, so a tunnel's buffered bytes stay bounded by its pipe as before. */
+static int pump_peek(tunnel *t, int i, size_t visit);
+
 static int pump(tunnel *t, int i) {
   direction *d = &t->d[i];
   d->moved = 0;
   size_t visit = heavy_count <= COPY_MAX_HEAVY ? VISIT_FEW_BYTES : VISIT_BYTES;
+  if (d->pipe_w < 0) return pump_peek(t, i, visit);
   while (!d->done) {
     if (d->in_pipe > 0) {
       ssize_t m = splice(d->pipe_r, NULL, d->dst, NULL, d->in_pipe, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
@@ -364,6 +375,61 @@ static int pump(tunnel *t, int i) {
     }
     if (errno == EAGAIN || errno == EINTR) return 0;
     return errno;
+  }
+  return 0;
+}
+
+/* pump() for a direction without a pipe (the pipe budget was spent when its tunnel started). It copies,
+   whatever the mode, and keeps nothing itself: it peeks at the source (recv MSG_PEEK), writes what it saw,
+   and only then consumes from the source what the destination took (for TCP by recv(MSG_TRUNC), which
+   discards without a copy). What the destination refuses stays in the source socket's receive buffer,
+   which is backpressure as the peer sees it anyway. One system call more per visit than with a pipe, no
+   memory and no pipe pages per tunnel. After a refused write (EAGAIN, so the kernel will report EPOLLOUT
+   when room frees) the direction waits for that event (dst_full) instead of peeking again at every bit of
+   input. */
+static int pump_peek(tunnel *t, int i, size_t visit) {
+  direction *d = &t->d[i];
+  while (!d->done) {
+    if (d->eof) {
+      shutdown(d->dst, SHUT_WR);
+      d->done = 1;
+      post(&t->half[i]);
+      return 0;
+    }
+    if (d->dst_full) return 0;
+    if (d->moved >= visit) {
+      mark_ready(d);
+      return 0;
+    }
+    ssize_t n = recv(d->src, copy_buf, visit - d->moved, MSG_PEEK | MSG_DONTWAIT);
+    if (n == 0) {
+      d->eof = 1;
+      continue;
+    }
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return errno == EAGAIN ? 0 : errno;
+    }
+    size_t off = 0;
+    while (off < (size_t)n) {
+      ssize_t m = write(d->dst, copy_buf + off, (size_t)n - off);
+      if (m > 0) off += (size_t)m;
+      else if (m < 0 && errno == EINTR) continue;
+      else if (m < 0 && errno == EAGAIN) {
+        d->dst_full = 1;
+        break;
+      } else return m < 0 ? errno : EPIPE;
+    }
+    /* Consumes exactly what went out (it is in the receive queue, which only this thread reads). */
+    size_t left = off;
+    while (left > 0) {
+      ssize_t c = recv(d->src, copy_buf, left, MSG_DONTWAIT | (d->src_tcp ? MSG_TRUNC : 0));
+      if (c > 0) left -= (size_t)c;
+      else if (c < 0 && errno == EINTR) continue;
+      else return c < 0 ? errno : EIO;
+    }
+    d->moved += off;
+    if (off > 0) __atomic_add_fetch(&t->counters[i], (uint64_t)off, __ATOMIC_RELAXED);
   }
   return 0;
 }
@@ -449,6 +515,8 @@ static void *loop(void *arg) {
       /* A tunnel may have finished earlier in this batch: it stays allocated until bury(). */
       if (s == NULL || s->t->finished) continue;
       tunnel *t = s->t;
+      /* Room to write (or an error to find) on socket k: a pipe-less direction k^1 may peek again. */
+      if (events[k].events & (EPOLLOUT | EPOLLHUP | EPOLLERR)) t->d[!s->k].dst_full = 0;
       /* A direction on the ready list waits for its turn there (busy sockets report edges all the time). */
       int mask = dirs_for(s->k, events[k].events) & ~(t->d[0].ready | (t->d[1].ready << 1));
       for (int i = 0; i < 2; i++) {
@@ -619,20 +687,33 @@ static napi_value js_init(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
-static int make_pipe(direction *d) {
+/* Gives the direction a pipe of at least PIPE_MIN_BYTES, or none (pipe_w stays -1: see pump_peek()) when
+   the budget has no room for it, the kernel makes it smaller (over the budget it hands out 8 KiB pipes,
+   which splice slower than peeking copies), or pipe2 fails. */
+static void make_pipe(direction *d) {
+  uint64_t budget = __atomic_load_n(&budget_pages, __ATOMIC_RELAXED);
+  if (budget > 0 && __atomic_load_n(&pages_used, __ATOMIC_RELAXED) + PIPE_MIN_BYTES / 4096 > budget) return;
   int p[2];
-  if (pipe2(p, O_NONBLOCK | O_CLOEXEC) != 0) return errno;
+  if (pipe2(p, O_NONBLOCK | O_CLOEXEC) != 0) return;
+  int size = fcntl(p[1], F_GETPIPE_SZ);
+  if (size < PIPE_MIN_BYTES) {
+    close(p[0]);
+    close(p[1]);
+    return;
+  }
   d->pipe_r = p[0];
   d->pipe_w = p[1];
-  int size = fcntl(p[1], F_GETPIPE_SZ);
-  if (size < 0) return errno;
   d->pipe_size = (size_t)size;
   __atomic_add_fetch(&pages_used, (size_t)size / 4096, __ATOMIC_RELAXED);
-  /* Over the budget the kernel makes 8 KiB pipes: slower than the JavaScript path (see PIPE_BYTES). */
-  if (d->pipe_size < PIPE_MIN_BYTES) return ENOBUFS;
   try_grow(d);
   d->grow_gen = __atomic_load_n(&freed_gen, __ATOMIC_RELAXED);
-  return 0;
+}
+
+/* AF_INET or AF_INET6 (a TCP socket, as start() checked SOCK_STREAM). */
+static int is_inet(int fd) {
+  int domain = 0;
+  socklen_t len = sizeof domain;
+  return getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &len) == 0 && (domain == AF_INET || domain == AF_INET6);
 }
 
 static napi_value js_start(napi_env env, napi_callback_info info) {
@@ -693,14 +774,13 @@ static napi_value js_start(napi_env env, napi_callback_info info) {
   t->start_cmd.t = t;
   t->stop_cmd.t = t;
   t->stop_cmd.stop = 1;
-  int err = make_pipe(&t->d[0]);
-  if (!err) err = make_pipe(&t->d[1]);
-  if (err) {
-    close_pipes(t);
-    free(t);
-    if (err == ENOBUFS) __atomic_add_fetch(&tunnels_refused, 1, __ATOMIC_RELAXED);
-    napi_throw_error(env, err == ENOBUFS ? "ENOBUFS" : NULL, err == ENOBUFS ? "splice-relay: the pipe page budget is used up (fs.pipe-user-pages-soft)" : "splice-relay: cannot create pipes");
-    return NULL;
+  for (int i = 0; i < 2; i++) {
+    make_pipe(&t->d[i]);
+    t->d[i].src_tcp = is_inet(t->d[i].src);
+  }
+  if (t->d[0].pipe_w < 0 || t->d[1].pipe_w < 0) {
+    t->pipeless = 1;
+    __atomic_add_fetch(&tunnels_pipeless, 1, __ATOMIC_RELAXED);
   }
   if (napi_create_reference(env, argv[3], 1, &t->counters_ref) != napi_ok) {
     close_pipes(t);
@@ -749,15 +829,16 @@ static napi_value js_ref(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
-/* { pagesUsed, budgetPages, grown, refused }: this addon's pipe pages, the budget it sizes against,
-   tunnels whose pipes grew to 256 KiB after they started, tunnels refused for the budget. */
+/* { pagesUsed, budgetPages, grown, pipeless }: this addon's pipe pages, the budget it sizes against,
+   tunnels whose pipes grew to 256 KiB after they started, live tunnels running without a pipe (in at
+   least one direction: the budget was spent when they started; see pump_peek()). */
 static napi_value js_stats(napi_env env, napi_callback_info info) {
   (void)info;
   napi_value out, v;
   CALL(env, "stats: napi_create_object", napi_create_object(env, &out));
-  const char *names[4] = {"pagesUsed", "budgetPages", "grown", "refused"};
+  const char *names[4] = {"pagesUsed", "budgetPages", "grown", "pipeless"};
   uint64_t vals[4] = {__atomic_load_n(&pages_used, __ATOMIC_RELAXED), __atomic_load_n(&budget_pages, __ATOMIC_RELAXED),
-                      __atomic_load_n(&tunnels_grown, __ATOMIC_RELAXED), __atomic_load_n(&tunnels_refused, __ATOMIC_RELAXED)};
+                      __atomic_load_n(&tunnels_grown, __ATOMIC_RELAXED), __atomic_load_n(&tunnels_pipeless, __ATOMIC_RELAXED)};
   for (int k = 0; k < 4; k++) {
     CALL(env, "stats: napi_create_double", napi_create_double(env, (double)vals[k], &v));
     CALL(env, "stats: napi_set_named_property", napi_set_named_property(env, out, names[k], v));

@@ -32,8 +32,11 @@ export interface SpliceStats {
   budgetPages: number;
   /** Tunnels whose pipes grew to 256 KiB after they started (pages freed by others). */
   grown: number;
-  /** Tunnels refused because the budget was used up (they stayed on the JavaScript path). */
-  refused: number;
+  /**
+   * Running tunnels without a pipe in at least one direction (the budget was spent when they started):
+   * still on the kernel path, copying by peek/write/consume (native/splice-relay.c, pump_peek()).
+   */
+  pipeless: number;
 }
 
 /** CAP_SYS_RESOURCE lifts the per-user pipe budget (fs.pipe-user-pages-soft). */
@@ -63,7 +66,7 @@ export function describePipeBudget(budgetPages: number): string {
   // Half the budget for 256 KiB pipes (128 pages a tunnel), the rest for 64 KiB ones (32 pages).
   const big = Math.floor(budgetPages / 2 / 128);
   const small = Math.floor((budgetPages - big * 128) / 32);
-  return `fs.pipe-user-pages-soft = ${budgetPages} pages (${mib} MiB, shared by this user's processes): up to ${big} tunnels with 256 KiB pipes and ${small} more with 64 KiB ones on the kernel path, the rest on the JavaScript path; raise the sysctl or give the service CAP_SYS_RESOURCE for more`;
+  return `fs.pipe-user-pages-soft = ${budgetPages} pages (${mib} MiB, shared by this user's processes): up to ${big} tunnels with 256 KiB pipes and ${small} more with 64 KiB ones, the rest without pipes (copying; zero-copy splicing needs a pipe), all on the kernel path; raise the sysctl or give the service CAP_SYS_RESOURCE for more pipes`;
 }
 
 /** Where the built addon lives, relative to this file. */
@@ -90,7 +93,8 @@ export interface SpliceEngine {
   /**
    * Hands two sockets' file descriptors to the kernel relay. `counters[0]` counts bytes A→B, `[1]` B→A.
    * Events arrive on the event loop; after `done`, `error` or `stopped` (exactly one of them, always) the
-   * fds are no longer used. Throws (and changes nothing) on bad fds or when the addon cannot take more.
+   * fds are no longer used. Throws (and changes nothing) on bad fds or when the addon cannot allocate the
+   * tunnel; a spent pipe budget is no obstacle (the tunnel then runs without pipes).
    */
   start(fdA: number, fdB: number, onEvent: (e: SpliceEvent) => void): { id: number; counters: BigUint64Array };
   /** Asks for the `stopped` event; a no-op once the final event has arrived. */

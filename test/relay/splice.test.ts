@@ -543,3 +543,64 @@ test('pipes sized to the budget: 64 KiB first, 256 KiB within half the budget; p
     await relay.close();
   }
 });
+
+test('budget spent: tunnels without pipes stay on the kernel path (tcp and unix): every byte each way through stalled receivers, backpressure, half-close; pipeless counted', { skip }, async () => {
+  // A 32-page budget: the first tunnel's two 64 KiB pipes use it all, every later one runs without pipes.
+  addon!.init(() => undefined, 32);
+  const relay = await startRelay({
+    splice: { afterBytes: 0 },
+    listeners: [{ kind: 'tcp', host: '127.0.0.1', port: 0 }, { kind: 'unix', path: 'relay.sock' }],
+  });
+  try {
+    const before = addon!.stats().pagesUsed;
+    const piped = await pair(relay.url('tcp'), relay.url('tcp'));
+    await until(() => relay.server.dataPaths.kernel === 1, 2000, 'hand-off');
+    assert.equal(addon!.stats().pagesUsed - before, 32);
+    const tcp = await pair(relay.url('tcp'), relay.url('tcp'));
+    const mixed = await pair(relay.url('unix'), relay.url('tcp'));
+    await until(() => relay.server.dataPaths.kernel === 3, 2000, 'hand-offs without pipes');
+    assert.deepEqual(relay.server.dataPaths, { kernel: 3, js: 0 });
+    assert.equal(addon!.stats().pipeless, 2);
+    assert.equal(addon!.stats().pagesUsed - before, 32, 'no pages for the pipe-less tunnels');
+    let mixedSent = 0;
+    for (const { a, b, aOffset, bOffset } of [tcp, mixed]) {
+      // Both receivers stall, the senders write until held back (the relay's writes refused, the rest
+      // waiting in the source sockets, peeked, not taken), then the receivers resume.
+      a.pause();
+      b.pause();
+      const one: Buffer[] = [];
+      const two: Buffer[] = [];
+      for (let i = 0; i < 64 && !(a.socket!.writableLength > 0 && b.socket!.writableLength > 0); i++) {
+        one.push(randomBytes(1024 * 1024));
+        two.push(randomBytes(1024 * 1024));
+        a.send(one.at(-1)!);
+        b.send(two.at(-1)!);
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      assert.ok(a.socket!.writableLength > 0 && b.socket!.writableLength > 0, 'both senders are held back');
+      a.resume();
+      b.resume();
+      const sentOne = Buffer.concat(one);
+      const sentTwo = Buffer.concat(two);
+      assert.ok((await b.waitForBytes(bOffset + sentOne.length, 20000)).subarray(bOffset).equals(sentOne));
+      assert.ok((await a.waitForBytes(aOffset + sentTwo.length, 20000)).subarray(aOffset).equals(sentTwo));
+      mixedSent = sentOne.length;
+    }
+    // A half-close through a pipe-less direction: FIN after the data, the other side may still answer.
+    mixed.a.send('last words');
+    mixed.a.end();
+    await mixed.b.closed();
+    assert.equal(mixed.b.received().subarray(mixed.bOffset + mixedSent).toString(), 'last words');
+    mixed.b.send('reply');
+    mixed.b.end();
+    await mixed.a.closed();
+    assert.ok(mixed.a.received().subarray(-'reply'.length).equals(Buffer.from('reply')));
+    for (const c of [piped.a, piped.b, tcp.a, tcp.b, mixed.a, mixed.b]) c.destroy();
+    await until(() => relay.server.tunnels.size === 0, 5000, 'tunnels closed');
+    assert.equal(addon!.stats().pipeless, 0);
+    assert.equal(addon!.stats().pagesUsed, before, 'every page given back');
+  } finally {
+    addon!.init(() => undefined, 0);
+    await relay.close();
+  }
+});
