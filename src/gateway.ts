@@ -25,6 +25,10 @@ export interface GatewayDeps {
   readonly rendezvous?: import('./relay/rendezvous.ts').Rendezvous<import('./relay/session.ts').Session>;
   /** Appended to `[cluster] nodeId` (a worker's `-w<n>`, so workers of one machine are distinct nodes in Redis). */
   readonly nodeIdSuffix?: string;
+  /** Forwarding between workers of one machine (given by `serve --workers` with the primary's table). */
+  readonly forward?: import('./relay/cluster/forward.ts').ForwardSetup;
+  /** This worker's stable slot among the machine's workers (0-based), for per-worker forward ports. */
+  readonly workerSlot?: number;
 }
 
 /** What one reload did. */
@@ -96,7 +100,14 @@ export async function createGateway(config: GatewayConfig, deps: GatewayDeps): P
         log: deps.log.child({ part: 'cluster' }),
       })
     : undefined;
-  const relay = config.relay.enabled ? (await import('./relay/server.ts')).createRelayServer(config.relay, cluster === undefined ? deps : { ...deps, rendezvous: cluster }) : undefined;
+  // Nodes joined through Redis forward tunnels to each other with a key derived from the cluster secret.
+  const forward =
+    cluster !== undefined && config.cluster.secret !== undefined
+      ? (await import('./relay/cluster/forward.ts')).clusterForwardSetup(config.cluster, config.cluster.secret.reveal(), `${config.cluster.nodeId}${deps.nodeIdSuffix ?? ''}`, deps.workerSlot)
+      : deps.forward;
+  const relay = config.relay.enabled
+    ? (await import('./relay/server.ts')).createRelayServer(config.relay, { ...deps, ...(cluster === undefined ? {} : { rendezvous: cluster }), ...(forward === undefined ? {} : { forward }) })
+    : undefined;
   const cardBridge = config.cardBridge.enabled ? (await import('./card-bridge/server.ts')).createCardBridgeServer(config.cardBridge, deps) : undefined;
   const sealedApi = config.sealedApi.enabled ? (await import('./sealed-api/server.ts')).createSealedApiServer(config.sealedApi, deps) : undefined;
   const parts: Service[] = [relay, cardBridge, sealedApi].filter((s) => s !== undefined);

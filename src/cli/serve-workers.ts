@@ -6,10 +6,20 @@
  *
  * Ports are shared through node:cluster's handle passing (Node 20 has no `reusePort`): the primary owns
  * each listening socket and hands accepted connections to the workers in turn (round robin on Linux).
- * A worker that dies after start is replaced (at most one replacement per second); one that fails to
- * start stops the whole gateway (exit code of that worker).
+ * A worker that dies after start is replaced (at most one replacement per second) in the same slot
+ * (`GATEHOUSE_WORKER_SLOT`, 0-based: its forward port is port + slot); one that fails to start stops the
+ * whole gateway (exit code of that worker).
+ *
+ * Forwarding between workers (a client whose partner waits in another worker): each worker listens on a
+ * unix socket in a private directory the primary makes (0700, removed at exit) and the workers prove
+ * themselves with a random key the primary hands them in the environment (`GATEHOUSE_FORWARD_DIR`,
+ * `GATEHOUSE_FORWARD_KEY`), so no configuration is needed on one machine.
  */
 import cluster, { type Worker } from 'node:cluster';
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import type { Logger } from '../core/log.ts';
 import { isRvRequest, PrimaryRendezvousTable } from '../relay/cluster/ipc-rendezvous.ts';
 
@@ -39,7 +49,19 @@ export function runPrimary(opts: PrimaryOptions): void {
   let stopping = false;
   let lastReplacement = 0;
 
-  const fork = (): Worker => cluster.fork({ GATEHOUSE_WORKER: '1' });
+  // Only the primary's table pairs across workers without Redis: only then the workers need the key and dir.
+  const forwardDir = opts.hostTable ? mkdtempSync(join(tmpdir(), 'gatehouse-fwd-')) : undefined;
+  const forwardKey = randomBytes(32).toString('hex');
+  const removeDir = () => {
+    if (forwardDir !== undefined) rmSync(forwardDir, { recursive: true, force: true });
+  };
+  process.once('exit', removeDir);
+  const slots = new Map<number, number>();
+  const fork = (slot: number): Worker => {
+    const w = cluster.fork({ GATEHOUSE_WORKER: '1', GATEHOUSE_WORKER_SLOT: String(slot), ...(forwardDir === undefined ? {} : { GATEHOUSE_FORWARD_DIR: forwardDir, GATEHOUSE_FORWARD_KEY: forwardKey }) });
+    slots.set(w.id, slot);
+    return w;
+  };
 
   cluster.on('message', (worker: Worker, m: unknown) => {
     if (isRvRequest(m)) {
@@ -59,6 +81,8 @@ export function runPrimary(opts: PrimaryOptions): void {
 
   cluster.on('exit', (worker: Worker, code: number | null, signal: string | null) => {
     table.dropWorker(worker.id);
+    const slot = slots.get(worker.id) ?? 0;
+    slots.delete(worker.id);
     ready.delete(worker.id);
     if (stopping) {
       if (Object.keys(cluster.workers ?? {}).length === 0) {
@@ -81,7 +105,7 @@ export function runPrimary(opts: PrimaryOptions): void {
     const wait = Math.max(0, lastReplacement + 1000 - Date.now());
     lastReplacement = Date.now() + wait;
     setTimeout(() => {
-      if (!stopping) fork();
+      if (!stopping) fork(slot);
     }, wait);
   });
 
@@ -104,5 +128,5 @@ export function runPrimary(opts: PrimaryOptions): void {
     for (const w of Object.values(cluster.workers ?? {})) if (w?.process.pid !== undefined) w.process.kill('SIGHUP');
   });
 
-  for (let i = 0; i < opts.workers; i++) fork();
+  for (let i = 0; i < opts.workers; i++) fork(i);
 }

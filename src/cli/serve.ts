@@ -73,12 +73,23 @@ export function serveCommand(): Command {
         rendezvous = new IpcRendezvous(process as unknown as import('../relay/cluster/ipc-rendezvous.ts').IpcChannel, config.relay.timeouts.jsonRpcMs);
       }
       const workerLog = isWorker ? log.child({ worker: cluster.worker?.id }) : log;
+      const slot = isWorker ? Number(process.env.GATEHOUSE_WORKER_SLOT ?? '0') : undefined;
+      // Workers paired by the primary forward to each other over unix sockets in the primary's private dir.
+      const dir = process.env.GATEHOUSE_FORWARD_DIR;
+      const key = process.env.GATEHOUSE_FORWARD_KEY;
+      // Not for child processes (PC/SC hosts, post-write commands): they have no use for it.
+      delete process.env.GATEHOUSE_FORWARD_KEY;
+      const forward: GatewayDeps['forward'] =
+        rendezvous !== undefined && dir !== undefined && key !== undefined
+          ? { listen: { path: `${dir}/w${String(slot)}.sock` }, advertise: (b) => ('path' in b ? b.path : ''), key: Buffer.from(key, 'hex'), handshakeMs: config.cluster.forwardHandshakeMs, node: `worker-${String(cluster.worker?.id ?? 0)}` }
+          : undefined;
       const gateway = await createGateway(config, {
         log: workerLog,
         baseDir,
         setLogLevel,
         ...(rendezvous === undefined ? {} : { rendezvous }),
-        ...(isWorker ? { nodeIdSuffix: `-w${cluster.worker?.id ?? 0}` } : {}),
+        ...(forward === undefined ? {} : { forward }),
+        ...(isWorker ? { nodeIdSuffix: `-w${cluster.worker?.id ?? 0}`, workerSlot: slot ?? 0 } : {}),
       });
       let stopping = false;
       let started = false;

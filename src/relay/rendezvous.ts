@@ -21,10 +21,16 @@ export type OfferResult<P> =
   | { readonly kind: 'tunnel-exists' }
   | { readonly kind: 'too-many-waiting' }
   /**
-   * The partner waits on another gateway node (a shared table): nothing changed, the offer is refused.
-   * Its entry stays; carrying the tunnel across nodes is a later step.
+   * The partner waits on another gateway node that cannot be reached (it has no forward address):
+   * nothing changed, the offer is refused and its entry stays.
    */
-  | { readonly kind: 'partner-elsewhere'; readonly node: string };
+  | { readonly kind: 'partner-elsewhere'; readonly node: string }
+  /**
+   * The partner waits on another node, reachable at `address`: the key now holds a tunnel owned by
+   * this node (released with `release` as for `paired`); this node claims the partner there with `ref`
+   * (cluster/forward.ts). If the claim finds it gone, `release` and offer again.
+   */
+  | { readonly kind: 'paired-remote'; readonly node: string; readonly address: string; readonly ref: string };
 
 export interface Rendezvous<P> {
   /** Registers `party` under `key`: it waits, pairs with the waiting partner, or is refused. */
@@ -35,6 +41,17 @@ export interface Rendezvous<P> {
   release(key: RendezvousKey): Promise<void>;
   /** Waiting parties and open tunnels, for the monitor. */
   readonly size: { readonly waiting: number; readonly tunnels: number };
+  /**
+   * A shared table: the address other nodes reach this node's forward listener at (set once it is
+   * bound). Waiting entries made from then on carry it, so a partner on another node can be forwarded.
+   */
+  advertise?(address: string): void;
+  /**
+   * A shared table: another node paired with our waiting party `ref` (its `paired-remote` result) and
+   * claims it. Returns the party and forgets it here (the shared entry is the claimer's already), or
+   * undefined when it already left.
+   */
+  claimRemote?(ref: string): P | undefined;
   /** Connects to a shared store, if any (before the relay accepts clients). */
   start?(): Promise<void>;
   /** Disconnects from a shared store, if any (after the relay closed). */

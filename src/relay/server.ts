@@ -26,7 +26,7 @@ import { errorSpec, GatewayError } from '../core/errors.ts';
 import type { RelayConfig, RelayListenerConfig } from './config.ts';
 import { StreamLink, WsLink, type Link } from './links.ts';
 import { Session, type SessionContext } from './session.ts';
-import { Tunnel } from './tunnel.ts';
+import { Tunnel, type TunnelParty } from './tunnel.ts';
 import { MemoryRendezvous, type Rendezvous, type RendezvousKey } from './rendezvous.ts';
 import { errorResponse } from './protocol/jsonrpc.ts';
 import type { Authenticator } from './authenticators/types.ts';
@@ -34,6 +34,9 @@ import { createAuthenticator } from './authenticators/index.ts';
 import { createMonitor, type Monitor } from './monitor.ts';
 import { loadSplice, describePipeBudget } from './splice.ts';
 import { createTunnelProxy, type TunnelProxy } from './tunnel-proxy/service.ts';
+import { ForwardListener, forwardConnect, type ClaimVerdict, type ForwardClaim, type ForwardSetup, type PartyInfo } from './cluster/forward.ts';
+import { RemoteParty } from './cluster/remote-party.ts';
+import { sameUuid } from './uuid.ts';
 
 export interface RelayDeps {
   readonly log: Logger;
@@ -43,6 +46,8 @@ export interface RelayDeps {
   readonly authenticator?: Authenticator;
   /** Overrides the in-memory rendezvous table (a shared directory). */
   readonly rendezvous?: Rendezvous<Session>;
+  /** Forwarding between nodes (with a shared rendezvous table that supports it): listener and key. */
+  readonly forward?: ForwardSetup;
 }
 
 /** A bound listener, for logs and the "how to connect" banner. */
@@ -71,11 +76,18 @@ export interface RelayServer extends Service {
   readonly tunnelProxy: TunnelProxy | undefined;
   /** The tunnel-proxy mode's bound listeners. */
   readonly tunnelProxyListeners: readonly BoundListener[];
+  /** Where other nodes reach this node's forward listener (set once it listens). */
+  readonly forwardAddress: string | undefined;
+  /**
+   * Handlers of forward claims by kind (`rv`: a waiting relay client); another mode adds its own kind.
+   * A handler decides synchronously (see cluster/forward.ts).
+   */
+  readonly forwardClaims: Map<string, (claim: ForwardClaim) => ClaimVerdict>;
   /** Folds bytes moved by the kernel relay into the session and server counters. */
   syncTraffic(): void;
   /**
    * Running tunnels by data path: `kernel` (held by the kernel relay now) and `js` (the rest: TLS or WS
-   * sides, the kernel relay off or unavailable, before `splice.afterBytes`, or refused for the pipe budget).
+   * sides, the kernel relay off or unavailable, before `splice.afterBytes`, or refused by the addon: out of memory).
    */
   readonly dataPaths: { kernel: number; js: number };
   /**
@@ -101,13 +113,16 @@ export function createRelayServer(config: RelayConfig, deps: RelayDeps): RelaySe
   /** Admission slots of live sessions, released when the session's link is gone. */
   const slots = new Map<Session, () => void>();
   const backoff = new FailureBackoff(config.limits.maxAuthFailuresPerIp, config.limits.authFailureWindowMs);
-  const rendezvous = deps.rendezvous ?? new MemoryRendezvous<Session>(config.limits.maxWaitingPerToken);
+  const rendezvous: Rendezvous<Session> = deps.rendezvous ?? new MemoryRendezvous<Session>(config.limits.maxWaitingPerToken);
   let authenticator: Authenticator | undefined = deps.authenticator;
   let monitor: Monitor | undefined;
   const lifecycle = new Lifecycle('relay');
   /** Refusals are logged at most once per code every 10 s (a flood must not flood the log). */
   const refusals = new RateLimitedWarnings(log, 10_000, Date.now, 'relay');
   let idleSweep: NodeJS.Timeout | undefined;
+  let forwardListener: ForwardListener | undefined;
+  let forwardAddress: string | undefined;
+  const forwardClaims = new Map<string, (claim: ForwardClaim) => ClaimVerdict>();
   const stats = { totalClientCount: 0, totalTunnelCount: 0, totalTraffic: 0, kernelTraffic: 0 };
   let notificationId = 0;
   const { highWater, closeFlushMs } = { highWater: config.limits.tunnelBufferBytes, closeFlushMs: config.timeouts.closeFlushMs };
@@ -137,10 +152,17 @@ export function createRelayServer(config: RelayConfig, deps: RelayDeps): RelaySe
     backoff,
     log,
     establish(first: Session, second: Session, key: RendezvousKey) {
-      const t = new Tunnel(first, second, key, tunnelCtx);
-      tunnels.add(t);
-      stats.totalTunnelCount++;
-      t.start();
+      startTunnel(first, second, key);
+    },
+    claimRemote(s, offer) {
+      const f = deps.forward;
+      if (f === undefined) return Promise.reject(new Error('this node has no cluster key to forward with'));
+      return forwardConnect(offer.address, f.key, { kind: 'rv', ref: offer.ref, party: partyInfo(s) }, f.handshakeMs);
+    },
+    establishRemote(s, forwarded, address, key) {
+      const link = new StreamLink(address.startsWith('/') ? 'unix' : 'tcp', forwarded.socket, highWater, closeFlushMs);
+      // The partner waited: it is the tunnel's first side, as in a local pair.
+      startTunnel(new RemoteParty(link, forwarded.party), s, key);
     },
     forget(s: Session) {
       sessions.delete(s);
@@ -149,6 +171,42 @@ export function createRelayServer(config: RelayConfig, deps: RelayDeps): RelaySe
     },
   });
   let ctx: SessionContext | undefined;
+
+  function startTunnel(first: TunnelParty, second: TunnelParty, key: RendezvousKey): void {
+    const t = new Tunnel(first, second, key, tunnelCtx);
+    tunnels.add(t);
+    stats.totalTunnelCount++;
+    t.start();
+  }
+
+  function partyInfo(s: Session): PartyInfo {
+    return { name: s.name, uuid: s.uuid, connectionId: s.connectionId, remote: s.link.remoteAddress, user: s.userName, node: deps.forward?.node ?? '' };
+  }
+
+  /**
+   * Another node paired with a client waiting here: hand it over (it leaves the table here), or say it is
+   * gone. A duplicate uuid closes our client as a local pair would, and the claimer closes its own.
+   */
+  function claimWaiting(claim: ForwardClaim): ClaimVerdict {
+    const a = rendezvous.claimRemote?.(claim.ref);
+    if (a === undefined || a.state !== 'waiting' || a.link.closed || a.key === undefined || !lifecycle.running) return { ok: false, code: 'gone' };
+    const key = a.key;
+    if (sameUuid(a.uuid, claim.party.uuid)) {
+      const code = key.nonce === '' ? 'RELAY_DUPLICATE_UUID' : 'RELAY_CLIENT_LOOP';
+      a.fail(code);
+      return { ok: false, code };
+    }
+    return {
+      ok: true,
+      party: partyInfo(a),
+      adopt: (socket: Socket) => {
+        const listenAddr = deps.forward?.listen;
+        const link = new StreamLink(listenAddr !== undefined && 'path' in listenAddr ? 'unix' : 'tcp', socket, highWater, closeFlushMs);
+        startTunnel(a, new RemoteParty(link, claim.party), key);
+      },
+    };
+  }
+  forwardClaims.set('rv', claimWaiting);
 
   /** Admits a connection or refuses it with the limit's own error; returns the release function. */
   function admit(remote: string): (() => void) | GatewayError {
@@ -297,6 +355,10 @@ export function createRelayServer(config: RelayConfig, deps: RelayDeps): RelaySe
     listeners: bound,
     tunnelProxy,
     tunnelProxyListeners: tpBound,
+    get forwardAddress() {
+      return forwardAddress;
+    },
+    forwardClaims,
     sessions,
     tunnels,
     stats,
@@ -333,12 +395,28 @@ export function createRelayServer(config: RelayConfig, deps: RelayDeps): RelaySe
             : undefined;
         for (const l of config.listeners) await startListener(l, tlsOpts);
         for (const l of tpListeners) await startListener(l, tlsOpts, tunnelProxy);
+        if (deps.forward !== undefined && rendezvous.advertise !== undefined) {
+          const f = deps.forward;
+          forwardListener = new ForwardListener({
+            key: f.key,
+            handshakeMs: f.handshakeMs,
+            log,
+            onClaim: (claim) => {
+              const handler = forwardClaims.get(claim.kind);
+              return handler === undefined ? { ok: false, code: 'unknown_kind' } : handler(claim);
+            },
+          });
+          tracker.watch(forwardListener.server);
+          forwardAddress = f.advertise(await forwardListener.listen(f.listen));
+          rendezvous.advertise(forwardAddress);
+        }
         if (config.monitor.enabled) {
           monitor = createMonitor(relay, config, { log, path: resolvePath(deps.baseDir, config.monitor.path) });
           await monitor.start();
         }
       } catch (err) {
         await Promise.all(servers.map((s) => stopListening(s.server)));
+        await forwardListener?.close();
         await authenticator?.close?.();
         lifecycle.failed();
         throw err;
@@ -358,7 +436,7 @@ export function createRelayServer(config: RelayConfig, deps: RelayDeps): RelaySe
         idleSweep.unref();
       }
       lifecycle.started();
-      log.info({ listeners: bound.map((b) => b.url), authenticator: authenticator.kind, kernelRelay: tunnelCtx.splice !== undefined, ...(tunnelCtx.splice === undefined ? {} : { kernelPipeBudget: describePipeBudget(tunnelCtx.splice.budgetPages) }), ...(tunnelProxy === undefined ? {} : { tunnelProxyListeners: tpBound.map((b) => b.url) }) }, 'relay listening');
+      log.info({ listeners: bound.map((b) => b.url), authenticator: authenticator.kind, kernelRelay: tunnelCtx.splice !== undefined, ...(tunnelCtx.splice === undefined ? {} : { kernelPipeBudget: describePipeBudget(tunnelCtx.splice.budgetPages) }), ...(tunnelProxy === undefined ? {} : { tunnelProxyListeners: tpBound.map((b) => b.url) }), ...(forwardAddress === undefined ? {} : { forwardAddress }) }, 'relay listening');
     },
 
     close(options: CloseOptions = {}) {
@@ -366,9 +444,10 @@ export function createRelayServer(config: RelayConfig, deps: RelayDeps): RelaySe
         const graceMs = options.graceMs ?? DEFAULT_GRACE_MS;
         if (idleSweep !== undefined) clearInterval(idleSweep);
         const listenersClosed = Promise.all(servers.map((s) => stopListening(s.server)));
+        await forwardListener?.close();
         await monitor?.close();
         const stop = errorSpec('RELAY_SHUTDOWN').close;
-        const kernelHeld = new Set<Session>();
+        const kernelHeld = new Set<TunnelParty>();
         // Clients not in a tunnel are told at once; tunnels may run for the grace period.
         for (const s of sessions) if (s.state !== 'tunnel' && s.state !== 'pairing') s.fail('RELAY_SHUTDOWN');
         tunnelProxy?.tellUnregistered();

@@ -26,6 +26,7 @@ import { decodeRequest, errorResponse, successResponse } from './protocol/jsonrp
 import { introspect, type AuthenticationError } from './protocol/api.ts';
 import type { Authenticator, AuthResult } from './authenticators/types.ts';
 import type { OfferResult, Rendezvous, RendezvousKey } from './rendezvous.ts';
+import type { ForwardResult } from './cluster/forward.ts';
 import { sameUuid } from './uuid.ts';
 import { relayAuthChannel, type RelayAuthEvent } from '../core/events.ts';
 
@@ -42,7 +43,17 @@ export interface SessionContext {
   establish(first: Session, second: Session, key: RendezvousKey): void;
   /** The link is gone; drop the session from the server's registry. */
   forget(session: Session): void;
+  /**
+   * Claims a partner waiting on another node (a `paired-remote` offer) from that node, over a forward
+   * stream (cluster/forward.ts). Rejects when the node cannot be reached or is not one of ours.
+   */
+  claimRemote(session: Session, offer: Extract<OfferResult<Session>, { kind: 'paired-remote' }>): Promise<ForwardResult>;
+  /** Runs the tunnel between this session and the forward stream to its partner's node (`first`: its partner waited). */
+  establishRemote(session: Session, forwarded: Extract<ForwardResult, { ok: true }>, address: string, key: RendezvousKey): void;
 }
+
+/** How often a client is offered again when the partner it paired with on another node had just left. */
+const MAX_REMOTE_RETRIES = 3;
 
 let nextSessionId = 1;
 
@@ -305,6 +316,11 @@ export class Session {
     }
     this.userName = result.user ?? '';
     this.key = key;
+    this.#offer(id, key, reply, 0);
+  }
+
+  /** Offers this client to the rendezvous table (again, `attempt` > 0, after a remote partner had left). */
+  #offer(id: number, key: RendezvousKey, reply: (error: AuthenticationError) => void, attempt: number): void {
     const rv = this.#ctx.rendezvous;
     let offered: Promise<OfferResult<Session>>;
     try {
@@ -313,7 +329,7 @@ export class Session {
       offered = Promise.reject(asError(err));
     }
     offered.then(
-      (offer) => this.boundary.run(() => this.#afterOffer(id, key, offer, reply)),
+      (offer) => this.boundary.run(() => this.#afterOffer(id, key, offer, reply, attempt)),
       (err: unknown) =>
         this.boundary.run(() => {
           this.#rendezvousFailed(err);
@@ -329,6 +345,7 @@ export class Session {
     key: RendezvousKey,
     offer: OfferResult<Session>,
     reply: (error: AuthenticationError) => void,
+    attempt: number,
   ): void {
     const rv = this.#ctx.rendezvous;
     if (this.state !== 'authenticating') {
@@ -338,8 +355,12 @@ export class Session {
         rv.release(key).catch(this.#rendezvousFailed);
         offer.partner.fail('RELAY_PARTNER_CLOSED');
       }
+      // The partner on the other node keeps its entry's fate: unclaimed, it runs into its alone timeout.
+      if (offer.kind === 'paired-remote') rv.release(key).catch(this.#rendezvousFailed);
       return;
     }
+    // The forward handshake still runs under the Authenticate deadline.
+    if (offer.kind === 'paired-remote') return this.#pairRemote(id, key, offer, reply, attempt);
     this.#clearTimer();
     switch (offer.kind) {
       case 'tunnel-exists':
@@ -378,6 +399,80 @@ export class Session {
         return;
       }
     }
+  }
+
+  /**
+   * The partner waits on another node: claim it there over a forward stream, then run the tunnel through
+   * it. The key is this node's from the offer on, so every way out releases it. A partner that left in
+   * the meantime (`gone`) means offering again; a duplicate uuid is judged by the partner's node (which
+   * closes the partner) and closes this client the same way a local pair does.
+   */
+  #pairRemote(
+    id: number,
+    key: RendezvousKey,
+    offer: Extract<OfferResult<Session>, { kind: 'paired-remote' }>,
+    reply: (error: AuthenticationError) => void,
+    attempt: number,
+  ): void {
+    const rv = this.#ctx.rendezvous;
+    const giveBack = (): void => {
+      rv.release(key).catch(this.#rendezvousFailed);
+    };
+    let claimed: Promise<ForwardResult>;
+    try {
+      claimed = this.#ctx.claimRemote(this, offer);
+    } catch (err) {
+      claimed = Promise.reject(asError(err));
+    }
+    claimed.then(
+      (r) =>
+        this.boundary.run(() => {
+          if (this.state !== 'authenticating') {
+            if (r.ok) r.socket.destroy();
+            giveBack();
+            return;
+          }
+          if (!r.ok) {
+            if (r.code === 'gone' && attempt < MAX_REMOTE_RETRIES) {
+              rv.release(key).then(
+                () => this.boundary.run(() => {
+                  if (this.state === 'authenticating') this.#offer(id, key, reply, attempt + 1);
+                }),
+                (err: unknown) => this.boundary.run(() => {
+                  this.#rendezvousFailed(err);
+                  if (this.state !== 'authenticating') return;
+                  reply('AuthenticationErrorProxyError');
+                  this.fail('RELAY_RENDEZVOUS_FAILED');
+                }),
+              );
+              return;
+            }
+            giveBack();
+            this.#clearTimer();
+            if (r.code === 'RELAY_DUPLICATE_UUID' || r.code === 'RELAY_CLIENT_LOOP') return this.fail(r.code);
+            this.log.warn({ code: 'RELAY_FORWARD_FAILED', partnerNode: offer.node, answer: r.code }, 'the partner node refused the tunnel');
+            reply('AuthenticationErrorProxyError');
+            return this.fail('RELAY_FORWARD_FAILED');
+          }
+          this.#clearTimer();
+          reply('AuthenticationErrorNoError');
+          if (this.#hasPendingInput()) {
+            r.socket.destroy();
+            giveBack();
+            return this.fail('RELAY_DATA_BEFORE_TUNNEL');
+          }
+          this.#ctx.establishRemote(this, r, offer.address, key);
+        }),
+      (err: unknown) =>
+        this.boundary.run(() => {
+          giveBack();
+          this.log.warn({ err: asError(err).message, code: 'RELAY_FORWARD_FAILED', partnerNode: offer.node }, 'could not reach the partner node');
+          if (this.state !== 'authenticating') return;
+          this.#clearTimer();
+          reply('AuthenticationErrorProxyError');
+          this.fail('RELAY_FORWARD_FAILED');
+        }),
+    );
   }
 
   /** Tells observers (metrics) how an Authenticate ended and how long the handshake took. */

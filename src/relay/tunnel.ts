@@ -20,11 +20,11 @@
 import type { Logger } from '../core/log.ts';
 import { errorSpec } from '../core/errors.ts';
 import { FaultBoundary } from '../core/fault.ts';
-import type { Session } from './session.ts';
+import type { Session, SessionState } from './session.ts';
 import type { RendezvousKey, Rendezvous } from './rendezvous.ts';
 import { notification } from './protocol/jsonrpc.ts';
 import { normalizeUuid } from './uuid.ts';
-import { StreamLink, type LinkHandlers } from './links.ts';
+import { StreamLink, type Link, type LinkHandlers } from './links.ts';
 import type { SpliceEngine, SpliceEvent } from './splice.ts';
 import { ReadTurns } from './read-turns.ts';
 import { DATA_PATH_GC } from './young-gc.ts';
@@ -44,6 +44,28 @@ export interface TunnelContext {
   readonly spliceAfterBytes: number;
   /** The largest WebSocket message a side may send once the tunnel runs. */
   readonly tunnelBufferBytes: number;
+}
+
+/**
+ * One side of a tunnel: a local client (a Session), or the stream to a partner on another node
+ * (cluster/remote-party.ts), which has no notification of its own to send (its node sends it).
+ */
+export interface TunnelParty {
+  readonly id: number;
+  readonly connectionId: string;
+  readonly name: string;
+  readonly uuid: string;
+  readonly userName: string;
+  readonly link: Link;
+  state: SessionState;
+  rxBytes: number;
+  txBytes: number;
+  /** Stops the phase timers: the tunnel owns the link from now on. */
+  enterPairing(): void;
+  /** Sends the tunnel's notification (a JSON-RPC line); `onFlushed` once it is written. */
+  sendText(text: string, onFlushed?: () => void): void;
+  /** The link is gone (the tunnel saw its close). */
+  linkClosed(): void;
 }
 
 /**
@@ -89,8 +111,8 @@ export class Tunnel {
   }
 
   constructor(
-    readonly a: Session,
-    readonly b: Session,
+    readonly a: TunnelParty,
+    readonly b: TunnelParty,
     private readonly key: RendezvousKey,
     private readonly ctx: TunnelContext,
   ) {
@@ -106,7 +128,7 @@ export class Tunnel {
   }
 
   /** A side's handlers until relaying starts: hold (and stop reading) what it sends. */
-  #initialHandlers(s: Session, held: Buffer[]): LinkHandlers {
+  #initialHandlers(s: TunnelParty, held: Buffer[]): LinkHandlers {
     return {
       data: (chunk) => {
         held.push(chunk);
@@ -264,7 +286,7 @@ export class Tunnel {
     this.b.link.destroy();
   }
 
-  #wire(from: Session, to: Session, fromHandlers: LinkHandlers, toHandlers: LinkHandlers): void {
+  #wire(from: TunnelParty, to: TunnelParty, fromHandlers: LinkHandlers, toHandlers: LinkHandlers): void {
     const src = from.link;
     const dst = to.link;
     const ctx = this.ctx;
@@ -315,7 +337,7 @@ export class Tunnel {
   }
 
   /** One side ended its sending (`gone` false) or disappeared (`gone` true). */
-  #sideGone(side: Session, gone: boolean): void {
+  #sideGone(side: TunnelParty, gone: boolean): void {
     const other = side === this.a ? this.b : this.a;
     // The tunnel is ending (a FIN cannot be told apart from a full close until later): free the key
     // for the next pair now; what is left of this tunnel drains on its own.

@@ -31,10 +31,33 @@ export const clusterConfigSchema = z
     keyPrefix: z.string().min(1).max(64).default('gatehouse:'),
     /** A tunnel's claim on its (token, nonce) in Redis lives this long unless its node renews it. */
     tunnelLeaseMs: z.number().int().min(300).default(30000),
+    /** How often each node publishes its view (presence) to Redis; it expires after three periods. */
+    presenceIntervalMs: z.number().int().min(100).max(60000).default(2000),
     /** Bounds one Redis command (and the connect); a slower Redis counts as down. */
     redisCommandTimeoutMs: z.number().int().min(50).default(2000),
+    /**
+     * Where this node accepts tunnels forwarded from other nodes (`host:port`, `[v6]:port`, or an absolute
+     * unix socket path). Port 0 takes any free port; with several workers, worker k listens on port + k
+     * (a path gets `.k` appended). Only nodes with the cluster secret get past its handshake; the stream
+     * itself is not encrypted, so bind it to a private network.
+     */
+    forwardListen: z
+      .string()
+      .regex(/^(\/\S{1,200}|(\[[0-9A-Fa-f:.]+\]|[^:\s[\]]+):\d{1,5})$/, 'expected host:port, [v6]:port or an absolute unix socket path')
+      .default('127.0.0.1:0'),
+    /** The host other nodes reach the forward listener at (default: the listen host; set it when binding 0.0.0.0). */
+    forwardAdvertise: z
+      .string()
+      .regex(/^[A-Za-z0-9.:_-]{1,253}$/, 'a host name or address')
+      .optional(),
+    /** Bounds the node-to-node handshake (connect, key check, claim), ms. */
+    forwardHandshakeMs: z.number().int().min(100).default(5000),
   })
   .superRefine((cfg, ctx) => {
+    const wildcard = /^(0\.0\.0\.0|\[::\]|::):/.test(cfg.forwardListen);
+    if (wildcard && cfg.forwardAdvertise === undefined) {
+      ctx.addIssue({ code: 'custom', path: ['forwardAdvertise'], message: 'forwardListen binds every address: say which one other nodes reach this node at' });
+    }
     if (cfg.redisUrl !== undefined && cfg.secret === undefined) {
       ctx.addIssue({ code: 'custom', path: ['secret'], message: 'redisUrl needs a cluster secret (the key tokens are hashed with in Redis)' });
     }

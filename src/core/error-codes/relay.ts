@@ -55,6 +55,15 @@ export const relayErrors = {
     httpStatus: 503,
     close: closeWith('Proxy error.'),
   },
+  RELAY_FORWARD_FAILED: {
+    summary: 'The tunnel to a partner waiting on another gateway node could not be set up (its node did not answer, refused the cluster key, or the handshake timed out); the client is answered AuthenticationErrorProxyError and closed, the key is free again. A forward handshake this node refused is logged with the same code.',
+    httpStatus: 503,
+    close: closeWith('Proxy error.'),
+  },
+  RELAY_PRESENCE_FAILED: {
+    summary: "This node could not publish its view to Redis or read the other nodes' (Redis away or slow): `gatehouse monitor --cluster` and the cluster metrics miss it (or all nodes) until Redis answers again. No client is affected.",
+    httpStatus: 503,
+  },
   RELAY_RENDEZVOUS_FAILED: {
     summary: 'The rendezvous table could not be asked (it failed); the client is answered AuthenticationErrorProxyError and closed.',
     httpStatus: 503,

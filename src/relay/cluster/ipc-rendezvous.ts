@@ -5,9 +5,10 @@
  * token (never the token), the worker's party number, and the answer. The party itself (the Session)
  * never leaves its worker.
  *
- * A partner waiting in ANOTHER worker is refused (`partner-elsewhere`) and keeps waiting: moving a
- * connection between workers is not done yet. A worker that exits loses its entries at once (the primary
- * drops them), so no key stays blocked.
+ * A partner waiting in ANOTHER worker is paired all the same (`paired-remote`, with the forward address
+ * that worker gave with its offer: a unix socket of its own): the offering worker then claims it there
+ * over a forward stream (forward.ts), so the tunnel runs between the two workers. A worker that exits
+ * loses its entries at once (the primary drops them), so no key stays blocked.
  */
 import { createHash } from 'node:crypto';
 import { asError } from '../../core/fault.ts';
@@ -21,21 +22,24 @@ export interface RvRequest {
   readonly slot: string;
   readonly tokenKey: string;
   readonly party: string;
+  /** The offering worker's forward address ('' when it has none: its partners elsewhere are refused). */
+  readonly address?: string;
 }
 
 /** Primary → worker. */
 export type RvAnswer =
   | { readonly gh: 'rv'; readonly id: number; readonly kind: 'waiting' | 'tunnel-exists' | 'too-many-waiting' | 'done' }
   | { readonly gh: 'rv'; readonly id: number; readonly kind: 'paired'; readonly party: string }
-  | { readonly gh: 'rv'; readonly id: number; readonly kind: 'partner-elsewhere'; readonly node: string };
+  | { readonly gh: 'rv'; readonly id: number; readonly kind: 'partner-elsewhere'; readonly node: string }
+  | { readonly gh: 'rv'; readonly id: number; readonly kind: 'paired-remote'; readonly node: string; readonly address: string; readonly party: string };
 
 export function isRvRequest(m: unknown): m is RvRequest {
   if (typeof m !== 'object' || m === null) return false;
   const r = m as Record<string, unknown>;
-  return r.gh === 'rv' && typeof r.id === 'number' && (r.op === 'offer' || r.op === 'withdraw' || r.op === 'release') && typeof r.slot === 'string' && typeof r.tokenKey === 'string' && typeof r.party === 'string';
+  return r.gh === 'rv' && typeof r.id === 'number' && (r.op === 'offer' || r.op === 'withdraw' || r.op === 'release') && typeof r.slot === 'string' && typeof r.tokenKey === 'string' && typeof r.party === 'string' && (r.address === undefined || typeof r.address === 'string');
 }
 
-type Slot = { state: 'waiting'; worker: number; party: string; tokenKey: string } | { state: 'tunnel'; worker: number };
+type Slot = { state: 'waiting'; worker: number; party: string; tokenKey: string; address: string } | { state: 'tunnel'; worker: number };
 
 /** The table in the primary. Pure bookkeeping (no I/O): `handle` answers one request from `worker`. */
 export class PrimaryRendezvousTable {
@@ -51,16 +55,17 @@ export class PrimaryRendezvousTable {
       case 'offer':
         if (s?.state === 'tunnel') return { gh: 'rv', id, kind: 'tunnel-exists' };
         if (s?.state === 'waiting') {
-          if (s.worker !== worker) return { gh: 'rv', id, kind: 'partner-elsewhere', node: `worker-${s.worker}` };
+          if (s.worker !== worker && s.address === '') return { gh: 'rv', id, kind: 'partner-elsewhere', node: `worker-${s.worker}` };
           this.#unwait(s.tokenKey);
           this.#slots.set(slot, { state: 'tunnel', worker });
+          if (s.worker !== worker) return { gh: 'rv', id, kind: 'paired-remote', node: `worker-${s.worker}`, address: s.address, party: s.party };
           return { gh: 'rv', id, kind: 'paired', party: s.party };
         }
         {
           const n = this.#waitingPerToken.get(req.tokenKey) ?? 0;
           if (n >= this.maxWaitingPerToken) return { gh: 'rv', id, kind: 'too-many-waiting' };
           this.#waitingPerToken.set(req.tokenKey, n + 1);
-          this.#slots.set(slot, { state: 'waiting', worker, party: req.party, tokenKey: req.tokenKey });
+          this.#slots.set(slot, { state: 'waiting', worker, party: req.party, tokenKey: req.tokenKey, address: req.address ?? '' });
           return { gh: 'rv', id, kind: 'waiting' };
         }
       case 'withdraw':
@@ -108,6 +113,7 @@ export class IpcRendezvous<P> implements Rendezvous<P> {
   readonly #waiting = new Map<string, P>();
   readonly #waitingEntry = new Map<P, { slot: string; tokenKey: string; id: string }>();
   readonly #tunnels = new Set<string>();
+  #address = '';
   #nextRequest = 1;
   #nextParty = 1;
 
@@ -155,7 +161,7 @@ export class IpcRendezvous<P> implements Rendezvous<P> {
         reject(new Error(`the primary did not answer within ${this.requestTimeoutMs} ms`));
       }, this.requestTimeoutMs);
       this.#pending.set(id, { resolve, reject, timer });
-      const req: RvRequest = { gh: 'rv', id, op, slot, tokenKey, party };
+      const req: RvRequest = { gh: 'rv', id, op, slot, tokenKey, party, address: this.#address };
       try {
         this.channel.send(req, (err) => {
           if (err === null) return;
@@ -197,6 +203,9 @@ export class IpcRendezvous<P> implements Rendezvous<P> {
         }
         case 'partner-elsewhere':
           return { kind: 'partner-elsewhere', node: a.node };
+        case 'paired-remote':
+          this.#tunnels.add(slot);
+          return { kind: 'paired-remote', node: a.node, address: a.address, ref: `${slot}.${a.party}` };
         case 'tunnel-exists':
         case 'too-many-waiting':
           return { kind: a.kind };
@@ -205,6 +214,21 @@ export class IpcRendezvous<P> implements Rendezvous<P> {
       }
     }
     return { kind: 'tunnel-exists' };
+  }
+
+  advertise(address: string): void {
+    this.#address = address;
+  }
+
+  claimRemote(ref: string): P | undefined {
+    const dot = ref.lastIndexOf('.');
+    if (dot <= 0) return undefined;
+    const id = ref.slice(dot + 1);
+    const party = this.#waiting.get(id);
+    if (party === undefined || this.#waitingEntry.get(party)?.slot !== ref.slice(0, dot)) return undefined;
+    this.#waiting.delete(id);
+    this.#waitingEntry.delete(party);
+    return party;
   }
 
   async withdraw(_key: RendezvousKey, party: P): Promise<void> {

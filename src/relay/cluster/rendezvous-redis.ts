@@ -3,7 +3,8 @@
  * meet under the same (token, nonce). It is a `Rendezvous<P>`; sessions do not know which table they use.
  *
  * What is in Redis (prefix `keyPrefix`, default `gatehouse:`):
- *   rv:k:<hmac(token, nonce)>  string "w <node> <party>" (a party waits; TTL = the alone timeout)
+ *   rv:k:<hmac(token, nonce)>  string "w <node> <party> <forward address or ->" (a party waits; TTL =
+ *                              the alone timeout)
  *                              or "t <node> <lease>" (a tunnel holds the key; TTL = lease, renewed)
  *   rv:t:<hmac(token)>         sorted set of "<node> <party>" scored by expiry (ms): the per-token waiting
  *                              limit across nodes; expired members are pruned on every offer
@@ -12,8 +13,10 @@
  * process's own map, so a pairing whose partner waits here is completed locally.
  *
  * Atomicity: offer, withdraw and release are Lua scripts, so exactly one client pairs with a waiting
- * party however many race. A partner waiting on ANOTHER node is detected and refused (`partner-elsewhere`)
- * without touching its entry: carrying the tunnel to that node is not done here (forwarding, later).
+ * party however many race. A partner waiting on ANOTHER node is paired the same way (`paired-remote`:
+ * the key turns into this node's tunnel lease in the same script) and this node then claims it from
+ * that node over a forward stream (forward.ts); a node with no forward address is refused
+ * (`partner-elsewhere`) without touching its entry.
  *
  * Faults: Redis unreachable → every call rejects at once (no offline queue; the session answers
  * ProxyError, RELAY_RENDEZVOUS_FAILED); the client reconnects by itself. Open tunnels never touch Redis
@@ -22,7 +25,8 @@
  * per (token, nonce), so nothing pairs across keys.
  */
 import { createHmac } from 'node:crypto';
-import { Redis } from 'ioredis';
+import type { Redis } from 'ioredis';
+import { createRedisClient } from '../../core/redis.ts';
 import type { Logger } from '../../core/log.ts';
 import type { Secret } from '../../core/config/secret.ts';
 import type { OfferResult, Rendezvous, RendezvousKey } from '../rendezvous.ts';
@@ -55,16 +59,21 @@ end
 local v = redis.call('GET', KEYS[1])
 if v then
   if string.sub(v, 1, 1) == 't' then return {'tunnel-exists'} end
-  local node, party = string.match(v, '^w (%S+) (%S+)$')
-  if node ~= ARGV[1] then return {'partner-elsewhere', node} end
+  local node, party, addr = string.match(v, '^w (%S+) (%S+) (%S+)$')
+  if node == nil then
+    node, party = string.match(v, '^w (%S+) (%S+)$')
+    addr = '-'
+  end
+  if node ~= ARGV[1] and addr == '-' then return {'partner-elsewhere', node} end
   redis.call('ZREM', KEYS[2], node .. ' ' .. party)
   redis.call('SET', KEYS[1], ARGV[5], 'PX', ARGV[6])
+  if node ~= ARGV[1] then return {'paired-remote', node, party, addr} end
   return {'paired', party}
 end
 local ms = now()
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ms)
 if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[4]) then return {'too-many-waiting'} end
-redis.call('SET', KEYS[1], 'w ' .. ARGV[1] .. ' ' .. ARGV[2], 'PX', ARGV[3])
+redis.call('SET', KEYS[1], 'w ' .. ARGV[1] .. ' ' .. ARGV[2] .. ' ' .. ARGV[7], 'PX', ARGV[3])
 redis.call('ZADD', KEYS[2], ms + tonumber(ARGV[3]), ARGV[1] .. ' ' .. ARGV[2])
 if redis.call('PTTL', KEYS[2]) < tonumber(ARGV[3]) then redis.call('PEXPIRE', KEYS[2], ARGV[3]) end
 return {'waiting'}
@@ -86,7 +95,7 @@ return 1
 `;
 
 type Scripts = Redis & {
-  rvOffer(k: string, t: string, node: string, party: string, ttl: number, max: number, lease: string, leaseMs: number): Promise<string[]>;
+  rvOffer(k: string, t: string, node: string, party: string, ttl: number, max: number, lease: string, leaseMs: number, address: string): Promise<string[]>;
   rvDeleteIf(k: string, t: string, value: string, member: string): Promise<number>;
   rvRenew(n: number, ...keysThenArgs: (string | number)[]): Promise<number>;
 };
@@ -98,36 +107,30 @@ export class RedisRendezvous<P> implements Rendezvous<P> {
   readonly #waiting = new Map<string, P>();
   /** Our waiting entries by slot key: the value we wrote (to delete only our own). */
   readonly #waitingValue = new Map<P, { slot: string; value: string; member: string; tokenKey: string }>();
+  /** Where other nodes reach our forward listener ('-': nowhere; partners on other nodes are refused). */
+  #address = '-';
   /** Tunnel leases this node holds: slot key → the value we wrote. */
   readonly #leases = new Map<string, string>();
   #nextParty = 1;
   #renewTimer: NodeJS.Timeout | undefined;
-  #lastErrorLog = 0;
   #closed = false;
 
   constructor(opts: RedisRendezvousOptions) {
     this.#opts = opts;
-    const common = {
-      // Fail fast while Redis is away: the session answers ProxyError instead of waiting for its deadline.
-      enableOfflineQueue: false,
-      maxRetriesPerRequest: 0,
-      commandTimeout: opts.commandTimeoutMs,
-      connectTimeout: opts.commandTimeoutMs,
-      lazyConnect: true,
-      retryStrategy: (times: number) => Math.min(100 * times, 2000),
-    };
-    this.#redis = (opts.redisUrl.startsWith('/') ? new Redis({ ...common, path: opts.redisUrl }) : new Redis(opts.redisUrl, common)) as Scripts;
+    // Fail fast while Redis is away (the session answers ProxyError instead of waiting for its deadline),
+    // reconnect in the background, one error line per 5 s: core/redis.ts.
+    this.#redis = createRedisClient({
+      redisUrl: opts.redisUrl,
+      commandTimeoutMs: opts.commandTimeoutMs,
+      log: opts.log,
+      errorCode: 'RELAY_RENDEZVOUS_FAILED',
+      errorMessage: 'redis unreachable; new pairings fail until it is back',
+      readyMessage: 'redis rendezvous connected',
+      fields: { node: opts.nodeId },
+    }) as Scripts;
     this.#redis.defineCommand('rvOffer', { numberOfKeys: 2, lua: OFFER });
     this.#redis.defineCommand('rvDeleteIf', { numberOfKeys: 2, lua: DELETE_IF });
     this.#redis.defineCommand('rvRenew', { lua: RENEW });
-    this.#redis.on('error', (err: Error) => {
-      // ioredis repeats the error on every reconnect attempt: one line per 5 s is enough.
-      const now = Date.now();
-      if (now - this.#lastErrorLog < 5000) return;
-      this.#lastErrorLog = now;
-      opts.log.error({ err: err.message, code: 'RELAY_RENDEZVOUS_FAILED', node: opts.nodeId }, 'redis unreachable; new pairings fail until it is back');
-    });
-    this.#redis.on('ready', () => opts.log.info({ node: opts.nodeId }, 'redis rendezvous connected'));
   }
 
   /**
@@ -180,13 +183,18 @@ export class RedisRendezvous<P> implements Rendezvous<P> {
     for (let attempt = 0; attempt < 3; attempt++) {
       const id = String(this.#nextParty++);
       const lease = `t ${node} ${id}`;
-      const r = await this.#redis.rvOffer(slot, tokenKey, node, id, this.#opts.aloneMs, this.#opts.maxWaitingPerToken, lease, this.#opts.tunnelLeaseMs);
+      const address = this.#address;
+      const r = await this.#redis.rvOffer(slot, tokenKey, node, id, this.#opts.aloneMs, this.#opts.maxWaitingPerToken, lease, this.#opts.tunnelLeaseMs, address);
       switch (r[0]) {
         case 'waiting': {
           this.#waiting.set(id, party);
-          this.#waitingValue.set(party, { slot, value: `w ${node} ${id}`, member: `${node} ${id}`, tokenKey });
+          this.#waitingValue.set(party, { slot, value: `w ${node} ${id} ${address}`, member: `${node} ${id}`, tokenKey });
           return { kind: 'waiting' };
         }
+        case 'paired-remote':
+          this.#leases.set(slot, lease);
+          // The ref names the entry (its hash) and the party number there: the claim must match both.
+          return { kind: 'paired-remote', node: r[1] ?? '', address: r[3] ?? '', ref: `${slot.slice(slot.lastIndexOf(':') + 1)}.${r[2] ?? ''}` };
         case 'paired': {
           this.#leases.set(slot, lease);
           const partnerId = r[1] ?? '';
@@ -211,6 +219,24 @@ export class RedisRendezvous<P> implements Rendezvous<P> {
       }
     }
     return { kind: 'tunnel-exists' };
+  }
+
+  advertise(address: string): void {
+    if (!/^\S{1,300}$/.test(address)) throw new Error('a forward address has no spaces');
+    this.#address = address;
+  }
+
+  claimRemote(ref: string): P | undefined {
+    const dot = ref.lastIndexOf('.');
+    if (dot <= 0) return undefined;
+    const id = ref.slice(dot + 1);
+    const party = this.#waiting.get(id);
+    if (party === undefined) return undefined;
+    const entry = this.#waitingValue.get(party);
+    if (entry === undefined || !entry.slot.endsWith(`:${ref.slice(0, dot)}`)) return undefined;
+    this.#waiting.delete(id);
+    this.#waitingValue.delete(party);
+    return party;
   }
 
   async withdraw(_key: RendezvousKey, party: P): Promise<void> {

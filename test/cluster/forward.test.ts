@@ -1,0 +1,285 @@
+/**
+ * Forwarding between nodes: three relay servers (three nodes, one test process) on one real redis-server,
+ * each with its forward listener. A client whose partner waits on another node gets the same tunnel as a
+ * local pair: exact handshake bytes, data both ways, half-close, the kernel relay on both nodes, duplicate
+ * uuids closed on both sides; a partner that left is not paired; over tcp, tls, ws and wss. The
+ * handshake itself: a peer without the cluster key, a malformed or oversized claim, a stalled one.
+ */
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { connect } from 'node:net';
+import { RedisRendezvous } from '../../src/relay/cluster/rendezvous-redis.ts';
+import { clusterForwardSetup, forwardConnect, forwardKey, parseForwardAddress, MAX_LINE } from '../../src/relay/cluster/forward.ts';
+import { Secret } from '../../src/core/config/secret.ts';
+import type { Logger } from '../../src/core/log.ts';
+import type { Session } from '../../src/relay/session.ts';
+import { startRelay, rawClient, authenticate, lines, selfSignedCert, tempDir, captureLog, NO_ERROR, TUNNEL_ESTABLISHED, type StartedRelay, type RawClient } from '../helpers/relay.ts';
+import { startRedis, skipUnlessRedis, type TestRedis } from './redis-server.ts';
+
+const skip = skipUnlessRedis();
+const SECRET = 'forward-test-cluster-secret-0123';
+let redis: TestRedis;
+const nodes: StartedRelay[] = [];
+const rvs: { close(): Promise<void> }[] = [];
+const logs = [captureLog(), captureLog(), captureLog()];
+const clients: RawClient[] = [];
+
+async function client(url: string): Promise<RawClient> {
+  const c = await rawClient(url);
+  clients.push(c);
+  return c;
+}
+
+function rendezvous<P = Session>(nodeId: string, log: Logger): RedisRendezvous<P> {
+  const rv = new RedisRendezvous<P>({
+    redisUrl: redis.socket,
+    secret: new Secret(SECRET),
+    nodeId,
+    aloneMs: 8000,
+    maxWaitingPerToken: 64,
+    tunnelLeaseMs: 30000,
+    keyPrefix: 'gatehouse:',
+    commandTimeoutMs: 1000,
+    log,
+  });
+  rvs.push(rv);
+  return rv;
+}
+
+const cluster = { forwardListen: '127.0.0.1:0', forwardHandshakeMs: 2000 };
+
+before(async () => {
+  if (skip !== false) return;
+  redis = await startRedis();
+  const dir = tempDir();
+  const tls = selfSignedCert(dir);
+  const listeners = [
+    { kind: 'tcp', host: '127.0.0.1', port: 0 },
+    { kind: 'tls', host: '127.0.0.1', port: 0 },
+    { kind: 'ws', host: '127.0.0.1', port: 0 },
+    { kind: 'wss', host: '127.0.0.1', port: 0 },
+  ];
+  for (const [i, id] of ['node-a', 'node-b', 'node-c'].entries()) {
+    const rv = rendezvous(id, logs[i]!.log);
+    await rv.start();
+    // node-c forwards over a unix socket, the others over TCP; node-b hands tunnels to the kernel early.
+    const fwd = i === 2 ? { ...cluster, forwardListen: `${dir}/fwd-c.sock` } : cluster;
+    nodes.push(
+      await startRelay(
+        { listeners, tls, splice: { enabled: true, afterBytes: i === 1 ? 4096 : 262144 } },
+        { rendezvous: rv, log: logs[i]!.log, forward: clusterForwardSetup(fwd, SECRET, id) },
+      ),
+    );
+  }
+});
+after(async () => {
+  for (const c of clients) c.destroy();
+  for (const n of nodes) await n.close();
+  await Promise.all(rvs.map((r) => r.close()));
+  await redis?.stop();
+});
+
+const [n1, n2, n3] = [0, 1, 2].map((i) => ({ url: (k: string) => nodes[i]!.url(k), get server() { return nodes[i]!.server; } }));
+
+test('a partner on another node: the exact handshake bytes of a local pair, data both ways, half-close', { skip, timeout: 15000 }, async () => {
+  const token = `tok-${crypto.randomUUID()}`;
+  const a = await client(n1!.url('tcp'));
+  a.send(`{"id":0,"method":"Authentication.Authenticate","params":{"name":"alpha","token":"${token}","uuid":"{E1D4D9B0-1C2A-4F51-9C1E-0A0B0C0D0E0F}"}}\n`);
+  await a.waitFor(NO_ERROR);
+  const b = await client(n2!.url('tcp'));
+  b.send(`{"id":7,"method":"Authentication.Authenticate","params":{"name":"beta","token":"${token}","uuid":"5f0c3c2e-0000-4000-8000-000000000001"}}\n`);
+  await a.waitFor(TUNNEL_ESTABLISHED);
+  await b.waitFor(TUNNEL_ESTABLISHED);
+  const aLines = lines(a.received());
+  const bLines = lines(b.received());
+  assert.equal(aLines[0], '{"id":0,"params":{"authenticationError":"AuthenticationErrorNoError"},"status":"success"}');
+  assert.match(aLines[1]!, /^\{"id":\d+,"notification":"RemoteProxy.TunnelEstablished","params":\{"name":"beta","uuid":"5f0c3c2e-0000-4000-8000-000000000001"\}\}$/);
+  assert.equal(bLines[0], '{"id":7,"params":{"authenticationError":"AuthenticationErrorNoError"},"status":"success"}');
+  assert.match(bLines[1]!, /^\{"id":\d+,"notification":"RemoteProxy.TunnelEstablished","params":\{"name":"alpha","uuid":"e1d4d9b0-1c2a-4f51-9c1e-0a0b0c0d0e0f"\}\}$/);
+  assert.equal(aLines.length, 2);
+  assert.equal(bLines.length, 2);
+  const aOff = a.received().length;
+  const bOff = b.received().length;
+  const bytes = Buffer.from([0, 1, 2, 0xff, 0xfe, 0x7d, 0x0a, 0x7b]);
+  a.send(bytes);
+  assert.deepEqual((await b.waitForBytes(bOff + 8)).subarray(bOff), bytes);
+  b.send('pong');
+  assert.equal((await a.waitForBytes(aOff + 4)).subarray(aOff).toString(), 'pong');
+  // Each node shows its half of the tunnel, with the partner's monitor id and name.
+  const t1 = [...n1!.server.tunnels].find((t) => t.a.name === 'alpha');
+  const t2 = [...n2!.server.tunnels].find((t) => t.b.name === 'beta');
+  assert.ok(t1 !== undefined && t2 !== undefined);
+  assert.equal(t1.b.connectionId, t2.b.connectionId);
+  assert.equal(t2.a.connectionId, t1.a.connectionId);
+  assert.equal(t1.b.name, 'beta');
+  // a half-closes: b gets the rest and then FIN; b may still answer until it ends too.
+  a.send('last');
+  a.end();
+  await b.closed();
+  assert.ok(b.received().subarray(bOff).toString().endsWith('last'));
+  b.send('reply after half-close');
+  await a.waitFor('reply after half-close');
+  b.end();
+  await a.closed();
+});
+
+test('every transport on either side: tls, ws and wss clients on different nodes pair and relay exact bytes', { skip, timeout: 20000 }, async () => {
+  const combos: [typeof n1, string, typeof n1, string][] = [
+    [n1, 'tls', n2, 'wss'],
+    [n2, 'ws', n3, 'tcp'],
+    [n3, 'wss', n1, 'tls'],
+    [n1, 'ws', n3, 'ws'],
+  ];
+  for (const [na, ka, nb, kb] of combos) {
+    const token = `tok-${crypto.randomUUID()}`;
+    const a = await client(na!.url(ka));
+    a.send(authenticate(token, { name: `a-${ka}` }));
+    await a.waitFor(NO_ERROR);
+    const b = await client(nb!.url(kb));
+    b.send(authenticate(token, { name: `b-${kb}` }));
+    await a.waitFor(`"name":"b-${kb}"`);
+    await b.waitFor(`"name":"a-${ka}"`);
+    const aOff = a.received().length;
+    const bOff = b.received().length;
+    const big = Buffer.alloc(300 * 1024);
+    for (let i = 0; i < big.length; i++) big[i] = (i * 7) & 0xff;
+    a.send(big, { binary: true });
+    const got = await b.waitForBytes(bOff + big.length, 10000);
+    assert.ok(got.subarray(bOff).equals(big), `${ka} → ${kb}: bytes relayed exactly`);
+    b.send('ok');
+    assert.equal((await a.waitForBytes(aOff + 2)).subarray(aOff).toString(), 'ok');
+    a.end();
+    await b.closed();
+    await a.closed();
+  }
+});
+
+test('a forwarded TCP tunnel runs on the kernel relay on both nodes when it can', { skip, timeout: 15000 }, async (t) => {
+  if (nodes[1]!.server.dataPaths === undefined) return t.skip('no data paths');
+  const token = `tok-${crypto.randomUUID()}`;
+  const a = await client(n2!.url('tcp'));
+  a.send(authenticate(token, { name: 'k1' }));
+  await a.waitFor(NO_ERROR);
+  const b = await client(n3!.url('tcp'));
+  b.send(authenticate(token, { name: 'k2' }));
+  await a.waitFor(TUNNEL_ESTABLISHED);
+  await b.waitFor(TUNNEL_ESTABLISHED);
+  const bOff = b.received().length;
+  const chunk = Buffer.alloc(64 * 1024, 0x5a);
+  for (let i = 0; i < 16; i++) a.send(chunk);
+  await b.waitForBytes(bOff + 16 * chunk.length, 10000);
+  // node-b hands a tunnel to the kernel after 4 KiB (when the addon is built; else both stay in JS).
+  const spliced = [...nodes[1]!.server.tunnels].some((x) => x.spliced);
+  const addon = (await import('../../src/relay/splice.ts')).loadSplice() !== undefined;
+  assert.equal(spliced, addon, 'the node-b side of the forwarded tunnel is on the kernel path');
+  a.end();
+  await b.closed();
+  b.end();
+  await a.closed();
+});
+
+test('the same uuid on two nodes: both clients closed as in a local pair (Client loop with a nonce)', { skip, timeout: 10000 }, async () => {
+  const token = `tok-${crypto.randomUUID()}`;
+  const uuid = crypto.randomUUID();
+  const a = await client(n1!.url('tcp'));
+  a.send(authenticate(token, { uuid, nonce: 'n1' }));
+  await a.waitFor(NO_ERROR);
+  const b = await client(n2!.url('tcp'));
+  b.send(authenticate(token, { id: 4, uuid, nonce: 'n1' }));
+  await b.closed();
+  await a.closed();
+  // As nymea: the second client is closed before its reply is written.
+  assert.equal(b.received().toString(), '');
+  assert.ok(logs[0]!.records().some((r) => r.code === 'RELAY_CLIENT_LOOP'));
+});
+
+test('a partner that left just before the claim is not paired: the newcomer waits instead', { skip, timeout: 10000 }, async () => {
+  const token = `tok-${crypto.randomUUID()}`;
+  const a = await client(n1!.url('tcp'));
+  a.send(authenticate(token, { name: 'leaver' }));
+  await a.waitFor(NO_ERROR);
+  a.destroy();
+  // The withdrawal may not have reached Redis yet: either the claim finds it gone, or the entry is gone.
+  const b = await client(n2!.url('tcp'));
+  b.send(authenticate(token, { name: 'newcomer' }));
+  await b.waitFor(NO_ERROR);
+  const c = await client(n3!.url('ws'));
+  c.send(authenticate(token, { name: 'third' }));
+  await b.waitFor('"name":"third"');
+  await c.waitFor('"name":"newcomer"');
+  assert.ok(!b.received().toString().includes('leaver'));
+  b.end();
+  await c.closed();
+});
+
+test('a node that cannot be reached: ProxyError and RELAY_FORWARD_FAILED, the key is free again', { skip, timeout: 10000 }, async () => {
+  // A rendezvous entry that names a forward address where nothing listens (a node that died right after
+  // its client authenticated): the claim fails, the newcomer is answered, and the key is usable again.
+  const ghost = rendezvous<string>('node-ghost', logs[0]!.log);
+  await ghost.start();
+  ghost.advertise('127.0.0.1:1');
+  const token = `tok-${crypto.randomUUID()}`;
+  assert.equal((await ghost.offer({ token, nonce: '' }, 'a client of the dead node')).kind, 'waiting');
+  const b = await client(n1!.url('tcp'));
+  b.send(authenticate(token, { id: 11 }));
+  await b.closed();
+  assert.equal(b.received().toString(), '{"id":11,"params":{"authenticationError":"AuthenticationErrorProxyError"},"status":"success"}\n');
+  assert.ok(logs[0]!.records().some((r) => r.code === 'RELAY_FORWARD_FAILED'));
+  const x = await client(n1!.url('tcp'));
+  x.send(authenticate(token));
+  await x.waitFor(NO_ERROR);
+  const y = await client(n2!.url('tcp'));
+  y.send(authenticate(token));
+  await x.waitFor(TUNNEL_ESTABLISHED);
+  await y.waitFor(TUNNEL_ESTABLISHED);
+  x.end();
+  await y.closed();
+});
+
+/** The raw handshake against node-a's forward listener. */
+async function rawForward(): Promise<{ hello: string; socket: import('node:net').Socket; received: () => Buffer; closed: Promise<void> }> {
+  const addr = parseForwardAddress(nodes[0]!.server.forwardAddress!);
+  assert.ok(!('path' in addr));
+  const socket = connect({ host: addr.host, port: addr.port });
+  const chunks: Buffer[] = [];
+  socket.on('data', (c: Buffer) => chunks.push(c));
+  socket.on('error', () => undefined);
+  const closed = new Promise<void>((r) => socket.once('close', () => r()));
+  for (let i = 0; i < 200 && Buffer.concat(chunks).indexOf(0x0a) < 0; i++) await new Promise((r) => setTimeout(r, 10));
+  return { hello: Buffer.concat(chunks).toString(), socket, received: () => Buffer.concat(chunks), closed };
+}
+
+test('the forward handshake refuses what is not a node of ours: wrong key, malformed, oversized, stalled', { skip, timeout: 15000 }, async () => {
+  const address = nodes[0]!.server.forwardAddress!;
+  // A wrong key: the claim is dropped without an answer.
+  const party = { name: 'x', uuid: crypto.randomUUID(), connectionId: '{x}', remote: '127.0.0.1', user: '', node: 'evil' };
+  await assert.rejects(forwardConnect(address, forwardKey('not-the-cluster-secret-at-all'), { kind: 'rv', ref: 'abc.1', party }, 2000), /closed the forward stream/);
+  // The right key but nobody waiting under that ref: a signed refusal.
+  assert.deepEqual(await forwardConnect(address, forwardKey(SECRET), { kind: 'rv', ref: 'abc.1', party }, 2000), { ok: false, code: 'gone' });
+  assert.deepEqual(await forwardConnect(address, forwardKey(SECRET), { kind: 'zz', ref: 'abc.1', party }, 2000), { ok: false, code: 'unknown_kind' });
+  // Malformed lines, a prototype key as kind, invalid UTF-8, an oversized line: dropped, nothing answered.
+  const bad = ['CLAIM\n', 'CLAIM a b c d e\n', `CLAIM ${'0'.repeat(32)} __proto__ constructor e30 ${'0'.repeat(64)}\n`, Buffer.concat([Buffer.from('CLAIM \xff\xfe'), Buffer.from([0xc3, 0x28]), Buffer.from('\n')]), 'x'.repeat(MAX_LINE + 1)];
+  for (const line of bad) {
+    const r = await rawForward();
+    assert.match(r.hello, /^GATEHOUSE-FWD 1 [0-9a-f]{32}\n$/);
+    r.socket.write(line);
+    await r.closed;
+    assert.equal(r.received().toString(), r.hello);
+  }
+  // A peer that says nothing is dropped after forwardHandshakeMs.
+  const idle = await rawForward();
+  const t0 = Date.now();
+  await idle.closed;
+  assert.ok(Date.now() - t0 >= 1500, 'held until the handshake deadline');
+  assert.ok(logs[0]!.records().some((r) => r.code === 'RELAY_FORWARD_FAILED' && /longer than/.test(String(r.err))));
+  // Node-a still serves.
+  const token = `tok-${crypto.randomUUID()}`;
+  const a = await client(n1!.url('tcp'));
+  a.send(authenticate(token));
+  await a.waitFor(NO_ERROR);
+  const b = await client(n2!.url('ws'));
+  b.send(authenticate(token));
+  await b.waitFor(TUNNEL_ESTABLISHED);
+  a.end();
+  await b.closed();
+});
