@@ -16,7 +16,7 @@
  * relaying process CPU seconds per GiB and its RSS peak. Tables show the median round.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
+import { readdirSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { WorkerCommand } from './types.ts';
 
@@ -78,6 +78,8 @@ interface Round {
   pings: number;
   cpuSecPerGib: number;
   rssPeakMb: number;
+  /** Gateway paths: tunnels (busy and ping) the kernel relay held at mid-window (kernelPathTunnels). */
+  kernelTunnels: number;
 }
 
 export interface ManyResult {
@@ -86,6 +88,32 @@ export interface ManyResult {
   paths: PathName[];
   rounds: Record<string, Round[]>;
   failed: Record<string, number>;
+}
+
+/**
+ * Tunnels the kernel relay holds in process `pid`: its epoll set registers both sockets of each with
+ * EPOLLET, which libuv (level-triggered) never uses, so counting EPOLLET socket registrations in
+ * /proc/PID/fdinfo needs no help from the gateway. NaN when /proc cannot be read.
+ */
+export function kernelPathTunnels(pid: number): number {
+  try {
+    let sockets = 0;
+    for (const fd of readdirSync(`/proc/${pid}/fd`)) {
+      let target: string;
+      try {
+        target = readlinkSync(`/proc/${pid}/fd/${fd}`);
+      } catch {
+        continue;
+      }
+      if (target !== 'anon_inode:[eventpoll]') continue;
+      for (const m of readFileSync(`/proc/${pid}/fdinfo/${fd}`, 'utf8').matchAll(/^tfd:\s*\d+\s+events:\s*([0-9a-f]+)/gm)) {
+        if ((parseInt(m[1]!, 16) & 0x80000000) !== 0) sockets++;
+      }
+    }
+    return Math.floor(sockets / 2);
+  } catch {
+    return NaN;
+  }
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -196,7 +224,9 @@ export async function runManySection(d: ManyDeps): Promise<{ text: string; resul
             await r.call({ cmd: 'countStart', group: g.recv });
             const t0 = process.hrtime.bigint();
             const ping = pinger.call<{ p50Us: number; p99Us: number; count: number }>({ cmd: 'rttFor', name: g.ping, ms: windowMs, size: 64 }, windowMs + 60_000);
-            await sleep(windowMs);
+            await sleep(windowMs / 2);
+            const kernelTunnels = path === 'tunnel' || path === 'jsTunnel' ? kernelPathTunnels(pids[0]!) : NaN;
+            await sleep(windowMs / 2);
             const counts = await r.call<number[]>({ cmd: 'countStop', group: g.recv });
             const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
             const cpu = relayPids(path).reduce((sum, pid) => sum + d.cpuSeconds(pid), 0) - cpu0;
@@ -216,6 +246,7 @@ export async function runManySection(d: ManyDeps): Promise<{ text: string; resul
               pings: p.count,
               cpuSecPerGib: total === 0 ? NaN : cpu / (total / 2 ** 30),
               rssPeakMb: (rss / 1024) * 1.048576,
+              kernelTunnels,
             });
             say(`  round ${round + 1} ${path}: ${((total * 8) / seconds / 1e9).toFixed(2)} Gbit/s, ping p50 ${(p.p50Us / 1000).toFixed(2)} ms p99 ${(p.p99Us / 1000).toFixed(2)} ms (${p.count})`);
             await sleep(1000); // the last window's bytes drain before the next path starts
@@ -254,6 +285,7 @@ export function renderMany(results: ManyResult[], d: Pick<ManyDeps, 'seconds' | 
     row('  pings in the window', (x) => x.pings, 0);
     row('relay CPU s per GiB', (x) => x.cpuSecPerGib, 2);
     row('relay RSS peak MB', (x) => x.rssPeakMb, 1);
+    rows.push([`on the kernel path (of ${res.tunnels + 1})`, ...res.paths.map((p) => f(Math.min(...res.rounds[p]!.map((x) => x.kernelTunnels)), 0))]);
     if (Object.values(res.failed).some((n) => n > 0)) rows.push(['connections failed', ...res.paths.map((p) => String(res.failed[p] ?? 0))]);
     out.push('', table(rows));
   }
