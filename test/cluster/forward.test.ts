@@ -283,3 +283,58 @@ test('the forward handshake refuses what is not a node of ours: wrong key, malfo
   a.end();
   await b.closed();
 });
+
+test('backpressure crosses nodes: a receiver that stops reading stops the sender, memory stays bounded on both nodes', { skip, timeout: 20000 }, async () => {
+  const token = `tok-${crypto.randomUUID()}`;
+  const a = await client(n1!.url('ws'));
+  a.send(authenticate(token, { name: 'fast' }));
+  await a.waitFor(NO_ERROR);
+  const b = await client(n3!.url('tcp'));
+  b.send(authenticate(token, { name: 'slow' }));
+  await a.waitFor(TUNNEL_ESTABLISHED);
+  await b.waitFor(TUNNEL_ESTABLISHED);
+  b.pause();
+  const chunk = Buffer.alloc(256 * 1024, 0x41);
+  let sent = 0;
+  for (let i = 0; i < 128; i++) {
+    a.send(chunk, { binary: true });
+    sent += chunk.length;
+  }
+  await new Promise((r) => setTimeout(r, 1500));
+  const pending = (n: typeof n1) => [...n!.server.tunnels].filter((t) => t.a.name === 'fast' || t.b.name === 'slow').reduce((sum, t) => sum + t.a.link.pendingBytes + t.b.link.pendingBytes, 0);
+  const held = pending(n1) + pending(n3);
+  const limit = nodes[0]!.config.limits.tunnelBufferBytes;
+  // Each node holds at most about one buffer per direction (plus one message in flight); the rest waits in the sender.
+  assert.ok(held <= 4 * limit + 2 * chunk.length, `bytes held by both nodes: ${held}`);
+  assert.ok(a.ws!.bufferedAmount > 8 * 1024 * 1024, `the sender is held back (buffered ${a.ws!.bufferedAmount} of ${sent})`);
+  b.resume();
+  await b.waitForBytes(b.received().length + 1);
+  a.end();
+  b.destroy();
+});
+
+test('the tunnel idle timeout closes both halves of a forwarded tunnel', { skip, timeout: 15000 }, async () => {
+  const quiet: StartedRelay[] = [];
+  try {
+    for (const id of ['idle-1', 'idle-2']) {
+      const rv = rendezvous(id, logs[0]!.log);
+      await rv.start();
+      quiet.push(await startRelay({ timeouts: { tunnelIdleMs: 600 } }, { rendezvous: rv, forward: clusterForwardSetup(cluster, SECRET, id) }));
+    }
+    const token = `tok-${crypto.randomUUID()}`;
+    const a = await client(quiet[0]!.url('ws'));
+    a.send(authenticate(token));
+    await a.waitFor(NO_ERROR);
+    const b = await client(quiet[1]!.url('tcp'));
+    b.send(authenticate(token));
+    await a.waitFor(TUNNEL_ESTABLISHED);
+    await b.waitFor(TUNNEL_ESTABLISHED);
+    const t0 = Date.now();
+    const [ca] = await Promise.all([a.closed(5000), b.closed(5000)]);
+    assert.ok(Date.now() - t0 >= 500);
+    // The WebSocket side gets the idle reason, as in a local tunnel; the TCP side a FIN.
+    assert.equal(ca.code, 1011);
+  } finally {
+    for (const q of quiet) await q.close();
+  }
+});
