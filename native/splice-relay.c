@@ -1,9 +1,10 @@
 /*
  * splice-relay: moves bytes between two connected stream sockets on a native thread (Linux splice(2)
  * through a pipe per direction, or read/write through one buffer while few tunnels are busy: see pump()),
- * so a plain TCP or unix tunnel costs no copies into JavaScript. One background thread with one epoll set
- * serves every spliced tunnel, a capped visit per busy direction at a time (see VISIT_BYTES). It only ever sees sockets whose Node handles stopped reading and have no
- * pending writes; when a tunnel finishes (both directions ended), fails, or is stopped, the thread
+ * so a plain TCP or unix tunnel costs no copies into JavaScript. Two background threads, each with its own
+ * epoll set, serve the spliced tunnels: one the busy ones, a capped visit per busy direction at a time (see
+ * VISIT_BYTES), the other those that move little, so a ping never waits behind bulk (see relay_thread).
+ * They only ever see sockets whose Node handles stopped reading and have no pending writes; when a tunnel finishes (both directions ended), fails, or is stopped, the thread
  * forgets the file descriptors and tells JavaScript, which then destroys the sockets (closing the fds).
  * JavaScript must not close a tunnel's fds before that final event: the thread may still use them.
  *
@@ -19,7 +20,7 @@
  *                                     and fdB: two distinct connected stream sockets
  *   stop(id)                          asks for the final event `stopped` (no-op when id is unknown/finished)
  *   ref(on)                           keep the event loop alive while tunnels are spliced
- *   stats()                           { pagesUsed, budgetPages, grown, pipeless } (see js_stats)
+ *   stats()                           { pagesUsed, budgetPages, grown, pipeless, light } (see js_stats)
  *   _faults(mask)                     test hook (see FAULT_*); the relay never calls it
  *
  * Memory: everything an event or a command needs lives in the tunnel itself (allocated by start(), which
@@ -75,6 +76,11 @@
    socat's connections is one). So a loop pass does at most READY_SLICE visits of bulk work before it
    looks at new events again. */
 #define LIGHT_BYTES (16 * 1024)
+/* A tunnel on the BULK thread moves to LIGHT after this many visits in a row that moved something, all light (see
+   relay_thread). */
+#define LIGHT_STREAK 4
+/* LIGHT's visit cap: a tunnel that turned heavy leaves LIGHT after one such visit. */
+#define LIGHT_VISIT_BYTES (64 * 1024)
 /* Copy mode copies only while at most this many directions are heavy (see pump()): with many busy
    tunnels the thread itself is the bottleneck, and a quiet tunnel waits less behind it when it splices
    (64 busy tunnels, copying every visit: ping p99 2.4 ms; splicing: 0.8 ms, socat 0.4). */
@@ -134,28 +140,54 @@ typedef struct tunnel {
   side sides[2];
   uint64_t *counters;
   napi_ref counters_ref;
-  int finished;         /* worker thread */
+  int finished;         /* owner thread */
+  int owner;            /* BULK or LIGHT: the thread whose epoll set holds it (or will: queued adopt); under `lock` */
+  int moving;           /* on its owner's movers list */
+  int light_streak;     /* BULK: visits in a row that moved something and nothing heavy */
   int pipeless;         /* counted in tunnels_pipeless */
   int stop_queued;      /* JS thread */
   int refs;             /* atomic: 1 until the final event is delivered, +1 while a stop is queued */
   command start_cmd, stop_cmd;
   event half[2], final; /* each posted at most once */
-  struct tunnel *next;  /* worker registry (live tunnels) or graveyard */
+  struct tunnel *next;  /* graveyard or movers list */
   struct tunnel *js_prev, *js_next; /* JS thread: tunnels whose final event is not delivered yet */
 } tunnel;
 
+/* The relay threads. Each has its own epoll set, command queue, ready list and copy buffer, and owns the
+   tunnels registered in its set (only the owner touches a tunnel's directions). BULK serves every tunnel
+   that moves much; LIGHT only tunnels whose visits read little (pings, requests: see LIGHT_STREAK). With
+   one thread for all, a ping waited behind the bulk visits and, on a busy machine, for the scheduler to
+   give that always-busy thread its turn; LIGHT mostly sleeps, so the scheduler wakes it at once (as it
+   does each of socat's per-connection processes). A tunnel moves between them at the end of a batch of
+   events (move_to(), flush_moves()). */
+#define BULK 0
+#define LIGHT 1
+typedef struct relay_thread {
+  int idx;
+  int epfd, wakefd;
+  pthread_t tid;
+  command *queue_head, *queue_tail; /* under `lock` */
+  /* Tunnels finished during the current batch of epoll events. Their final events are posted once the
+     batch is done: from then on the JS thread may free them, and a later event in the same batch could
+     still point at one. */
+  struct tunnel *graveyard;
+  /* Tunnels to hand to the other thread once the batch is done (for the same reason). */
+  struct tunnel *movers;
+  /* Directions that used their visit (VISIT_BYTES), served in order. */
+  struct direction *ready_head, *ready_tail;
+  int ready_count;
+  int heavy_count; /* directions of this thread's tunnels with `heavy` set */
+  char copy_buf[VISIT_FEW_BYTES]; /* one pump at a time per thread */
+} relay_thread;
+
 static napi_threadsafe_function tsfn;
-static pthread_t worker;
+static relay_thread threads[2] = {{.idx = BULK, .epfd = -1, .wakefd = -1}, {.idx = LIGHT, .epfd = -1, .wakefd = -1}};
 static int started = 0;
-static int epfd = -1, wakefd = -1;
+static int light_running = 0; /* LIGHT's thread started (else nothing moves there) */
 static int faults = 0; /* written on the JS thread, read by both: a test hook, races are harmless */
+/* Guards both command queues and every tunnel's `owner`. */
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
-static command *queue_head = NULL, *queue_tail = NULL;
-static tunnel *tunnels = NULL;
-/* Tunnels finished during the current batch of epoll events. Their final events are posted once the
-   batch is done: from then on the JS thread may free them, and a later event in the same batch could
-   still point at one. */
-static tunnel *graveyard = NULL;
+static __thread relay_thread *self; /* the relay thread running this code */
 static tunnel *js_live = NULL;
 /* The pipe page budget (0: none), the pages this addon's pipes hold, and a counter bumped whenever pipes
    are closed (a pipe that could not grow tries again only after that). Atomic: both threads touch them. */
@@ -163,16 +195,11 @@ static uint64_t budget_pages = 0;
 static uint64_t pages_used = 0;
 static uint64_t freed_gen = 0;
 static uint64_t tunnels_grown = 0;
+static uint64_t tunnels_light = 0;    /* live tunnels on the LIGHT thread (see relay_thread) */
 static uint64_t tunnels_pipeless = 0; /* live tunnels with a direction that has no pipe (see pump_peek()) */
-/* Worker thread only: directions that used their visit (VISIT_BYTES), served in order. */
-static direction *ready_head = NULL, *ready_tail = NULL;
-static int ready_count = 0;
-static int heavy_count = 0; /* directions of live tunnels with `heavy` set */
 /* Copy mode (init's third argument; see pump()): 1 = read/write through copy_buf, the pipe only holding
    what a destination did not take; 0 = splice(2) through the pipe, no copy in the relay. */
 static int copy_mode = 1;
-/* The worker's one copy buffer, shared by every tunnel (the worker runs one pump at a time). */
-static char copy_buf[VISIT_FEW_BYTES];
 
 static int fault(int bit) { return __atomic_load_n(&faults, __ATOMIC_RELAXED) & bit; }
 
@@ -225,27 +252,21 @@ static int try_grow(direction *d) {
   return 1;
 }
 
-static void unlink_tunnel(tunnel *t) {
-  tunnel **p = &tunnels;
-  while (*p && *p != t) p = &(*p)->next;
-  if (*p) *p = t->next;
-}
-
 /* Forgets the tunnel's fds (the sockets stay open: JavaScript owns them); `kind` is reported by bury(). */
 /* Takes a finishing tunnel's directions off the ready list (it is freed once buried). Linear, but a tunnel
    is on the list only while busy, and finishes once. */
 static void unready(tunnel *t) {
   if (!t->d[0].ready && !t->d[1].ready) return;
-  direction **p = &ready_head;
-  ready_tail = NULL;
+  direction **p = &self->ready_head;
+  self->ready_tail = NULL;
   while (*p) {
     direction *d = *p;
     if (d->t == t) {
       d->ready = 0;
-      ready_count--;
+      self->ready_count--;
       *p = d->ready_next;
     } else {
-      ready_tail = d;
+      self->ready_tail = d;
       p = &d->ready_next;
     }
   }
@@ -254,35 +275,39 @@ static void unready(tunnel *t) {
 static void mark_ready(direction *d) {
   if (d->ready) return;
   d->ready = 1;
-  ready_count++;
+  self->ready_count++;
   d->ready_next = NULL;
-  if (ready_tail) ready_tail->ready_next = d;
-  else ready_head = d;
-  ready_tail = d;
+  if (self->ready_tail) self->ready_tail->ready_next = d;
+  else self->ready_head = d;
+  self->ready_tail = d;
 }
 
 static void finish(tunnel *t, int kind, int err) {
   if (t->finished) return;
   t->finished = 1;
+  if (self->idx == LIGHT) __atomic_sub_fetch(&tunnels_light, 1, __ATOMIC_RELAXED);
   unready(t);
-  heavy_count -= t->d[0].heavy + t->d[1].heavy;
+  self->heavy_count -= t->d[0].heavy + t->d[1].heavy;
   t->d[0].heavy = t->d[1].heavy = 0;
-  epoll_ctl(epfd, EPOLL_CTL_DEL, t->d[0].src, NULL);
-  epoll_ctl(epfd, EPOLL_CTL_DEL, t->d[1].src, NULL);
+  epoll_ctl(self->epfd, EPOLL_CTL_DEL, t->d[0].src, NULL);
+  epoll_ctl(self->epfd, EPOLL_CTL_DEL, t->d[1].src, NULL);
   close_pipes(t);
-  unlink_tunnel(t);
   t->final.kind = kind;
   t->final.dir = -1;
   t->final.err = err;
-  t->next = graveyard;
-  graveyard = t;
+  /* A mover that finished stays off the movers list's work (flush_moves() skips it); a tunnel is on at
+     most one list at a time, so the graveyard takes it once it left the movers list. */
+  if (!t->moving) {
+    t->next = self->graveyard;
+    self->graveyard = t;
+  }
 }
 
 /* Posts the final event of every tunnel finished in this batch; the worker never touches them again. */
 static void bury(void) {
-  while (graveyard) {
-    tunnel *t = graveyard;
-    graveyard = t->next;
+  while (self->graveyard) {
+    tunnel *t = self->graveyard;
+    self->graveyard = t->next;
     /* Only at exit: nobody will read the event; the counters reference dies with the environment. */
     if (!post(&t->final)) release(t);
   }
@@ -306,8 +331,9 @@ static int pump_peek(tunnel *t, int i, size_t visit);
 static int pump(tunnel *t, int i) {
   direction *d = &t->d[i];
   d->moved = 0;
-  size_t visit = heavy_count <= COPY_MAX_HEAVY ? VISIT_FEW_BYTES : VISIT_BYTES;
+  size_t visit = self->idx == LIGHT ? LIGHT_VISIT_BYTES : self->heavy_count <= COPY_MAX_HEAVY ? VISIT_FEW_BYTES : VISIT_BYTES;
   if (d->pipe_w < 0) return pump_peek(t, i, visit);
+  char *copy_buf = self->copy_buf;
   while (!d->done) {
     if (d->in_pipe > 0) {
       ssize_t m = splice(d->pipe_r, NULL, d->dst, NULL, d->in_pipe, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
@@ -329,7 +355,7 @@ static int pump(tunnel *t, int i) {
       mark_ready(d);
       return 0;
     }
-    if (heavy_count <= COPY_MAX_HEAVY && __atomic_load_n(&copy_mode, __ATOMIC_RELAXED)) {
+    if (self->heavy_count <= COPY_MAX_HEAVY && __atomic_load_n(&copy_mode, __ATOMIC_RELAXED)) {
       size_t room = d->pipe_size < visit ? d->pipe_size : visit;
       ssize_t n = read(d->src, copy_buf, room);
       if (n > 0) {
@@ -389,6 +415,7 @@ static int pump(tunnel *t, int i) {
    input. */
 static int pump_peek(tunnel *t, int i, size_t visit) {
   direction *d = &t->d[i];
+  char *copy_buf = self->copy_buf;
   while (!d->done) {
     if (d->eof) {
       shutdown(d->dst, SHUT_WR);
@@ -434,20 +461,50 @@ static int pump_peek(tunnel *t, int i, size_t visit) {
   return 0;
 }
 
-/* Pumps the directions in `mask` (bit i: direction i), then finishes the tunnel when both are done. */
+static void enqueue(int to, command *c);
+
+/* Marks the tunnel to move to the other thread once this batch is done (flush_moves()); until then its
+   events are skipped (the new owner pumps both directions when it adopts it). */
+static void move_to(tunnel *t) {
+  if (t->moving) return;
+  unready(t);
+  t->moving = 1;
+  t->next = self->movers;
+  self->movers = t;
+}
+
+/* Pumps the directions in `mask` (bit i: direction i), then finishes the tunnel when both are done.
+   Then decides where the tunnel belongs: BULK hands a tunnel to LIGHT after LIGHT_STREAK visits in a row
+   that moved something and were all light; LIGHT hands it back as soon as a visit is heavy. */
 static void pump_dirs(tunnel *t, int mask) {
+  int moved = 0, heavy_seen = 0;
   for (int i = 0; i < 2; i++) {
     if (!(mask & (1 << i))) continue;
     int err = pump(t, i);
     int heavy = t->d[i].moved >= LIGHT_BYTES;
-    heavy_count += heavy - t->d[i].heavy;
+    self->heavy_count += heavy - t->d[i].heavy;
     t->d[i].heavy = heavy;
+    moved |= t->d[i].moved > 0;
+    heavy_seen |= heavy;
     if (err) {
       finish(t, EV_ERROR, err);
       return;
     }
   }
-  if (t->d[0].done && t->d[1].done) finish(t, EV_DONE, 0);
+  if (t->d[0].done && t->d[1].done) {
+    finish(t, EV_DONE, 0);
+    return;
+  }
+  if (self->idx == LIGHT) {
+    if (heavy_seen) {
+      t->light_streak = 0;
+      move_to(t);
+    }
+  } else if (heavy_seen || t->d[0].heavy || t->d[1].heavy) {
+    t->light_streak = 0;
+  } else if (moved && ++t->light_streak >= LIGHT_STREAK && __atomic_load_n(&light_running, __ATOMIC_ACQUIRE)) {
+    move_to(t);
+  }
 }
 
 /* The directions an epoll event on socket k can unblock: input (or its end) moves direction k, room to
@@ -461,42 +518,79 @@ static int dirs_for(int k, uint32_t events) {
   return mask;
 }
 
+/* Registers a tunnel (new, or handed over by the other thread) in this thread's epoll set and pumps both
+   directions: edges that arrived while it was in no set are not reported again. */
+static void adopt(tunnel *t) {
+  if (self->idx == LIGHT) __atomic_add_fetch(&tunnels_light, 1, __ATOMIC_RELAXED);
+  self->heavy_count += t->d[0].heavy + t->d[1].heavy;
+  t->d[0].dst_full = t->d[1].dst_full = 0;
+  struct epoll_event ev;
+  memset(&ev, 0, sizeof ev);
+  ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
+  int err = 0;
+  ev.data.ptr = &t->sides[0];
+  if (epoll_ctl(self->epfd, EPOLL_CTL_ADD, t->d[0].src, &ev) != 0) err = errno;
+  ev.data.ptr = &t->sides[1];
+  if (!err && epoll_ctl(self->epfd, EPOLL_CTL_ADD, t->d[1].src, &ev) != 0) err = errno;
+  if (err) finish(t, EV_ERROR, err);
+  else pump_dirs(t, 3);
+}
+
+/* Hands this batch's movers to the other thread (their final events, if they finished meanwhile, go to
+   the graveyard). Before bury(): a finished mover is buried in this batch. */
+static void flush_moves(void) {
+  while (self->movers) {
+    tunnel *t = self->movers;
+    self->movers = t->next;
+    t->moving = 0;
+    if (t->finished) {
+      t->next = self->graveyard;
+      self->graveyard = t;
+      continue;
+    }
+    epoll_ctl(self->epfd, EPOLL_CTL_DEL, t->d[0].src, NULL);
+    epoll_ctl(self->epfd, EPOLL_CTL_DEL, t->d[1].src, NULL);
+    self->heavy_count -= t->d[0].heavy + t->d[1].heavy;
+    if (self->idx == LIGHT) __atomic_sub_fetch(&tunnels_light, 1, __ATOMIC_RELAXED);
+    t->light_streak = 0;
+    t->start_cmd.stop = 0;
+    enqueue(!self->idx, &t->start_cmd);
+  }
+}
+
 static void run_commands(void) {
   pthread_mutex_lock(&lock);
-  command *c = queue_head;
-  queue_head = queue_tail = NULL;
+  command *c = self->queue_head;
+  self->queue_head = self->queue_tail = NULL;
   pthread_mutex_unlock(&lock);
   while (c) {
     command *next = c->next;
     tunnel *t = c->t;
     if (c->stop) {
       /* The queued stop holds a reference, so `t` is valid even when its final event was posted (and
-         delivered) meanwhile; finish() ignores a tunnel that already finished. */
-      if (!fault(FAULT_IGNORE_STOP)) finish(t, EV_STOPPED, 0);
-      release(t);
+         delivered) meanwhile; finish() ignores a tunnel that already finished. A tunnel handed to the
+         other thread after the stop was queued here: the stop follows it (only the owner changes
+         `owner`, so reading our own is safe; the other thread's queue is behind the lock). */
+      pthread_mutex_lock(&lock);
+      int owner = t->owner;
+      pthread_mutex_unlock(&lock);
+      if (owner != self->idx) enqueue(-1, c);
+      else {
+        if (!fault(FAULT_IGNORE_STOP)) finish(t, EV_STOPPED, 0);
+        release(t);
+      }
     } else {
-      t->next = tunnels;
-      tunnels = t;
-      struct epoll_event ev;
-      memset(&ev, 0, sizeof ev);
-      ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
-      int err = 0;
-      ev.data.ptr = &t->sides[0];
-      if (epoll_ctl(epfd, EPOLL_CTL_ADD, t->d[0].src, &ev) != 0) err = errno;
-      ev.data.ptr = &t->sides[1];
-      if (!err && epoll_ctl(epfd, EPOLL_CTL_ADD, t->d[1].src, &ev) != 0) err = errno;
-      if (err) finish(t, EV_ERROR, err);
-      else pump_dirs(t, 3);
+      adopt(t);
     }
     c = next;
   }
 }
 
 static void *loop(void *arg) {
-  (void)arg;
+  self = arg;
   struct epoll_event events[64];
   for (;;) {
-    int n = epoll_wait(epfd, events, 64, ready_head ? 0 : -1);
+    int n = epoll_wait(self->epfd, events, 64, self->ready_head ? 0 : -1);
     if (n < 0) {
       if (errno == EINTR) continue;
       break;
@@ -504,7 +598,7 @@ static void *loop(void *arg) {
     for (int k = 0; k < n; k++) {
       if (events[k].data.ptr == NULL) {
         uint64_t v;
-        if (read(wakefd, &v, sizeof v) < 0) { /* nothing to do: the counter is drained */ }
+        if (read(self->wakefd, &v, sizeof v) < 0) { /* nothing to do: the counter is drained */ }
         continue;
       }
     }
@@ -512,8 +606,9 @@ static void *loop(void *arg) {
     run_commands();
     for (int k = 0; k < n; k++) {
       side *s = events[k].data.ptr;
-      /* A tunnel may have finished earlier in this batch: it stays allocated until bury(). */
-      if (s == NULL || s->t->finished) continue;
+      /* A tunnel may have finished (or be leaving) earlier in this batch: it stays allocated, and ours,
+         until bury() (flush_moves()). */
+      if (s == NULL || s->t->finished || s->t->moving) continue;
       tunnel *t = s->t;
       /* Room to write (or an error to find) on socket k: a pipe-less direction k^1 may peek again. */
       if (events[k].events & (EPOLLOUT | EPOLLHUP | EPOLLERR)) t->d[!s->k].dst_full = 0;
@@ -527,28 +622,34 @@ static void *loop(void *arg) {
       }
       if (mask) pump_dirs(t, mask);
     }
-    for (int k = 0; k < READY_SLICE && ready_head; k++) {
-      direction *d = ready_head;
-      ready_head = d->ready_next;
-      if (!ready_head) ready_tail = NULL;
+    for (int k = 0; k < READY_SLICE && self->ready_head; k++) {
+      direction *d = self->ready_head;
+      self->ready_head = d->ready_next;
+      if (!self->ready_head) self->ready_tail = NULL;
       d->ready = 0;
-      ready_count--;
+      self->ready_count--;
       pump_dirs(d->t, 1 << d->idx);
     }
+    flush_moves();
     bury();
   }
   return NULL;
 }
 
-static void enqueue(command *c) {
+/* Queues a command for thread `to` and wakes it: an adopt makes `to` the tunnel's owner (under the lock,
+   so a stop from JavaScript goes to the same queue, behind it); `to` = -1 (a stop) sends it to the owner. */
+static void enqueue(int to, command *c) {
   c->next = NULL;
   pthread_mutex_lock(&lock);
-  if (queue_tail) queue_tail->next = c;
-  else queue_head = c;
-  queue_tail = c;
+  if (to < 0) to = c->t->owner; /* a stop: to whoever owns the tunnel now */
+  else c->t->owner = to;
+  relay_thread *th = &threads[to];
+  if (th->queue_tail) th->queue_tail->next = c;
+  else th->queue_head = c;
+  th->queue_tail = c;
   pthread_mutex_unlock(&lock);
   uint64_t one = 1;
-  if (write(wakefd, &one, sizeof one) < 0) { /* the eventfd only fails when saturated: already awake */ }
+  if (write(th->wakefd, &one, sizeof one) < 0) { /* the eventfd only fails when saturated: already awake */ }
 }
 
 /* ---- JS thread ------------------------------------------------------------------------------------- */
@@ -623,12 +724,32 @@ static void call_js(napi_env env, napi_value cb, void *context, void *data) {
 }
 
 /* Undoes a partial init: the caller has thrown (or will throw) the JS error. */
+static void close_thread_fds(relay_thread *th) {
+  if (th->epfd >= 0) close(th->epfd);
+  if (th->wakefd >= 0) close(th->wakefd);
+  th->epfd = th->wakefd = -1;
+}
+
 static void init_cleanup(int have_tsfn) {
   if (have_tsfn) napi_release_threadsafe_function(tsfn, napi_tsfn_abort);
   tsfn = NULL;
-  if (epfd >= 0) close(epfd);
-  if (wakefd >= 0) close(wakefd);
-  epfd = wakefd = -1;
+  close_thread_fds(&threads[BULK]);
+  close_thread_fds(&threads[LIGHT]);
+}
+
+/* A relay thread's epoll set with its wake-up eventfd in it (data NULL). 0 or -1 (fds closed again). */
+static int make_thread_fds(relay_thread *th) {
+  th->epfd = epoll_create1(EPOLL_CLOEXEC);
+  th->wakefd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  struct epoll_event ev;
+  memset(&ev, 0, sizeof ev);
+  ev.events = EPOLLIN;
+  ev.data.ptr = NULL;
+  if (th->epfd < 0 || th->wakefd < 0 || epoll_ctl(th->epfd, EPOLL_CTL_ADD, th->wakefd, &ev) != 0) {
+    close_thread_fds(th);
+    return -1;
+  }
+  return 0;
 }
 
 static napi_value js_init(napi_env env, napi_callback_info info) {
@@ -649,20 +770,9 @@ static napi_value js_init(napi_env env, napi_callback_info info) {
   __atomic_store_n(&budget_pages, (uint64_t)budget, __ATOMIC_RELAXED);
   __atomic_store_n(&copy_mode, copy ? 1 : 0, __ATOMIC_RELAXED);
   if (started) return NULL;
-  epfd = epoll_create1(EPOLL_CLOEXEC);
-  wakefd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-  if (epfd < 0 || wakefd < 0) {
+  if (make_thread_fds(&threads[BULK]) != 0) {
     init_cleanup(0);
     napi_throw_error(env, NULL, "splice-relay: cannot create epoll/eventfd");
-    return NULL;
-  }
-  struct epoll_event ev;
-  memset(&ev, 0, sizeof ev);
-  ev.events = EPOLLIN;
-  ev.data.ptr = NULL;
-  if (epoll_ctl(epfd, EPOLL_CTL_ADD, wakefd, &ev) != 0) {
-    init_cleanup(0);
-    napi_throw_error(env, NULL, "splice-relay: cannot watch the wake-up eventfd");
     return NULL;
   }
   if (napi_create_string_utf8(env, "splice-relay", NAPI_AUTO_LENGTH, &name) != napi_ok) {
@@ -677,13 +787,22 @@ static napi_value js_init(napi_env env, napi_callback_info info) {
     init_cleanup(1);
     return napi_failed(env, "init: napi_unref_threadsafe_function");
   }
-  if (fault(FAULT_THREAD) || pthread_create(&worker, NULL, loop, NULL) != 0) {
+  if (fault(FAULT_THREAD) || pthread_create(&threads[BULK].tid, NULL, loop, &threads[BULK]) != 0) {
     init_cleanup(1);
     napi_throw_error(env, NULL, "splice-relay: cannot start the worker thread");
     return NULL;
   }
-  pthread_detach(worker);
+  pthread_detach(threads[BULK].tid);
   started = 1;
+  /* LIGHT is an improvement, not a need: without it every tunnel stays on BULK. */
+  if (make_thread_fds(&threads[LIGHT]) == 0) {
+    if (pthread_create(&threads[LIGHT].tid, NULL, loop, &threads[LIGHT]) == 0) {
+      pthread_detach(threads[LIGHT].tid);
+      __atomic_store_n(&light_running, 1, __ATOMIC_RELEASE);
+    } else {
+      close_thread_fds(&threads[LIGHT]);
+    }
+  }
   return NULL;
 }
 
@@ -790,7 +909,8 @@ static napi_value js_start(napi_env env, napi_callback_info info) {
   t->js_next = js_live;
   if (js_live) js_live->js_prev = t;
   js_live = t;
-  enqueue(&t->start_cmd);
+  t->owner = BULK;
+  enqueue(BULK, &t->start_cmd);
   return NULL;
 }
 
@@ -806,7 +926,7 @@ static napi_value js_stop(napi_env env, napi_callback_info info) {
       if (!t->stop_queued) {
         t->stop_queued = 1;
         __atomic_add_fetch(&t->refs, 1, __ATOMIC_ACQ_REL);
-        enqueue(&t->stop_cmd);
+        enqueue(-1, &t->stop_cmd);
       }
       break;
     }
@@ -829,17 +949,19 @@ static napi_value js_ref(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
-/* { pagesUsed, budgetPages, grown, pipeless }: this addon's pipe pages, the budget it sizes against,
-   tunnels whose pipes grew to 256 KiB after they started, live tunnels running without a pipe (in at
-   least one direction: the budget was spent when they started; see pump_peek()). */
+/* { pagesUsed, budgetPages, grown, pipeless, light }: this addon's pipe pages, the budget it sizes
+   against, tunnels whose pipes grew to 256 KiB after they started, live tunnels running without a pipe
+   (in at least one direction: the budget was spent when they started; see pump_peek()), live tunnels on
+   the LIGHT thread (see relay_thread). */
 static napi_value js_stats(napi_env env, napi_callback_info info) {
   (void)info;
   napi_value out, v;
   CALL(env, "stats: napi_create_object", napi_create_object(env, &out));
-  const char *names[4] = {"pagesUsed", "budgetPages", "grown", "pipeless"};
-  uint64_t vals[4] = {__atomic_load_n(&pages_used, __ATOMIC_RELAXED), __atomic_load_n(&budget_pages, __ATOMIC_RELAXED),
-                      __atomic_load_n(&tunnels_grown, __ATOMIC_RELAXED), __atomic_load_n(&tunnels_pipeless, __ATOMIC_RELAXED)};
-  for (int k = 0; k < 4; k++) {
+  const char *names[5] = {"pagesUsed", "budgetPages", "grown", "pipeless", "light"};
+  uint64_t vals[5] = {__atomic_load_n(&pages_used, __ATOMIC_RELAXED), __atomic_load_n(&budget_pages, __ATOMIC_RELAXED),
+                      __atomic_load_n(&tunnels_grown, __ATOMIC_RELAXED), __atomic_load_n(&tunnels_pipeless, __ATOMIC_RELAXED),
+                      __atomic_load_n(&tunnels_light, __ATOMIC_RELAXED)};
+  for (int k = 0; k < 5; k++) {
     CALL(env, "stats: napi_create_double", napi_create_double(env, (double)vals[k], &v));
     CALL(env, "stats: napi_set_named_property", napi_set_named_property(env, out, names[k], v));
   }
@@ -853,9 +975,9 @@ static napi_value js_faults(napi_env env, napi_callback_info info) {
   CALL(env, "_faults: reading arguments", napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   if (argc < 1 || !get_integer(env, argv[0], 0, 7, &mask)) return throw_type(env, "splice-relay: _faults(mask): mask must be an integer in [0, 7]");
   __atomic_store_n(&faults, (int)mask, __ATOMIC_RELAXED);
-  if (started) {
+  for (int k = 0; started && k < 2; k++) {
     uint64_t one = 1; /* a stop ignored under FAULT_IGNORE_STOP stays ignored; nothing to re-run */
-    if (write(wakefd, &one, sizeof one) < 0) { /* already awake */ }
+    if (threads[k].wakefd >= 0 && write(threads[k].wakefd, &one, sizeof one) < 0) { /* already awake */ }
   }
   return NULL;
 }

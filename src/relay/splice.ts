@@ -37,6 +37,11 @@ export interface SpliceStats {
    * still on the kernel path, copying by peek/write/consume (native/splice-relay.c, pump_peek()).
    */
   pipeless: number;
+  /**
+   * Running tunnels on the addon's second thread, the one for tunnels that move little (pings, requests),
+   * so they do not wait behind busy ones (native/splice-relay.c, relay_thread).
+   */
+  light: number;
 }
 
 /** CAP_SYS_RESOURCE lifts the per-user pipe budget (fs.pipe-user-pages-soft). */

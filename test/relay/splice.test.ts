@@ -365,7 +365,7 @@ test('bad arguments throw a clear TypeError/RangeError and change nothing; the p
   }
 });
 
-test('init failing part-way releases its epoll fd, eventfd and event callback (a fresh process, 100 failures each)', { skip }, () => {
+test('init failing part-way releases its epoll fds, eventfds and event callback (a fresh process, 100 failures each)', { skip }, () => {
   const script = `
     const { readdirSync } = require('node:fs');
     const addon = require(${JSON.stringify(ADDON_FILE)});
@@ -387,7 +387,7 @@ test('init failing part-way releases its epoll fd, eventfd and event callback (a
   assert.deepEqual(out.errors, ['splice-relay: init(onEvent): onEvent must be a function', 'splice-relay: cannot start the worker thread']);
   assert.equal(out.badArgument, 0, 'fds leaked by init(bad argument)');
   assert.equal(out.noThread, 0, 'fds leaked by init without a thread');
-  assert.equal(out.initialised, 2, 'a working init holds its epoll fd and eventfd');
+  assert.equal(out.initialised, 4, 'a working init holds an epoll fd and an eventfd per relay thread (bulk and light)');
 });
 
 test('no allocation stands between a spliced tunnel and its final event: with every addon allocation failing, tunnels still end, stop, and close', { skip }, async () => {
@@ -603,4 +603,49 @@ test('budget spent: tunnels without pipes stay on the kernel path (tcp and unix)
     addon!.init(() => undefined, 0);
     await relay.close();
   }
+});
+
+test('a quiet tunnel moves to the light thread and back when it turns busy (beside 4 busy ones): every byte each way, exactly; stopped there at shutdown', { skip }, async () => {
+  const relay = await startRelay({ splice: { afterBytes: 0 } });
+  try {
+    const pairs = [];
+    for (let i = 0; i < 5; i++) pairs.push(await pair(relay.url('tcp'), relay.url('tcp')));
+    await until(() => relay.server.dataPaths.kernel === 5, 3000, 'hand-offs');
+    const [quiet, ...busy] = pairs;
+    const data = busy.map(() => randomBytes(4 * 1024 * 1024));
+    busy.forEach((p, i) => p.a.send(data[i]!));
+    // Request and answer, one at a time: each visit reads a few bytes, so the tunnel turns light.
+    let expectA = '';
+    let expectB = '';
+    for (let i = 0; i < 8; i++) {
+      quiet!.a.send(`ping ${i}\n`);
+      expectB += `ping ${i}\n`;
+      await quiet!.b.waitForBytes(quiet!.bOffset + expectB.length, 5000);
+      quiet!.b.send(`pong ${i}\n`);
+      expectA += `pong ${i}\n`;
+      await quiet!.a.waitForBytes(quiet!.aOffset + expectA.length, 5000);
+    }
+    await until(() => addon!.stats().light === 1, 3000, 'the quiet tunnel on the light thread');
+    // Now bulk through it, both ways: it goes back to the busy thread on its first heavy visit.
+    const one = randomBytes(3 * 1024 * 1024);
+    const two = randomBytes(3 * 1024 * 1024);
+    quiet!.a.send(one);
+    quiet!.b.send(two);
+    const gotB = await quiet!.b.waitForBytes(quiet!.bOffset + expectB.length + one.length, 20000);
+    const gotA = await quiet!.a.waitForBytes(quiet!.aOffset + expectA.length + two.length, 20000);
+    assert.ok(gotB.subarray(quiet!.bOffset).equals(Buffer.concat([Buffer.from(expectB), one])), 'quiet A→B, exactly');
+    assert.ok(gotA.subarray(quiet!.aOffset).equals(Buffer.concat([Buffer.from(expectA), two])), 'quiet B→A, exactly');
+    assert.equal(addon!.stats().light, 0, 'back on the busy thread');
+    await Promise.all(busy.map((p, i) => p.b.waitForBytes(p.bOffset + data[i]!.length, 30000).then((got) => assert.ok(got.subarray(p.bOffset).equals(data[i]!), `busy ${i}`))));
+    // Quiet again, then shut down with it on the light thread: the stop must find it there.
+    for (let i = 0; i < 8; i++) {
+      quiet!.a.send('x');
+      await quiet!.b.waitForBytes(quiet!.bOffset + expectB.length + one.length + i + 1, 5000);
+    }
+    await until(() => addon!.stats().light === 1, 3000, 'light again');
+  } finally {
+    await relay.close(0);
+  }
+  assert.equal(relay.server.dataPaths.kernel, 0);
+  assert.equal(addon!.stats().light, 0);
 });
