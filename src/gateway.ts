@@ -25,6 +25,8 @@ export interface GatewayDeps {
   readonly rendezvous?: import('./relay/rendezvous.ts').Rendezvous<import('./relay/session.ts').Session>;
   /** Appended to `[cluster] nodeId` (a worker's `-w<n>`, so workers of one machine are distinct nodes in Redis). */
   readonly nodeIdSuffix?: string;
+  /** The cluster's shared state when the caller provides it (a `serve --workers` worker without Redis: the primary's). */
+  readonly shared?: import('./core/cluster/shared-state.ts').SharedState;
   /** Forwarding between workers of one machine (given by `serve --workers` with the primary's table). */
   readonly forward?: import('./relay/cluster/forward.ts').ForwardSetup;
   /** This worker's stable slot among the machine's workers (0-based), for per-worker forward ports. */
@@ -105,11 +107,23 @@ export async function createGateway(config: GatewayConfig, deps: GatewayDeps): P
     cluster !== undefined && config.cluster.secret !== undefined
       ? (await import('./relay/cluster/forward.ts')).clusterForwardSetup(config.cluster, config.cluster.secret.reveal(), `${config.cluster.nodeId}${deps.nodeIdSuffix ?? ''}`, deps.workerSlot)
       : deps.forward;
+  // [cluster] redisUrl: the limits that must hold across nodes (failed-auth back-off, the sealed API's replay
+  // cache and registry) share one Redis connection pair (core/cluster/shared-state.ts; this file owns it).
+  const shared = deps.shared ?? (config.cluster.enabled && config.cluster.redisUrl !== undefined && config.cluster.secret !== undefined
+    ? new (await import('./core/cluster/shared-state.ts')).RedisSharedState({
+        redisUrl: config.cluster.redisUrl,
+        secret: config.cluster.secret,
+        nodeId: `${config.cluster.nodeId}${deps.nodeIdSuffix ?? ''}`,
+        keyPrefix: config.cluster.keyPrefix,
+        commandTimeoutMs: config.cluster.redisCommandTimeoutMs,
+        log: deps.log.child({ part: 'cluster-state' }),
+      })
+    : undefined);
   const relay = config.relay.enabled
-    ? (await import('./relay/server.ts')).createRelayServer(config.relay, { ...deps, ...(cluster === undefined ? {} : { rendezvous: cluster }), ...(forward === undefined ? {} : { forward }) })
+    ? (await import('./relay/server.ts')).createRelayServer(config.relay, { ...deps, ...(cluster === undefined ? {} : { rendezvous: cluster }), ...(forward === undefined ? {} : { forward }), ...(shared === undefined ? {} : { shared }) })
     : undefined;
   const cardBridge = config.cardBridge.enabled ? (await import('./card-bridge/server.ts')).createCardBridgeServer(config.cardBridge, deps) : undefined;
-  const sealedApi = config.sealedApi.enabled ? (await import('./sealed-api/server.ts')).createSealedApiServer(config.sealedApi, deps) : undefined;
+  const sealedApi = config.sealedApi.enabled ? (await import('./sealed-api/server.ts')).createSealedApiServer(config.sealedApi, shared === undefined ? deps : { ...deps, shared }) : undefined;
   const parts: Service[] = [relay, cardBridge, sealedApi].filter((s) => s !== undefined);
   const all = composeServices('gateway', parts);
   const log = deps.log;
@@ -174,9 +188,11 @@ export async function createGateway(config: GatewayConfig, deps: GatewayDeps): P
       await ops?.start();
       try {
         await cluster?.start();
+        await shared?.start();
         await all.start();
       } catch (err) {
         await cluster?.close();
+        await shared?.close();
         await ops?.close();
         throw err;
       }
@@ -187,6 +203,7 @@ export async function createGateway(config: GatewayConfig, deps: GatewayDeps): P
       // The front ends drain while the ops listener still answers (/readyz: 503); it closes last.
       await all.close(options ?? { graceMs: config.shutdown.graceMs });
       await cluster?.close();
+      await shared?.close();
       await ops?.close();
     },
     describe(cli = cliCommand()) {

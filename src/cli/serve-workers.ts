@@ -22,6 +22,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Logger } from '../core/log.ts';
 import { isRvRequest, PrimaryRendezvousTable } from '../relay/cluster/ipc-rendezvous.ts';
+import { isCsRequest, PrimarySharedState } from '../core/cluster/ipc-shared.ts';
 
 export interface PrimaryOptions {
   readonly workers: number;
@@ -44,6 +45,10 @@ function isReady(m: unknown): m is ReadyMessage {
 export function runPrimary(opts: PrimaryOptions): void {
   const { log } = opts;
   const table = new PrimaryRendezvousTable(opts.maxWaitingPerToken);
+  // Without Redis the failed-auth back-off and the sealed replay cache are held here too (core/cluster/ipc-shared.ts).
+  const shared = new PrimarySharedState((m) => {
+    for (const w of Object.values(cluster.workers ?? {})) if (w?.isConnected() === true) w.send(m);
+  });
   const ready = new Set<number>();
   let started = false;
   let stopping = false;
@@ -64,6 +69,10 @@ export function runPrimary(opts: PrimaryOptions): void {
   };
 
   cluster.on('message', (worker: Worker, m: unknown) => {
+    if (isCsRequest(m)) {
+      if (opts.hostTable && worker.isConnected()) worker.send(shared.handle(m));
+      return;
+    }
     if (isRvRequest(m)) {
       if (!opts.hostTable) return;
       if (worker.isConnected()) worker.send(table.handle(worker.id, m));

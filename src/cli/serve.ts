@@ -72,6 +72,9 @@ export function serveCommand(): Command {
         const { IpcRendezvous } = await import('../relay/cluster/ipc-rendezvous.ts');
         rendezvous = new IpcRendezvous(process as unknown as import('../relay/cluster/ipc-rendezvous.ts').IpcChannel, config.relay.timeouts.jsonRpcMs);
       }
+      // Without Redis the workers' failed-auth back-off and sealed replay cache are the primary's too.
+      const shared: GatewayDeps['shared'] =
+        isWorker && viaPrimary ? new (await import('../core/cluster/ipc-shared.ts')).IpcSharedState(process as unknown as import('../core/cluster/ipc-shared.ts').IpcChannel, config.cluster.redisCommandTimeoutMs) : undefined;
       const workerLog = isWorker ? log.child({ worker: cluster.worker?.id }) : log;
       const slot = isWorker ? Number(process.env.GATEHOUSE_WORKER_SLOT ?? '0') : undefined;
       // Workers paired by the primary forward to each other over unix sockets in the primary's private dir.
@@ -89,6 +92,7 @@ export function serveCommand(): Command {
         setLogLevel,
         ...(rendezvous === undefined ? {} : { rendezvous }),
         ...(forward === undefined ? {} : { forward }),
+        ...(shared === undefined ? {} : { shared }),
         ...(isWorker ? { nodeIdSuffix: `-w${cluster.worker?.id ?? 0}`, workerSlot: slot ?? 0 } : {}),
       });
       let stopping = false;

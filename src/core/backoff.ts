@@ -4,10 +4,17 @@
  * Memory is bounded: at most `maxAddresses` addresses are tracked (the least recently failing is dropped
  * first), and each keeps at most `maxFailures` timestamps.
  *
+ * `FailureBackoff` counts in this process. `SharedFailureBackoff` counts across the cluster too (Redis,
+ * or the primary of `serve --workers`; core/cluster/): the check stays synchronous, answered from the
+ * local count and from a local cache of "blocked" verdicts that every process receives when an address
+ * reaches the limit anywhere. The shared store unreachable → the local count alone decides (logged once).
+ *
  * Config keys (every front end uses the same words): `limits.maxAuthFailuresPerIp`,
  * `limits.authFailureWindowMs`.
  */
 import { z } from 'zod';
+import type { Logger } from './log.ts';
+import type { SharedState } from './cluster/shared-state.ts';
 
 /** The two config keys, for a front end's `limits` schema (defaults live here, once). */
 export const authBackoffLimits = {
@@ -21,9 +28,9 @@ export class FailureBackoff {
   readonly #failures = new Map<string, number[]>();
 
   constructor(
-    private readonly maxFailures: number,
-    private readonly windowMs: number,
-    private readonly maxAddresses = 100_000,
+    protected readonly maxFailures: number,
+    protected readonly windowMs: number,
+    protected readonly maxAddresses = 100_000,
   ) {}
 
   /** Addresses tracked right now (bounded by `maxAddresses`). */
@@ -71,5 +78,111 @@ export class FailureBackoff {
     this.#failures.set(ip, list);
     list.push(nowMs);
     if (list.length > this.maxFailures) list.shift();
+  }
+}
+
+export interface SharedFailureBackoffOptions {
+  readonly maxFailures: number;
+  readonly windowMs: number;
+  readonly shared: SharedState;
+  /** Which counters: one per front end (`relay`, `sealed`). Letters and digits only. */
+  readonly scope: string;
+  readonly log: Logger;
+  /** The clock the front end passes to `blocked`/`fail` (received verdicts are dated with it). */
+  readonly now?: () => number;
+  readonly maxAddresses?: number;
+}
+
+/**
+ * The back-off across nodes and workers. `fail` counts locally at once and in the shared store in the
+ * background; the store answers how long the address is blocked, and tells every other process too.
+ * `blocked` is synchronous: the local count, or a verdict received from the cluster (keyed by the
+ * address's hash, so verdicts never hold an address in clear). An address blocked on another node is
+ * refused here as soon as that node's verdict arrives (one round trip to Redis or the primary).
+ */
+export class SharedFailureBackoff extends FailureBackoff {
+  /** hash(address) → blocked until (ms, `now` clock); bounded by maxAddresses, oldest dropped first. */
+  readonly #verdicts = new Map<string, number>();
+  readonly #opts: SharedFailureBackoffOptions;
+  readonly #now: () => number;
+  readonly #off: () => void;
+  readonly #inFlight = new Set<Promise<void>>();
+  #degraded = false;
+
+  constructor(opts: SharedFailureBackoffOptions) {
+    super(opts.maxFailures, opts.windowMs, opts.maxAddresses);
+    this.#opts = opts;
+    this.#now = opts.now ?? Date.now;
+    this.#off = opts.shared.onBlocked(opts.scope, (key, forMs) => this.#block(key, forMs));
+  }
+
+  #block(key: string, forMs: number): void {
+    // A verdict never outlasts one window (a forged or stale notice cannot block for longer).
+    const until = this.#now() + Math.min(forMs, this.windowMs);
+    const had = this.#verdicts.get(key);
+    this.#verdicts.delete(key);
+    if (this.#verdicts.size >= this.maxAddresses) {
+      const oldest = this.#verdicts.keys().next();
+      if (oldest.done !== true) this.#verdicts.delete(oldest.value);
+    }
+    this.#verdicts.set(key, Math.max(until, had ?? 0));
+  }
+
+  #verdict(ip: string, nowMs: number): number {
+    if (this.#verdicts.size === 0) return 0;
+    const key = this.#opts.shared.hash('backoff', this.#opts.scope, ip);
+    const until = this.#verdicts.get(key);
+    if (until === undefined) return 0;
+    if (until > nowMs) return until - nowMs;
+    this.#verdicts.delete(key);
+    return 0;
+  }
+
+  /** Verdicts held now (bounded by maxAddresses). */
+  get verdicts(): number {
+    return this.#verdicts.size;
+  }
+
+  override blocked(ip: string, nowMs = this.#now()): boolean {
+    return super.blocked(ip, nowMs) || this.#verdict(ip, nowMs) > 0;
+  }
+
+  override retryAfterMs(ip: string, nowMs = this.#now()): number {
+    return Math.max(super.retryAfterMs(ip, nowMs), this.#verdict(ip, nowMs));
+  }
+
+  override fail(ip: string, nowMs = this.#now()): void {
+    super.fail(ip, nowMs);
+    const key = this.#opts.shared.hash('backoff', this.#opts.scope, ip);
+    const done = this.#opts.shared.countFailure(this.#opts.scope, key, this.maxFailures, this.windowMs).then(
+      (forMs) => {
+        if (forMs > 0) this.#block(key, forMs);
+        if (this.#degraded) {
+          this.#degraded = false;
+          this.#opts.log.info({ scope: this.#opts.scope }, 'shared failed-auth back-off works again');
+        }
+      },
+      (err: unknown) => {
+        if (this.#degraded) return;
+        this.#degraded = true;
+        this.#opts.log.error(
+          { err: (err as Error).message, code: 'CORE_CLUSTER_STATE_UNAVAILABLE', scope: this.#opts.scope },
+          'shared failed-auth back-off unreachable: failures are counted in this process only until it is back',
+        );
+      },
+    );
+    this.#inFlight.add(done);
+    // `done` never rejects (both outcomes are handled above).
+    done.then(() => this.#inFlight.delete(done), () => this.#inFlight.delete(done));
+  }
+
+  /** Resolves once every failure recorded so far has reached the shared store (or failed to). */
+  async settled(): Promise<void> {
+    await Promise.all([...this.#inFlight]);
+  }
+
+  /** Stops receiving verdicts. */
+  detach(): void {
+    this.#off();
   }
 }

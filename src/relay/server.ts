@@ -20,7 +20,7 @@ import { RateLimitedWarnings, type Logger } from '../core/log.ts';
 import { Lifecycle, type CloseOptions, type Service } from '../core/lifecycle.ts';
 import { Admission, listen, stopListening, describeAddress, type ListenAddress } from '../core/net.ts';
 import { ConnectionTracker, DEFAULT_GRACE_MS, refuseConnection } from '../core/connections.ts';
-import { FailureBackoff } from '../core/backoff.ts';
+import { FailureBackoff, SharedFailureBackoff } from '../core/backoff.ts';
 import { loadTlsFiles, type TlsServerOptions } from '../core/tls.ts';
 import { errorSpec, GatewayError } from '../core/errors.ts';
 import type { RelayConfig, RelayListenerConfig } from './config.ts';
@@ -48,6 +48,8 @@ export interface RelayDeps {
   readonly rendezvous?: Rendezvous<Session>;
   /** Forwarding between nodes (with a shared rendezvous table that supports it): listener and key. */
   readonly forward?: ForwardSetup;
+  /** The cluster's shared state: the failed-auth back-off counts across nodes and workers (core/backoff.ts). */
+  readonly shared?: import('../core/cluster/shared-state.ts').SharedState;
 }
 
 /** A bound listener, for logs and the "how to connect" banner. */
@@ -112,7 +114,9 @@ export function createRelayServer(config: RelayConfig, deps: RelayDeps): RelaySe
   const tracker = new ConnectionTracker();
   /** Admission slots of live sessions, released when the session's link is gone. */
   const slots = new Map<Session, () => void>();
-  const backoff = new FailureBackoff(config.limits.maxAuthFailuresPerIp, config.limits.authFailureWindowMs);
+  const backoff = deps.shared === undefined
+    ? new FailureBackoff(config.limits.maxAuthFailuresPerIp, config.limits.authFailureWindowMs)
+    : new SharedFailureBackoff({ maxFailures: config.limits.maxAuthFailuresPerIp, windowMs: config.limits.authFailureWindowMs, shared: deps.shared, scope: 'relay', log });
   const rendezvous: Rendezvous<Session> = deps.rendezvous ?? new MemoryRendezvous<Session>(config.limits.maxWaitingPerToken);
   let authenticator: Authenticator | undefined = deps.authenticator;
   let monitor: Monitor | undefined;

@@ -178,6 +178,9 @@ export class ClientRegistry {
   #poll: NodeJS.Timeout | undefined;
   #reloading: Promise<void> | undefined;
   #again = false;
+  /** The document in force and its file's mtime (ms; 0 when the file is missing). */
+  #current: { file: RegistryFile; mtimeMs: number } = { file: { version: 1, clients: [] }, mtimeMs: 0 };
+  readonly #listeners = new Set<(file: RegistryFile) => void>();
 
   constructor(
     readonly path: string,
@@ -187,6 +190,17 @@ export class ClientRegistry {
 
   get size(): number {
     return this.#byKid.size;
+  }
+
+  /** The registry document in force, and its file's mtime in ms (registry sync across nodes). */
+  get current(): { readonly file: RegistryFile; readonly mtimeMs: number } {
+    return this.#current;
+  }
+
+  /** Calls `listener` after every load that changed the registry (not the first). @returns unsubscribe */
+  onChange(listener: (file: RegistryFile) => void): () => void {
+    this.#listeners.add(listener);
+    return () => this.#listeners.delete(listener);
   }
 
   /** Loads the file (creating an empty 0600 one if missing) and starts watching it. */
@@ -242,9 +256,11 @@ export class ClientRegistry {
 
   async #load(first: boolean): Promise<void> {
     let sig: string;
+    let mtimeMs = 0;
     try {
       const st = await stat(this.path);
       sig = `${st.ino}:${st.size}:${st.mtimeMs}`;
+      mtimeMs = st.mtimeMs;
     } catch {
       sig = 'missing';
     }
@@ -264,10 +280,12 @@ export class ClientRegistry {
     }
     this.#byKid = next;
     this.#sig = sig;
+    this.#current = { file, mtimeMs };
     this.log.info(
       { file: this.path, clients: next.size },
       first ? 'client registry loaded' : 'client registry reloaded',
     );
+    if (!first) for (const fn of this.#listeners) fn(file);
   }
 
   /** Step 2 of the checks: a registered client that is neither revoked nor expired (no crypto). */

@@ -23,7 +23,10 @@ import { DirectoryReplayStore, MemoryReplayStore, type ReplayStore } from './rep
 import { ActionRegistry, loadModule, pingAction, timeAction } from './actions/index.ts';
 import { FileManager, fileActions } from './actions/files.ts';
 import { AddressBook } from './proxy.ts';
-import { FailureBackoff } from '../core/backoff.ts';
+import { FailureBackoff, SharedFailureBackoff } from '../core/backoff.ts';
+import type { SharedState } from '../core/cluster/shared-state.ts';
+import { SharedReplayStore } from './cluster/shared-replay.ts';
+import { RegistrySync } from './cluster/registry-sync.ts';
 import { ConnectionTracker, DEFAULT_GRACE_MS } from '../core/connections.ts';
 import { sealedPaths } from './admin.ts';
 import { LiveServerKeys } from './live-keys.ts';
@@ -40,6 +43,11 @@ export interface SealedApiDeps {
   readonly baseDir: string;
   /** A replay store shared by several gateway processes (default: in memory). */
   readonly replayStore?: ReplayStore;
+  /**
+   * The cluster's shared state (`[cluster]`: Redis, or the primary of `serve --workers`): the replay
+   * cache and the failed-auth back-off hold across nodes, and (Redis) registry changes reach every node.
+   */
+  readonly shared?: SharedState;
   /** Clock (tests). */
   readonly now?: () => number;
 }
@@ -70,8 +78,16 @@ export function createSealedApiServer(config: SealedApiConfig, deps: SealedApiDe
   const { stateDir, keyFile, publicFile, registryFile, backupDir } = sealedPaths(config, deps.baseDir);
   const keys = new LiveServerKeys(keyFile, publicFile, log);
   const registry = new ClientRegistry(registryFile, log, config.reloadCheckMs);
+  const shared = deps.shared;
+  /** Requests issued before this instant are refused (set at start; raised when Redis lost its data). */
+  let notBeforeMs = 0;
+  // Across machines only Redis holds the replay cache; between workers a replay directory does as well.
+  const sharedReplay =
+    deps.replayStore === undefined && shared !== undefined && (shared.kind === 'redis' || config.replayDir === undefined)
+      ? new SharedReplayStore(shared, config.limits.maxReplayEntries, now)
+      : undefined;
   const dirStore =
-    deps.replayStore === undefined && config.replayDir !== undefined
+    deps.replayStore === undefined && sharedReplay === undefined && config.replayDir !== undefined
       ? new DirectoryReplayStore(
           resolve(deps.baseDir, config.replayDir),
           config.limits.maxReplayEntries,
@@ -79,13 +95,35 @@ export function createSealedApiServer(config: SealedApiConfig, deps: SealedApiDe
           log,
         )
       : undefined;
-  const replay = deps.replayStore ?? dirStore ?? new MemoryReplayStore(config.limits.maxReplayEntries);
-  // Only the in-memory cache forgets on restart; a shared store remembers by itself.
+  const replay = deps.replayStore ?? sharedReplay ?? dirStore ?? new MemoryReplayStore(config.limits.maxReplayEntries);
+  // Only a cache in memory forgets on restart (this process's, or the primary's between workers); a
+  // directory or Redis remembers by itself (a Redis that lost its data is handled by onReset below).
   const horizon = new ReplayHorizon(
     join(stateDir, 'replay-horizon'),
     log,
-    deps.replayStore === undefined && dirStore === undefined,
+    deps.replayStore === undefined && dirStore === undefined && shared?.kind !== 'redis',
   );
+  const registrySync =
+    shared?.redis === undefined
+      ? undefined
+      : new RegistrySync({ shared: shared.redis, registry, log, pollMs: config.reloadCheckMs });
+  const backoff =
+    shared === undefined
+      ? new FailureBackoff(config.limits.maxAuthFailuresPerIp, config.limits.authFailureWindowMs)
+      : new SharedFailureBackoff({
+          maxFailures: config.limits.maxAuthFailuresPerIp,
+          windowMs: config.limits.authFailureWindowMs,
+          shared,
+          scope: 'sealed',
+          log,
+          now,
+        });
+  // Redis lost its data (restarted empty): requests accepted before could be replayed to it. Refuse every
+  // request issued before this moment (clients retry with a fresh one).
+  const offReset = shared?.onReset(() => {
+    notBeforeMs = Math.max(notBeforeMs, now());
+    log.warn({ code: 'SEALED_REPLAY_STORE_FAILED' }, 'shared replay cache was lost: requests issued before now are refused');
+  });
   const actions = new ActionRegistry();
   const fileManager = new FileManager({
     files: managedFiles(config, stateDir),
@@ -99,14 +137,13 @@ export function createSealedApiServer(config: SealedApiConfig, deps: SealedApiDe
   let server: Server | undefined;
   const lifecycle = new Lifecycle('sealed API');
   const tracker = new ConnectionTracker();
-  let notBeforeMs = 0;
   let port = 0;
   const handler = createRequestHandler({
     config,
     log,
     now,
     running: () => lifecycle.running,
-    backoff: new FailureBackoff(config.limits.maxAuthFailuresPerIp, config.limits.authFailureWindowMs),
+    backoff,
     addresses: new AddressBook(config.limits.maxKnownAddresses, config.timeouts.addressTtlMs),
     authenticate: createAuthenticator({
       config,
@@ -166,6 +203,7 @@ export function createSealedApiServer(config: SealedApiConfig, deps: SealedApiDe
         await chmod(stateDir, 0o700);
         await keys.load(true);
         await registry.start();
+        await registrySync?.start();
         await dirStore?.start();
         await ensureDemoFile(config, stateDir);
         await fileManager.start();
@@ -185,6 +223,7 @@ export function createSealedApiServer(config: SealedApiConfig, deps: SealedApiDe
         log.info({ url: this.url, kid: keys.ring.current.kid, actions: actions.names() }, 'sealed API listening');
       } catch (err) {
         registry.stop();
+        await registrySync?.stop();
         dirStore?.stop();
         if (server !== undefined) await stopListening(server);
         lifecycle.failed();
@@ -194,6 +233,9 @@ export function createSealedApiServer(config: SealedApiConfig, deps: SealedApiDe
     close(options: CloseOptions = {}) {
       return lifecycle.close(async () => {
         registry.stop();
+        await registrySync?.stop();
+        offReset?.();
+        if (backoff instanceof SharedFailureBackoff) backoff.detach();
         dirStore?.stop();
         keys.stop();
         if (server !== undefined) {

@@ -40,7 +40,7 @@ export function tempDir(prefix = 'gatehouse-test-'): string {
  * Starts a relay. `overrides` is raw config (as in the TOML file); by default: tcp + ws listeners on
  * port 0, the mock authenticator, the monitor in a temp dir.
  */
-export async function startRelay(overrides: Record<string, unknown> = {}, opts: { log?: Logger } & Pick<RelayDeps, 'authenticator' | 'rendezvous' | 'forward'> = {}): Promise<StartedRelay> {
+export async function startRelay(overrides: Record<string, unknown> = {}, opts: { log?: Logger } & Pick<RelayDeps, 'authenticator' | 'rendezvous' | 'forward' | 'shared'> = {}): Promise<StartedRelay> {
   const dir = tempDir();
   const raw = {
     listeners: [
@@ -59,6 +59,7 @@ export async function startRelay(overrides: Record<string, unknown> = {}, opts: 
     ...(opts.authenticator === undefined ? {} : { authenticator: opts.authenticator }),
     ...(opts.rendezvous === undefined ? {} : { rendezvous: opts.rendezvous }),
     ...(opts.forward === undefined ? {} : { forward: opts.forward }),
+    ...(opts.shared === undefined ? {} : { shared: opts.shared }),
   });
   await server.start();
   const find = (kind: string) => {

@@ -6,6 +6,10 @@ export const coreErrors = {
   CORE_CONFIG_UNREADABLE: { summary: 'The configuration file could not be read or is not valid TOML.', httpStatus: 500 },
   CORE_LISTEN_FAILED: { summary: 'A listener could not bind its address (in use, no permission, bad path).', httpStatus: 500 },
   CORE_TLS_MATERIAL: { summary: 'A TLS certificate or key file could not be read or parsed.', httpStatus: 500 },
+  CORE_CLUSTER_STATE_UNAVAILABLE: {
+    summary: 'The state the cluster shares (Redis, or the primary of serve --workers) could not be reached: the failed-auth back-off counts in this process only, sealed API requests are refused with SEALED_REPLAY_STORE_FAILED, registry changes wait; all recover by themselves (log code only).',
+    httpStatus: 503,
+  },
   CORE_SHUTTING_DOWN: {
     summary: 'The gateway is draining for shutdown and takes no new work.',
     httpStatus: 503,

@@ -99,6 +99,10 @@ export const sealedApiErrors = {
     summary: 'The client registry file is unreadable or malformed; the previous registry stays in force.',
     httpStatus: 500,
   },
+  SEALED_REGISTRY_FORGED: {
+    summary: 'The client registry document in Redis fails its HMAC under the cluster secret (written without the secret, or malformed); it is ignored and the registry in force stays (log code only).',
+    httpStatus: 500,
+  },
   SEALED_MODULE_INVALID: {
     summary: 'A custom module file could not be loaded or does not export { run }.',
     httpStatus: 500,

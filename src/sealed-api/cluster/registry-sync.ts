@@ -1,0 +1,190 @@
+/**
+ * The client registry across machines (with `[cluster] redisUrl`): when this node's registry changes (a
+ * `gatehouse clients` command ran here, or the file was edited), it publishes the new document to Redis;
+ * every other node applies it: writes its own registry file atomically (so it survives a restart) and
+ * reloads. Last version wins; a node that starts later reads the current version. Workers of one machine
+ * share one file and need nothing of this.
+ *
+ * In Redis (prefix `keyPrefix`):
+ *   reg:doc     "gh1 <version> <mac>\n<registry JSON>": version = ms since the epoch (above every version
+ *               seen), mac = HMAC-SHA256 under `[cluster] secret` of (version, JSON). A document whose mac
+ *               does not verify is ignored with a warning (SEALED_REGISTRY_FORGED): a Redis write without
+ *               the secret cannot add a client. Written by a script only when its version is newer.
+ *   reg:notice  pub/sub channel: "<version>" after each write. A poll every `pollMs` catches notices
+ *               missed while the subscriber reconnected.
+ * At start: Redis has no document → this node publishes its own; Redis has another document → the newer
+ * wins (its version against this node's file mtime). Redis restarted empty → the next poll republishes.
+ * Operations run one at a time; a failure is logged and retried by the next poll.
+ */
+import { createHash, timingSafeEqual } from 'node:crypto';
+import type { Logger } from '../../core/log.ts';
+import type { RedisAccess } from '../../core/cluster/shared-state.ts';
+import { parseRegistry, writeRegistryFile, type ClientRegistry, type RegistryFile } from '../registry.ts';
+
+/** A registry document in Redis larger than this is ignored (logged). */
+export const MAX_REGISTRY_DOC_BYTES = 8 * 1024 * 1024;
+
+const PUBLISH = `
+local cur = redis.call('GET', KEYS[1])
+if cur and cur ~= ARGV[3] then
+  local v = tonumber(string.match(cur, '^gh1 (%d+) '))
+  if v and v >= tonumber(ARGV[1]) then return 0 end
+end
+redis.call('SET', KEYS[1], ARGV[2])
+redis.call('PUBLISH', KEYS[2], ARGV[1])
+return 1
+`;
+
+type Scripts = RedisAccess['client'] & {
+  regPublish(doc: string, channel: string, version: number, value: string, replaceIfEquals: string): Promise<number>;
+};
+
+export interface RegistrySyncOptions {
+  readonly shared: RedisAccess;
+  readonly registry: ClientRegistry;
+  readonly log: Logger;
+  /** How often Redis is asked for a newer document besides the notices, ms. */
+  readonly pollMs: number;
+}
+
+const canonical = (file: RegistryFile): string => JSON.stringify(file);
+const sha = (text: string): string => createHash('sha256').update(text).digest('hex');
+
+export class RegistrySync {
+  readonly #o: RegistrySyncOptions;
+  readonly #redis: Scripts;
+  readonly #docKey: string;
+  readonly #channel: string;
+  /** The newest valid version seen in Redis (or published), and its document's hash. */
+  #version = 0;
+  #docSha = '';
+  /** A value found in Redis whose mac failed (replaced by our next publish; logged once). */
+  #forged = '';
+  #queue: Promise<void> = Promise.resolve();
+  #timer: NodeJS.Timeout | undefined;
+  readonly #offs: (() => void)[] = [];
+  #stopped = false;
+
+  constructor(o: RegistrySyncOptions) {
+    this.#o = o;
+    this.#redis = o.shared.client as Scripts;
+    this.#redis.defineCommand('regPublish', { numberOfKeys: 2, lua: PUBLISH });
+    this.#docKey = `${o.shared.prefix}reg:doc`;
+    this.#channel = `${o.shared.prefix}reg:notice`;
+  }
+
+  /** Reconciles with Redis once (a Redis that is down is retried by the poll), then follows both ways. */
+  async start(): Promise<void> {
+    this.#offs.push(this.#o.registry.onChange((file) => this.#run(() => this.#localChanged(file))));
+    this.#offs.push(this.#o.shared.subscribe('reg:notice', () => this.#run(() => this.#pull())));
+    this.#timer = setInterval(() => this.#run(() => this.#pull()), this.#o.pollMs);
+    this.#timer.unref();
+    await this.#run(() => this.#pull());
+  }
+
+  /** Stops following; an operation in flight finishes. */
+  async stop(): Promise<void> {
+    this.#stopped = true;
+    if (this.#timer !== undefined) clearInterval(this.#timer);
+    for (const off of this.#offs) off();
+    await this.#queue;
+  }
+
+  /** Runs `op` after the previous one; never rejects (failures are logged). */
+  #run(op: () => Promise<void>): Promise<void> {
+    this.#queue = this.#queue.then(async () => {
+      if (this.#stopped || !this.#o.shared.ready) return;
+      try {
+        await op();
+      } catch (err) {
+        this.#o.log.warn({ err: (err as Error).message, code: 'CORE_CLUSTER_STATE_UNAVAILABLE' }, 'registry sync with redis failed; retried on the next poll');
+      }
+    });
+    return this.#queue;
+  }
+
+  async #localChanged(file: RegistryFile): Promise<void> {
+    const text = canonical(file);
+    // The document we applied from Redis (or already published) comes back through the file watcher.
+    if (sha(text) === this.#docSha) return;
+    await this.#publish(text);
+  }
+
+  async #publish(text: string): Promise<void> {
+    const version = Math.max(Date.now(), this.#version + 1);
+    const value = `gh1 ${version} ${this.#mac(version, text)}\n${text}`;
+    const ok = await this.#redis.regPublish(this.#docKey, this.#channel, version, value, this.#forged);
+    if (ok === 1) {
+      this.#version = version;
+      this.#docSha = sha(text);
+      this.#forged = '';
+      this.#o.log.info({ version, clients: (JSON.parse(text) as RegistryFile).clients.length }, 'client registry published to the cluster');
+      return;
+    }
+    // Redis holds a newer version: it wins; take it.
+    await this.#pull();
+  }
+
+  #mac(version: number, text: string): string {
+    return this.#o.shared.hash('registry', String(version), text);
+  }
+
+  async #pull(): Promise<void> {
+    const value = await this.#redis.get(this.#docKey);
+    const local = this.#o.registry.current;
+    if (value === null) {
+      // First node, or Redis restarted empty: this node's registry becomes the cluster's.
+      this.#version = 0;
+      await this.#publish(canonical(local.file));
+      return;
+    }
+    if (value === this.#forged) return;
+    const parsed = this.#verify(value);
+    if (parsed === undefined) {
+      this.#forged = value;
+      this.#o.log.warn({ code: 'SEALED_REGISTRY_FORGED', bytes: value.length }, 'client registry document in redis fails its HMAC (or is malformed); ignored');
+      return;
+    }
+    const { version, text } = parsed;
+    if (version <= this.#version) return;
+    const localText = canonical(local.file);
+    if (sha(text) === sha(localText)) {
+      this.#version = version;
+      this.#docSha = sha(text);
+      return;
+    }
+    if (this.#version === 0 && local.mtimeMs > version) {
+      // Our file was changed after the cluster's document (e.g. while this node was down): ours is newer.
+      this.#version = version;
+      await this.#publish(localText);
+      return;
+    }
+    let file: RegistryFile;
+    try {
+      file = await parseRegistry(text, 'the cluster registry document');
+    } catch (err) {
+      this.#forged = value;
+      this.#o.log.warn({ err: (err as Error).message, code: 'SEALED_REGISTRY_INVALID' }, 'client registry document in redis is invalid; ignored');
+      return;
+    }
+    this.#version = version;
+    this.#docSha = sha(text);
+    await writeRegistryFile(this.#o.registry.path, file);
+    await this.#o.registry.reload();
+    this.#o.log.info({ version, clients: file.clients.length }, 'client registry applied from the cluster');
+  }
+
+  /** The (version, JSON) of a stored value whose mac verifies, else undefined. */
+  #verify(value: string): { version: number; text: string } | undefined {
+    if (value.length > MAX_REGISTRY_DOC_BYTES) return undefined;
+    const nl = value.indexOf('\n');
+    const m = /^gh1 (\d{1,16}) ([0-9a-f]{64})$/.exec(nl < 0 ? '' : value.slice(0, nl));
+    if (m === null) return undefined;
+    const version = Number(m[1]);
+    const text = value.slice(nl + 1);
+    const want = Buffer.from(this.#mac(version, text), 'hex');
+    const got = Buffer.from(m[2]!, 'hex');
+    if (!Number.isSafeInteger(version) || got.length !== want.length || !timingSafeEqual(got, want)) return undefined;
+    return { version, text };
+  }
+}
