@@ -105,7 +105,13 @@ export async function createGateway(config: GatewayConfig, deps: GatewayDeps): P
   // Nodes joined through Redis forward tunnels to each other with a key derived from the cluster secret.
   const forward =
     cluster !== undefined && config.cluster.secret !== undefined
-      ? (await import('./relay/cluster/forward.ts')).clusterForwardSetup(config.cluster, config.cluster.secret.reveal(), `${config.cluster.nodeId}${deps.nodeIdSuffix ?? ''}`, deps.workerSlot)
+      ? (await import('./relay/cluster/forward.ts')).clusterForwardSetup(
+          config.cluster,
+          config.cluster.secret.reveal(),
+          `${config.cluster.nodeId}${deps.nodeIdSuffix ?? ''}`,
+          deps.workerSlot,
+          config.cluster.forwardTls === undefined ? undefined : await (await import('./core/tls.ts')).loadTlsFiles(config.cluster.forwardTls, deps.baseDir),
+        )
       : deps.forward;
   // [cluster] redisUrl: the limits that must hold across nodes (failed-auth back-off, the sealed API's replay
   // cache and registry) share one Redis connection pair (core/cluster/shared-state.ts; this file owns it).

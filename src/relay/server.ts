@@ -34,7 +34,7 @@ import { createAuthenticator } from './authenticators/index.ts';
 import { createMonitor, type Monitor } from './monitor.ts';
 import { loadSplice, describePipeBudget } from './splice.ts';
 import { createTunnelProxy, type TunnelProxy } from './tunnel-proxy/service.ts';
-import { ForwardListener, forwardConnect, type ClaimVerdict, type ForwardClaim, type ForwardSetup, type PartyInfo } from './cluster/forward.ts';
+import { ForwardListener, forwardConnect, forwardLinkKind, type ClaimVerdict, type ForwardClaim, type ForwardSetup, type PartyInfo } from './cluster/forward.ts';
 import { RemoteParty } from './cluster/remote-party.ts';
 import { sameUuid } from './uuid.ts';
 
@@ -161,10 +161,10 @@ export function createRelayServer(config: RelayConfig, deps: RelayDeps): RelaySe
     claimRemote(s, offer) {
       const f = deps.forward;
       if (f === undefined) return Promise.reject(new Error('this node has no cluster key to forward with'));
-      return forwardConnect(offer.address, f.key, { kind: 'rv', ref: offer.ref, party: partyInfo(s) }, f.handshakeMs);
+      return forwardConnect(offer.address, f.key, { kind: 'rv', ref: offer.ref, party: partyInfo(s) }, f.handshakeMs, f.tls);
     },
     establishRemote(s, forwarded, address, key) {
-      const link = new StreamLink(address.startsWith('/') ? 'unix' : 'tcp', forwarded.socket, highWater, closeFlushMs);
+      const link = new StreamLink(forwardLinkKind(deps.forward, address), forwarded.socket, highWater, closeFlushMs);
       // The partner waited: it is the tunnel's first side, as in a local pair.
       startTunnel(new RemoteParty(link, forwarded.party), s, key);
     },
@@ -205,7 +205,7 @@ export function createRelayServer(config: RelayConfig, deps: RelayDeps): RelaySe
       party: partyInfo(a),
       adopt: (socket: Socket) => {
         const listenAddr = deps.forward?.listen;
-        const link = new StreamLink(listenAddr !== undefined && 'path' in listenAddr ? 'unix' : 'tcp', socket, highWater, closeFlushMs);
+        const link = new StreamLink(forwardLinkKind(deps.forward, listenAddr !== undefined && 'path' in listenAddr ? listenAddr.path : ''), socket, highWater, closeFlushMs);
         startTunnel(a, new RemoteParty(link, claim.party), key);
       },
     };
@@ -405,6 +405,7 @@ export function createRelayServer(config: RelayConfig, deps: RelayDeps): RelaySe
             key: f.key,
             handshakeMs: f.handshakeMs,
             log,
+            tls: f.tls,
             onClaim: (claim) => {
               const handler = forwardClaims.get(claim.kind);
               return handler === undefined ? { ok: false, code: 'unknown_kind' } : handler(claim);

@@ -8,6 +8,9 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { connect } from 'node:net';
+import { execFileSync } from 'node:child_process';
+import { join } from 'node:path';
+import { loadTlsFiles } from '../../src/core/tls.ts';
 import { RedisRendezvous } from '../../src/relay/cluster/rendezvous-redis.ts';
 import { clusterForwardSetup, forwardConnect, forwardKey, parseForwardAddress, MAX_LINE } from '../../src/relay/cluster/forward.ts';
 import { Secret } from '../../src/core/config/secret.ts';
@@ -336,5 +339,75 @@ test('the tunnel idle timeout closes both halves of a forwarded tunnel', { skip,
     assert.equal(ca.code, 1011);
   } finally {
     for (const q of quiet) await q.close();
+  }
+});
+
+/** A CA and node certificates signed by it (openssl), for mutual TLS between nodes. */
+function clusterCa(dir: string, names: string[], caName = 'ca'): { ca: string; nodes: { certFile: string; keyFile: string }[] } {
+  const run = (args: string[]) => execFileSync('openssl', args, { stdio: 'ignore' });
+  const ca = join(dir, `${caName}.pem`);
+  const caKey = join(dir, `${caName}.key`);
+  run(['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-days', '2', '-subj', `/CN=${caName}`, '-keyout', caKey, '-out', ca]);
+  const nodeFiles = names.map((n) => {
+    const keyFile = join(dir, `${n}.key`);
+    const csr = join(dir, `${n}.csr`);
+    const certFile = join(dir, `${n}.pem`);
+    run(['req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-subj', `/CN=${n}`, '-keyout', keyFile, '-out', csr]);
+    run(['x509', '-req', '-in', csr, '-CA', ca, '-CAkey', caKey, '-CAcreateserial', '-days', '2', '-out', certFile]);
+    return { certFile, keyFile };
+  });
+  return { ca, nodes: nodeFiles };
+}
+
+test('mutual TLS between nodes: a forwarded tunnel runs inside it, half-close included; a node with another CA is refused', { skip, timeout: 20000 }, async () => {
+  const dir = tempDir();
+  const good = clusterCa(dir, ['tls-1', 'tls-2']);
+  const rogue = clusterCa(dir, ['tls-rogue'], 'other-ca');
+  const files = [
+    { ...good.nodes[0]!, clientCaFile: good.ca },
+    { ...good.nodes[1]!, clientCaFile: good.ca },
+    { ...rogue.nodes[0]!, clientCaFile: rogue.ca },
+  ];
+  const started: StartedRelay[] = [];
+  const log = captureLog();
+  try {
+    for (const [i, id] of ['tls-1', 'tls-2', 'tls-rogue'].entries()) {
+      const rv = rendezvous(id, log.log);
+      await rv.start();
+      const tls = await loadTlsFiles({ ...files[i]!, minVersion: 'TLSv1.2' }, dir);
+      started.push(await startRelay({}, { rendezvous: rv, log: log.log, forward: clusterForwardSetup(cluster, SECRET, id, undefined, tls) }));
+    }
+    const token = `tok-${crypto.randomUUID()}`;
+    const a = await client(started[0]!.url('tcp'));
+    a.send(authenticate(token, { name: 'tls-a' }));
+    await a.waitFor(NO_ERROR);
+    const b = await client(started[1]!.url('ws'));
+    b.send(authenticate(token, { name: 'tls-b' }));
+    await a.waitFor('"name":"tls-b"');
+    await b.waitFor('"name":"tls-a"');
+    assert.equal([...started[0]!.server.tunnels][0]!.b.link.kind, 'tls');
+    const aOff = a.received().length;
+    const bOff = b.received().length;
+    a.send('over mutual tls');
+    assert.equal((await b.waitForBytes(bOff + 15)).subarray(bOff).toString(), 'over mutual tls');
+    b.send('back');
+    assert.equal((await a.waitForBytes(aOff + 4)).subarray(aOff).toString(), 'back');
+    a.send('bye');
+    a.end();
+    await b.closed();
+    assert.ok(b.received().subarray(bOff).toString().endsWith('bye'));
+    await a.closed();
+    // A node whose certificate another CA signed cannot claim: its client gets ProxyError.
+    const token2 = `tok-${crypto.randomUUID()}`;
+    const c = await client(started[0]!.url('tcp'));
+    c.send(authenticate(token2));
+    await c.waitFor(NO_ERROR);
+    const d = await client(started[2]!.url('tcp'));
+    d.send(authenticate(token2, { id: 3 }));
+    await d.closed();
+    assert.equal(d.received().toString(), '{"id":3,"params":{"authenticationError":"AuthenticationErrorProxyError"},"status":"success"}\n');
+    assert.ok(log.records().some((r) => r.code === 'RELAY_FORWARD_FAILED'));
+  } finally {
+    for (const s of started) await s.close();
   }
 });

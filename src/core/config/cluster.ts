@@ -6,6 +6,7 @@
 import { hostname } from 'node:os';
 import { z } from 'zod';
 import { secretString } from './secret.ts';
+import { tlsFilesSchema } from '../tls.ts';
 
 export const clusterConfigSchema = z
   .strictObject({
@@ -49,6 +50,13 @@ export const clusterConfigSchema = z
     forwardAdvertise: z
       .string()
       .regex(/^[A-Za-z0-9.:_-]{1,253}$/, 'a host name or address')
+      .optional(),
+    /**
+     * Mutual TLS on forward streams: this node's certificate and key, and `clientCaFile`, the cluster's CA
+     * that every node's certificate is checked against (both ways). Such tunnels stay on the JS data path.
+     */
+    forwardTls: tlsFilesSchema
+      .refine((t) => t.clientCaFile !== undefined, { message: 'forwardTls needs clientCaFile: the CA every node certificate is checked against', path: ['clientCaFile'] })
       .optional(),
     /** Bounds the node-to-node handshake (connect, key check, claim), ms. */
     forwardHandshakeMs: z.number().int().min(100).default(5000),

@@ -16,10 +16,15 @@
  * a peer that fails a check is dropped without an answer. After `OK` the stream carries the tunnel's raw
  * bytes and nothing else; the connector sends nothing before it reads `OK`.
  *
- * The stream is not encrypted: run node-to-node links on a private network or loopback (docs/operations.md).
+ * Without `[cluster] forwardTls` the stream is not encrypted: run node-to-node links on a private network
+ * or loopback (docs/operations.md). With it, the stream is TLS with certificates checked both ways
+ * against the cluster's CA (mutual TLS; host names are not checked: the CA is the cluster's own), and the
+ * HMAC handshake runs inside it; such tunnels stay on the JavaScript data path.
  */
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { connect, createServer, type Server, type Socket } from 'node:net';
+import { connect as tlsConnect, createServer as createTlsServer, type TLSSocket } from 'node:tls';
+import type { TlsServerOptions } from '../../core/tls.ts';
 import type { Logger } from '../../core/log.ts';
 import { asError } from '../../core/fault.ts';
 import { listen, stopListening, type ListenAddress } from '../../core/net.ts';
@@ -68,6 +73,14 @@ export interface ForwardSetup {
   readonly handshakeMs: number;
   /** This node's name, given to the other node for its monitor and logs. */
   readonly node: string;
+  /** Mutual TLS on the forward streams (`[cluster] forwardTls`): this node's certificate and the cluster CA. */
+  readonly tls?: TlsServerOptions | undefined;
+}
+
+/** The transport a forward stream is, for the tunnel's link (the kernel relay takes tcp and unix only). */
+export function forwardLinkKind(setup: ForwardSetup | undefined, address: string): 'tcp' | 'tls' | 'unix' {
+  if (setup?.tls !== undefined) return 'tls';
+  return address.startsWith('/') ? 'unix' : 'tcp';
 }
 
 /**
@@ -79,6 +92,7 @@ export function clusterForwardSetup(
   secret: string,
   node: string,
   slot?: number,
+  tls?: TlsServerOptions,
 ): ForwardSetup {
   const base = parseForwardAddress(cluster.forwardListen);
   const listenAt: ListenAddress =
@@ -93,6 +107,7 @@ export function clusterForwardSetup(
     key: forwardKey(secret),
     handshakeMs: cluster.forwardHandshakeMs,
     node,
+    ...(tls === undefined ? {} : { tls }),
   };
 }
 
@@ -202,6 +217,8 @@ export interface ForwardListenerOptions {
   readonly key: Buffer;
   readonly handshakeMs: number;
   readonly log: Logger;
+  /** Mutual TLS (see the file header). */
+  readonly tls?: TlsServerOptions | undefined;
   /** Decides a claim (synchronously: the waiting party is in this process's own table). */
   readonly onClaim: (claim: ForwardClaim) => ClaimVerdict;
 }
@@ -215,7 +232,17 @@ export class ForwardListener {
 
   constructor(opts: ForwardListenerOptions) {
     this.#opts = opts;
-    this.#server = createServer({ allowHalfOpen: true, noDelay: true, pauseOnConnect: true }, (s) => this.#accept(s));
+    if (opts.tls === undefined) {
+      this.#server = createServer({ allowHalfOpen: true, noDelay: true, pauseOnConnect: true }, (s) => this.#accept(s));
+    } else {
+      const tlsServer = createTlsServer({ ...opts.tls, requestCert: true, rejectUnauthorized: true, allowHalfOpen: true, handshakeTimeout: opts.handshakeMs }, (s: TLSSocket) => this.#accept(s));
+      // A listener here means Node no longer drops a failed handshake itself.
+      tlsServer.on('tlsClientError', (err: Error, socket: TLSSocket) => {
+        socket.destroy();
+        opts.log.warn({ err: err.message, code: 'RELAY_FORWARD_FAILED', remote: socket.remoteAddress }, 'forward TLS handshake refused');
+      });
+      this.#server = tlsServer;
+    }
   }
 
   /** The listening server (for the relay's connection tracker). */
@@ -287,9 +314,14 @@ export class ForwardListener {
  * carries only the tunnel's bytes) and the claimed party, or with the listener's refusal code. Rejects on
  * a network error, the deadline, or an answer not signed with the cluster key (the socket is destroyed).
  */
-export async function forwardConnect(address: string, key: Buffer, claim: ForwardClaim, handshakeMs: number): Promise<ForwardResult> {
+export async function forwardConnect(address: string, key: Buffer, claim: ForwardClaim, handshakeMs: number, tls?: TlsServerOptions): Promise<ForwardResult> {
   const addr = parseForwardAddress(address);
-  const socket = 'path' in addr ? connect({ path: addr.path, allowHalfOpen: true }) : connect({ host: addr.host, port: addr.port, allowHalfOpen: true, noDelay: true });
+  const where = 'path' in addr ? { path: addr.path } : { host: addr.host, port: addr.port };
+  const socket: Socket =
+    tls === undefined
+      ? connect({ ...where, allowHalfOpen: true })
+      : // allowHalfOpen reaches the TLSSocket (Node's tls.connect passes it on) though its type omits it.
+        tlsConnect({ ...where, cert: tls.cert, key: tls.key, ...(tls.ca === undefined ? {} : { ca: tls.ca }), minVersion: tls.minVersion, checkServerIdentity: () => undefined, ...({ allowHalfOpen: true } as object) });
   try {
     const hello = await readLine(socket, handshakeMs);
     const h = hello.split(' ');
