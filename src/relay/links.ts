@@ -14,7 +14,9 @@
  */
 import type { Socket } from 'node:net';
 import { isUtf8 } from 'node:buffer';
+import { createRequire } from 'node:module';
 import type { WebSocket } from 'ws';
+import { WsDataFrames, unmaskJs, type Unmask } from './protocol/ws-data-frames.ts';
 
 export type TransportKind = 'tcp' | 'tls' | 'unix' | 'ws' | 'wss';
 
@@ -52,6 +54,12 @@ export interface Link {
    * `data` events are the reads.
    */
   observeReads?(onRead: (bytes: number) => void): void;
+  /**
+   * WebSocket links only: from now on data frames are delivered piece by piece as they arrive, not as
+   * whole messages (a tunnel relays bytes; see WsLink.streamFrames). Messages stay limited to
+   * `maxMessageBytes`.
+   */
+  streamFrames?(maxMessageBytes: number): void;
   /** Flush what is pending, then close with this close code and reason (WS) or FIN (streams). */
   /** `lingerMs` bounds how long the peer may take to close its side (default: the close-flush timeout). */
   finish(close?: { code: number; reason: string }, lingerMs?: number): void;
@@ -244,6 +252,9 @@ export class WsLink extends OwnedLink implements Link {
   ) {
     super();
     ws.on('message', (data: Buffer, isBinary: boolean) => {
+      // Once frames are streamed, `ws` only ever sees control frames: anything else it reports is not
+      // ours to deliver (see streamFrames).
+      if (this.#frames !== undefined) return;
       if (isBinary) this.#peerTextOnly = false;
       try {
         this.h.data(data, isBinary);
@@ -346,6 +357,107 @@ export class WsLink extends OwnedLink implements Link {
     });
   }
 
+  /** Reads the data frames itself once streamFrames took over (undefined until then). */
+  #frames: WsDataFrames | undefined;
+
+  /**
+   * From now on this link reads its data frames itself (protocol/ws-data-frames.ts): each socket read's
+   * payload bytes are unmasked in place and delivered at once, where `ws` would wait for a frame's whole
+   * payload (up to `maxMessageBytes`, several reads), copy it into one buffer and deliver it then. A
+   * relayed WebSocket then costs what a relayed TCP stream costs, and its reads are as fine-grained for the
+   * read turns (read-turns.ts) as a TCP stream's (64 WS tunnels: docs/benchmarks.md).
+   *
+   * `ws` keeps the connection: control frames are handed to its receiver whole (it answers pings and runs
+   * the close handshake), and a violation is handed to it as a frame it refuses with the same code, so it
+   * closes the link exactly as it closes one whose frames it read itself. The switch happens when `ws`'s
+   * receiver is between frames or inside a data frame's payload (its state is taken over: what it buffered
+   * is read again here, earlier fragments of the message are delivered first); in the middle of a frame
+   * header it is retried after the next read. Where `ws`'s internals are not as expected (another `ws`
+   * version), nothing changes: `ws` goes on delivering whole messages.
+   */
+  streamFrames(maxMessageBytes: number): void {
+    if (this.#frames !== undefined || this.#streamRetry !== undefined || this.#closed) return;
+    const socket = (this.ws as unknown as { _socket?: Socket | null })._socket;
+    if (socket === undefined || socket === null) return;
+    if (this.#takeOver(socket, maxMessageBytes)) return;
+    const retry = (): void => {
+      if (this.#closed || this.#takeOver(socket, maxMessageBytes)) {
+        socket.removeListener('data', retry);
+        this.#streamRetry = undefined;
+      }
+    };
+    this.#streamRetry = retry;
+    socket.on('data', retry);
+  }
+  #streamRetry: (() => void) | undefined;
+
+  /** Takes the data frames over from `ws`'s receiver when its state allows (see streamFrames). */
+  #takeOver(socket: Socket, maxMessageBytes: number): boolean {
+    const rx = (this.ws as unknown as { _receiver?: WsReceiverInternals })._receiver;
+    const wsOnData = socket.listeners('data').find((f) => f.name === 'socketOnData') as ((chunk: Buffer) => void) | undefined;
+    if (rx === undefined || wsOnData === undefined || this.ws.readyState !== this.ws.OPEN) return true; // not ours to take: leave it
+    if (!Array.isArray(rx._buffers) || !Array.isArray(rx._fragments) || rx._compressed !== false || rx._loop !== false || rx._opcode === 0x08) return true;
+    // 0: GET_INFO (between frames, or fewer than 2 header bytes in), 4: GET_DATA (header read, payload not consumed).
+    if (rx._state !== 0 && rx._state !== 4) return false;
+    const frames = new WsDataFrames(maxMessageBytes, this.#frameSink(rx), UNMASK);
+    const fragmentedOpcode = rx._fragmented;
+    frames.adopt({
+      fragmentedOpcode,
+      messageBytes: rx._totalPayloadLength,
+      ...(rx._state === 4 && rx._mask !== undefined ? { frame: { opcode: rx._opcode, fin: rx._fin, payloadBytes: rx._payloadLength, mask: rx._mask } } : {}),
+    });
+    const earlier = rx._fragments;
+    const buffered = rx._buffers;
+    // `ws`'s receiver starts over between frames: from now on it only sees control frames.
+    rx._buffers = [];
+    rx._bufferedBytes = 0;
+    rx._state = 0;
+    rx._fragmented = 0;
+    rx._fragments = [];
+    rx._totalPayloadLength = 0;
+    rx._messageLength = 0;
+    rx._numFragments = 0;
+    rx._payloadLength = 0;
+    rx._opcode = 0;
+    socket.removeListener('data', wsOnData);
+    this.#frames = frames;
+    socket.on('data', (chunk: Buffer) => {
+      try {
+        frames.push(chunk);
+      } catch (err) {
+        this.fault(err);
+      }
+    });
+    const binary = fragmentedOpcode === 2;
+    for (const piece of earlier) this.#deliver(piece, binary);
+    for (const chunk of buffered) frames.push(chunk);
+    return true;
+  }
+
+  #frameSink(rx: WsReceiverInternals): ConstructorParameters<typeof WsDataFrames>[1] {
+    return {
+      data: (piece, binary) => this.#deliver(piece, binary),
+      control: (frame) => {
+        rx.write(frame);
+      },
+      // `ws` refuses a frame of the same kind with the same code and runs its own failure path (close
+      // frame, then the socket ends), as if it had read the violation itself.
+      fail: (code) => {
+        rx.write(code === 1009 ? REFUSED_1009 : REFUSED_1002);
+      },
+    };
+  }
+
+  #deliver(piece: Buffer, binary: boolean): void {
+    if (piece.length === 0) return;
+    if (binary) this.#peerTextOnly = false;
+    try {
+      this.h.data(piece, binary);
+    } catch (err) {
+      this.fault(err);
+    }
+  }
+
   pause(): void {
     this.ws.pause();
   }
@@ -367,6 +479,40 @@ export class WsLink extends OwnedLink implements Link {
     this.ws.terminate();
   }
 }
+
+/** The parts of `ws`'s (8.x) Receiver that WsLink.streamFrames reads and resets. */
+interface WsReceiverInternals {
+  _buffers: Buffer[];
+  _bufferedBytes: number;
+  _state: number;
+  _loop?: boolean;
+  _compressed?: boolean;
+  _fragmented: number;
+  _fragments: Buffer[];
+  _totalPayloadLength: number;
+  _messageLength: number;
+  _numFragments: number;
+  _payloadLength: number;
+  _opcode: number;
+  _fin: boolean;
+  _mask: Buffer | undefined;
+  write(chunk: Buffer): boolean;
+}
+
+/** A masked binary frame announcing a payload of 2^64 - 1 bytes: `ws` refuses it with 1009. */
+const REFUSED_1009 = Buffer.from([0x82, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0]);
+/** A frame with RSV2 set: `ws` refuses it with 1002. */
+const REFUSED_1002 = Buffer.from([0xa2, 0x80, 0, 0, 0, 0]);
+
+/** `bufferutil`'s unmask (the native XOR `ws` uses) where it is installed, else the JavaScript loop. */
+const UNMASK: Unmask = (() => {
+  try {
+    const bu = createRequire(import.meta.url)('bufferutil') as { unmask?: unknown };
+    return typeof bu.unmask === 'function' ? (bu.unmask as Unmask) : unmaskJs;
+  } catch {
+    return unmaskJs;
+  }
+})();
 
 /** Length of a trailing UTF-8 sequence that is cut off (0 when the buffer ends on a boundary). */
 export function incompleteUtf8Tail(buf: Buffer): number {

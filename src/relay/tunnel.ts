@@ -180,6 +180,9 @@ export class Tunnel {
     for (const chunk of held[1]) this.b.link.handlers.data(chunk, false);
     held[0].length = 0;
     held[1].length = 0;
+    // WebSocket sides deliver their data frames piece by piece from here on, like a stream (links.ts).
+    this.a.link.streamFrames?.(this.ctx.tunnelBufferBytes);
+    this.b.link.streamFrames?.(this.ctx.tunnelBufferBytes);
     this.#handoff = this.#streams === undefined ? 'refused' : 'none';
     if (this.#handoff === 'none' && this.relayedBytes >= this.ctx.spliceAfterBytes) return this.#handOff(this.#streams!);
     this.a.link.resume();
