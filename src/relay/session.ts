@@ -77,6 +77,8 @@ export class Session {
   #timer: NodeJS.Timeout | undefined;
   #timerCode: ErrorCode | undefined;
   #auth: AbortController | undefined;
+  /** An Authenticate is being decided and its outcome not yet published (metrics count the real answer). */
+  #authOpen = false;
   /** Fault isolation for this connection (see the file header). */
   readonly boundary: FaultBoundary;
 
@@ -137,6 +139,7 @@ export class Session {
    */
   fail(code: ErrorCode, answer?: { id: number; text?: string }): void {
     if (this.state === 'closed') return;
+    this.#answered(code);
     const spec = errorSpec(code);
     if (answer !== undefined)
       this.sendText(errorResponse(answer.id, answer.text ?? spec.jsonRpcText ?? spec.summary));
@@ -248,6 +251,7 @@ export class Session {
       return this.fail('RELAY_LIMIT_AUTH_BACKOFF', { id });
     }
     this.state = 'authenticating';
+    this.#authOpen = true;
     this.name = params.name ?? '';
     this.uuid = params.uuid ?? '';
     const token = params.token ?? '';
@@ -305,9 +309,12 @@ export class Session {
   }
 
   #afterAuthentication(id: number, key: RendezvousKey, result: AuthResult): void {
-    const reply = (error: AuthenticationError) =>
+    // Published with the answer the client gets, not the authenticator's verdict: a failed rendezvous
+    // after a good token is a ProxyError (Redis away), and a refusal without an answer is its code.
+    const reply = (error: AuthenticationError) => {
+      this.#answered(error);
       this.sendText(successResponse(id, { authenticationError: error }));
-    this.#publishAuth(result.error);
+    };
     if (result.error !== 'AuthenticationErrorNoError') {
       this.#ctx.backoff.fail(this.link.remoteAddress);
       this.log.warn({ authenticationError: result.error }, 'authentication failed');
@@ -473,6 +480,13 @@ export class Session {
           this.fail('RELAY_FORWARD_FAILED');
         }),
     );
+  }
+
+  /** The open Authenticate ended with `result` (an AuthenticationError name, or the closing code): published once. */
+  #answered(result: string): void {
+    if (!this.#authOpen) return;
+    this.#authOpen = false;
+    this.#publishAuth(result);
   }
 
   /** Tells observers (metrics) how an Authenticate ended and how long the handshake took. */
