@@ -36,6 +36,7 @@ import {
   childrenOf,
   cpuOf,
   cpuSeconds,
+  sysOf,
   gatewayCommand,
   loadAverage,
   machineBusySeconds,
@@ -126,8 +127,8 @@ let seq = 0;
 const uniq = (label: string) => `${label}-${process.pid}-${seq++}`;
 
 /** CPU seconds of the parties of one measurement, and of the whole machine, at one moment. */
-function cpuSnapshot(ctx: Ctx, relay: number[]): { relay: number; s: number; r: number; machine: number; t: bigint } {
-  return { relay: cpuOf(relay), s: cpuSeconds(ctx.peerPids.s), r: cpuSeconds(ctx.peerPids.r), machine: machineBusySeconds(), t: process.hrtime.bigint() };
+function cpuSnapshot(ctx: Ctx, relay: number[]): { relay: number; relaySys: number; s: number; r: number; machine: number; t: bigint } {
+  return { relay: cpuOf(relay), relaySys: sysOf(relay), s: cpuSeconds(ctx.peerPids.s), r: cpuSeconds(ctx.peerPids.r), machine: machineBusySeconds(), t: process.hrtime.bigint() };
 }
 
 /** Cores each party used between two snapshots; `others` is the rest of this shared machine. */
@@ -137,13 +138,15 @@ interface Share {
   r: number;
   others: number;
   relayCpuSec: number;
+  /** The kernel's part of relayCpuSec (system time: socket calls, loopback delivery). */
+  relaySysSec: number;
 }
 function share(a: ReturnType<typeof cpuSnapshot>, b: ReturnType<typeof cpuSnapshot>): Share {
   const sec = Number(b.t - a.t) / 1e9;
   const relay = (b.relay - a.relay) / sec;
   const s = (b.s - a.s) / sec;
   const r = (b.r - a.r) / sec;
-  return { relay, s, r, others: Math.max(0, (b.machine - a.machine) / sec - relay - s - r), relayCpuSec: b.relay - a.relay };
+  return { relay, s, r, others: Math.max(0, (b.machine - a.machine) / sec - relay - s - r), relayCpuSec: b.relay - a.relay, relaySysSec: b.relaySys - a.relaySys };
 }
 
 /** Tunnels a gateway's log says were established since `from` bytes, and how many of them were forwarded. */
@@ -233,12 +236,12 @@ interface XPath {
   cpuSecPerGib: number[];
   p50Us: number[];
   p99Us: number[];
-  /** Most tunnels the kernel relay held during the transfers, per node (A, B). */
-  kernel: [number, number];
 }
 interface XResult {
   transport: 'tcp' | 'ws';
   paths: Record<'same' | 'cross', XPath>;
+  /** Tunnels the kernel relay held after the transfers on node A (the same-node tunnel and one half of the other) and node B. */
+  kernel: [number, number];
 }
 
 async function crossNode(ctx: Ctx, transport: 'tcp' | 'ws'): Promise<XResult> {
@@ -255,8 +258,8 @@ async function crossNode(ctx: Ctx, transport: 'tcp' | 'ws'): Promise<XResult> {
     ]);
   }
   const out: XResult['paths'] = {
-    same: { gbps: [], cpuSecPerGib: [], p50Us: [], p99Us: [], kernel: [0, 0] },
-    cross: { gbps: [], cpuSecPerGib: [], p50Us: [], p99Us: [], kernel: [0, 0] },
+    same: { gbps: [], cpuSecPerGib: [], p50Us: [], p99Us: [] },
+    cross: { gbps: [], cpuSecPerGib: [], p50Us: [], p99Us: [] },
   };
   const rttRounds = Math.max(3, opts.rounds);
   for (let round = 0; round < rttRounds; round++) {
@@ -270,14 +273,8 @@ async function crossNode(ctx: Ctx, transport: 'tcp' | 'ws'): Promise<XResult> {
   for (let round = 0; round < opts.rounds; round++) {
     for (const path of ['same', 'cross'] as const) {
       await r.call({ cmd: 'expect', bytes: opts.bytes });
-      const k = out[path].kernel;
-      const sampler = setInterval(() => {
-        k[0] = Math.max(k[0], kernelPathTunnels(A.pid) || 0);
-        k[1] = Math.max(k[1], kernelPathTunnels(B.pid) || 0);
-      }, 25);
       const cpu0 = cpuOf(pids());
       const { ns } = await s.call<{ ns: number }>({ cmd: 'bulk', name: path, bytes: opts.bytes, chunk: 256 * 1024 }, 300_000);
-      clearInterval(sampler);
       const cpu = cpuOf(pids()) - cpu0;
       out[path].gbps.push((opts.bytes * 8) / ns);
       out[path].cpuSecPerGib.push(cpu / (opts.bytes / 2 ** 30));
@@ -285,9 +282,10 @@ async function crossNode(ctx: Ctx, transport: 'tcp' | 'ws'): Promise<XResult> {
       await sleep(300);
     }
   }
+  const kernel: [number, number] = [kernelPathTunnels(A.pid), kernelPathTunnels(B.pid)];
   await Promise.all([s.call({ cmd: 'drop' }), r.call({ cmd: 'drop' })]);
   await sleep(500);
-  return { transport, paths: out };
+  return { transport, paths: out, kernel };
 }
 
 // ---- 3. pairings per second ----
@@ -404,8 +402,8 @@ function renderCross(results: XResult[], opts: Options): string {
     row('relay CPU s/GiB (both nodes)', median(same.cpuSecPerGib), median(cross.cpuSecPerGib));
     row('RTT p50 µs', median(same.p50Us), median(cross.p50Us), 0);
     row('RTT p99 µs', median(same.p99Us), median(cross.p99Us), 0);
-    if (res.transport === 'tcp') rows.push(['kernel-relay tunnels A / B', `${same.kernel[0]} / ${same.kernel[1]}`, `${cross.kernel[0]} / ${cross.kernel[1]}`, '']);
     out.push('', table(rows));
+    if (res.transport === 'tcp') out.push(`  kernel relay after the transfers: node A holds ${res.kernel[0]} tunnels (the same-node one and its half of the two-node one), node B ${res.kernel[1]} (its half)`);
     const t = median(cross.gbps) / median(same.gbps);
     const l = median(cross.p50Us) / median(same.p50Us);
     out.push(`  targets: throughput ≥ 0.6×: ${f(t)}× ${met(t >= 0.6)}; RTT p50 ≤ 2×: ${f(l)}× ${met(l <= 2)}`);
@@ -422,6 +420,7 @@ function renderPairing(res: Awaited<ReturnType<typeof pairing>>, opts: Options):
   rows.push(['  range (rounds)', ...PAIR_PATHS.map((p) => `${f(Math.min(...res.rounds[p].map((x) => x.perSecond)), 0)}–${f(Math.max(...res.rounds[p].map((x) => x.perSecond)), 0)}`)]);
   rows.push(['ratio to 1 process', ...PAIR_PATHS.map((p) => `${f(med(p, (x) => x.perSecond) / med('single', (x) => x.perSecond))}×`)]);
   row('relay CPU µs/pairing', (x) => x.relayCpuUsPerPair, 0);
+  row('  of which kernel (sys)', (x) => x.relayCpuUsPerPair * (x.share.relaySysSec / x.share.relayCpuSec), 0);
   row('cores: relay (+ redis)', (x) => x.share.relay);
   row('cores: client processes', (x) => x.share.s + x.share.r);
   row('cores: rest of machine', (x) => x.share.others);

@@ -164,19 +164,27 @@ export function childrenOf(pid: number): number[] {
   }
 }
 
-/** User + system CPU seconds of a process (0 once it is gone). */
-export function cpuSeconds(pid: number): number {
+/** User and system CPU seconds of a process (0 once it is gone). */
+export function cpuSplit(pid: number): { user: number; sys: number } {
   let stat: string;
   try {
     stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
   } catch {
-    return 0;
+    return { user: 0, sys: 0 };
   }
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return (Number(fields[11]) + Number(fields[12])) / 100; // utime, stime in USER_HZ (100)
+  return { user: Number(fields[11]) / 100, sys: Number(fields[12]) / 100 }; // utime, stime in USER_HZ (100)
+}
+
+/** User + system CPU seconds of a process (0 once it is gone). */
+export function cpuSeconds(pid: number): number {
+  const { user, sys } = cpuSplit(pid);
+  return user + sys;
 }
 
 export const cpuOf = (pids: number[]): number => pids.reduce((sum, pid) => sum + cpuSeconds(pid), 0);
+/** System (kernel) CPU seconds of some processes. */
+export const sysOf = (pids: number[]): number => pids.reduce((sum, pid) => sum + cpuSplit(pid).sys, 0);
 
 /** Busy CPU seconds of the whole machine, every core (all of /proc/stat's first line but idle and iowait). */
 export function machineBusySeconds(): number {
