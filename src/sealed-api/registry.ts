@@ -178,8 +178,8 @@ export class ClientRegistry {
   #poll: NodeJS.Timeout | undefined;
   #reloading: Promise<void> | undefined;
   #again = false;
-  /** The document in force and its file's mtime (ms; 0 when the file is missing). */
-  #current: { file: RegistryFile; mtimeMs: number } = { file: { version: 1, clients: [] }, mtimeMs: 0 };
+  /** The document in force. */
+  #current: RegistryFile = { version: 1, clients: [] };
   readonly #listeners = new Set<(file: RegistryFile) => void>();
 
   constructor(
@@ -192,8 +192,8 @@ export class ClientRegistry {
     return this.#byKid.size;
   }
 
-  /** The registry document in force, and its file's mtime in ms (registry sync across nodes). */
-  get current(): { readonly file: RegistryFile; readonly mtimeMs: number } {
+  /** The registry document in force (registry sync across nodes). */
+  get current(): RegistryFile {
     return this.#current;
   }
 
@@ -256,11 +256,9 @@ export class ClientRegistry {
 
   async #load(first: boolean): Promise<void> {
     let sig: string;
-    let mtimeMs = 0;
     try {
       const st = await stat(this.path);
       sig = `${st.ino}:${st.size}:${st.mtimeMs}`;
-      mtimeMs = st.mtimeMs;
     } catch {
       sig = 'missing';
     }
@@ -280,7 +278,7 @@ export class ClientRegistry {
     }
     this.#byKid = next;
     this.#sig = sig;
-    this.#current = { file, mtimeMs };
+    this.#current = file;
     this.log.info(
       { file: this.path, clients: next.size },
       first ? 'client registry loaded' : 'client registry reloaded',

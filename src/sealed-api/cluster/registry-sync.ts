@@ -12,8 +12,9 @@
  *               the secret cannot add a client. Written by a script only when its version is newer.
  *   reg:notice  pub/sub channel: "<version>" after each write. A poll every `pollMs` catches notices
  *               missed while the subscriber reconnected.
- * At start: Redis has no document → this node publishes its own; Redis has another document → the newer
- * wins (its version against this node's file mtime). Redis restarted empty → the next poll republishes.
+ * At start: Redis has no document → this node publishes its own; Redis has one → it replaces this node's
+ * file (a file edited while its node was down is overwritten: edit on a running node). Redis restarted
+ * empty → the next poll republishes this node's registry.
  * Operations run one at a time; a failure is logged and retried by the next poll.
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
@@ -110,7 +111,7 @@ export class RegistrySync {
     await this.#publish(text);
   }
 
-  async #publish(text: string): Promise<void> {
+  async #publish(text: string, retry = true): Promise<void> {
     const version = Math.max(Date.now(), this.#version + 1);
     const value = `gh1 ${version} ${this.#mac(version, text)}\n${text}`;
     const ok = await this.#redis.regPublish(this.#docKey, this.#channel, version, value, this.#forged);
@@ -121,8 +122,9 @@ export class RegistrySync {
       this.#o.log.info({ version, clients: (JSON.parse(text) as RegistryFile).clients.length }, 'client registry published to the cluster');
       return;
     }
-    // Redis holds a newer version: it wins; take it.
+    // Redis holds a newer version: a valid one wins (taken here); a forged one is replaced once.
     await this.#pull();
+    if (retry && this.#forged !== '' && sha(text) !== this.#docSha) await this.#publish(text, false);
   }
 
   #mac(version: number, text: string): string {
@@ -130,12 +132,16 @@ export class RegistrySync {
   }
 
   async #pull(): Promise<void> {
-    const value = await this.#redis.get(this.#docKey);
+    // The header first: a poll that finds nothing newer costs ~100 bytes, whatever the registry's size.
+    const header = await this.#redis.getrange(this.#docKey, 0, 99);
+    const seen = /^gh1 (\d{1,16}) /.exec(header);
+    if (seen !== null && Number(seen[1]) <= this.#version) return;
+    const value = header === '' ? null : await this.#redis.get(this.#docKey);
     const local = this.#o.registry.current;
     if (value === null) {
       // First node, or Redis restarted empty: this node's registry becomes the cluster's.
       this.#version = 0;
-      await this.#publish(canonical(local.file));
+      await this.#publish(canonical(local));
       return;
     }
     if (value === this.#forged) return;
@@ -147,16 +153,10 @@ export class RegistrySync {
     }
     const { version, text } = parsed;
     if (version <= this.#version) return;
-    const localText = canonical(local.file);
+    const localText = canonical(local);
     if (sha(text) === sha(localText)) {
       this.#version = version;
       this.#docSha = sha(text);
-      return;
-    }
-    if (this.#version === 0 && local.mtimeMs > version) {
-      // Our file was changed after the cluster's document (e.g. while this node was down): ours is newer.
-      this.#version = version;
-      await this.#publish(localText);
       return;
     }
     let file: RegistryFile;
