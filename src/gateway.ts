@@ -31,6 +31,11 @@ export interface GatewayDeps {
   readonly forward?: import('./relay/cluster/forward.ts').ForwardSetup;
   /** This worker's stable slot among the machine's workers (0-based), for per-worker forward ports. */
   readonly workerSlot?: number;
+  /**
+   * Set in a `serve --workers` worker: the channel to the primary, which serves the ops listener and the
+   * relay's monitor socket for the whole machine (ops/workers.ts); this process answers its questions.
+   */
+  readonly primary?: import('./ops/workers.ts').PrimaryChannel;
 }
 
 /** What one reload did. */
@@ -125,8 +130,10 @@ export async function createGateway(config: GatewayConfig, deps: GatewayDeps): P
         log: deps.log.child({ part: 'cluster-state' }),
       })
     : undefined);
+  // In a worker the primary serves the monitor socket (one path, every worker's clients): none here.
+  const relayConfig = deps.primary === undefined ? config.relay : { ...config.relay, monitor: { ...config.relay.monitor, enabled: false } };
   const relay = config.relay.enabled
-    ? (await import('./relay/server.ts')).createRelayServer(config.relay, { ...deps, ...(cluster === undefined ? {} : { rendezvous: cluster }), ...(forward === undefined ? {} : { forward }), ...(shared === undefined ? {} : { shared }) })
+    ? (await import('./relay/server.ts')).createRelayServer(relayConfig, { ...deps, ...(cluster === undefined ? {} : { rendezvous: cluster }), ...(forward === undefined ? {} : { forward }), ...(shared === undefined ? {} : { shared }) })
     : undefined;
   const cardBridge = config.cardBridge.enabled ? (await import('./card-bridge/server.ts')).createCardBridgeServer(config.cardBridge, deps) : undefined;
   const sealedApi = config.sealedApi.enabled ? (await import('./sealed-api/server.ts')).createSealedApiServer(config.sealedApi, shared === undefined ? deps : { ...deps, shared }) : undefined;
@@ -139,12 +146,46 @@ export async function createGateway(config: GatewayConfig, deps: GatewayDeps): P
   const readiness = (): ReadonlyMap<string, boolean> => new Map(parts.map((p) => [p.name, listening && !draining]));
   let ops: OpsServer | undefined;
   let metrics: GatewayMetrics | undefined;
+  // [cluster] redisUrl: this node publishes its view (presence) for `monitor --cluster` and the metrics.
+  let presence: import('./relay/cluster/presence.ts').PresencePublisher | undefined;
+  if (config.cluster.enabled && config.cluster.redisUrl !== undefined) {
+    const { PresencePublisher, MAX_LISTED_TUNNELS } = await import('./relay/cluster/presence.ts');
+    const { nodeSummary } = await import('./relay/monitor.ts');
+    const { createRedisClient } = await import('./core/redis.ts');
+    const { gatehouseVersion } = await import('./core/version.ts');
+    const nodeId = `${config.cluster.nodeId}${deps.nodeIdSuffix ?? ''}`;
+    const plog = deps.log.child({ part: 'presence' });
+    presence = new PresencePublisher({
+      redis: createRedisClient({ redisUrl: config.cluster.redisUrl, commandTimeoutMs: config.cluster.redisCommandTimeoutMs, log: plog, errorCode: 'RELAY_PRESENCE_FAILED', errorMessage: 'redis unreachable; this node is missing from the cluster view until it is back', fields: { node: nodeId } }),
+      nodeId,
+      keyPrefix: config.cluster.keyPrefix,
+      intervalMs: config.cluster.presenceIntervalMs,
+      version: gatehouseVersion(),
+      forward: () => relay?.forwardAddress,
+      summary: () => (relay === undefined ? undefined : nodeSummary(relay, MAX_LISTED_TUNNELS)),
+      log: plog,
+    });
+  }
   if (config.ops.enabled) {
     const { createGatewayMetrics } = await import('./ops/metrics.ts');
     const { createOpsServer } = await import('./ops/server.ts');
     const { gatehouseVersion } = await import('./core/version.ts');
-    metrics = createGatewayMetrics({ version: gatehouseVersion(), relay, cardBridge, sealedApi, readiness }, { maxReaderLabels: config.ops.maxReaderLabels });
-    ops = createOpsServer(config.ops, { log, metrics, readiness, draining: () => draining });
+    metrics = createGatewayMetrics({ version: gatehouseVersion(), relay, cardBridge, sealedApi, readiness, cluster: presence }, { maxReaderLabels: config.ops.maxReaderLabels });
+    // In a worker the primary serves /metrics (every worker's, summed), /healthz and /readyz.
+    if (deps.primary === undefined) ops = createOpsServer(config.ops, { log, metrics, readiness, draining: () => draining });
+  }
+  if (deps.primary !== undefined) {
+    const { answerPrimary } = await import('./ops/workers.ts');
+    const { monitorDocument, relayTraffic } = await import('./relay/monitor.ts');
+    const registry = metrics?.registry;
+    answerPrimary(
+      deps.primary,
+      {
+        ...(registry === undefined ? {} : { metrics: () => registry.getMetricsAsJSON() }),
+        ...(relay === undefined || !config.relay.monitor.enabled ? {} : { monitor: () => ({ doc: monitorDocument(relay, config.relay), traffic: relayTraffic(relay) }) }),
+      },
+      log,
+    );
   }
   let logLevel = config.log.level;
   /** Restart-needed keys already reported, so each change is logged once. */
@@ -196,6 +237,7 @@ export async function createGateway(config: GatewayConfig, deps: GatewayDeps): P
         await cluster?.start();
         await shared?.start();
         await all.start();
+        await presence?.start();
       } catch (err) {
         await cluster?.close();
         await shared?.close();
@@ -208,6 +250,8 @@ export async function createGateway(config: GatewayConfig, deps: GatewayDeps): P
       draining = true;
       // The front ends drain while the ops listener still answers (/readyz: 503); it closes last.
       await all.close(options ?? { graceMs: config.shutdown.graceMs });
+      // A node that stops cleanly leaves the cluster view at once (a dead one when its key expires).
+      await presence?.close();
       await cluster?.close();
       await shared?.close();
       await ops?.close();
@@ -217,7 +261,8 @@ export async function createGateway(config: GatewayConfig, deps: GatewayDeps): P
       if (relay !== undefined) {
         lines.push('Relay (nymea-remoteproxy 1.8.4 compatible):');
         for (const l of relay.listeners) lines.push(`  ${l.kind.padEnd(4)} ${l.url}`);
-        if (relay.monitorPath !== undefined) lines.push(`  monitor: ${cli} monitor --socket ${relay.monitorPath}`);
+        const monitorPath = relay.monitorPath ?? (deps.primary !== undefined && config.relay.monitor.enabled ? (isAbsolute(config.relay.monitor.path) ? config.relay.monitor.path : join(deps.baseDir, config.relay.monitor.path)) : undefined);
+        if (monitorPath !== undefined) lines.push(`  monitor: ${cli} monitor --socket ${monitorPath}`);
         const ws = relay.listeners.find((l) => l.kind === 'ws') ?? relay.listeners[0];
         if (ws !== undefined) {
           const auth = config.relay.authenticator;

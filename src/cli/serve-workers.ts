@@ -22,6 +22,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Logger } from '../core/log.ts';
 import { isRvRequest, PrimaryRendezvousTable } from '../relay/cluster/ipc-rendezvous.ts';
+import { createPrimaryViews, type PrimaryViewsOptions } from '../ops/workers.ts';
+import { reportAndExit } from './exit.ts';
 import { isCsRequest, PrimarySharedState } from '../core/cluster/ipc-shared.ts';
 
 export interface PrimaryOptions {
@@ -30,6 +32,8 @@ export interface PrimaryOptions {
   /** Whether the relay pairs through this table (false when Redis joins the workers). */
   readonly hostTable: boolean;
   readonly log: Logger;
+  /** The ops listener and the relay monitor socket, served here for every worker (ops/workers.ts). */
+  readonly views?: Pick<PrimaryViewsOptions, 'ops' | 'relay' | 'baseDir'>;
 }
 
 /** Message a worker sends once it listens: the banner lines of its gateway. */
@@ -68,7 +72,20 @@ export function runPrimary(opts: PrimaryOptions): void {
     return w;
   };
 
+  // The machine seen as one: /metrics, /healthz, /readyz and the monitor socket, answered from every worker.
+  const views =
+    opts.views === undefined
+      ? undefined
+      : createPrimaryViews({
+          ...opts.views,
+          log,
+          workers: () => Object.values(cluster.workers ?? {}).filter((w) => w !== undefined),
+          readiness: () => new Map([['workers', ready.size >= opts.workers]]),
+          draining: () => stopping,
+        });
+
   cluster.on('message', (worker: Worker, m: unknown) => {
+    if (views?.onMessage(worker.id, m) === true) return;
     if (isCsRequest(m)) {
       if (opts.hostTable && worker.isConnected()) worker.send(shared.handle(m));
       return;
@@ -82,7 +99,8 @@ export function runPrimary(opts: PrimaryOptions): void {
       ready.add(worker.id);
       if (!started && ready.size >= opts.workers) {
         started = true;
-        process.stdout.write(`Gatehouse is running (${opts.workers} worker processes, primary pid ${process.pid}).\n${m.lines.join('\n')}\nPress Ctrl-C to stop; SIGHUP reloads certificates, tokens, clients and the log level.\n`);
+        const opsLine = views?.ops === undefined ? '' : `\nOps: ${views.ops.url}/metrics  ${views.ops.url}/healthz  ${views.ops.url}/readyz`;
+        process.stdout.write(`Gatehouse is running (${opts.workers} worker processes, primary pid ${process.pid}).\n${m.lines.join('\n')}${opsLine}\nPress Ctrl-C to stop; SIGHUP reloads certificates, tokens, clients and the log level.\n`);
         log.info({ workers: opts.workers }, 'all workers listening');
       }
     }
@@ -90,14 +108,17 @@ export function runPrimary(opts: PrimaryOptions): void {
 
   cluster.on('exit', (worker: Worker, code: number | null, signal: string | null) => {
     table.dropWorker(worker.id);
+    views?.dropWorker(worker.id);
     const slot = slots.get(worker.id) ?? 0;
     slots.delete(worker.id);
     ready.delete(worker.id);
     if (stopping) {
       if (Object.keys(cluster.workers ?? {}).length === 0) {
         log.info('stopped');
-        log.flush(() => process.exit(0));
-        setTimeout(() => process.exit(0), 2000).unref();
+        // A worker that failed to start set the exit code: the gateway did not run.
+        const rc = typeof process.exitCode === 'number' ? process.exitCode : 0;
+        log.flush(() => process.exit(rc));
+        setTimeout(() => process.exit(rc), 2000).unref();
       }
       return;
     }
@@ -126,6 +147,7 @@ export function runPrimary(opts: PrimaryOptions): void {
     }
     stopping = true;
     log.info({ signal }, 'shutting down: every worker drains');
+    views?.closeMonitor().catch((err: unknown) => log.error({ err, code: 'CORE_INTERNAL' }, 'closing the monitor socket failed'));
     const workers = Object.values(cluster.workers ?? {});
     if (workers.length === 0) process.exit(0);
     for (const w of workers) if (w?.isConnected() === true) w.send({ gh: 'shutdown' });
@@ -137,5 +159,10 @@ export function runPrimary(opts: PrimaryOptions): void {
     for (const w of Object.values(cluster.workers ?? {})) if (w?.process.pid !== undefined) w.process.kill('SIGHUP');
   });
 
-  for (let i = 0; i < opts.workers; i++) fork(i);
+  const forkAll = () => {
+    for (let i = 0; i < opts.workers; i++) fork(i);
+  };
+  // The ops listener first (/readyz says 503 until every worker listens); one that cannot bind stops the start.
+  if (views === undefined) forkAll();
+  else views.start().then(forkAll, (err: unknown) => reportAndExit(err, 'serve'));
 }

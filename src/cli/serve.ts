@@ -64,7 +64,7 @@ export function serveCommand(): Command {
       const viaPrimary = config.cluster.redisUrl === undefined;
       if (workers > 1 && cluster.isPrimary) {
         const { runPrimary } = await import('./serve-workers.ts');
-        runPrimary({ workers, maxWaitingPerToken: config.relay.limits.maxWaitingPerToken, hostTable: viaPrimary, log: log.child({ role: 'primary' }) });
+        runPrimary({ workers, maxWaitingPerToken: config.relay.limits.maxWaitingPerToken, hostTable: viaPrimary, log: log.child({ role: 'primary' }), views: { ops: config.ops, relay: config.relay, baseDir } });
         return;
       }
       let rendezvous: GatewayDeps['rendezvous'];
@@ -93,6 +93,8 @@ export function serveCommand(): Command {
         ...(rendezvous === undefined ? {} : { rendezvous }),
         ...(forward === undefined ? {} : { forward }),
         ...(shared === undefined ? {} : { shared }),
+        // The primary serves /metrics and the monitor socket for every worker; this one answers its questions.
+        ...(isWorker ? { primary: process as import('../ops/workers.ts').PrimaryChannel } : {}),
         ...(isWorker ? { nodeIdSuffix: `-w${cluster.worker?.id ?? 0}`, workerSlot: slot ?? 0 } : {}),
       });
       let stopping = false;

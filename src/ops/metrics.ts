@@ -15,6 +15,7 @@ import type { CardApduEvent, CardCommandEvent, RelayAuthEvent, SealedRefusalEven
 import type { RelayServer } from '../relay/server.ts';
 import type { CardBridgeServer } from '../card-bridge/server.ts';
 import type { SealedApiServer } from '../sealed-api/server.ts';
+import type { ClusterView } from '../relay/cluster/presence.ts';
 
 /** What the metrics read from the running gateway at scrape time. */
 export interface MetricSources {
@@ -24,6 +25,8 @@ export interface MetricSources {
   readonly sealedApi?: Pick<SealedApiServer, 'replayEntries'> | undefined;
   /** Each enabled front end and whether it is listening and not draining. */
   readiness(): ReadonlyMap<string, boolean>;
+  /** With `[cluster] redisUrl`: every live node as published in Redis (relay/cluster/presence.ts). */
+  readonly cluster?: { view(): Promise<ClusterView> } | undefined;
 }
 
 export interface GatewayMetrics {
@@ -60,6 +63,8 @@ export function createGatewayMetrics(sources: MetricSources, options: { maxReade
     help: 'Gatehouse build information (always 1).',
     labelNames: ['version'],
     registers: [registry],
+    // Under `serve --workers` the primary merges the workers' registries (ops/workers.ts): one, not N.
+    aggregator: 'first',
     collect() {
       this.set({ version: sources.version }, 1);
     },
@@ -69,11 +74,13 @@ export function createGatewayMetrics(sources: MetricSources, options: { maxReade
     help: '1 while the front end is listening and not draining.',
     labelNames: ['front_end'],
     registers: [registry],
+    aggregator: 'min',
     collect() {
       for (const [name, ready] of sources.readiness()) this.set({ front_end: name }, ready ? 1 : 0);
     },
   });
-  const reloads = new Counter({ name: 'gatehouse_reloads_total', help: 'Configuration reloads (SIGHUP) by result.', labelNames: ['result'], registers: [registry] });
+  // A SIGHUP reloads every worker: counted once per machine, not once per worker.
+  const reloads = new Counter({ name: 'gatehouse_reloads_total', help: 'Configuration reloads (SIGHUP) by result.', labelNames: ['result'], registers: [registry], aggregator: 'max' });
 
   const subscriptions: [string, (message: unknown) => void][] = [];
   const on = (channel: string, handler: (message: unknown) => void) => {
@@ -210,6 +217,60 @@ export function createGatewayMetrics(sources: MetricSources, options: { maxReade
         },
       });
     }
+  }
+
+  const cluster = sources.cluster;
+  if (cluster !== undefined) {
+    // One Redis read per scrape for the four gauges (and none more often than every 500 ms).
+    let cached: { atMs: number; view: Promise<ClusterView | undefined> } | undefined;
+    const view = (): Promise<ClusterView | undefined> => {
+      const now = Date.now();
+      if (cached === undefined || now - cached.atMs > 500) cached = { atMs: now, view: cluster.view().catch(() => undefined) };
+      return cached.view;
+    };
+    // Every node (and every worker) reports the same cluster: merged with max, not summed.
+    new Gauge({
+      name: 'gatehouse_cluster_presence_up',
+      help: '1 when this node could read the cluster view (the nodes presence in Redis) at this scrape.',
+      registers: [registry],
+      aggregator: 'min',
+      async collect() {
+        this.set((await view()) === undefined ? 0 : 1);
+      },
+    });
+    new Gauge({
+      name: 'gatehouse_cluster_nodes',
+      help: 'Gateway nodes live in Redis (each publishes its presence every presenceIntervalMs; gone after three).',
+      registers: [registry],
+      aggregator: 'max',
+      async collect() {
+        this.set((await view())?.nodes.length ?? 0);
+      },
+    });
+    new Gauge({
+      name: 'gatehouse_cluster_node_tunnels',
+      help: 'Relay tunnels open on each live node, as it published them (label: its [cluster] nodeId).',
+      labelNames: ['node'],
+      registers: [registry],
+      aggregator: 'max',
+      async collect() {
+        const v = await view();
+        this.reset();
+        for (const n of v?.nodes ?? []) this.set({ node: n.node }, n.relay?.tunnels ?? 0);
+      },
+    });
+    new Gauge({
+      name: 'gatehouse_cluster_node_connections',
+      help: 'Relay client connections on each live node, as it published them (label: its [cluster] nodeId).',
+      labelNames: ['node'],
+      registers: [registry],
+      aggregator: 'max',
+      async collect() {
+        const v = await view();
+        this.reset();
+        for (const n of v?.nodes ?? []) this.set({ node: n.node }, n.relay?.clients ?? 0);
+      },
+    });
   }
 
   const cardBridge = sources.cardBridge;

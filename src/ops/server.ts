@@ -20,7 +20,8 @@ const KEEP_ALIVE_MS = 5000;
 
 export interface OpsDeps {
   readonly log: Logger;
-  readonly metrics: GatewayMetrics;
+  /** This process's metrics, or (the primary of `serve --workers`) every worker's summed (ops/workers.ts). */
+  readonly metrics: { readonly registry: Pick<GatewayMetrics['registry'], 'metrics' | 'contentType'>; close(): void };
   /** Each enabled front end and whether it is ready (listening, not draining). */
   readiness(): ReadonlyMap<string, boolean>;
   /** True once the gateway is draining (SIGTERM): /readyz answers 503 from then on. */
