@@ -47,22 +47,23 @@ function nodeToml(nodeId: string, cert: { certFile: string; keyFile: string }, r
   return `${listenersToml(cert)}[cluster]\nredisUrl = ${JSON.stringify(redisSocket)}\nsecret = "${SECRET}"\nnodeId = "${nodeId}"\ntunnelLeaseMs = ${LEASE_MS}\nredisCommandTimeoutMs = ${REDIS_COMMAND_MS}\nforwardListen = "127.0.0.1:0"\nforwardHandshakeMs = 1000\n[ops]\nhost = "127.0.0.1"\nport = 0\n`;
 }
 
+// Starting six processes takes 2-4 s on an idle 2-core machine; the deadline allows for a loaded one.
 before(async () => {
   dir = tempDir('gatehouse-faults-');
   const cert = selfSignedCert(dir);
   // All processes start at once (each loads the CLI through tsx: the slow part).
-  const pending: Promise<GatewayNode>[] = [startNode('workers', dir, listenersToml(cert), ['--workers', '2'], 20000)];
+  const pending: Promise<GatewayNode>[] = [startNode('workers', dir, listenersToml(cert), ['--workers', '2'], 40000)];
   if (skip === false) {
     redis = await startRedis();
     const socket = redis.socket;
-    pending.push(...['node-1', 'node-2', 'node-3'].map((id) => startNode(id, dir, nodeToml(id, cert, socket))));
+    pending.push(...['node-1', 'node-2', 'node-3'].map((id) => startNode(id, dir, nodeToml(id, cert, socket), [], 40000)));
   }
   const results = await Promise.allSettled(pending);
   for (const r of results) if (r.status === 'fulfilled') started.push(r.value);
   for (const r of results) if (r.status === 'rejected') throw r.reason;
   workers = started[0];
   [, n1, n2, n3] = started as [GatewayNode, GatewayNode, GatewayNode, GatewayNode];
-});
+}, { timeout: 45000 });
 
 after(async () => {
   destroyAllClients();
@@ -237,6 +238,11 @@ test('Redis restarted empty while clients wait: no pair across different (token,
   const w2 = await waiting(n3.url('ws'), T, { nonce: 'n2', name: 'w2', id: 2 });
   const w3 = await waiting(n1.url('wss'), T2, { name: 'w3', id: 3 });
   const waitedAt = Date.now();
+  // And a tunnel across the nodes (its lease, held by node-3, is lost with the rest).
+  const leasesBefore = new Set((await redisEntries()).map((e) => e.key));
+  const tunnel = await pairOn(n1.url('tls'), n3.url('tcp'), { token: T, nonce: 'tunnel' });
+  const tunnelKey = (await redisEntries()).find((e) => !leasesBefore.has(e.key) && e.value.startsWith('t node-3 '))?.key;
+  assert.ok(tunnelKey !== undefined, 'node-3 holds the tunnel key');
   const readyBefore = [n1, n3].map((n) => n.records().filter((r) => r.msg === 'redis rendezvous connected').length);
   await redis!.restart();
   // Each node's client reconnects by itself (one "connected" line each).
@@ -257,6 +263,16 @@ test('Redis restarted empty while clients wait: no pair across different (token,
   await y2.waitFor(`${TUNNEL_ESTABLISHED},"params":{"name":"x2"`);
   await flows({ a: x1, b: y1 }, 4096);
   await flows({ a: x2, b: y2 }, 4096);
+  // The open tunnel's node writes its lease again at its next renewal: a third client of that
+  // (token, nonce) is refused as before the restart (RELAY_TUNNEL_EXISTS: closed without an answer),
+  // not left waiting for a fourth to make a second tunnel of one key.
+  await until(async () => ((await redisEntries()).some((e) => e.key === tunnelKey) ? true : undefined), LEASE_MS + 1000, 'the lease written again');
+  const third = await rawClient(n1.url('ws'));
+  third.send(authenticate(T, { nonce: 'tunnel', name: 'third' }));
+  const how = await third.closed(3000);
+  assert.equal(third.received().toString(), '');
+  assert.deepEqual(how, { code: 1011, reason: 'Tunnel already exists for this token nonce combination.' });
+  await flows(tunnel, 4096);
   // The ones that waited before the restart: closed by their alone timeout, having seen only their answer.
   for (const [w, id] of [[w1, 1], [w2, 2], [w3, 3]] as const) {
     await w.closed(ALONE_MS + 2000);
@@ -266,7 +282,7 @@ test('Redis restarted empty while clients wait: no pair across different (token,
   // x3 (T2, another nonce) was never paired with w3 (T2, no nonce): it times out alone too.
   await x3.closed(ALONE_MS + 2000);
   assert.ok(!x3.received().toString().includes(TUNNEL_ESTABLISHED));
-  for (const [a, b] of [[x1, y1], [x2, y2]] as const) {
+  for (const [a, b] of [[x1, y1], [x2, y2], [tunnel.a, tunnel.b]] as const) {
     a.end();
     await b.closed();
   }

@@ -22,7 +22,8 @@
  * ProxyError, RELAY_RENDEZVOUS_FAILED); the client reconnects by itself. Open tunnels never touch Redis
  * except for lease renewal, so they keep flowing. A node that dies stops renewing: its waiting entries and
  * tunnel leases expire and no key stays blocked. Redis restarted empty: entries are gone, keys are still
- * per (token, nonce), so nothing pairs across keys.
+ * per (token, nonce), so nothing pairs across keys; the next renewal writes the open tunnels' leases back
+ * (a third client of a tunnel's key is refused again, as before the restart).
  */
 import { createHmac } from 'node:crypto';
 import type { Redis } from 'ioredis';
@@ -86,10 +87,16 @@ if ARGV[2] ~= '' then redis.call('ZREM', KEYS[2], ARGV[2]) end
 return 1
 `;
 
-/** Renews the leases KEYS[i] that still hold ARGV[i+1] to ARGV[1] ms. */
+/**
+ * Renews the leases KEYS[i] that still hold ARGV[i+1] to ARGV[1] ms, and writes back a lease whose key is
+ * gone (Redis restarted empty, or away longer than a lease): the tunnel is still open, so its key stays
+ * taken. A key someone else holds by now (a party waiting there) is left alone.
+ */
 const RENEW = `
 for i, k in ipairs(KEYS) do
-  if redis.call('GET', k) == ARGV[i + 1] then redis.call('PEXPIRE', k, ARGV[1]) end
+  local v = redis.call('GET', k)
+  if v == ARGV[i + 1] then redis.call('PEXPIRE', k, ARGV[1])
+  elseif not v then redis.call('SET', k, ARGV[i + 1], 'PX', ARGV[1]) end
 end
 return 1
 `;
