@@ -24,7 +24,7 @@ export interface GatewayNode {
   waitForRecord(pred: (r: Record<string, unknown>) => boolean, ms?: number, count?: number): Promise<Record<string, unknown>>;
   /** SIGKILL (a crash: nothing is drained, nothing is released) and wait for the exit. */
   crash(): Promise<void>;
-  /** SIGKILL if still running (cleanup). */
+  /** SIGTERM if still running (a `--workers` primary stops its workers and removes its socket dir), SIGKILL after 5 s. */
   stop(): Promise<void>;
 }
 
@@ -96,8 +96,13 @@ export async function startNode(name: string, dir: string, toml: string, extraAr
     },
     async stop() {
       if (exited()) return;
-      proc.child.kill('SIGKILL');
-      await proc.exited(5000).catch(() => undefined);
+      proc.child.kill('SIGTERM');
+      try {
+        await proc.exited(5000);
+      } catch {
+        proc.child.kill('SIGKILL');
+        await proc.exited(5000).catch(() => undefined);
+      }
     },
   };
 }
