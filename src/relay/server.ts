@@ -36,6 +36,7 @@ import { loadSplice, describePipeBudget } from './splice.ts';
 import { createTunnelProxy, type TunnelProxy } from './tunnel-proxy/service.ts';
 import { ForwardListener, forwardConnect, forwardLinkKind, type ClaimVerdict, type ForwardClaim, type ForwardSetup, type PartyInfo } from './cluster/forward.ts';
 import { RemoteParty } from './cluster/remote-party.ts';
+import type { TpDirectory } from './cluster/tp-directory.ts';
 import { sameUuid } from './uuid.ts';
 
 export interface RelayDeps {
@@ -50,6 +51,8 @@ export interface RelayDeps {
   readonly forward?: ForwardSetup;
   /** The cluster's shared state: the failed-auth back-off counts across nodes and workers (core/backoff.ts). */
   readonly shared?: import('../core/cluster/shared-state.ts').SharedState;
+  /** The tunnel-proxy mode's shared directory of servers (with `forward`: the mode spans nodes). */
+  readonly tpDirectory?: TpDirectory;
 }
 
 /** A bound listener, for logs and the "how to connect" banner. */
@@ -106,7 +109,8 @@ export function createRelayServer(config: RelayConfig, deps: RelayDeps): RelaySe
   const tunnels = new Set<Tunnel>();
   const bound: BoundListener[] = [];
   const tpBound: BoundListener[] = [];
-  const tunnelProxy = config.tunnelProxy.enabled ? createTunnelProxy(config, { log }) : undefined;
+  const tpCluster = deps.tpDirectory !== undefined && deps.forward !== undefined ? { directory: deps.tpDirectory, forward: deps.forward, address: () => forwardAddress } : undefined;
+  const tunnelProxy = config.tunnelProxy.enabled ? createTunnelProxy(config, { log, cluster: tpCluster }) : undefined;
   const servers: { server: NetServer | HttpServer; wss?: WebSocketServer }[] = [];
   /** Listeners that terminate TLS (tls, wss), for certificate reloads. */
   const tlsServers: import('node:tls').Server[] = [];
@@ -211,6 +215,7 @@ export function createRelayServer(config: RelayConfig, deps: RelayDeps): RelaySe
     };
   }
   forwardClaims.set('rv', claimWaiting);
+  if (tunnelProxy !== undefined) forwardClaims.set('tp', (claim) => tunnelProxy.claimForward(claim));
 
   /** Admits a connection or refuses it with the limit's own error; returns the release function. */
   function admit(remote: string): (() => void) | GatewayError {

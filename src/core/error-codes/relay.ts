@@ -231,6 +231,11 @@ export const relayErrors = {
     jsonRpcText: 'Too many clients for this server.',
     close: closeWith('Too many clients for this server.'),
   },
+  RELAY_TP_DIRECTORY_FAILED: {
+    summary: "Tunnel proxy across nodes: the shared directory of servers (Redis, or the primary process for `serve --workers`) could not be asked. A RegisterServer is answered TunnelProxyErrorInternalServerError and closed; a RegisterClient for a server that is not on this node is answered TunnelProxyErrorServerNotFound and closed, as for an unknown server.",
+    httpStatus: 503,
+    close: closeWith('Internal server error.'),
+  },
   RELAY_TOKEN_FILE_TOO_LARGE: {
     summary: "The static authenticator's token file is larger than 8 MiB.",
     httpStatus: 500,

@@ -8,6 +8,13 @@
  * Every error answers as nymea 1.13 does (`tunnelProxyError` values in a success response, or the
  * JSON-RPC error texts of the legacy relay) and, where nymea closes, closes with its reason. A bug in
  * any handler closes this connection with CORE_INTERNAL (FaultBoundary) and nothing else.
+ *
+ * In a cluster (`ctx.cluster`, tunnel-proxy/cluster.ts) two registrations wait for it: RegisterServer
+ * claims the uuid in the shared directory first, and RegisterClient for a server on another node is
+ * answered once that node accepted the client (the client then gets a RemoteClientLeg). While one waits,
+ * the uuid counts as taken here, the link is paused and what still arrives is held (at most
+ * `tunnelBufferBytes`) for the new role's data path, as bytes that follow a registration are; the inactive
+ * timer keeps running, so the wait is bounded.
  */
 import { randomUUID } from 'node:crypto';
 import { isUtf8 } from 'node:buffer';
@@ -15,7 +22,9 @@ import type { Logger } from '../../core/log.ts';
 import { errorSpec, type ErrorCode } from '../../core/errors.ts';
 import { FaultBoundary } from '../../core/fault.ts';
 import type { TunnelProxyConfig } from '../config.ts';
-import { WsLink, type Link } from '../links.ts';
+import { StreamLink, WsLink, type Link } from '../links.ts';
+import { asError } from '../../core/fault.ts';
+import type { PartyInfo } from '../cluster/forward.ts';
 import { MessageSplitter } from '../protocol/framing.ts';
 import { errorResponse, successResponse } from '../protocol/jsonrpc.ts';
 import { CONTROL_ADDRESS, encodeFrame } from '../protocol/slip.ts';
@@ -23,6 +32,8 @@ import { decodeTunnelProxyRequest, tunnelProxyIntrospect, type TunnelProxyError,
 import type { Registry } from './registry.ts';
 import { ServerLeg } from './server-leg.ts';
 import { ClientLeg } from './client-leg.ts';
+import { RemoteClientLeg } from './remote-client-leg.ts';
+import type { TpCluster } from './cluster.ts';
 
 /** What a tunnel-proxy connection needs from its service. */
 export interface TpContext {
@@ -36,6 +47,8 @@ export interface TpContext {
   readonly registry: Registry;
   /** The link is gone: drop the connection and release its admission slot. */
   forget(conn: TpConnection): void;
+  /** Present when servers and clients may sit on different nodes. */
+  readonly cluster?: TpCluster | undefined;
 }
 
 export type TpRole = 'none' | 'server' | 'client' | 'closed';
@@ -52,7 +65,7 @@ export class TpConnection {
   }
   role: TpRole = 'none';
   /** Set once registered. */
-  leg: ServerLeg | ClientLeg | undefined;
+  leg: ServerLeg | ClientLeg | RemoteClientLeg | undefined;
   /** Bytes received from / sent to this connection (JSON included). */
   rxBytes = 0;
   txBytes = 0;
@@ -64,12 +77,20 @@ export class TpConnection {
   /** After RegisterServer: every JSON line goes out as a SLIP frame on address 0. */
   #slip = false;
   #log: Logger | undefined;
+  /** A registration waits for the cluster: input is held until it is decided. */
+  #busy = false;
+  #held: { chunk: Buffer; binary: boolean }[] = [];
+  #heldBytes = 0;
+  #heldEnd = false;
 
   constructor(
     readonly link: Link,
     ctx: TpContext,
+    /** The monitor id, when another node made it (a forwarded client shows its own node's id). */
+    connectionId?: string,
   ) {
     this.#ctx = ctx;
+    this.#connectionId = connectionId;
     this.#splitter = new MessageSplitter(ctx.maxMessageBytes);
     this.boundary = new FaultBoundary(
       () => this.log,
@@ -118,6 +139,14 @@ export class TpConnection {
     this.link.finish(spec.close);
   }
 
+  /** Closes with a close decided on another node (a forwarded client's server node): `close` as it sent it. */
+  finishWith(close: { code: number; reason: string } | undefined, why: string): void {
+    if (this.role === 'closed') return;
+    this.log.debug({ role: this.role, close }, why);
+    this.#leave();
+    this.link.finish(close);
+  }
+
   /** Drops the link at once (a client that stopped reading: its unread data is worthless). */
   drop(code: ErrorCode): void {
     if (this.role === 'closed') return;
@@ -135,6 +164,12 @@ export class TpConnection {
   #leave(): void {
     if (this.role === 'closed') return;
     this.#clearTimer();
+    if (this.#busy) {
+      // Paused while a registration waited: the close handshake (WebSocket) must be read.
+      this.#busy = false;
+      this.#held = [];
+      this.link.resume();
+    }
     const leg = this.leg;
     this.role = 'closed';
     leg?.gone();
@@ -146,6 +181,11 @@ export class TpConnection {
   }
 
   #onEnd(): void {
+    // A registration is waiting: the end belongs to the role it gets.
+    if (this.#busy) {
+      this.#heldEnd = true;
+      return;
+    }
     // Before registration a peer that stops sending has left.
     if (this.role === 'none') {
       this.#leave();
@@ -155,6 +195,7 @@ export class TpConnection {
 
   #onData(chunk: Buffer, binary: boolean): void {
     if (this.role !== 'none') return;
+    if (this.#busy) return this.#hold(chunk, binary);
     this.rxBytes += chunk.length;
     if (binary) return this.fail('RELAY_BINARY_NOT_EXPECTED');
     if ((this.link.kind === 'ws' || this.link.kind === 'wss') && !isUtf8(chunk)) return this.fail('RELAY_WS_INVALID_UTF8');
@@ -167,7 +208,7 @@ export class TpConnection {
       return this.fail('RELAY_MESSAGE_TOO_LARGE');
     }
     for (const message of messages) {
-      if (this.role !== 'none') break;
+      if (this.role !== 'none' || this.#busy) break;
       this.#handle(message);
     }
     // Bytes that followed a registration in the same read belong to the new role's data path.
@@ -228,13 +269,46 @@ export class TpConnection {
   #registerServer(id: number, name: string, uuid: string | null): void {
     const reply = (error: TunnelProxyError) => ({ slipEnabled: error === 'TunnelProxyErrorNoError', tunnelProxyError: error });
     if (uuid === null) return this.sendJson(successResponse(id, reply('TunnelProxyErrorInvalidUuid')));
-    const { registry, config } = this.#ctx;
+    const { registry, config, cluster } = this.#ctx;
     const allow = config.allowServerUuids;
     if (allow.length > 0 && !allow.includes(uuid)) return this.answerAndClose(id, reply('TunnelProxyErrorForbiddenCall'), 'RELAY_TP_SERVER_NOT_ALLOWED');
-    if (registry.servers.has(uuid)) return this.answerAndClose(id, reply('TunnelProxyErrorAlreadyRegistered'), 'RELAY_TP_ALREADY_REGISTERED');
-    if (registry.clients.has(uuid)) return this.answerAndClose(id, reply('TunnelProxyErrorAlreadyRegistered'), 'RELAY_TP_UUID_CROSS_REGISTRATION');
-    if (registry.servers.size >= config.limits.maxServers) return this.fail('RELAY_TP_LIMIT_SERVERS', { id });
+    if (registry.hasServer(uuid)) return this.answerAndClose(id, reply('TunnelProxyErrorAlreadyRegistered'), 'RELAY_TP_ALREADY_REGISTERED');
+    if (registry.hasClient(uuid)) return this.answerAndClose(id, reply('TunnelProxyErrorAlreadyRegistered'), 'RELAY_TP_UUID_CROSS_REGISTRATION');
+    if (registry.servers.size + registry.pendingServers.size >= config.limits.maxServers) return this.fail('RELAY_TP_LIMIT_SERVERS', { id });
     if (registry.serversFrom(this.link.remoteAddress) >= config.limits.maxServersPerIp) return this.fail('RELAY_TP_LIMIT_SERVERS_PER_IP', { id });
+    if (cluster === undefined) return this.#becomeServer(id, name, uuid);
+    // The uuid must be this node's in the whole cluster before the server hears NoError.
+    registry.pendingServers.add(uuid);
+    this.#beginWait();
+    cluster.registerServer(uuid).then(
+      (r) => {
+        registry.pendingServers.delete(uuid);
+        if (this.role === 'closed' || this.boundary.tripped) {
+          if (r.ok) cluster.serverGone(uuid);
+          return;
+        }
+        this.boundary.run(() => {
+          if (!r.ok) {
+            this.log.info({ code: 'RELAY_TP_ALREADY_REGISTERED', node: r.node }, 'tunnel-proxy server uuid registered on another node');
+            return this.answerAndClose(id, reply('TunnelProxyErrorAlreadyRegistered'), 'RELAY_TP_ALREADY_REGISTERED');
+          }
+          this.#becomeServer(id, name, uuid);
+          this.#endWait();
+        });
+      },
+      (err: unknown) => {
+        registry.pendingServers.delete(uuid);
+        this.boundary.run(() => {
+          if (this.role === 'closed') return;
+          this.log.warn({ code: 'RELAY_TP_DIRECTORY_FAILED', err: asError(err).message }, 'tunnel-proxy server refused: the shared directory cannot be asked');
+          this.answerAndClose(id, reply('TunnelProxyErrorInternalServerError'), 'RELAY_TP_DIRECTORY_FAILED');
+        });
+      },
+    );
+  }
+
+  #becomeServer(id: number, name: string, uuid: string): void {
+    const reply = (error: TunnelProxyError) => ({ slipEnabled: error === 'TunnelProxyErrorNoError', tunnelProxyError: error });
     this.#clearTimer();
     // The answer is the last plain JSON on this link; everything after it is SLIP, in both directions.
     this.sendJson(successResponse(id, reply('TunnelProxyErrorNoError')));
@@ -244,18 +318,21 @@ export class TpConnection {
     if (this.link instanceof WsLink) this.link.sendBinaryOnly();
     const leg = new ServerLeg(this, uuid, name, this.#ctx);
     this.leg = leg;
-    registry.addServer(leg);
+    this.#ctx.registry.addServer(leg);
     this.log.info({ serverUuid: uuid, serverName: name }, 'tunnel-proxy server registered');
   }
 
   #registerClient(id: number, name: string, clientUuid: string | null, serverUuid: string | null): void {
     const reply = (error: TunnelProxyError) => ({ tunnelProxyError: error });
     if (serverUuid === null || clientUuid === null) return this.sendJson(successResponse(id, reply('TunnelProxyErrorInvalidUuid')));
-    const { registry, config } = this.#ctx;
-    if (registry.clients.has(clientUuid)) return this.answerAndClose(id, reply('TunnelProxyErrorAlreadyRegistered'), 'RELAY_TP_ALREADY_REGISTERED');
-    if (registry.servers.has(clientUuid)) return this.answerAndClose(id, reply('TunnelProxyErrorAlreadyRegistered'), 'RELAY_TP_UUID_CROSS_REGISTRATION');
+    const { registry, config, cluster } = this.#ctx;
+    if (registry.hasClient(clientUuid)) return this.answerAndClose(id, reply('TunnelProxyErrorAlreadyRegistered'), 'RELAY_TP_ALREADY_REGISTERED');
+    if (registry.hasServer(clientUuid)) return this.answerAndClose(id, reply('TunnelProxyErrorAlreadyRegistered'), 'RELAY_TP_UUID_CROSS_REGISTRATION');
     const server = registry.servers.get(serverUuid);
-    if (server === undefined) return this.answerAndClose(id, reply('TunnelProxyErrorServerNotFound'), 'RELAY_TP_SERVER_NOT_FOUND');
+    if (server === undefined) {
+      if (cluster !== undefined && !registry.pendingServers.has(serverUuid)) return this.#forwardClient(id, name, clientUuid, serverUuid, cluster);
+      return this.answerAndClose(id, reply('TunnelProxyErrorServerNotFound'), 'RELAY_TP_SERVER_NOT_FOUND');
+    }
     if (server.clientCount >= config.limits.maxClientsPerServer) return this.fail('RELAY_TP_LIMIT_CLIENTS_PER_SERVER', { id });
     this.#clearTimer();
     this.role = 'client';
@@ -267,6 +344,110 @@ export class TpConnection {
     server.addClient(leg);
     this.sendJson(successResponse(id, reply('TunnelProxyErrorNoError')));
     leg.start();
+  }
+
+  /**
+   * A client of a server on another node: claim it there (its node sends the server ClientConnected as it
+   * accepts), then answer the client here and relay it ↔ the forward stream. A refusal there is answered
+   * as the same refusal here would be.
+   */
+  #forwardClient(id: number, name: string, clientUuid: string, serverUuid: string, cluster: TpCluster): void {
+    const { registry } = this.#ctx;
+    registry.pendingClients.add(clientUuid);
+    this.#beginWait();
+    const party: PartyInfo = { name, uuid: clientUuid, connectionId: this.connectionId, remote: this.peerAddress, user: this.link.kind, node: cluster.node };
+    cluster.connectClient(serverUuid, party).then(
+      (r) => {
+        registry.pendingClients.delete(clientUuid);
+        if (this.role === 'closed' || this.boundary.tripped) {
+          if (r.ok) r.socket.destroy();
+          return;
+        }
+        this.boundary.run(() => {
+          if (!r.ok) return this.#refuseClient(id, r.code);
+          const stream = new StreamLink(r.streamKind, r.socket, this.#ctx.tunnelBufferBytes, this.#ctx.closeFlushMs);
+          this.#clearTimer();
+          this.role = 'client';
+          this.#raiseMessageLimit();
+          const leg = new RemoteClientLeg(this, clientUuid, name, r.server, stream, this.#ctx);
+          this.leg = leg;
+          registry.addClient(leg);
+          this.sendJson(successResponse(id, { tunnelProxyError: 'TunnelProxyErrorNoError' }));
+          leg.start();
+          this.#endWait();
+        });
+        if (r.ok && this.role !== 'client') r.socket.destroy();
+      },
+      (err: unknown) => {
+        registry.pendingClients.delete(clientUuid);
+        this.boundary.run(() => {
+          if (this.role === 'closed') return;
+          this.log.error({ err: asError(err), code: 'CORE_INTERNAL' }, 'forwarding a tunnel-proxy client failed');
+          this.#refuseClient(id, 'RELAY_TP_SERVER_NOT_FOUND');
+        });
+      },
+    );
+  }
+
+  #refuseClient(id: number, code: ErrorCode): void {
+    switch (code) {
+      case 'RELAY_TP_ALREADY_REGISTERED':
+      case 'RELAY_TP_UUID_CROSS_REGISTRATION':
+        return this.answerAndClose(id, { tunnelProxyError: 'TunnelProxyErrorAlreadyRegistered' }, code);
+      case 'RELAY_TP_LIMIT_CLIENTS_PER_SERVER':
+        return this.fail(code, { id });
+      default:
+        return this.answerAndClose(id, { tunnelProxyError: 'TunnelProxyErrorServerNotFound' }, 'RELAY_TP_SERVER_NOT_FOUND');
+    }
+  }
+
+  /**
+   * Registers a client that connected to another node as a client of `server` here (the far end of a
+   * forwarded client: its link is the forward stream, cluster/tp-forward.ts). Its own node answers it.
+   */
+  adoptRemoteClient(clientUuid: string, name: string, server: ServerLeg): void {
+    this.#clearTimer();
+    this.#splitter = undefined;
+    this.role = 'client';
+    const leg = new ClientLeg(this, clientUuid, name, server, this.#ctx);
+    this.leg = leg;
+    this.#ctx.registry.addClient(leg);
+    // The forward handshake left the stream paused; the server may pause it again for backpressure.
+    this.link.resume();
+    server.addClient(leg);
+    leg.start();
+  }
+
+  #beginWait(): void {
+    this.#busy = true;
+    this.link.pause();
+  }
+
+  #hold(chunk: Buffer, binary: boolean): void {
+    this.#heldBytes += chunk.length;
+    if (this.#heldBytes > this.#ctx.tunnelBufferBytes) {
+      this.#held = [];
+      return this.fail('RELAY_MESSAGE_TOO_LARGE');
+    }
+    this.#held.push({ chunk, binary });
+  }
+
+  /** The registration is done (role server or client): what arrived meanwhile goes to the new role. */
+  #endWait(): void {
+    this.#busy = false;
+    const rest = this.#splitter?.drain();
+    this.#splitter = undefined;
+    const held = this.#held;
+    this.#held = [];
+    this.#heldBytes = 0;
+    this.link.resume();
+    const h = this.link.handlers;
+    if (rest !== undefined && rest.length > 0) h.data(rest, false);
+    for (const x of held) {
+      if (this.role === 'closed') return;
+      h.data(x.chunk, x.binary);
+    }
+    if (this.#heldEnd && this.role !== 'closed') h.end();
   }
 
   /** Once registered, WebSocket messages may be as large as the relay's tunnel buffer. */

@@ -7,12 +7,16 @@
  */
 import type { ServerLeg } from './server-leg.ts';
 import type { ClientLeg } from './client-leg.ts';
+import type { RemoteClientLeg } from './remote-client-leg.ts';
 
 export class Registry {
   /** Registered server connections by server uuid. */
   readonly servers = new Map<string, ServerLeg>();
-  /** Registered client connections by client uuid. */
-  readonly clients = new Map<string, ClientLeg>();
+  /** Registered client connections by client uuid (a RemoteClientLeg: its server is on another node). */
+  readonly clients = new Map<string, ClientLeg | RemoteClientLeg>();
+  /** Uuids whose registration waits for the cluster (directory, forward claim): taken all the same. */
+  readonly pendingServers = new Set<string>();
+  readonly pendingClients = new Set<string>();
   readonly #serversPerIp = new Map<string, number>();
   /** Since start: connections accepted, servers and clients registered, bytes relayed (both directions). */
   readonly totals = { connections: 0, servers: 0, clients: 0, traffic: 0 };
@@ -41,12 +45,22 @@ export class Registry {
     else this.#serversPerIp.set(leg.remoteAddress, left);
   }
 
-  addClient(leg: ClientLeg): void {
+  /** True when `uuid` is a server here, registered or registering. */
+  hasServer(uuid: string): boolean {
+    return this.servers.has(uuid) || this.pendingServers.has(uuid);
+  }
+
+  /** True when `uuid` is a client here, registered or registering. */
+  hasClient(uuid: string): boolean {
+    return this.clients.has(uuid) || this.pendingClients.has(uuid);
+  }
+
+  addClient(leg: ClientLeg | RemoteClientLeg): void {
     this.clients.set(leg.uuid, leg);
     this.totals.clients++;
   }
 
-  removeClient(leg: ClientLeg): void {
+  removeClient(leg: ClientLeg | RemoteClientLeg): void {
     if (this.clients.get(leg.uuid) === leg) this.clients.delete(leg.uuid);
   }
 }

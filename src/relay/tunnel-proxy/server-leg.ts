@@ -252,6 +252,7 @@ export class ServerLeg {
     this.#gone = true;
     if (this.#idleTimer !== undefined) clearTimeout(this.#idleTimer);
     this.ctx.registry.removeServer(this);
+    this.ctx.cluster?.serverGone(this.uuid);
     const clients = [...this.#clients.values()];
     this.#clients.clear();
     for (const c of clients) c.serverGone();
