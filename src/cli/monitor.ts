@@ -1,6 +1,9 @@
 /**
  * `gatehouse monitor`: shows the relay's monitor socket live in the terminal (clients, tunnels,
- * throughput), or prints one compact JSON document with `--json` (scripts).
+ * throughput), or prints one compact JSON document with `--json` (scripts). Under `serve --workers` the
+ * socket is the primary's and shows every worker.
+ * `gatehouse monitor --cluster` reads `[cluster]` from the config instead and shows every live node in
+ * Redis (relay/cluster/presence.ts) with its tunnels, live or once with `--json`.
  * The live view uses the terminal's alternate screen and fits its width and height; `q` quits. Tunnel rows
  * name both clients (and their users) with bytes and rate; the header shows the Gatehouse version (this installation's). When
  * the gateway stops, the view says so and reconnects by itself once it is back.
@@ -12,6 +15,8 @@ import { defaultConfig, loadGatewayConfig } from '../config.ts';
 import { dirname } from 'node:path';
 import { EXIT } from './exit.ts';
 import { gatehouseVersion } from '../core/version.ts';
+import { silentLogger } from '../core/log.ts';
+import type { ClusterView, NodePresence } from '../relay/cluster/presence.ts';
 
 /** Parses one monitor line; a socket that is not the monitor gets a message and exit 69, not a stack. */
 /**
@@ -179,21 +184,109 @@ async function socketPath(opts: { socket?: string; config?: string }): Promise<s
   return resolve(base, config.relay.monitor.path);
 }
 
+/** Uptime as `3d4h`, `2h5m`, `4m10s` or `12s`. */
+function formatAge(seconds: number): string {
+  const s = Math.max(0, Math.round(seconds));
+  if (s >= 86400) return `${Math.floor(s / 86400)}d${Math.floor((s % 86400) / 3600)}h`;
+  if (s >= 3600) return `${Math.floor(s / 3600)}h${Math.floor((s % 3600) / 60)}m`;
+  if (s >= 60) return `${Math.floor(s / 60)}m${s % 60}s`;
+  return `${s}s`;
+}
+
+/**
+ * Renders the cluster view (every live node, then every node's tunnels) for a terminal of `columns` ×
+ * `rows`; rows past the height are summarised.
+ */
+export function renderClusterView(view: ClusterView, nowMs = Date.now(), opts: { columns?: number; rows?: number; version?: string } = {}): string {
+  const width = Math.max(40, opts.columns ?? 120);
+  const height = Math.max(8, opts.rows ?? 1000);
+  const relays = view.nodes.map((n) => n.relay).filter((r) => r !== null);
+  const sum = (f: (r: NonNullable<NodePresence['relay']>) => number) => relays.reduce((n, r) => n + f(r), 0);
+  const head = [
+    `Gatehouse ${opts.version ?? gatehouseVersion()} cluster   nodes ${view.nodes.length}   clients ${sum((r) => r.clients)}   waiting ${sum((r) => r.waiting)}   tunnels ${sum((r) => r.tunnels)}   total ${formatBytes(sum((r) => r.totalTraffic))} in ${sum((r) => r.totalTunnels)} tunnels${view.unreadable > 0 ? `   (${view.unreadable} unreadable)` : ''}   (q quits)`,
+    '',
+  ];
+  const rows: string[] = [`${col('NODE', 26)}${col('VERSION', 9)}${col('UP', 8)}${col('CLIENTS', 8)}${col('WAITING', 8)}${col('TUNNELS', 8)}${col('TCP/TLS/WS/WSS/UNIX', 20)}FORWARD`];
+  for (const n of view.nodes) {
+    const r = n.relay;
+    const c = r?.connections ?? {};
+    const per = ['tcp', 'tls', 'ws', 'wss', 'unix'].map((k) => String(Object.hasOwn(c, k) ? (c[k] ?? 0) : 0)).join('/');
+    rows.push(`${col(n.node, 26)}${col(n.version, 9)}${col(formatAge((nowMs - n.startedAt) / 1000), 8)}${col(r === null ? '-' : String(r.clients), 8)}${col(r === null ? '-' : String(r.waiting), 8)}${col(r === null ? '-' : String(r.tunnels), 8)}${col(r === null ? 'no relay' : per, 20)}${n.forward ?? ''}`);
+  }
+  const tunnelRows: string[] = [];
+  for (const n of view.nodes) {
+    for (const t of n.relay?.tunnelList ?? []) {
+      const name = (p: { id: string; name: string; userName: string }) => `${p.name || p.id.slice(1, 9)}${p.userName === '' ? '' : ` (${p.userName})`}`;
+      tunnelRows.push(`${col(n.node, 26)}${col(name(t.one), 22)}${col(name(t.two), 22)}${col(formatBytes(t.bytes), 11)}${formatAge(nowMs / 1000 - t.timestamp)}`);
+    }
+    if ((n.relay?.tunnelsNotListed ?? 0) > 0) tunnelRows.push(`${col(n.node, 26)}… ${n.relay?.tunnelsNotListed ?? 0} more tunnels not published`);
+  }
+  if (tunnelRows.length > 0) rows.push('', `${col('TUNNELS ON', 26)}${col('ONE', 22)}${col('TWO', 22)}${col('BYTES', 11)}UP`, ...tunnelRows);
+  const room = height - head.length;
+  const shown = rows.length <= room ? rows : [...rows.slice(0, room - 1), `… ${rows.length - room + 1} more rows (enlarge the terminal, or use --json)`];
+  return [...head, ...shown].map((l) => fit(l, width)).join('\n');
+}
+
+interface ClusterSource {
+  readonly redisUrl: string;
+  readonly keyPrefix: string;
+  readonly commandTimeoutMs: number;
+}
+
+async function clusterSource(opts: { config?: string }): Promise<ClusterSource> {
+  const config = opts.config === undefined ? defaultConfig() : await loadGatewayConfig(opts.config);
+  const c = config.cluster;
+  if (!c.enabled || c.redisUrl === undefined) {
+    process.stderr.write(`gatehouse monitor: --cluster reads the nodes from Redis, and ${opts.config ?? 'the embedded defaults'} has no [cluster] redisUrl (give --config FILE). Workers of one machine without Redis: \`gatehouse monitor\` already shows every worker.\n`);
+    process.exit(opts.config === undefined ? EXIT.usage : EXIT.config);
+  }
+  return { redisUrl: c.redisUrl, keyPrefix: c.keyPrefix, commandTimeoutMs: c.redisCommandTimeoutMs };
+}
+
+/** A connected Redis client for reading the view, or a message and exit 69. */
+async function clusterRedis(src: ClusterSource, persistent: boolean) {
+  const { createRedisClient, describeRedisUrl } = await import('../core/redis.ts');
+  const redis = createRedisClient({ redisUrl: src.redisUrl, commandTimeoutMs: src.commandTimeoutMs, log: silentLogger(), errorCode: 'RELAY_PRESENCE_FAILED', errorMessage: 'redis unreachable' });
+  try {
+    await redis.connect();
+  } catch (err) {
+    if (!persistent) {
+      redis.disconnect();
+      process.stderr.write(`gatehouse monitor: cannot reach redis at ${describeRedisUrl(src.redisUrl)}: ${(err as Error).message.replace(/\/\/[^@/]*@/g, '//***@')}\n`);
+      process.exit(EXIT.unavailable);
+    }
+  }
+  return { redis, where: describeRedisUrl(src.redisUrl) };
+}
+
+/** `monitor --cluster --json`: one JSON document `{nodes, unreadable}`. */
+async function clusterOnce(src: ClusterSource): Promise<void> {
+  const { readClusterView } = await import('../relay/cluster/presence.ts');
+  const { redis, where } = await clusterRedis(src, false);
+  let view: ClusterView;
+  try {
+    view = await readClusterView(redis, src.keyPrefix);
+  } catch (err) {
+    redis.disconnect();
+    process.stderr.write(`gatehouse monitor: cannot read the cluster view from redis at ${where}: ${(err as Error).message}\n`);
+    process.exit(EXIT.unavailable);
+  }
+  redis.disconnect();
+  process.stdout.write(`${JSON.stringify(view)}\n`);
+}
+
 /** Alternate screen on, cursor hidden / both restored. */
 const ENTER_SCREEN = '\x1b[?1049h\x1b[?25l';
 const LEAVE_SCREEN = '\x1b[?25h\x1b[?1049l';
 const RECONNECT_MS = 1000;
 
-/** The live view: alternate screen on a terminal, `q` (or Ctrl-C) quits, reconnects when the gateway restarts. */
-function live(path: string): void {
+/** Enters the alternate screen (on a terminal) and arranges for `q`, Ctrl-C and signals to quit cleanly. */
+function liveScreen(onQuit: () => void): (text: string) => void {
   const tty = process.stdout.isTTY;
-  let history: MonitorHistory | undefined;
-  let current: Socket | undefined;
-  let timer: NodeJS.Timeout | undefined;
   const quit = () => {
     if (tty) process.stdout.write(LEAVE_SCREEN);
     if (process.stdin.isTTY) process.stdin.setRawMode(false);
-    current?.destroy();
+    onQuit();
     process.exit(0);
   };
   if (tty) process.stdout.write(ENTER_SCREEN);
@@ -206,7 +299,35 @@ function live(path: string): void {
   }
   process.on('SIGINT', quit);
   process.on('SIGTERM', quit);
-  const show = (text: string) => process.stdout.write(`\x1b[2J\x1b[H${text}\n`);
+  return (text: string) => process.stdout.write(`\x1b[2J\x1b[H${text}\n`);
+}
+
+/** `monitor --cluster`, live: every live node from Redis, once a second; Redis away is said, not fatal. */
+async function clusterLive(src: ClusterSource): Promise<void> {
+  const { readClusterView } = await import('../relay/cluster/presence.ts');
+  const { redis, where } = await clusterRedis(src, true);
+  const show = liveScreen(() => redis.disconnect());
+  let reading = false;
+  const tick = () => {
+    if (reading) return;
+    reading = true;
+    readClusterView(redis, src.keyPrefix)
+      .then(
+        (view) => show(renderClusterView(view, Date.now(), { columns: process.stdout.columns ?? 120, rows: process.stdout.rows ?? 1000 })),
+        (err: unknown) => show(`cannot read the cluster view from redis at ${where}: ${(err as Error).message}; retrying every ${RECONNECT_MS / 1000} s… (q quits)`),
+      )
+      .finally(() => (reading = false));
+  };
+  tick();
+  setInterval(tick, RECONNECT_MS);
+}
+
+/** The live view: alternate screen on a terminal, `q` (or Ctrl-C) quits, reconnects when the gateway restarts. */
+function live(path: string): void {
+  let history: MonitorHistory | undefined;
+  let current: Socket | undefined;
+  let timer: NodeJS.Timeout | undefined;
+  const show = liveScreen(() => current?.destroy());
   const connectOnce = () => {
     const socket = connect({ path });
     current = socket;
@@ -250,7 +371,16 @@ export function monitorCommand(): Command {
     .option('-s, --socket <path>', 'monitor socket path (default: from the config)')
     .option('-c, --config <file>', 'config file to take the socket path from')
     .option('--json', 'print one JSON document and exit')
-    .action(async (opts: { socket?: string; config?: string; json?: boolean }) => {
+    .option('--cluster', "every live node of the cluster and its tunnels, from the Redis in the config's [cluster] (not the socket)")
+    .action(async (opts: { socket?: string; config?: string; json?: boolean; cluster?: boolean }) => {
+      if (opts.cluster === true) {
+        if (opts.socket !== undefined) {
+          process.stderr.write('gatehouse monitor: --cluster reads Redis (from --config), not a socket: drop --socket\n');
+          process.exit(EXIT.usage);
+        }
+        const src = await clusterSource(opts);
+        return opts.json === true ? clusterOnce(src) : clusterLive(src);
+      }
       const path = await socketPath(opts);
       if (opts.json !== true) return live(path);
       const socket = connect({ path });
