@@ -52,7 +52,7 @@ async function refused(relay: StartedRelay, kind: 'tcp' | 'ws'): Promise<void> {
 }
 
 test('failures spread over two nodes trip the limit on both; one past the limit is refused with RELAY_LIMIT_AUTH_BACKOFF', { skip, timeout: 10000 }, async () => {
-  const limits = { limits: { maxAuthFailuresPerIp: 4, authFailureWindowMs: 1500 } };
+  const limits = { limits: { maxAuthFailuresPerIp: 4, authFailureWindowMs: 1000 } };
   const logs = [captureLog(), captureLog()];
   const a = await startRelay(limits, { shared: sharedState('node-a', logs[0]!.log), log: logs[0]!.log });
   const b = await startRelay(limits, { shared: sharedState('node-b', logs[1]!.log), log: logs[1]!.log });
@@ -84,7 +84,7 @@ test('failures spread over two nodes trip the limit on both; one past the limit 
     assert.ok(!members.some((m) => m.includes('127.0.0.1')));
   }
   // After the window both nodes let the address in again.
-  await new Promise((r) => setTimeout(r, 1600));
+  await new Promise((r) => setTimeout(r, 1100));
   for (const node of [a, b]) {
     const later = await rawClient(node.url('tcp'));
     later.send(authenticate('good-token'));
