@@ -9,7 +9,8 @@
  *      pairing across nodes works again by itself;
  *   3. Redis restarted empty while clients wait: nothing pairs across different (token, nonce), every
  *      waiting client either pairs with the right partner or runs into its alone timeout;
- *   4. a worker of `serve --workers 2` SIGKILLed: the forwarded tunnels it carried close, the primary
+ *   4. a worker of `serve --workers 2` SIGKILLed: the forwarded tunnels it carried close, tunnels of the
+ *      other worker flow on, the keys it held (a waiting client, a tunnel) pair again at once, the primary
  *      starts a replacement, and new pairs across workers work.
  * Timeouts are short in the nodes' configs (aloneMs 1.5 s, tunnelLeaseMs 1 s, redisCommandTimeoutMs
  * 300 ms) so the file stays well under 25 s.
@@ -299,21 +300,36 @@ test('serve --workers 2 (no Redis): a worker SIGKILLed closes the forwarded tunn
   const urls = [gw.url('tcp'), gw.url('wss'), gw.url('tls'), gw.url('ws')];
   // Pairs until some span both workers (forwarded over the workers' unix sockets) and some do not. Each
   // listener hands its connections to the workers in turn: two in a row on one listener land on both.
-  const pairs: { p: Pair; pidA: number; pidB: number; urlA: string; urlB: string }[] = [];
+  const pairs: { p: Pair; pidA: number; pidB: number; urlA: string; urlB: string; token: string }[] = [];
   for (let i = 0; i < 16 && (pairs.filter((x) => x.pidA !== x.pidB).length < 2 || pairs.filter((x) => x.pidA === x.pidB).length < 2); i++) {
     const urlA = urls[i % 4]!;
     const urlB = urls[i % 2 === 0 ? i % 4 : (i + 1) % 4]!;
-    const p = await pairOn(urlA, urlB);
+    const token = `tok-${crypto.randomUUID()}`;
+    const p = await pairOn(urlA, urlB, { token });
     const pidA = ownerPid(p.a, urlA, [p1, p2]);
     const pidB = ownerPid(p.b, urlB, [p1, p2]);
     assert.ok(pidA !== undefined && pidB !== undefined, 'each client is served by one of the workers');
-    pairs.push({ p, pidA, pidB, urlA, urlB });
+    pairs.push({ p, pidA, pidB, urlA, urlB, token });
   }
   const spanning = pairs.filter((x) => x.pidA !== x.pidB);
   assert.ok(spanning.length >= 1, 'some pairs were forwarded between the workers');
   for (const x of pairs) await flows(x.p, 16 * 1024);
 
-  const victim = p2;
+  // The victim holds the table's tunnel slot of a forwarded pair (its client arrived second) and a client
+  // that waits in it.
+  const victim = spanning[0]!.pidB;
+  const leased = spanning[0]!.token;
+  const waitToken = `tok-${crypto.randomUUID()}`;
+  let waiter: RawClient | undefined;
+  for (let i = 0; i < 4 && waiter === undefined; i++) {
+    const c = await waiting(urls[0]!, waitToken, { nonce: 'n-wait' });
+    if (ownerPid(c, urls[0]!, [p1, p2]) === victim) waiter = c;
+    else {
+      c.destroy();
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+  assert.ok(waiter !== undefined, 'a client waits in the victim worker');
   process.kill(victim, 'SIGKILL');
   // Every forwarded tunnel loses one end with the worker: its client on the surviving worker sees the end.
   for (const x of spanning) {
@@ -327,9 +343,18 @@ test('serve --workers 2 (no Redis): a worker SIGKILLed closes the forwarded tunn
       await x.p.b.closed(3000);
     } else await flows(x.p, 16 * 1024);
   }
+  await waiter.closed(3000);
   // The primary notices and starts a replacement in the same slot; it listens on the same ports.
   await gw.waitForRecord((r) => r.msg === 'a worker exited; starting a replacement', 3000);
   const p3 = await until(() => pidsNow().find((p) => p !== p1 && p !== p2), 8000, 'the replacement worker listening');
+  // The primary dropped the dead worker's entries at once: neither its waiting client's key nor the
+  // key of the tunnel it held stays blocked (no expiry to wait for without Redis).
+  for (const [token, nonce] of [[waitToken, 'n-wait'], [leased, undefined]] as const) {
+    const p = await pairOn(urls[1]!, urls[2]!, { token, ...(nonce === undefined ? {} : { nonce }) });
+    await flows(p, 1024);
+    p.a.end();
+    await p.b.closed();
+  }
   // New pairs across the workers work again (the new worker and the survivor forward to each other).
   let across = 0;
   for (let i = 0; i < 8 && across < 2; i++) {
