@@ -31,6 +31,8 @@ export interface GatewayDeps {
   readonly forward?: import('./relay/cluster/forward.ts').ForwardSetup;
   /** This worker's stable slot among the machine's workers (0-based), for per-worker forward ports. */
   readonly workerSlot?: number;
+  /** The tunnel-proxy mode's directory of servers when the caller provides it (a worker: the primary's). */
+  readonly tpDirectory?: import('./relay/cluster/tp-directory.ts').TpDirectory;
   /**
    * Set in a `serve --workers` worker: the channel to the primary, which serves the ops listener and the
    * relay's monitor socket for the whole machine (ops/workers.ts); this process answers its questions.
@@ -118,6 +120,19 @@ export async function createGateway(config: GatewayConfig, deps: GatewayDeps): P
           config.cluster.forwardTls === undefined ? undefined : await (await import('./core/tls.ts')).loadTlsFiles(config.cluster.forwardTls, deps.baseDir),
         )
       : deps.forward;
+  // The tunnel-proxy mode across nodes: its directory of servers on the same Redis (or the primary's, given).
+  const tpDirectory =
+    cluster !== undefined && config.relay.tunnelProxy.enabled && config.cluster.redisUrl !== undefined && config.cluster.secret !== undefined
+      ? new (await import('./relay/cluster/tp-directory.ts')).RedisTpDirectory({
+          redisUrl: config.cluster.redisUrl,
+          secret: config.cluster.secret,
+          nodeId: `${config.cluster.nodeId}${deps.nodeIdSuffix ?? ''}`,
+          leaseMs: config.cluster.tunnelLeaseMs,
+          keyPrefix: config.cluster.keyPrefix,
+          commandTimeoutMs: config.cluster.redisCommandTimeoutMs,
+          log: deps.log.child({ part: 'cluster' }),
+        })
+      : deps.tpDirectory;
   // [cluster] redisUrl: the limits that must hold across nodes (failed-auth back-off, the sealed API's replay
   // cache and registry) share one Redis connection pair (core/cluster/shared-state.ts; this file owns it).
   const shared = deps.shared ?? (config.cluster.enabled && config.cluster.redisUrl !== undefined && config.cluster.secret !== undefined
@@ -133,7 +148,7 @@ export async function createGateway(config: GatewayConfig, deps: GatewayDeps): P
   // In a worker the primary serves the monitor socket (one path, every worker's clients): none here.
   const relayConfig = deps.primary === undefined ? config.relay : { ...config.relay, monitor: { ...config.relay.monitor, enabled: false } };
   const relay = config.relay.enabled
-    ? (await import('./relay/server.ts')).createRelayServer(relayConfig, { ...deps, ...(cluster === undefined ? {} : { rendezvous: cluster }), ...(forward === undefined ? {} : { forward }), ...(shared === undefined ? {} : { shared }) })
+    ? (await import('./relay/server.ts')).createRelayServer(relayConfig, { ...deps, ...(cluster === undefined ? {} : { rendezvous: cluster }), ...(forward === undefined ? {} : { forward }), ...(shared === undefined ? {} : { shared }), ...(tpDirectory === undefined ? {} : { tpDirectory }) })
     : undefined;
   const cardBridge = config.cardBridge.enabled ? (await import('./card-bridge/server.ts')).createCardBridgeServer(config.cardBridge, deps) : undefined;
   const sealedApi = config.sealedApi.enabled ? (await import('./sealed-api/server.ts')).createSealedApiServer(config.sealedApi, shared === undefined ? deps : { ...deps, shared }) : undefined;
@@ -235,11 +250,13 @@ export async function createGateway(config: GatewayConfig, deps: GatewayDeps): P
       await ops?.start();
       try {
         await cluster?.start();
+        await tpDirectory?.start();
         await shared?.start();
         await all.start();
         await presence?.start();
       } catch (err) {
         await cluster?.close();
+        await tpDirectory?.close();
         await shared?.close();
         await ops?.close();
         throw err;
@@ -253,6 +270,7 @@ export async function createGateway(config: GatewayConfig, deps: GatewayDeps): P
       // A node that stops cleanly leaves the cluster view at once (a dead one when its key expires).
       await presence?.close();
       await cluster?.close();
+      await tpDirectory?.close();
       await shared?.close();
       await ops?.close();
     },
