@@ -296,6 +296,8 @@ interface PairRound {
   perSecond: number;
   failed: number;
   relayCpuUsPerPair: number;
+  /** `--workers 2`: the primary's part (it accepts every connection and passes it to a worker). */
+  primaryCpuUsPerPair: number;
   share: Share;
 }
 
@@ -305,6 +307,7 @@ async function pairingRun(ctx: Ctx, path: PairPath, count: number): Promise<Pair
   const relayPids = [...gws.flatMap((g) => g.pids()), ...(path.startsWith('redis') && ctx.redis !== undefined ? [ctx.redis.pid] : [])];
   const many = (peer: Peer<WorkerCommand>, prefix: string, port: number, n: number, inflight: number) =>
     peer.call<{ failed: number; firstError?: string }>({ cmd: 'many', transport: 'tcp', port, prefix, count: n, inflight, keep: false }, 300_000);
+  const primary0 = path === 'workers2' ? cpuSeconds(gws[0]!.pid) : NaN;
   const a = cpuSnapshot(ctx, relayPids);
   let results: { failed: number; firstError?: string }[];
   if (path !== 'redisCross') {
@@ -322,12 +325,13 @@ async function pairingRun(ctx: Ctx, path: PairPath, count: number): Promise<Pair
     for (const x of [r1, s1, r2, s2]) if (x.firstError !== undefined) results[0]!.firstError ??= x.firstError;
   }
   const b = cpuSnapshot(ctx, relayPids);
+  const primarySec = cpuSeconds(gws[0]!.pid) - primary0;
   const failed = Math.max(...results.map((x) => x.failed));
   const firstError = results.find((x) => x.firstError !== undefined)?.firstError;
   if (failed > 0) say(`  ${path}: ${failed} pairings failed (${firstError ?? ''})`);
   const seconds = Number(b.t - a.t) / 1e9;
   const sh = share(a, b);
-  return { perSecond: (count - failed) / seconds, failed, relayCpuUsPerPair: (sh.relayCpuSec * 1e6) / Math.max(1, count - failed), share: sh };
+  return { perSecond: (count - failed) / seconds, failed, relayCpuUsPerPair: (sh.relayCpuSec * 1e6) / Math.max(1, count - failed), primaryCpuUsPerPair: (primarySec * 1e6) / Math.max(1, count - failed), share: sh };
 }
 
 async function pairing(ctx: Ctx): Promise<{ rounds: Record<PairPath, PairRound[]>; forwardedW2: { forwarded: number; total: number } }> {
@@ -421,6 +425,7 @@ function renderPairing(res: Awaited<ReturnType<typeof pairing>>, opts: Options):
   rows.push(['ratio to 1 process', ...PAIR_PATHS.map((p) => `${f(med(p, (x) => x.perSecond) / med('single', (x) => x.perSecond))}×`)]);
   row('relay CPU µs/pairing', (x) => x.relayCpuUsPerPair, 0);
   row('  of which kernel (sys)', (x) => x.relayCpuUsPerPair * (x.share.relaySysSec / x.share.relayCpuSec), 0);
+  row('  of which the primary', (x) => x.primaryCpuUsPerPair, 0);
   row('cores: relay (+ redis)', (x) => x.share.relay);
   row('cores: client processes', (x) => x.share.s + x.share.r);
   row('cores: rest of machine', (x) => x.share.others);
