@@ -219,6 +219,11 @@ test('Redis killed: open tunnels (local and forwarded) flow both ways; Authentic
     if (first.includes('ProxyError')) return undefined;
     const y = await rawClient(n1.url('wss'));
     y.send(authenticate(token, { name: 'y' }));
+    // node-3 may be back before node-1 (each reconnects on its own schedule): then try again.
+    if ((await y.waitFor('\n', 3000)).toString().includes('ProxyError')) {
+      x.destroy();
+      return undefined;
+    }
     await x.waitFor(`${TUNNEL_ESTABLISHED},"params":{"name":"y"`);
     await y.waitFor(`${TUNNEL_ESTABLISHED},"params":{"name":"x"`);
     return { a: x, b: y };
