@@ -31,6 +31,12 @@ import { listen, stopListening, type ListenAddress } from '../../core/net.ts';
 
 /** The longest handshake line, bytes. */
 export const MAX_LINE = 4096;
+/**
+ * TCP keepalive on forward streams: a machine that vanishes without a FIN or reset (power, network) is
+ * noticed by the kernel's probes after this idle time plus its probe count × interval (Linux defaults
+ * 9 × 75 s), and both halves of its tunnels close then; streams that carry data notice at once.
+ */
+const KEEPALIVE_MS = 15_000;
 /** Handshakes under way at once on one listener; more are dropped at accept. */
 const MAX_PENDING = 1024;
 
@@ -305,6 +311,7 @@ export class ForwardListener {
     const out = encodeInfo(verdict.party);
     socket.write(`OK ${out} ${mac(key, 'ok', cp, cw, out)}\n`);
     socket.removeAllListeners('error');
+    socket.setKeepAlive(true, KEEPALIVE_MS);
     verdict.adopt(socket);
   }
 }
@@ -340,6 +347,7 @@ export async function forwardConnect(address: string, key: Buffer, claim: Forwar
     const party = decodeInfo(a[1] ?? '');
     if (party === undefined) throw new Error('malformed forward answer');
     socket.setNoDelay(true);
+    socket.setKeepAlive(true, KEEPALIVE_MS);
     return { ok: true, socket, party };
   } catch (err) {
     socket.destroy();
