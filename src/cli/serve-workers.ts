@@ -22,6 +22,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Logger } from '../core/log.ts';
 import { isRvRequest, PrimaryRendezvousTable } from '../relay/cluster/ipc-rendezvous.ts';
+import { isTpRequest, PrimaryTpTable } from '../relay/cluster/tp-directory-ipc.ts';
 import { createPrimaryViews, type PrimaryViewsOptions } from '../ops/workers.ts';
 import { reportAndExit } from './exit.ts';
 import { isCsRequest, PrimarySharedState } from '../core/cluster/ipc-shared.ts';
@@ -53,6 +54,8 @@ export function runPrimary(opts: PrimaryOptions): void {
   const shared = new PrimarySharedState((m) => {
     for (const w of Object.values(cluster.workers ?? {})) if (w?.isConnected() === true) w.send(m);
   });
+  /** The tunnel-proxy mode's servers by worker (relay/cluster/tp-directory-ipc.ts). */
+  const tpTable = new PrimaryTpTable();
   const ready = new Set<number>();
   let started = false;
   let stopping = false;
@@ -90,6 +93,10 @@ export function runPrimary(opts: PrimaryOptions): void {
       if (opts.hostTable && worker.isConnected()) worker.send(shared.handle(m));
       return;
     }
+    if (isTpRequest(m)) {
+      if (opts.hostTable && worker.isConnected()) worker.send(tpTable.handle(worker.id, m));
+      return;
+    }
     if (isRvRequest(m)) {
       if (!opts.hostTable) return;
       if (worker.isConnected()) worker.send(table.handle(worker.id, m));
@@ -108,6 +115,7 @@ export function runPrimary(opts: PrimaryOptions): void {
 
   cluster.on('exit', (worker: Worker, code: number | null, signal: string | null) => {
     table.dropWorker(worker.id);
+    tpTable.dropWorker(worker.id);
     views?.dropWorker(worker.id);
     const slot = slots.get(worker.id) ?? 0;
     slots.delete(worker.id);

@@ -72,6 +72,11 @@ export function serveCommand(): Command {
         const { IpcRendezvous } = await import('../relay/cluster/ipc-rendezvous.ts');
         rendezvous = new IpcRendezvous(process as unknown as import('../relay/cluster/ipc-rendezvous.ts').IpcChannel, config.relay.timeouts.jsonRpcMs);
       }
+      // The tunnel-proxy mode's directory of servers too: a client reaches a server in another worker.
+      const tpDirectory: GatewayDeps['tpDirectory'] =
+        rendezvous !== undefined && config.relay.tunnelProxy.enabled
+          ? new (await import('../relay/cluster/tp-directory-ipc.ts')).IpcTpDirectory(process as unknown as import('../relay/cluster/ipc-rendezvous.ts').IpcChannel, config.relay.timeouts.jsonRpcMs)
+          : undefined;
       // Without Redis the workers' failed-auth back-off and sealed replay cache are the primary's too.
       const shared: GatewayDeps['shared'] =
         isWorker && viaPrimary ? new (await import('../core/cluster/ipc-shared.ts')).IpcSharedState(process as unknown as import('../core/cluster/ipc-shared.ts').IpcChannel, config.cluster.redisCommandTimeoutMs) : undefined;
@@ -93,6 +98,7 @@ export function serveCommand(): Command {
         ...(rendezvous === undefined ? {} : { rendezvous }),
         ...(forward === undefined ? {} : { forward }),
         ...(shared === undefined ? {} : { shared }),
+        ...(tpDirectory === undefined ? {} : { tpDirectory }),
         // The primary serves /metrics and the monitor socket for every worker; this one answers its questions.
         ...(isWorker ? { primary: process as import('../ops/workers.ts').PrimaryChannel } : {}),
         ...(isWorker ? { nodeIdSuffix: `-w${cluster.worker?.id ?? 0}`, workerSlot: slot ?? 0 } : {}),
