@@ -79,7 +79,7 @@ test('failures spread over two nodes trip the limit on both; one past the limit 
   assert.ok(keys.some((k) => k.startsWith('gatehouse:bo:relay:')), `a back-off key: ${keys.join(' ')}`);
   assert.ok(!keys.some((k) => k.includes('127.0.0.1')));
   for (const k of keys.filter((x) => x.startsWith('gatehouse:bo:'))) {
-    const members = await states[0]!.client.zrange(k, 0, -1);
+    const members = await states[0]!.client.zrange(k, '0', '-1');
     assert.equal(members.length, 4, 'at most maxFailures members per address');
     assert.ok(!members.some((m) => m.includes('127.0.0.1')));
   }
