@@ -203,7 +203,7 @@ export function renderClusterView(view: ClusterView, nowMs = Date.now(), opts: {
   const relays = view.nodes.map((n) => n.relay).filter((r) => r !== null);
   const sum = (f: (r: NonNullable<NodePresence['relay']>) => number) => relays.reduce((n, r) => n + f(r), 0);
   const head = [
-    `Gatehouse ${opts.version ?? gatehouseVersion()} cluster   nodes ${view.nodes.length}   clients ${sum((r) => r.clients)}   waiting ${sum((r) => r.waiting)}   tunnels ${sum((r) => r.tunnels)}   total ${formatBytes(sum((r) => r.totalTraffic))} in ${sum((r) => r.totalTunnels)} tunnels${view.unreadable > 0 ? `   (${view.unreadable} unreadable)` : ''}   (q quits)`,
+    `Gatehouse ${opts.version ?? gatehouseVersion()} cluster   nodes ${view.nodes.length}   clients ${sum((r) => r.clients)}   waiting ${sum((r) => r.waiting)}   tunnels ${Math.ceil(sum((r) => r.tunnels) - sum((r) => r.forwarded) / 2)}   total ${formatBytes(sum((r) => r.totalTraffic))} in ${sum((r) => r.totalTunnels)} tunnels${view.unreadable > 0 ? `   (${view.unreadable} unreadable)` : ''}   (q quits)`,
     '',
   ];
   const rows: string[] = [`${col('NODE', 26)}${col('VERSION', 9)}${col('UP', 8)}${col('CLIENTS', 8)}${col('WAITING', 8)}${col('TUNNELS', 8)}${col('TCP/TLS/WS/WSS/UNIX', 20)}FORWARD`];

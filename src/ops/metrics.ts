@@ -16,6 +16,7 @@ import type { RelayServer } from '../relay/server.ts';
 import type { CardBridgeServer } from '../card-bridge/server.ts';
 import type { SealedApiServer } from '../sealed-api/server.ts';
 import type { ClusterView } from '../relay/cluster/presence.ts';
+import { isForwarded, tunnelsCountedOnce } from '../relay/monitor.ts';
 
 /** What the metrics read from the running gateway at scrape time. */
 export interface MetricSources {
@@ -128,10 +129,20 @@ export function createGatewayMetrics(sources: MetricSources, options: { maxReade
     });
     new Gauge({
       name: 'gatehouse_relay_tunnels_open',
-      help: 'Relay tunnels open now.',
+      help: 'Relay tunnels open now; a tunnel forwarded between nodes or workers is counted on one of its two nodes, so sums count it once.',
       registers: [registry],
       collect() {
-        this.set(relay.tunnels.size);
+        this.set(tunnelsCountedOnce(relay.tunnels));
+      },
+    });
+    new Gauge({
+      name: 'gatehouse_relay_tunnels_forwarded',
+      help: 'Tunnel legs this process relays whose other client sits on another node or worker (each such tunnel has a leg on both).',
+      registers: [registry],
+      collect() {
+        let n = 0;
+        for (const t of relay.tunnels) if (isForwarded(t)) n++;
+        this.set(n);
       },
     });
     new Counter({

@@ -23,6 +23,7 @@ import type { Tunnel, TunnelParty } from './tunnel.ts';
 import { toCompactJson, toIndentedJson } from './protocol/json.ts';
 import { normalizeUuid } from './uuid.ts';
 import type { TunnelProxy } from './tunnel-proxy/service.ts';
+import { RemoteParty } from './cluster/remote-party.ts';
 
 /** What the monitor reads from the relay. */
 export interface MonitoredRelay {
@@ -121,6 +122,26 @@ export function monitorDocument(relay: MonitoredRelay, config: Pick<RelayConfig,
   };
 }
 
+/** Whether a tunnel's other client sits on another node or worker (the tunnel is forwarded). */
+export function isForwarded(t: Pick<Tunnel, 'a' | 'b'>): boolean {
+  return t.a instanceof RemoteParty || t.b instanceof RemoteParty;
+}
+
+/**
+ * Tunnels counted so that a sum over every node counts each tunnel once: a forwarded tunnel is relayed by
+ * both nodes (one leg each) and counted only on the node whose client has the smaller connection id (both
+ * nodes know both ids from the forward handshake).
+ */
+export function tunnelsCountedOnce(tunnels: Iterable<Pick<Tunnel, 'a' | 'b'>>): number {
+  let n = 0;
+  for (const t of tunnels) {
+    if (t.a instanceof RemoteParty) n += t.b.connectionId < t.a.connectionId ? 1 : 0;
+    else if (t.b instanceof RemoteParty) n += t.a.connectionId < t.b.connectionId ? 1 : 0;
+    else n++;
+  }
+  return n;
+}
+
 /** This process's traffic totals. */
 export function relayTraffic(relay: MonitoredRelay): MonitorTraffic {
   relay.syncTraffic();
@@ -160,6 +181,9 @@ export function mergeMonitorDocuments(config: Pick<RelayConfig, 'hello'>, docs: 
   const transports = new Map<string, number>();
   const clients: unknown[] = [];
   const tunnels: unknown[] = [];
+  /** A tunnel forwarded between two workers is in both documents (one leg each): listed once. */
+  const seen = new Set<string>();
+  let duplicates = 0;
   const tpServers: unknown[] = [];
   for (const doc of docs) {
     const dp = objectAt(doc, 'proxyStatistic');
@@ -168,7 +192,16 @@ export function mergeMonitorDocuments(config: Pick<RelayConfig, 'hello'>, docs: 
     p.tunnelCount = (p.tunnelCount as number) + numberAt(dp, 'tunnelCount');
     for (const k of ['totalClientCount', 'totalTraffic', 'totalTunnelCount']) total[k] = (total[k] as number) + numberAt(dt, k);
     clients.push(...arrayAt(dp, 'clients'));
-    tunnels.push(...arrayAt(dp, 'tunnels'));
+    for (const t of arrayAt(dp, 'tunnels')) {
+      const o = typeof t === 'object' && t !== null ? (t as Record<string, unknown>) : {};
+      const key = [String(o.clientOne), String(o.clientTwo)].sort().join('|');
+      if (seen.has(key)) {
+        duplicates++;
+        continue;
+      }
+      seen.add(key);
+      tunnels.push(t);
+    }
     const dtp = objectAt(doc, 'tunnelProxyStatistic');
     for (const k of ['clientConnectionsCount', 'serverConnectionsCount', 'totalClientCount']) tp[k] = (tp[k] as number) + numberAt(dtp, k);
     if (Object.hasOwn(dtp, 'totalTraffic')) tp.totalTraffic = numberAt(tp, 'totalTraffic') + numberAt(dtp, 'totalTraffic');
@@ -177,6 +210,7 @@ export function mergeMonitorDocuments(config: Pick<RelayConfig, 'hello'>, docs: 
   }
   p.clients = clients;
   p.tunnels = tunnels;
+  p.tunnelCount = (p.tunnelCount as number) - duplicates;
   tp.transports = Object.fromEntries(transports);
   tp.tunnelConnections = tpServers;
   return out;
@@ -197,7 +231,10 @@ export interface NodeSummary {
   readonly clients: number;
   /** Authenticated clients waiting for their partner. */
   readonly waiting: number;
+  /** Tunnels this node relays, forwarded ones included (a forwarded tunnel is relayed by both its nodes). */
   readonly tunnels: number;
+  /** Of `tunnels`, those whose other client sits on another node (also listed by that node). */
+  readonly forwarded: number;
   /** Since the node started: client connections, tunnels, bytes relayed. */
   readonly totalClients: number;
   readonly totalTunnels: number;
@@ -223,6 +260,8 @@ export function nodeSummary(relay: MonitoredRelay, maxTunnels: number): NodeSumm
   }
   const peer = (s: TunnelParty): PeerSummary => ({ id: s.connectionId, name: s.name, userName: s.userName, address: s.link.remoteAddress });
   const tunnelList: NodeSummary['tunnelList'][number][] = [];
+  let forwarded = 0;
+  for (const t of relay.tunnels) if (isForwarded(t)) forwarded++;
   for (const t of relay.tunnels) {
     if (tunnelList.length >= maxTunnels) break;
     tunnelList.push({ one: peer(t.a), two: peer(t.b), bytes: t.a.rxBytes + t.b.rxBytes, timestamp: seconds(t.createdAt) });
@@ -232,6 +271,7 @@ export function nodeSummary(relay: MonitoredRelay, maxTunnels: number): NodeSumm
     clients,
     waiting,
     tunnels: relay.tunnels.size,
+    forwarded,
     totalClients: relay.stats.totalClientCount,
     totalTunnels: relay.stats.totalTunnelCount,
     totalTraffic: relay.stats.totalTraffic,

@@ -46,6 +46,7 @@ const summarySchema = z.object({
   clients: z.number(),
   waiting: z.number(),
   tunnels: z.number(),
+  forwarded: z.number().default(0),
   totalClients: z.number(),
   totalTunnels: z.number(),
   totalTraffic: z.number(),
