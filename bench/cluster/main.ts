@@ -20,7 +20,7 @@
  *
  * Options: --quick, --compiled, --only throughput,cross,pairing, --rounds N (3), --seconds S (busy window,
  * 5), --tunnels N (64), --mib M (bytes per cross-node transfer, 512), --rtt N (round trips per path, 6000),
- * --pairings N (per path and round, 6000), --inflight N (64), --log-level L (info, as bench:relay),
+ * --pairings N (per path and round, 6000), --warmup N (pairings per path first, 3000), --inflight N (64), --log-level L (info, as bench:relay),
  * --keep (leave the work dir). BENCH_GATEWAY_NODE_ARGS adds node flags to every gateway process (e.g.
  * `--cpu-prof --cpu-prof-dir=/tmp/prof`; workers inherit them).
  */
@@ -67,6 +67,8 @@ interface Options {
   bytes: number;
   rttCount: number;
   pairings: number;
+  /** Pairings per path before the measured rounds (JIT and pools warm in every process, each worker its own). */
+  warmup: number;
   inflight: number;
   logLevel: string;
   keep: boolean;
@@ -101,6 +103,7 @@ function parseArgs(argv: string[]): Options {
     bytes: num('--mib', quick ? 128 : 512) * 2 ** 20,
     rttCount: num('--rtt', quick ? 1500 : 6000),
     pairings: num('--pairings', quick ? 1500 : 6000),
+    warmup: num('--warmup', quick ? 500 : 3000),
     inflight: num('--inflight', 64),
     logLevel: value('--log-level') ?? 'info',
     keep: argv.includes('--keep'),
@@ -336,8 +339,8 @@ async function pairingRun(ctx: Ctx, path: PairPath, count: number): Promise<Pair
 
 async function pairing(ctx: Ctx): Promise<{ rounds: Record<PairPath, PairRound[]>; forwardedW2: { forwarded: number; total: number } }> {
   const { opts } = ctx;
-  say('pairing: warm-up (500 per path)');
-  for (const path of PAIR_PATHS) await pairingRun(ctx, path, 500);
+  say(`pairing: warm-up (${opts.warmup} per path)`);
+  for (const path of PAIR_PATHS) await pairingRun(ctx, path, opts.warmup);
   await sleep(1000);
   const rounds = Object.fromEntries(PAIR_PATHS.map((p) => [p, [] as PairRound[]])) as Record<PairPath, PairRound[]>;
   const w2 = ctx.gw.workers2!;
