@@ -7,7 +7,8 @@
  * when group- or world-accessible, and written atomically. A client key file holds one Ed25519 private
  * JWK and its id (the RFC 7638 thumbprint of the public key).
  */
-import { mkdir, readFile, stat, chmod } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { mkdir, readFile, stat, chmod, link, unlink } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import {
   calculateJwkThumbprint,
@@ -18,7 +19,7 @@ import {
   type JWK,
 } from 'jose';
 import { GatewayError } from '../core/errors.ts';
-import { writeFileAtomic } from './atomic.ts';
+import { fsyncDir, writeFileAtomic } from './atomic.ts';
 
 export interface StoredKey {
   readonly kid: string;
@@ -143,7 +144,22 @@ export async function loadOrCreateServerKeyFile(
       encryption: [await newKey('enc')],
       signing: await newKey('sig'),
     };
-    await writeKeyFile(path, file);
+    // Workers of one gateway start at once: exactly one creates the file (link fails on an existing
+    // name), the others use its keys instead of replacing them with their own.
+    const temp = `${path}.creating-${process.pid}-${randomBytes(6).toString('hex')}`;
+    try {
+      await writeKeyFile(temp, file);
+      try {
+        await link(temp, path);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+        await checkPrivate(path);
+        return { file: parseKeyFile(await readFile(path, 'utf8'), path), created: false };
+      }
+    } finally {
+      await unlink(temp).catch(() => undefined);
+    }
+    await fsyncDir(dirname(path));
     return { file, created: true };
   }
   await checkPrivate(path);

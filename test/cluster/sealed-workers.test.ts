@@ -1,7 +1,8 @@
 /**
  * `gatehouse serve --workers 2` with the sealed API and no Redis: the replay cache and the failed-auth
  * back-off are the primary's (core/cluster/ipc-shared.ts), so a request replayed to the other worker is
- * refused as a local replay is, and failures spread over both workers trip the limit on both.
+ * refused as a local replay is, and failures spread over both workers trip the limit on both. The
+ * workers start without a server key: one creates it, the other uses the same.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -12,7 +13,7 @@ import { tempDir } from '../helpers/relay.ts';
 import { validateConfig } from '../../src/core/config/load.ts';
 import { sealedApiConfigSchema } from '../../src/sealed-api/config.ts';
 import { addClient, sealedPaths } from '../../src/sealed-api/admin.ts';
-import { generateClientKey, loadOrCreateServerKeyFile, writeClientKeyFile } from '../../src/sealed-api/keys.ts';
+import { generateClientKey, writeClientKeyFile } from '../../src/sealed-api/keys.ts';
 import { SealedClient } from '../../src/sealed-api/client.ts';
 
 const UNAUTHORIZED = '{"error":"unauthorized"}';
@@ -26,8 +27,7 @@ async function post(url: string, body: string): Promise<{ status: number; body: 
 test('serve --workers 2, no Redis: a replay sent to the other worker is refused; failures over both workers trip the limit on both', { timeout: 30000 }, async () => {
   const dir = tempDir();
   const paths = sealedPaths(validateConfig(sealedApiConfigSchema, { stateDir: 'state' }), dir);
-  // The server key exists before the workers start (each would otherwise create one on first start).
-  await loadOrCreateServerKeyFile(paths.keyFile);
+  // No server key yet: both workers start at once and exactly one creates it (the other uses it).
   const key = await generateClientKey('alice');
   const keyFile = join(dir, 'alice.json');
   await writeClientKeyFile(keyFile, key);
@@ -38,6 +38,7 @@ test('serve --workers 2, no Redis: a replay sent to the other worker is refused;
   try {
     const banner = await server.waitForStdout(/2 worker processes[\s\S]*Press Ctrl-C/, 20000);
     const url = /(http:\/\/127\.0\.0\.1:\d+\/v1\/rpc)/.exec(banner)![1]!;
+    assert.equal(server.stderr().split('\n').filter((l) => l.includes('server key pair created')).length, 1, 'one worker created the server key');
     const client = await SealedClient.fromFiles(url, keyFile, paths.publicFile);
     try {
       const prepared = await client.prepare('ping');
