@@ -2,7 +2,7 @@
  * `gatehouse serve --workers 2` without Redis, tunnel-proxy mode: the primary holds the directory of
  * servers, so a nymea server registered in one worker is reached by clients that land in either worker
  * (round robin spreads them), over tcp and ws, with data both ways byte for byte; a client that leaves is
- * announced; the server going away closes them all.
+ * announced; the worker holding the server dying closes them all, and the server registers again at once.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -48,8 +48,27 @@ test('serve --workers 2: a tunnel-proxy server in one worker, clients spread ove
     assert.ok(forwarded.length >= 2, `clients in the other worker were forwarded (${forwarded.length})`);
     clients[1]!.raw.destroy();
     await s.waitControl((m) => m.notification === 'TunnelProxy.ClientDisconnected' && (m.params as { socketAddress: number }).socketAddress === addresses[1]);
-    s.raw.destroy();
+    // The worker holding the server dies (SIGKILL): clients in the other worker are closed as when a server
+    // goes, the primary forgets the server at once, and it registers again at its next connection.
+    const line = server.stderr().split('\n').find((l) => l.includes('"tunnel-proxy server registered"'));
+    const pid = Number(/"pid":(\d+)/.exec(line ?? '')?.[1]);
+    assert.ok(pid > 0 && pid !== server.child.pid, 'the worker holding the server is known');
+    process.kill(pid, 'SIGKILL');
     for (const c of clients) await deadline(c.raw.closed(), 5000, 'clients closed when their server went');
+    const ws = clients.filter((c) => c.raw.kind === 'ws').map((c) => c.raw.closed());
+    assert.ok((await Promise.all(ws)).some((how) => how.code === 1011 && how.reason === 'Server disconnected'), 'a forwarded WebSocket client got the close of a server gone');
+    const again = await tpServer(tcpUrl, sid, 'nymea again');
+    const back = await tpClient(wsUrl, sid, 'after the death');
+    const a = await again.waitClient('after the death');
+    back.raw.send('alive');
+    assert.equal((await again.waitData(a, 5)).toString(), 'alive');
+    again.raw.destroy();
+    await back.raw.closed();
+    // The primary started a replacement worker; a shutdown sent while it starts would be lost (it listens for
+    // it only once started), so wait until it listens.
+    const listening = () => server.stderr().split('"relay listening"').length - 1;
+    for (let i = 0; i < 300 && listening() < 3; i++) await new Promise((r) => setTimeout(r, 50));
+    assert.equal(listening(), 3, 'the replacement worker listens');
     server.child.kill('SIGTERM');
     assert.equal((await server.exited(10000)).code, 0, server.stderr().slice(-2000));
   } finally {
