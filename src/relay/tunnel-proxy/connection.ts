@@ -355,6 +355,7 @@ export class TpConnection {
     const { registry } = this.#ctx;
     registry.pendingClients.add(clientUuid);
     this.#beginWait();
+    // This mode has no user: `user` carries the client's transport, for the server node's monitor.
     const party: PartyInfo = { name, uuid: clientUuid, connectionId: this.connectionId, remote: this.peerAddress, user: this.link.kind, node: cluster.node };
     cluster.connectClient(serverUuid, party).then(
       (r) => {
