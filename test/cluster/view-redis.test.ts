@@ -79,7 +79,8 @@ test('two nodes on one Redis: monitor --cluster --json lists both nodes and tunn
     const tunnelsOf = (v: ClusterView, node: string) => v.nodes.find((n) => n.node === node)?.relay?.tunnels ?? 0;
     await until(() => readClusterView(reader, 'gatehouse:'), (v) => tunnelsOf(v, 'node-a') === 1 && tunnelsOf(v, 'node-b') === 1, 3000, 'both tunnels published');
 
-    const mon = await runGatehouse(['monitor', '--cluster', '--json', '--config', cfgA], { ms: 10000 });
+    // The CLI and the scrape at the same time (a spawned CLI takes a while to start).
+    const [mon, metrics] = await Promise.all([runGatehouse(['monitor', '--cluster', '--json', '--config', cfgA], { ms: 10000 }), fetch(`${opsA}/metrics`).then((r) => r.text())]);
     assert.equal(mon.code, 0, mon.stderr);
     const view = JSON.parse(mon.stdout) as ClusterView;
     assert.deepEqual(view.nodes.map((n) => n.node), ['node-a', 'node-b']);
@@ -96,7 +97,6 @@ test('two nodes on one Redis: monitor --cluster --json lists both nodes and tunn
       assert.match(n.forward ?? '', /^127\.0\.0\.1:\d+$/, 'the forward address other nodes reach it at');
     }
 
-    const metrics = await (await fetch(`${opsA}/metrics`)).text();
     assert.match(metrics, /^gatehouse_cluster_nodes 2$/m);
     assert.match(metrics, /^gatehouse_cluster_presence_up 1$/m);
     assert.match(metrics, /^gatehouse_cluster_node_tunnels\{node="node-a"\} 1$/m);
