@@ -649,3 +649,55 @@ test('a quiet tunnel moves to the light thread and back when it turns busy (besi
   assert.equal(relay.server.dataPaths.kernel, 0);
   assert.equal(addon!.stats().light, 0);
 });
+
+const python = spawnSync('python3', ['-c', 'pass']).status === 0;
+
+test('urgent data (MSG_OOB) through a spliced tunnel: the bytes behind the urgent mark arrive without waiting for more input', { skip: skip || (python ? false : 'python3 not installed') }, async () => {
+  const p = await socketPairs(1);
+  const accepted: Socket[] = [];
+  const srv = createServer({ pauseOnConnect: true, allowHalfOpen: true }, (s) => {
+    s.on('error', () => undefined);
+    accepted.push(s);
+  });
+  await new Promise<void>((resolve) => srv.listen(0, '127.0.0.1', resolve));
+  const port = (srv.address() as { port: number }).port;
+  // The peer connects, waits for "go", sends "hello", an urgent "!" and "world" corked into one segment (so
+  // the relay finds them queued together behind one event), and holds the connection open for 5 s.
+  const script = `import socket, sys, time
+s = socket.create_connection(("127.0.0.1", ${port}))
+print("connected", flush=True); sys.stdin.readline()
+s.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1)
+s.sendall(b"hello"); s.send(b"!", socket.MSG_OOB); s.sendall(b"world")
+s.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 0)
+time.sleep(5); s.close()`;
+  const { spawn } = await import('node:child_process');
+  const peer = spawn('python3', ['-c', script], { stdio: ['pipe', 'pipe', 'inherit'] });
+  let spliced: number | undefined;
+  let finalEvent = () => true;
+  try {
+    await deadline(new Promise<void>((resolve) => peer.stdout.once('data', () => resolve())), 5000, 'the peer connected');
+    await until(() => accepted.length === 1, 2000, 'accepted');
+    const fd = (accepted[0] as unknown as { _handle: { fd: number } })._handle.fd;
+    let got = '';
+    p.clients[0]!.on('data', (d: Buffer) => (got += d.toString()));
+    let ended = false;
+    const { id } = engine!.start(fd, p.fds[0]!, (e) => {
+      if (e.kind !== 'half') ended = true;
+    });
+    spliced = id;
+    finalEvent = () => ended;
+    await new Promise((r) => setTimeout(r, 100)); // the hand-off's own events are spent
+    peer.stdin.write('go\n');
+    // A read stops short at the urgent mark: the relay must read on (EPOLLPRI), not wait for an edge that
+    // only more input (or the close, 5 s later) would raise. The urgent byte itself is not in the stream.
+    await until(() => got === 'helloworld', 2000, '"helloworld" at B');
+  } finally {
+    // The sockets are ours again only after the final event.
+    if (spliced !== undefined) engine!.stop(spliced);
+    await until(finalEvent, 2000, 'the final event');
+    peer.kill();
+    for (const s of accepted) s.destroy();
+    await new Promise<void>((resolve) => srv.close(() => resolve()));
+    await p.close();
+  }
+});
