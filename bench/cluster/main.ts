@@ -512,7 +512,7 @@ async function main(): Promise<void> {
     `machine: ${readFileSync('/proc/cpuinfo', 'utf8').split('\n').filter((l) => l.startsWith('processor')).length} cores, load average ${load0} → ${load1}; wall ${((Date.now() - started) / 1000).toFixed(0)} s`,
     '',
   ];
-  process.stdout.write(`${head.join('\n')}${text.join('\n\n')}\n`);
+  process.stdout.write(`${head.join('\n')}\n${text.join('\n\n')}\n`);
   if (!opts.keep) rmSync(dir, { recursive: true, force: true });
   else say(`work dir kept: ${dir}`);
 }
