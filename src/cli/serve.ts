@@ -139,11 +139,23 @@ export function serveCommand(): Command {
       };
       process.on('SIGHUP', reload);
 
+      // A worker told to drain while it still starts (SIGTERM during a replacement's start) must not lose
+      // the word: it is kept, and acted on as soon as the gateway is up.
+      let shutdownAsked = false;
+      const earlyShutdown = (m: unknown) => {
+        if (typeof m === 'object' && m !== null && (m as { gh?: unknown }).gh === 'shutdown') shutdownAsked = true;
+      };
+      if (isWorker) {
+        process.on('message', earlyShutdown);
+        process.on('SIGINT', () => undefined);
+        process.on('SIGTERM', () => undefined);
+      }
       try {
         await gateway.start();
       } catch (err) {
         reportAndExit(err, 'serve');
       }
+      process.off('message', earlyShutdown);
       started = true;
       if (isWorker) process.send?.({ gh: 'ready', lines: gateway.describe() });
       else
@@ -172,12 +184,12 @@ export function serveCommand(): Command {
         );
       };
       if (isWorker) {
-        // The primary owns the signals (a terminal's Ctrl-C reaches the whole group): it says when to drain.
-        process.on('SIGINT', () => undefined);
-        process.on('SIGTERM', () => undefined);
+        // The primary owns the signals (a terminal's Ctrl-C reaches the whole group; ignored from before the
+        // start, above): it says when to drain.
         process.on('message', (m: unknown) => {
           if (typeof m === 'object' && m !== null && (m as { gh?: unknown }).gh === 'shutdown') stop('SIGTERM');
         });
+        if (shutdownAsked) stop('SIGTERM');
         // The primary is gone: drain as if told to.
         process.on('disconnect', () => {
           if (!stopping) stop('SIGTERM');
