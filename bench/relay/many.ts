@@ -80,6 +80,8 @@ interface Round {
   rssPeakMb: number;
   /** Gateway paths: tunnels (busy and ping) the kernel relay held at mid-window (kernelPathTunnels). */
   kernelTunnels: number;
+  /** Gateway paths: the process's pipe fds at mid-window (a kernel-path tunnel with pipes holds 4). */
+  pipeFds: number;
 }
 
 export interface ManyResult {
@@ -93,11 +95,17 @@ export interface ManyResult {
 /**
  * Tunnels the kernel relay holds in process `pid`: its epoll set registers both sockets of each with
  * EPOLLET, which libuv (level-triggered) never uses, so counting EPOLLET socket registrations in
- * /proc/PID/fdinfo needs no help from the gateway. NaN when /proc cannot be read.
+ * /proc/PID/fdinfo needs no help from the gateway. NaN when /proc cannot be read. (scanFds also counts
+ * the process's pipe fds: 4 per kernel-path tunnel that has its pipes, a few of the process's own.)
  */
 export function kernelPathTunnels(pid: number): number {
+  return scanFds(pid).tunnels;
+}
+
+function scanFds(pid: number): { tunnels: number; pipeFds: number } {
   try {
     let sockets = 0;
+    let pipeFds = 0;
     for (const fd of readdirSync(`/proc/${pid}/fd`)) {
       let target: string;
       try {
@@ -105,14 +113,15 @@ export function kernelPathTunnels(pid: number): number {
       } catch {
         continue;
       }
+      if (target.startsWith('pipe:')) pipeFds++;
       if (target !== 'anon_inode:[eventpoll]') continue;
       for (const m of readFileSync(`/proc/${pid}/fdinfo/${fd}`, 'utf8').matchAll(/^tfd:\s*\d+\s+events:\s*([0-9a-f]+)/gm)) {
         if ((parseInt(m[1]!, 16) & 0x80000000) !== 0) sockets++;
       }
     }
-    return Math.floor(sockets / 2);
+    return { tunnels: Math.floor(sockets / 2), pipeFds };
   } catch {
-    return NaN;
+    return { tunnels: NaN, pipeFds: NaN };
   }
 }
 
@@ -236,7 +245,7 @@ export async function runManySection(d: ManyDeps): Promise<{ text: string; resul
             const t0 = process.hrtime.bigint();
             const ping = pinger.call<{ p50Us: number; p99Us: number; count: number }>({ cmd: 'rttFor', name: g.ping, ms: windowMs, size: 64 }, windowMs + 60_000);
             await sleep(windowMs / 2);
-            const kernelTunnels = path === 'tunnel' || path === 'jsTunnel' ? kernelPathTunnels(pids[0]!) : NaN;
+            const onKernel = path === 'tunnel' || path === 'jsTunnel' ? scanFds(pids[0]!) : { tunnels: NaN, pipeFds: NaN };
             await sleep(windowMs / 2);
             const counts = await r.call<number[]>({ cmd: 'countStop', group: g.recv });
             const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
@@ -257,7 +266,8 @@ export async function runManySection(d: ManyDeps): Promise<{ text: string; resul
               pings: p.count,
               cpuSecPerGib: total === 0 ? NaN : cpu / (total / 2 ** 30),
               rssPeakMb: (rss / 1024) * 1.048576,
-              kernelTunnels,
+              kernelTunnels: onKernel.tunnels,
+              pipeFds: onKernel.pipeFds,
             });
             say(`  round ${round + 1} ${path}: ${((total * 8) / seconds / 1e9).toFixed(2)} Gbit/s, ping p50 ${(p.p50Us / 1000).toFixed(2)} ms p99 ${(p.p99Us / 1000).toFixed(2)} ms (${p.count})`);
             await sleep(1000); // the last window's bytes drain before the next path starts
@@ -299,6 +309,7 @@ export function renderMany(results: ManyResult[], d: Pick<ManyDeps, 'seconds' | 
     // Fewest and most over the rounds (the ping tunnel reaches the kernel after splice.afterBytes of pings).
     const spread = (xs: number[]) => (xs.some(Number.isNaN) ? '-' : Math.min(...xs) === Math.max(...xs) ? f(xs[0]!, 0) : `${f(Math.min(...xs), 0)}-${f(Math.max(...xs), 0)}`);
     rows.push([`on the kernel path (of ${res.tunnels + 1})`, ...res.paths.map((p) => spread(res.rounds[p]!.map((x) => x.kernelTunnels)))]);
+    rows.push(['  of them with pipes (pipe fds / 4)', ...res.paths.map((p) => spread(res.rounds[p]!.map((x) => Math.floor(x.pipeFds / 4))))]);
     if (Object.values(res.failed).some((n) => n > 0)) rows.push(['connections failed', ...res.paths.map((p) => String(res.failed[p] ?? 0))]);
     out.push('', table(rows));
   }
