@@ -4,8 +4,10 @@
  * banner once every worker listens, and owns the signals: SIGINT/SIGTERM tell every worker to drain
  * (`{gh:'shutdown'}`) and exit once all have; SIGHUP is passed to every worker (each reloads).
  *
- * Ports are shared through node:cluster's handle passing (Node 20 has no `reusePort`): the primary owns
- * each listening socket and hands accepted connections to the workers in turn (round robin on Linux).
+ * Ports are shared through node:cluster (Node 20 has no `reusePort`): the primary owns each listening
+ * socket and, by default, hands accepted connections to the workers in turn (round robin); with
+ * `[cluster] acceptBy = "kernel"` the workers accept from the shared socket themselves (cheaper per
+ * connection, spread by whichever worker wakes first).
  * A worker that dies after start is replaced (at most one replacement per second) in the same slot
  * (`GATEHOUSE_WORKER_SLOT`, 0-based: its forward port is port + slot); one that fails to start stops the
  * whole gateway (exit code of that worker).
@@ -32,6 +34,8 @@ export interface PrimaryOptions {
   readonly maxWaitingPerToken: number;
   /** Whether the relay pairs through this table (false when Redis joins the workers). */
   readonly hostTable: boolean;
+  /** `[cluster] acceptBy`: the primary hands connections round robin, or the workers accept themselves. */
+  readonly acceptBy?: 'primary' | 'kernel';
   readonly log: Logger;
   /** The ops listener and the relay monitor socket, served here for every worker (ops/workers.ts). */
   readonly views?: Pick<PrimaryViewsOptions, 'ops' | 'relay' | 'baseDir'>;
@@ -69,6 +73,8 @@ export function runPrimary(opts: PrimaryOptions): void {
   };
   process.once('exit', removeDir);
   const slots = new Map<number, number>();
+  // Before the first fork: node:cluster reads it once.
+  cluster.schedulingPolicy = opts.acceptBy === 'kernel' ? cluster.SCHED_NONE : cluster.SCHED_RR;
   const fork = (slot: number): Worker => {
     const w = cluster.fork({ GATEHOUSE_WORKER: '1', GATEHOUSE_WORKER_SLOT: String(slot), ...(forwardDir === undefined ? {} : { GATEHOUSE_FORWARD_DIR: forwardDir, GATEHOUSE_FORWARD_KEY: forwardKey }) });
     slots.set(w.id, slot);

@@ -64,7 +64,7 @@ export function serveCommand(): Command {
       const viaPrimary = config.cluster.redisUrl === undefined;
       if (workers > 1 && cluster.isPrimary) {
         const { runPrimary } = await import('./serve-workers.ts');
-        runPrimary({ workers, maxWaitingPerToken: config.relay.limits.maxWaitingPerToken, hostTable: viaPrimary, log: log.child({ role: 'primary' }), views: { ops: config.ops, relay: config.relay, baseDir } });
+        runPrimary({ workers, maxWaitingPerToken: config.relay.limits.maxWaitingPerToken, hostTable: viaPrimary, acceptBy: config.cluster.acceptBy, log: log.child({ role: 'primary' }), views: { ops: config.ops, relay: config.relay, baseDir } });
         return;
       }
       let rendezvous: GatewayDeps['rendezvous'];

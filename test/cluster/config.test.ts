@@ -29,3 +29,23 @@ test('[cluster] problems: redisUrl without secret, a short secret, a bad URL, an
       ['cluster.redisUrl', 'cluster.secret: the cluster secret needs at least 16', 'cluster.nodeID: unknown key', 'cluster.workers'].every((s) => err.message.includes(s)),
   );
 });
+
+test('[cluster] forwarding and accept keys: defaults, a wildcard listen needs forwardAdvertise, forwardTls needs its CA, bad values refused', { timeout: 5000 }, () => {
+  const on = validateConfig(gatewayConfigSchema, { relay: {}, cluster: {} });
+  assert.equal(on.cluster.forwardListen, '127.0.0.1:0');
+  assert.equal(on.cluster.forwardHandshakeMs, 5000);
+  assert.equal(on.cluster.acceptBy, 'primary');
+  assert.equal(validateConfig(gatewayConfigSchema, { relay: {}, cluster: { acceptBy: 'kernel', forwardListen: '/run/gh/fwd.sock' } }).cluster.acceptBy, 'kernel');
+  assert.equal(validateConfig(gatewayConfigSchema, { relay: {}, cluster: { forwardListen: '0.0.0.0:7450', forwardAdvertise: '10.0.0.11' } }).cluster.forwardAdvertise, '10.0.0.11');
+  assert.throws(
+    () => validateConfig(gatewayConfigSchema, { relay: {}, cluster: { acceptBy: 'worker', forwardTls: { certFile: 'c.pem', keyFile: 'k.pem' } } }),
+    (err: Error) => ['cluster.acceptBy', 'cluster.forwardTls.clientCaFile: forwardTls needs clientCaFile'].every((s) => err.message.includes(s)),
+  );
+  assert.throws(
+    () => validateConfig(gatewayConfigSchema, { relay: {}, cluster: { forwardListen: '0.0.0.0:7450' } }),
+    /cluster\.forwardAdvertise: forwardListen binds every address/,
+  );
+  for (const bad of ['7450', 'host:port', 'relative/path.sock', 'a b:1', '[::1]:']) {
+    assert.throws(() => validateConfig(gatewayConfigSchema, { relay: {}, cluster: { forwardListen: bad } }), /cluster\.forwardListen: expected host:port/, bad);
+  }
+});
