@@ -113,7 +113,7 @@ export class RedisRendezvous<P> implements Rendezvous<P> {
   /** Parties waiting on this node, by their number in Redis. */
   readonly #waiting = new Map<string, P>();
   /** Our waiting entries by slot key: the value we wrote (to delete only our own). */
-  readonly #waitingValue = new Map<P, { slot: string; value: string; member: string; tokenKey: string }>();
+  readonly #waitingValue = new Map<P, { slot: string; value: string; member: string; tokenKey: string; id: string }>();
   /** Where other nodes reach our forward listener ('-': nowhere; partners on other nodes are refused). */
   #address = '-';
   /** Tunnel leases this node holds: slot key → the value we wrote. */
@@ -195,7 +195,7 @@ export class RedisRendezvous<P> implements Rendezvous<P> {
       switch (r[0]) {
         case 'waiting': {
           this.#waiting.set(id, party);
-          this.#waitingValue.set(party, { slot, value: `w ${node} ${id} ${address}`, member: `${node} ${id}`, tokenKey });
+          this.#waitingValue.set(party, { slot, value: `w ${node} ${id} ${address}`, member: `${node} ${id}`, tokenKey, id });
           return { kind: 'waiting' };
         }
         case 'paired-remote':
@@ -251,7 +251,7 @@ export class RedisRendezvous<P> implements Rendezvous<P> {
     if (entry === undefined) return;
     // Locally first, synchronously: an offer racing with this one must not pair with a party that left.
     this.#waitingValue.delete(party);
-    this.#waiting.delete(entry.value.slice(entry.value.lastIndexOf(' ') + 1));
+    this.#waiting.delete(entry.id);
     await this.#redis.rvDeleteIf(entry.slot, entry.tokenKey, entry.value, entry.member);
   }
 
