@@ -83,7 +83,8 @@ export function createTpCluster(opts: { readonly directory: TpDirectory; readonl
       // Our own entry without a server here: it is registering or just left.
       if (where === undefined || where.node === forward.node) return notFound;
       try {
-        const r = await forwardConnect(where.address, forward.key, { kind: TP_CLAIM_KIND, ref: key, party }, forward.handshakeMs);
+        // With `[cluster] forwardTls` the other node's listener speaks only mutual TLS.
+        const r = await forwardConnect(where.address, forward.key, { kind: TP_CLAIM_KIND, ref: key, party }, forward.handshakeMs, forward.tls);
         if (!r.ok) return PASSED_ON.has(r.code) ? { ok: false, code: r.code as ErrorCode } : notFound;
         return { ok: true, socket: r.socket, streamKind: where.address.startsWith('/') ? 'unix' : 'tcp', server: r.party };
       } catch (err) {
