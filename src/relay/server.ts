@@ -167,6 +167,13 @@ export function createRelayServer(config: RelayConfig, deps: RelayDeps): RelaySe
       if (f === undefined) return Promise.reject(new Error('this node has no cluster key to forward with'));
       return forwardConnect(offer.address, f.key, { kind: 'rv', ref: offer.ref, party: partyInfo(s) }, f.handshakeMs, f.tls);
     },
+    dropRemote(s, offer) {
+      const f = deps.forward;
+      if (f === undefined) return Promise.resolve();
+      return forwardConnect(offer.address, f.key, { kind: 'rvleft', ref: offer.ref, party: partyInfo(s) }, f.handshakeMs, f.tls).then((r) => {
+        if (r.ok) r.socket.destroy();
+      });
+    },
     establishRemote(s, forwarded, address, key) {
       const link = new StreamLink(forwardLinkKind(deps.forward, address), forwarded.socket, highWater, closeFlushMs);
       // The partner waited: it is the tunnel's first side, as in a local pair.
@@ -215,6 +222,12 @@ export function createRelayServer(config: RelayConfig, deps: RelayDeps): RelaySe
     };
   }
   forwardClaims.set('rv', claimWaiting);
+  // The claimer's client left after pairing with ours in the table: ours is closed, as in a local pair.
+  forwardClaims.set('rvleft', (claim) => {
+    const a = rendezvous.claimRemote?.(claim.ref);
+    if (a !== undefined && a.state === 'waiting') a.fail('RELAY_PARTNER_CLOSED');
+    return { ok: false, code: 'gone' };
+  });
   if (tunnelProxy !== undefined) forwardClaims.set('tp', (claim) => tunnelProxy.claimForward(claim));
 
   /** Admits a connection or refuses it with the limit's own error; returns the release function. */

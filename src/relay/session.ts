@@ -50,6 +50,12 @@ export interface SessionContext {
   claimRemote(session: Session, offer: Extract<OfferResult<Session>, { kind: 'paired-remote' }>): Promise<ForwardResult>;
   /** Runs the tunnel between this session and the forward stream to its partner's node (`first`: its partner waited). */
   establishRemote(session: Session, forwarded: Extract<ForwardResult, { ok: true }>, address: string, key: RendezvousKey): void;
+  /**
+   * This session left after its offer paired it with a partner on another node (the partner's entry is
+   * this node's tunnel lease now): tells that node, which closes the partner as a local pair closes it
+   * (RELAY_PARTNER_CLOSED). Rejects when the node cannot be reached.
+   */
+  dropRemote(session: Session, offer: Extract<OfferResult<Session>, { kind: 'paired-remote' }>): Promise<void>;
 }
 
 /** How often a client is offered again when the partner it paired with on another node had just left. */
@@ -362,8 +368,14 @@ export class Session {
         rv.release(key).catch(this.#rendezvousFailed);
         offer.partner.fail('RELAY_PARTNER_CLOSED');
       }
-      // The partner on the other node keeps its entry's fate: unclaimed, it runs into its alone timeout.
-      if (offer.kind === 'paired-remote') rv.release(key).catch(this.#rendezvousFailed);
+      // The partner on the other node left the table with this offer: without word it would wait there,
+      // unfindable, until its alone timeout. Its node closes it as a local partner is closed.
+      if (offer.kind === 'paired-remote') {
+        rv.release(key).catch(this.#rendezvousFailed);
+        this.#ctx.dropRemote(this, offer).catch((err: unknown) => {
+          this.log.warn({ err: asError(err).message, code: 'RELAY_FORWARD_FAILED', partnerNode: offer.node }, 'could not tell the partner node that this client left');
+        });
+      }
       return;
     }
     // The forward handshake still runs under the Authenticate deadline.
