@@ -120,8 +120,12 @@ export interface RenderOptions {
   readonly version?: string;
 }
 
-/** Cuts `text` to `width` characters, marking the cut. */
-function fit(text: string, width: number): string {
+/** Cuts `raw` to `width` characters, marking the cut; control characters shown as `?`. */
+function fit(raw: string, width: number): string {
+  // Names are client-chosen and presence values come from other nodes: no control character (ESC
+  // sequences, CR, BEL, C1) reaches the terminal.
+  // eslint-disable-next-line no-control-regex
+  const text = raw.replace(/[\x00-\x1f\x7f-\x9f]/g, '?');
   return text.length <= width ? text : `${text.slice(0, Math.max(0, width - 1))}…`;
 }
 
