@@ -44,21 +44,33 @@ export interface SpliceStats {
   light: number;
 }
 
-/** CAP_SYS_RESOURCE lifts the per-user pipe budget (fs.pipe-user-pages-soft). */
+/** Either capability lifts the per-user pipe budget (the kernel's pipe_is_unprivileged_user()). */
+const CAP_SYS_ADMIN = 21n;
 const CAP_SYS_RESOURCE = 24n;
 
 /**
- * The pipe page budget that applies to this process: `fs.pipe-user-pages-soft` (16,384 pages = 64 MiB by
- * default), or 0 when it does not apply (the sysctl is 0, or the process holds CAP_SYS_RESOURCE, as root
- * does). Shared with every other process of the same user.
+ * The budget that applies given the sysctl's value (`fs.pipe-user-pages-soft`, pages) and the process's
+ * effective capabilities (CapEff from /proc/self/status, hex): 0 (none) when the sysctl is 0 or the
+ * process holds CAP_SYS_RESOURCE or CAP_SYS_ADMIN (root normally holds both; a container may drop one).
+ */
+export function pipeBudgetFrom(softPages: number, capEffHex: string | undefined): number {
+  if (!Number.isInteger(softPages) || softPages <= 0) return 0;
+  if (capEffHex !== undefined && /^[0-9a-f]+$/i.test(capEffHex)) {
+    const caps = BigInt(`0x${capEffHex}`);
+    if (((caps >> CAP_SYS_RESOURCE) & 1n) === 1n || ((caps >> CAP_SYS_ADMIN) & 1n) === 1n) return 0;
+  }
+  return softPages;
+}
+
+/**
+ * The pipe page budget that applies to this process (pipeBudgetFrom): `fs.pipe-user-pages-soft` (16,384
+ * pages = 64 MiB by default) unless a capability lifts it. Shared with every other process of the same user.
  */
 export function pipeBudgetPages(): number {
   try {
     const soft = Number(readFileSync('/proc/sys/fs/pipe-user-pages-soft', 'utf8').trim());
-    if (!Number.isInteger(soft) || soft <= 0) return 0;
     const capEff = /^CapEff:\s*([0-9a-f]+)$/m.exec(readFileSync('/proc/self/status', 'utf8'))?.[1];
-    if (capEff !== undefined && ((BigInt(`0x${capEff}`) >> CAP_SYS_RESOURCE) & 1n) === 1n) return 0;
-    return soft;
+    return pipeBudgetFrom(soft, capEff);
   } catch {
     return 0;
   }
@@ -66,7 +78,7 @@ export function pipeBudgetPages(): number {
 
 /** One line for the start log: how many tunnels the budget carries at which pipe size. */
 export function describePipeBudget(budgetPages: number): string {
-  if (budgetPages === 0) return 'no per-user pipe limit applies (CAP_SYS_RESOURCE or fs.pipe-user-pages-soft = 0): 256 KiB pipes for every tunnel';
+  if (budgetPages === 0) return 'no per-user pipe limit applies (CAP_SYS_RESOURCE, CAP_SYS_ADMIN or fs.pipe-user-pages-soft = 0): 256 KiB pipes for every tunnel';
   const mib = (budgetPages * 4) / 1024;
   // Half the budget for 256 KiB pipes (128 pages a tunnel), the rest for 64 KiB ones (32 pages).
   const big = Math.floor(budgetPages / 2 / 128);

@@ -17,7 +17,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { startRelay, pair, deadline, rawClient, authenticate, captureLog, tempDir, NO_ERROR, TUNNEL_ESTABLISHED, type RawClient } from '../helpers/relay.ts';
 import type { Tunnel } from '../../src/relay/tunnel.ts';
-import { loadSplice, spliceUnavailableReason, SPLICE_ADDON_PATH, type SpliceAddon } from '../../src/relay/splice.ts';
+import { loadSplice, pipeBudgetFrom, spliceUnavailableReason, SPLICE_ADDON_PATH, type SpliceAddon } from '../../src/relay/splice.ts';
 
 const engine = loadSplice();
 const available = engine !== undefined;
@@ -700,4 +700,15 @@ time.sleep(5); s.close()`;
     await new Promise<void>((resolve) => srv.close(() => resolve()));
     await p.close();
   }
+});
+
+test('the pipe budget applies unless CAP_SYS_RESOURCE or CAP_SYS_ADMIN lifts it (as the kernel decides), or the sysctl is 0', () => {
+  assert.equal(pipeBudgetFrom(16384, '0000000000000000'), 16384, 'an unprivileged user');
+  assert.equal(pipeBudgetFrom(16384, '000001ffffffffff'), 0, 'root');
+  assert.equal(pipeBudgetFrom(16384, '0000000001000000'), 0, 'CAP_SYS_RESOURCE alone');
+  assert.equal(pipeBudgetFrom(16384, '000001fffeffffff'), 0, 'root in a container without CAP_SYS_RESOURCE (CAP_SYS_ADMIN still exempts)');
+  assert.equal(pipeBudgetFrom(16384, '0000000000200000'), 0, 'CAP_SYS_ADMIN alone');
+  assert.equal(pipeBudgetFrom(0, '0000000000000000'), 0, 'no soft limit');
+  assert.equal(pipeBudgetFrom(16384, undefined), 16384);
+  assert.equal(pipeBudgetFrom(16384, 'zz'), 16384, 'an unreadable mask counts as none');
 });
