@@ -191,7 +191,8 @@ export function mergeMonitorDocuments(config: Pick<RelayConfig, 'hello'>, docs: 
     p.clientCount = (p.clientCount as number) + numberAt(dp, 'clientCount');
     p.tunnelCount = (p.tunnelCount as number) + numberAt(dp, 'tunnelCount');
     for (const k of ['totalClientCount', 'totalTraffic', 'totalTunnelCount']) total[k] = (total[k] as number) + numberAt(dt, k);
-    clients.push(...arrayAt(dp, 'clients'));
+    // A loop, not a spread: a worker may list more clients than one call takes arguments (~120,000).
+    for (const c of arrayAt(dp, 'clients')) clients.push(c);
     for (const t of arrayAt(dp, 'tunnels')) {
       const o = typeof t === 'object' && t !== null ? (t as Record<string, unknown>) : {};
       const key = [String(o.clientOne), String(o.clientTwo)].sort().join('|');
@@ -206,7 +207,7 @@ export function mergeMonitorDocuments(config: Pick<RelayConfig, 'hello'>, docs: 
     for (const k of ['clientConnectionsCount', 'serverConnectionsCount', 'totalClientCount']) tp[k] = (tp[k] as number) + numberAt(dtp, k);
     if (Object.hasOwn(dtp, 'totalTraffic')) tp.totalTraffic = numberAt(tp, 'totalTraffic') + numberAt(dtp, 'totalTraffic');
     for (const [kind, n] of Object.entries(objectAt(dtp, 'transports'))) if (typeof n === 'number') transports.set(kind, (transports.get(kind) ?? 0) + n);
-    tpServers.push(...arrayAt(dtp, 'tunnelConnections'));
+    for (const c of arrayAt(dtp, 'tunnelConnections')) tpServers.push(c);
   }
   p.clients = clients;
   p.tunnels = tunnels;
