@@ -100,7 +100,7 @@ export const sealedApiErrors = {
     httpStatus: 500,
   },
   SEALED_REGISTRY_FORGED: {
-    summary: 'The client registry document in Redis fails its HMAC under the cluster secret (written without the secret, or malformed); it is ignored and the registry in force stays (log code only).',
+    summary: 'The client registry document in Redis fails its HMAC under the cluster secret (written without the secret, or malformed), or is an older signed document written back; it is ignored (an old one replaced by the current one) and the registry in force stays (log code only).',
     httpStatus: 500,
   },
   SEALED_MODULE_INVALID: {

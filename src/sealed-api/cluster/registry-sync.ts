@@ -9,7 +9,9 @@
  *   reg:doc     "gh1 <version> <mac>\n<registry JSON>": version = ms since the epoch (above every version
  *               seen), mac = HMAC-SHA256 under `[cluster] secret` of (version, JSON). A document whose mac
  *               does not verify is ignored with a warning (SEALED_REGISTRY_FORGED): a Redis write without
- *               the secret cannot add a client. Written by a script only when its version is newer.
+ *               the secret cannot add a client. Written by a script only when its version is newer, so an
+ *               older version found there was written back (a rollback): a node that knows a newer one
+ *               publishes its current registry again (same code).
  *   reg:notice  pub/sub channel: "<version>" after each write. A poll every `pollMs` catches notices
  *               missed while the subscriber reconnected.
  * At start: Redis has no document → this node publishes its own; Redis has one → it replaces this node's
@@ -135,6 +137,13 @@ export class RegistrySync {
     // The header first: a poll that finds nothing newer costs ~100 bytes, whatever the registry's size.
     const header = await this.#redis.getrange(this.#docKey, 0, 99);
     const seen = /^gh1 (\d{1,16}) /.exec(header);
+    if (seen !== null && Number(seen[1]) < this.#version) {
+      // The publish script only moves forward: an older version means an old (validly signed) document
+      // was written back, e.g. to undo a revocation on nodes that start later. Put the current one back.
+      this.#o.log.warn({ code: 'SEALED_REGISTRY_FORGED', found: Number(seen[1]), current: this.#version }, 'client registry document in redis is older than this node\'s; the current one is published again');
+      await this.#publish(canonical(this.#o.registry.current));
+      return;
+    }
     if (seen !== null && Number(seen[1]) <= this.#version) return;
     const value = header === '' ? null : await this.#redis.get(this.#docKey);
     const local = this.#o.registry.current;
