@@ -14,7 +14,7 @@
  * TCP is measured in two topologies: sender and receiver in separate peer processes, and in one process
  * (`--topology one,two`, default both). Then the many-tunnel section (many.ts: 64 and 512 busy tunnels
  * plus a ping tunnel, TCP and WS, beside socat and haproxy; `--many 64,512`, `--many-seconds`,
- * `--many-rounds`, `--no-many`, `--many-only`).
+ * `--many-rounds`, `--many-ping-gap-ms`, `--no-many`, `--many-only`).
  * Then the tunnel-proxy section (tunnel-proxy.ts): one server connection with 1, 16 and 256 clients beside
  * the same number of legacy tunnels (`--tp-only` runs only it, `--no-tp` skips it).
  */
@@ -84,6 +84,8 @@ interface Options {
   manyCounts: number[];
   manySeconds: number;
   manyRounds: number;
+  /** Milliseconds between a ping's answer and the next (`--many-ping-gap-ms`, default 0: back to back). */
+  manyPingGapMs: number;
   /** The many-tunnel section's paths and transports (`--many-paths`, `--many-transports`); default all. */
   manyPaths: string[] | undefined;
   manyTransports: ('tcp' | 'ws')[] | undefined;
@@ -136,6 +138,7 @@ function parseArgs(argv: string[]): Options {
     }),
     manySeconds: num('--many-seconds', quick ? 3 : 5),
     manyRounds: num('--many-rounds', quick ? 1 : 3),
+    manyPingGapMs: num('--many-ping-gap-ms', 0),
     transferOnly: argv.includes('--transfer-only'),
     manyPaths: value('--many-paths')?.split(','),
     manyTransports: value('--many-transports')?.split(',').map((t) => {
@@ -732,6 +735,7 @@ async function main(): Promise<void> {
           seconds: opts.manySeconds,
           rounds: opts.manyRounds,
           inflight: opts.inflight,
+          pingGapMs: opts.manyPingGapMs,
           onlyPaths: opts.manyPaths,
           transports: opts.manyTransports,
           s: ctx.s,

@@ -31,6 +31,8 @@ export interface ManyDeps {
   readonly seconds: number;
   readonly rounds: number;
   readonly inflight: number;
+  /** Milliseconds between a ping's answer and the next ping (`--many-ping-gap-ms`; 0 = back to back). */
+  readonly pingGapMs: number;
   /** Only these paths (`--many-paths tunnel,jsTunnel,socat,haproxy,pipe`) and transports; default all. */
   readonly onlyPaths?: readonly string[] | undefined;
   readonly transports?: readonly ('tcp' | 'ws')[] | undefined;
@@ -243,7 +245,7 @@ export async function runManySection(d: ManyDeps): Promise<{ text: string; resul
             const cpu0 = pids.reduce((sum, pid) => sum + d.cpuSeconds(pid), 0);
             await r.call({ cmd: 'countStart', group: g.recv });
             const t0 = process.hrtime.bigint();
-            const ping = pinger.call<{ p50Us: number; p99Us: number; count: number }>({ cmd: 'rttFor', name: g.ping, ms: windowMs, size: 64 }, windowMs + 60_000);
+            const ping = pinger.call<{ p50Us: number; p99Us: number; count: number }>({ cmd: 'rttFor', name: g.ping, ms: windowMs, size: 64, gapMs: d.pingGapMs }, windowMs + 60_000);
             await sleep(windowMs / 2);
             const onKernel = path === 'tunnel' || path === 'jsTunnel' ? scanFds(pids[0]!) : { tunnels: NaN, pipeFds: NaN };
             await sleep(windowMs / 2);
@@ -291,8 +293,9 @@ function table(rows: string[][]): string {
   return rows.map((row) => row.map((cell, c) => (c === 0 ? cell.padEnd(widths[c]!) : cell.padStart(widths[c]!))).join('  ')).join('\n');
 }
 
-export function renderMany(results: ManyResult[], d: Pick<ManyDeps, 'seconds' | 'rounds'>): string {
-  const out: string[] = ['', `Many tunnels: N busy tunnels + 1 quiet ping tunnel, ${d.seconds} s windows, median of ${d.rounds} rounds (paths interleaved)`];
+export function renderMany(results: ManyResult[], d: Pick<ManyDeps, 'seconds' | 'rounds' | 'pingGapMs'>): string {
+  const pings = d.pingGapMs > 0 ? `64-byte pings ${d.pingGapMs} ms apart` : 'back-to-back 64-byte pings';
+  const out: string[] = ['', `Many tunnels: N busy tunnels + 1 quiet ping tunnel (${pings}), ${d.seconds} s windows, median of ${d.rounds} rounds (paths interleaved)`];
   for (const res of results) {
     const med = (path: PathName, pick: (x: Round) => number) => median(res.rounds[path]!.map(pick));
     const rows: string[][] = [[`${res.transport.toUpperCase()} × ${res.tunnels}`, ...res.paths.map((p) => LABEL[p])]];

@@ -21,7 +21,7 @@ export type WorkerCommand =
   | { cmd: 'blast'; group: string; ms: number; chunk: number }
   | { cmd: 'countStart'; group: string }
   | { cmd: 'countStop'; group: string }
-  | { cmd: 'rttFor'; name: string; ms: number; size: number }
+  | { cmd: 'rttFor'; name: string; ms: number; size: number; gapMs?: number }
   | { cmd: 'drop' }
   | { cmd: 'exit' };
 

@@ -354,8 +354,12 @@ function rtt(
   });
 }
 
-/** Back-to-back pings for `ms` milliseconds (however few fit: a starved path shows as a low count). */
-function rttFor(conn: Conn, ms: number, size: number): Promise<{ p50Us: number; p99Us: number; maxUs: number; count: number }> {
+/**
+ * Pings for `ms` milliseconds (however few fit: a starved path shows as a low count): back to back, or with
+ * `gapMs` between an answer and the next ping (a quiet tunnel, not one more busy one: back-to-back pings
+ * through a fast path take CPU from the busy tunnels on a small machine).
+ */
+function rttFor(conn: Conn, ms: number, size: number, gapMs = 0): Promise<{ p50Us: number; p99Us: number; maxUs: number; count: number }> {
   const ping = randomBytes(size);
   const samples: number[] = [];
   const until = process.hrtime.bigint() + BigInt(ms) * 1_000_000n;
@@ -372,7 +376,11 @@ function rttFor(conn: Conn, ms: number, size: number): Promise<{ p50Us: number; 
       got -= size;
       const now = process.hrtime.bigint();
       samples.push(Number(now - t0) / 1000);
-      if (now < until) return next();
+      if (now < until) {
+        if (gapMs > 0) setTimeout(next, gapMs);
+        else next();
+        return;
+      }
       samples.sort((a, b) => a - b);
       const at = (q: number) => samples[Math.min(samples.length - 1, Math.floor(samples.length * q))]!;
       resolve({ p50Us: at(0.5), p99Us: at(0.99), maxUs: samples[samples.length - 1]!, count: samples.length });
@@ -502,7 +510,7 @@ async function handle(req: WorkerRequest): Promise<unknown> {
     case 'countStop':
       return group(req.group).map((e) => e.bytes);
     case 'rttFor':
-      return rttFor(conn(req.name), req.ms, req.size);
+      return rttFor(conn(req.name), req.ms, req.size, req.gapMs);
     case 'drop':
       drop();
       return undefined;
