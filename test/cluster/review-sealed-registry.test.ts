@@ -68,3 +68,21 @@ test('an old signed registry document written back into Redis does not undo a re
   const clients = (await readRegistryFile(c.server.registryFile)).clients;
   assert.deepEqual(clients.map((x) => [x.name, x.revoked !== undefined]), [['carol', true]]);
 });
+
+test('an oversized registry document in Redis is not downloaded at every poll (its length is asked first), and the next change replaces it', { skip, timeout: 8000 }, async () => {
+  await node('reg-big');
+  const redisClient = states[0]!.client;
+  const big = `gh1 ${Date.now() + 10_000_000} ${'0'.repeat(64)}\n${'x'.repeat(9 * 1024 * 1024)}`;
+  await redisClient.set(DOC, big);
+  const sent = async () => Number(/total_net_output_bytes:(\d+)/.exec(await redisClient.info('stats'))?.[1] ?? 0);
+  await new Promise((r) => setTimeout(r, 300));
+  const before = await sent();
+  // Three nodes poll every 100 ms: a download per poll would be ~270 MB a second.
+  await new Promise((r) => setTimeout(r, 1000));
+  const perSecond = (await sent()) - before;
+  assert.ok(perSecond < 1024 * 1024, `redis sent ${perSecond} bytes in a second`);
+  assert.ok(nodes.some((n) => n.lines.some((l) => l.code === 'SEALED_REGISTRY_FORGED')));
+  // The next real change replaces it, as it replaces a forged document.
+  await nodes.at(-1)!.client('dave');
+  await until(3000, 'dave published over the oversized document', async () => (await redisClient.getrange(DOC, 0, 4096)).includes('"dave"'));
+});

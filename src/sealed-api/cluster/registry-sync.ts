@@ -24,12 +24,12 @@ import type { Logger } from '../../core/log.ts';
 import type { RedisAccess } from '../../core/cluster/shared-state.ts';
 import { parseRegistry, writeRegistryFile, type ClientRegistry, type RegistryFile } from '../registry.ts';
 
-/** A registry document in Redis larger than this is ignored (logged). */
+/** A registry document in Redis larger than this is ignored (logged; its length is read, not the value) and replaced by the next publish. */
 export const MAX_REGISTRY_DOC_BYTES = 8 * 1024 * 1024;
 
 const PUBLISH = `
 local cur = redis.call('GET', KEYS[1])
-if cur and cur ~= ARGV[3] then
+if cur and cur ~= ARGV[3] and string.len(cur) <= tonumber(ARGV[4]) then
   local v = tonumber(string.match(cur, '^gh1 (%d+) '))
   if v and v >= tonumber(ARGV[1]) then return 0 end
 end
@@ -39,7 +39,7 @@ return 1
 `;
 
 type Scripts = RedisAccess['client'] & {
-  regPublish(doc: string, channel: string, version: number, value: string, replaceIfEquals: string): Promise<number>;
+  regPublish(doc: string, channel: string, version: number, value: string, replaceIfEquals: string, maxBytes: number): Promise<number>;
 };
 
 export interface RegistrySyncOptions {
@@ -63,6 +63,8 @@ export class RegistrySync {
   #docSha = '';
   /** A value found in Redis whose mac failed (replaced by our next publish; logged once). */
   #forged = '';
+  /** The header of a value found too large to read (logged once; not downloaded at every poll). */
+  #oversized = '';
   #queue: Promise<void> = Promise.resolve();
   #timer: NodeJS.Timeout | undefined;
   readonly #offs: (() => void)[] = [];
@@ -116,7 +118,8 @@ export class RegistrySync {
   async #publish(text: string, retry = true): Promise<void> {
     const version = Math.max(Date.now(), this.#version + 1);
     const value = `gh1 ${version} ${this.#mac(version, text)}\n${text}`;
-    const ok = await this.#redis.regPublish(this.#docKey, this.#channel, version, value, this.#forged);
+    // A value larger than any registry is never ours: replaced like a forged one (the script compares its length).
+    const ok = await this.#redis.regPublish(this.#docKey, this.#channel, version, value, this.#forged, MAX_REGISTRY_DOC_BYTES);
     if (ok === 1) {
       this.#version = version;
       this.#docSha = sha(text);
@@ -145,6 +148,14 @@ export class RegistrySync {
       return;
     }
     if (seen !== null && Number(seen[1]) <= this.#version) return;
+    if (header !== '') {
+      const bytes = await this.#redis.strlen(this.#docKey);
+      if (bytes > MAX_REGISTRY_DOC_BYTES) {
+        if (header !== this.#oversized) this.#o.log.warn({ code: 'SEALED_REGISTRY_FORGED', bytes }, 'client registry document in redis is larger than any registry; ignored');
+        this.#oversized = header;
+        return;
+      }
+    }
     const value = header === '' ? null : await this.#redis.get(this.#docKey);
     const local = this.#o.registry.current;
     if (value === null) {
