@@ -14,7 +14,8 @@
  *   channel bo:blocked          "<scope> <hmac(address)> <ms>": an address reached the limit, block it
  *                               for <ms> (published by the counting script itself, atomically)
  * Faults: Redis away → every call rejects at once (no offline queue); the callers decide what that
- * means (back-off: count locally; replay: refuse). One error line per 5 s (core/redis.ts).
+ * means (back-off: count locally; replay: refuse). `once` answers only once the epoch was read on the
+ * current connection (a failed read is retried by the next `once`, which rejects while it fails). One error line per 5 s (core/redis.ts).
  */
 import { createHmac, randomBytes } from 'node:crypto';
 import type { Redis } from 'ioredis';
@@ -147,6 +148,8 @@ export class RedisSharedState implements SharedState, RedisAccess {
   #epoch: string | undefined;
   /** While the epoch is read after a (re)connect: `once` waits for it (a reset must be known first). */
   #checking: Promise<void> | undefined;
+  /** The epoch was read on the current connection (until then a reset may be unknown). */
+  #epochRead = false;
   #seq = 0;
   #closed = false;
 
@@ -168,6 +171,7 @@ export class RedisSharedState implements SharedState, RedisAccess {
     this.client.defineCommand('csEpoch', { numberOfKeys: 1, lua: EPOCH });
     this.client.on('ready', () => {
       // Synchronously, before any command of ours can run on the new connection.
+      this.#epochRead = false;
       this.#checking = this.#checkEpoch().finally(() => (this.#checking = undefined));
     });
     this.#sub = createRedisClient({ ...common, errorMessage: 'redis subscriber unreachable: cluster notices are delayed until it is back' });
@@ -241,6 +245,7 @@ export class RedisSharedState implements SharedState, RedisAccess {
       const epoch = await this.client.csEpoch(this.#channel('epoch'), randomBytes(12).toString('hex'));
       const before = this.#epoch;
       this.#epoch = epoch;
+      this.#epochRead = true;
       if (before !== undefined && before !== epoch) {
         this.#opts.log.warn({ node: this.#opts.nodeId, code: 'CORE_CLUSTER_STATE_UNAVAILABLE' }, 'redis lost its data (restarted empty): shared state starts over');
         for (const fn of this.#reset) fn();
@@ -265,6 +270,12 @@ export class RedisSharedState implements SharedState, RedisAccess {
 
   async once(scope: string, key: string, ttlMs: number): Promise<OnceVerdict> {
     if (this.#checking !== undefined) await this.#checking;
+    if (!this.#epochRead) {
+      // The read after the last connect failed: Redis may have lost every key. Ask again before trusting it.
+      this.#checking ??= this.#checkEpoch().finally(() => (this.#checking = undefined));
+      await this.#checking;
+      if (!this.#epochRead) throw new Error('redis epoch not read: whether it lost its data is unknown');
+    }
     const r = await this.client.set(`${this.#opts.keyPrefix}once:${scope}:${key}`, '1', 'PX', Math.max(1, Math.ceil(ttlMs)), 'NX');
     return r === 'OK' ? 'fresh' : 'duplicate';
   }
