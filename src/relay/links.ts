@@ -17,6 +17,7 @@ import { isUtf8 } from 'node:buffer';
 import { createRequire } from 'node:module';
 import type { WebSocket } from 'ws';
 import { WsDataFrames, unmaskJs, type Unmask } from './protocol/ws-data-frames.ts';
+import type { ReadBuffers } from './read-buffers.ts';
 
 export type TransportKind = 'tcp' | 'tls' | 'unix' | 'ws' | 'wss';
 
@@ -170,6 +171,60 @@ export class StreamLink extends OwnedLink implements Link {
     this.socket.resume();
   }
 
+  /**
+   * Inside a tunnel, plain TCP/unix only: from now on the socket reads into `pool`'s buffers (read-buffers.ts:
+   * 256 KiB at a time while busy) through Node's user-buffer reads (`onread`, set here on the existing
+   * socket), and `data` gets views of them. `referenced()` is asked after each handler call whether the
+   * view may still be referenced (the partner's write queue holds it); a referenced buffer is never read
+   * into again. A chunk handed to `data` from the shared small buffer is a copy. Returns false (nothing
+   * changed, Node's own 64 KiB reads go on) for TLS or where Node's internals are not as expected.
+   */
+  readIntoBuffers(pool: ReadBuffers, referenced: () => boolean): boolean {
+    type Internals = Socket & Record<symbol, unknown> & { _handle?: { useUserBuffer?: (buf: Uint8Array) => void } | null };
+    const s = this.socket as Internals;
+    if (this.kind === 'tls' || this.#closed || s.destroyed) return false;
+    const syms = Object.getOwnPropertySymbols(s);
+    const sym = (name: string) => syms.find((x) => x.description === name);
+    const kBuffer = sym('kBuffer');
+    const kBufferCb = sym('kBufferCb');
+    const kBufferGen = sym('kBufferGen');
+    const handle = s._handle;
+    if (kBuffer === undefined || kBufferCb === undefined || kBufferGen === undefined || s[kBuffer] !== null || typeof handle?.useUserBuffer !== 'function') return false;
+    let cur = pool.small;
+    let large = false;
+    // Node calls this with each read's length (the bytes are in `cur`), then `next` for the next read's buffer.
+    const onRead = (n: number): boolean => {
+      const chunk = large ? cur.subarray(0, n) : Buffer.from(cur.subarray(0, n));
+      try {
+        this.h.data(chunk, false);
+      } catch (err) {
+        this.fault(err);
+      }
+      if (!large) {
+        if (n === cur.length) {
+          cur = pool.large();
+          large = true;
+        }
+      } else if (referenced()) {
+        // The partner's writer owns this one now: read into a fresh buffer (or the shared one when quiet).
+        cur = n === cur.length ? pool.large() : pool.small;
+        large = cur !== pool.small;
+      } else if (n < cur.length / 2) {
+        pool.release(cur);
+        cur = pool.small;
+        large = false;
+      }
+      return true; // pausing is the owner's (pause()), never through the return value
+    };
+    const next = () => cur;
+    this.#userBuffers = { on: () => ((s[kBuffer] = cur), (s[kBufferCb] = onRead), (s[kBufferGen] = next)), off: () => ((s[kBuffer] = null), (s[kBufferCb] = null), (s[kBufferGen] = null)) };
+    this.#userBuffers.on();
+    handle.useUserBuffer(cur);
+    return true;
+  }
+  /** Switches Node's user-buffer mode on and off (quiesce: with it on, resume() would restart reading). */
+  #userBuffers: { on: () => void; off: () => void } | undefined;
+
   finish(_close?: { code: number; reason: string }, lingerMs = this.closeFlushMs): void {
     if (this.#finishing || this.#closed || this.socket.destroyed) return;
     this.#finishing = true;
@@ -196,6 +251,8 @@ export class StreamLink extends OwnedLink implements Link {
   quiesce(): Buffer[] {
     const s = this.socket as Socket & { _handle?: { readStop?: () => number; reading?: boolean } | null; _read: (n: number) => void };
     s.pause();
+    // In user-buffer mode Node's resume() restarts reading by itself, past the no-op _read below.
+    this.#userBuffers?.off();
     if (s._handle) {
       s._handle.readStop?.();
       // Node's own flag: left true, a later _read (after resumeFromSplice) would never restart reading.
@@ -215,6 +272,7 @@ export class StreamLink extends OwnedLink implements Link {
     // The no-op _read never pushed, so Node's stream still believes a read is under way and would never
     // call _read again (the tunnel would stall): clear it so resume() restarts reading the handle.
     if (s._readableState !== undefined) s._readableState.reading = false;
+    this.#userBuffers?.on();
     s.resume();
   }
 

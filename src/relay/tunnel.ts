@@ -28,6 +28,7 @@ import { StreamLink, type Link, type LinkHandlers } from './links.ts';
 import type { SpliceEngine, SpliceEvent } from './splice.ts';
 import { ReadTurns } from './read-turns.ts';
 import { DATA_PATH_GC } from './young-gc.ts';
+import { TUNNEL_READ_BUFFERS } from './read-buffers.ts';
 
 export interface TunnelContext {
   readonly rendezvous: Rendezvous<Session>;
@@ -70,11 +71,12 @@ export interface TunnelParty {
 
 /**
  * Fair shares of an event-loop turn for every JavaScript-path tunnel in this process (one event loop, so
- * one scheduler; read-turns.ts): 1 MiB per turn in total, at least one 64 KiB read per busy reader. With
- * 64 busy tunnels a turn copies ~4 MiB instead of up to 2 MiB per socket; a lone tunnel yields once per
- * MiB (one setImmediate and a read restart, against sixteen 64 KiB reads and writes).
+ * one scheduler; read-turns.ts): 1 MiB per turn in total, at least one 256 KiB read (read-buffers.ts) per
+ * busy reader, so at most 4 yielded readers are resumed per turn. With 64 busy tunnels a turn copies
+ * ~1 MiB instead of up to 2 MiB per socket; a lone tunnel yields once per MiB (one setImmediate and a read
+ * restart, against four 256 KiB reads and writes).
  */
-const READ_TURNS = new ReadTurns(1024 * 1024, 64 * 1024);
+const READ_TURNS = new ReadTurns(1024 * 1024, 256 * 1024);
 
 
 /** How long a hand-off may wait for Node's write buffers to empty before it gives up (stays in JS). */
@@ -337,6 +339,9 @@ export class Tunnel {
       blocked = false;
       if (!yielding) src.resume();
     };
+    // Plain sockets read 256 KiB at a time into reused buffers; a view the partner could not write at once
+    // stays with its write queue (read-buffers.ts).
+    if (src instanceof StreamLink) src.readIntoBuffers(TUNNEL_READ_BUFFERS, () => dst.pendingBytes > 0);
   }
 
   /** One side ended its sending (`gone` false) or disappeared (`gone` true). */
