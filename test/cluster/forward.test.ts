@@ -240,15 +240,21 @@ test('a node that cannot be reached: ProxyError and RELAY_FORWARD_FAILED, the ke
 });
 
 /** The raw handshake against node-a's forward listener. */
-async function rawForward(): Promise<{ hello: string; socket: import('node:net').Socket; received: () => Buffer; closed: Promise<void> }> {
+async function rawForward(localAddress = '127.0.0.1'): Promise<{ hello: string; socket: import('node:net').Socket; received: () => Buffer; closed: Promise<void> }> {
   const addr = parseForwardAddress(nodes[0]!.server.forwardAddress!);
   assert.ok(!('path' in addr));
-  const socket = connect({ host: addr.host, port: addr.port });
+  const socket = connect({ host: addr.host, port: addr.port, localAddress });
   const chunks: Buffer[] = [];
   socket.on('data', (c: Buffer) => chunks.push(c));
   socket.on('error', () => undefined);
-  const closed = new Promise<void>((r) => socket.once('close', () => r()));
-  for (let i = 0; i < 200 && Buffer.concat(chunks).indexOf(0x0a) < 0; i++) await new Promise((r) => setTimeout(r, 10));
+  let isClosed = false;
+  const closed = new Promise<void>((r) =>
+    socket.once('close', () => {
+      isClosed = true;
+      r();
+    }),
+  );
+  for (let i = 0; i < 200 && !isClosed && Buffer.concat(chunks).indexOf(0x0a) < 0; i++) await new Promise((r) => setTimeout(r, 10));
   return { hello: Buffer.concat(chunks).toString(), socket, received: () => Buffer.concat(chunks), closed };
 }
 
@@ -409,5 +415,29 @@ test('mutual TLS between nodes: a forwarded tunnel runs inside it, half-close in
     assert.ok(log.records().some((r) => r.code === 'RELAY_FORWARD_FAILED'));
   } finally {
     for (const s of started) await s.close();
+  }
+});
+
+test('one address cannot hold every handshake slot: the 65th silent connection from it is dropped at once, a node still claims', { skip, timeout: 15000 }, async () => {
+  const idle: { socket: import('node:net').Socket; closed: Promise<void> }[] = [];
+  try {
+    // From 127.0.0.2: the nodes themselves connect from 127.0.0.1.
+    for (let i = 0; i < 64; i++) idle.push(await rawForward('127.0.0.2'));
+    const extra = await rawForward('127.0.0.2');
+    await extra.closed;
+    assert.equal(extra.hello, '', 'dropped before the greeting');
+    assert.ok(idle.every((x) => !x.socket.destroyed));
+    // A node's claim from another loopback address is served meanwhile.
+    const token = `tok-${crypto.randomUUID()}`;
+    const a = await client(n1!.url('tcp'));
+    a.send(authenticate(token));
+    await a.waitFor(NO_ERROR);
+    const b = await client(n2!.url('tcp'));
+    b.send(authenticate(token));
+    await b.waitFor(TUNNEL_ESTABLISHED);
+    a.end();
+    await b.closed();
+  } finally {
+    for (const x of idle) x.socket.destroy();
   }
 });

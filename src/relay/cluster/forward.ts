@@ -25,7 +25,7 @@ import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { connect, createServer, type Server, type Socket } from 'node:net';
 import { connect as tlsConnect, createServer as createTlsServer, type TLSSocket } from 'node:tls';
 import type { TlsServerOptions } from '../../core/tls.ts';
-import type { Logger } from '../../core/log.ts';
+import { RateLimitedWarnings, type Logger } from '../../core/log.ts';
 import { asError } from '../../core/fault.ts';
 import { listen, stopListening, type ListenAddress } from '../../core/net.ts';
 
@@ -39,6 +39,11 @@ export const MAX_LINE = 4096;
 const KEEPALIVE_MS = 15_000;
 /** Handshakes under way at once on one listener; more are dropped at accept. */
 const MAX_PENDING = 1024;
+/**
+ * Handshakes under way at once from one address: a peer that opens connections and says nothing cannot
+ * take every slot (a node of ours has at most one handshake per client that is authenticating).
+ */
+const MAX_PENDING_PER_ADDRESS = 64;
 
 /** Who a claimed or claiming client is: what the other node needs for its notification and its monitor. */
 export interface PartyInfo {
@@ -234,10 +239,14 @@ export class ForwardListener {
   readonly #server: Server;
   readonly #opts: ForwardListenerOptions;
   readonly #pending = new Set<Socket>();
+  readonly #pendingPerAddress = new Map<string, number>();
+  /** Refusals are peer-caused: one line per reason every 10 s (a flood must not flood the log). */
+  readonly #refusals: RateLimitedWarnings;
   #address: ListenAddress | undefined;
 
   constructor(opts: ForwardListenerOptions) {
     this.#opts = opts;
+    this.#refusals = new RateLimitedWarnings(opts.log);
     if (opts.tls === undefined) {
       this.#server = createServer({ allowHalfOpen: true, noDelay: true, pauseOnConnect: true }, (s) => this.#accept(s));
     } else {
@@ -245,7 +254,7 @@ export class ForwardListener {
       // A listener here means Node no longer drops a failed handshake itself.
       tlsServer.on('tlsClientError', (err: Error, socket: TLSSocket) => {
         socket.destroy();
-        opts.log.warn({ err: err.message, code: 'RELAY_FORWARD_FAILED', remote: socket.remoteAddress }, 'forward TLS handshake refused');
+        this.#refusals.warn('tls', { err: err.message, code: 'RELAY_FORWARD_FAILED', remote: socket.remoteAddress }, 'forward TLS handshake refused');
       });
       this.#server = tlsServer;
     }
@@ -271,17 +280,29 @@ export class ForwardListener {
   }
 
   #accept(socket: Socket): void {
-    if (this.#pending.size >= MAX_PENDING) {
+    const from = socket.remoteAddress ?? 'unix';
+    const fromCount = this.#pendingPerAddress.get(from) ?? 0;
+    if (this.#pending.size >= MAX_PENDING || fromCount >= MAX_PENDING_PER_ADDRESS) {
+      this.#refusals.warn('busy', { code: 'RELAY_FORWARD_FAILED', remote: from, pending: this.#pending.size }, 'forward handshake refused: too many under way');
       socket.destroy();
       return;
     }
     socket.on('error', () => undefined);
     this.#pending.add(socket);
+    this.#pendingPerAddress.set(from, fromCount + 1);
+    const done = () => {
+      this.#pending.delete(socket);
+      const left = (this.#pendingPerAddress.get(from) ?? 1) - 1;
+      if (left <= 0) this.#pendingPerAddress.delete(from);
+      else this.#pendingPerAddress.set(from, left);
+    };
     this.#handshake(socket).then(
-      () => this.#pending.delete(socket),
+      () => done(),
       (err: unknown) => {
-        this.#pending.delete(socket);
-        this.#opts.log.warn({ err: asError(err).message, code: 'RELAY_FORWARD_FAILED', remote: socket.remoteAddress }, 'forward handshake refused');
+        done();
+        // Keyed by our own reason texts (and system error texts), never by anything the peer sent.
+        const reason = asError(err).message;
+        this.#refusals.warn(`handshake:${reason}`, { err: reason, code: 'RELAY_FORWARD_FAILED', remote: socket.remoteAddress }, 'forward handshake refused');
         socket.destroy();
       },
     );

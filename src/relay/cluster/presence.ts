@@ -97,13 +97,27 @@ type PresenceRedis = Redis & {
   ghPresencePublish(key: string, index: string, value: string, ttlMs: number, node: string): Promise<number>;
 };
 
+/** The longest client-chosen text a presence value carries (names, addresses), characters. */
+const MAX_FIELD = 128;
+/** A presence value larger than this is not read (counted unreadable): no node of ours writes one. */
+const MAX_VALUE_BYTES = 1024 * 1024;
+
+function shortPeer<T extends { name: string; userName: string; address: string }>(p: T): T {
+  const cut = (x: string) => (x.length > MAX_FIELD ? `${x.slice(0, MAX_FIELD - 1)}…` : x);
+  return { ...p, name: cut(p.name), userName: cut(p.userName), address: cut(p.address) };
+}
+
 /** Reads every live node's presence (at most `MAX_NODES`), validated. Rejects when Redis cannot be asked. */
 export async function readClusterView(redis: Redis, keyPrefix: string): Promise<ClusterView> {
   const ids = await redis.zrange(`${keyPrefix}nodes`, '0', String(MAX_NODES - 1));
   if (ids.length === 0) return { nodes: [], unreadable: 0 };
-  const values = await redis.mget(ids.map((id) => `${keyPrefix}node:${id}`));
+  const keys = ids.map((id) => `${keyPrefix}node:${id}`);
+  // Sizes first: an oversized value (not written by a node of ours) is skipped, never downloaded.
+  const sizes = await Promise.all(keys.map((k) => redis.strlen(k)));
+  const readable = keys.filter((_, i) => (sizes[i] ?? 0) <= MAX_VALUE_BYTES);
+  let unreadable = keys.length - readable.length;
+  const values = readable.length === 0 ? [] : await redis.mget(readable);
   const nodes: NodePresence[] = [];
-  let unreadable = 0;
   for (const value of values) {
     // No value: the node's key expired (it died) and a publisher has not pruned the index yet.
     if (value === null) continue;
@@ -161,7 +175,16 @@ export class PresencePublisher {
       startedAt: this.#startedAt,
       updatedAt: Date.now(),
       ...(forward === undefined ? {} : { forward }),
-      relay: relay === undefined ? null : { ...relay, connections: { ...relay.connections }, tunnelList: [...relay.tunnelList] },
+      // Client-chosen names are cut to MAX_FIELD characters: a node's value stays small (1,000 tunnels ×
+      // two 10 KiB names would be 20 MB written to Redis every period).
+      relay:
+        relay === undefined
+          ? null
+          : {
+              ...relay,
+              connections: { ...relay.connections },
+              tunnelList: relay.tunnelList.map((t) => ({ ...t, one: shortPeer(t.one), two: shortPeer(t.two) })),
+            },
     };
   }
 
