@@ -2,6 +2,8 @@
 // Runs every test file under test/ and src/ with node's own test runner (through tsx).
 // Node 20's --test finds no .ts files by itself and would exit 0 having run nothing, so we list them
 // here and fail loudly when none are found. Extra argv entries filter files by substring.
+// --test-timeout bounds a whole file (each runs in its own process): the pack/install test builds and
+// installs the package, over a minute on a loaded 2-core machine; tests set their own tighter deadlines.
 import { readdirSync, statSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { spawnSync } from 'node:child_process';
@@ -28,7 +30,7 @@ if (files.length === 0) {
 console.log(`running ${files.length} test files`);
 const result = spawnSync(
   process.execPath,
-  ['--import', 'tsx', '--test', '--test-timeout=60000', '--test-concurrency=2', ...flags, ...files],
+  ['--import', 'tsx', '--test', '--test-timeout=180000', '--test-concurrency=2', ...flags, ...files],
   { cwd: root, stdio: 'inherit', env: { ...process.env, GATEHOUSE_TEST: '1' } },
 );
 process.exit(result.status ?? 1);
