@@ -7,15 +7,18 @@
  * then copies megabytes per socket, and a quiet tunnel's few bytes wait for all of it (0.7 s behind 64
  * busy tunnels). Here every reader that has used its share of a turn pauses and is resumed after the turn
  * (a `setImmediate`, after the poll phase), so a turn copies about `turnBytes` in total, split evenly
- * among the readers that were busy in it (at least `minShareBytes` each, one read's worth). A lone
- * tunnel's share is the whole `turnBytes`, so it yields once per `turnBytes` (a setImmediate and a read
- * restart), which costs it nothing measurable.
+ * among the readers that were busy in it (at least the reader's `minShareBytes`, one read's worth). A
+ * lone tunnel's share is the whole `turnBytes`, so it yields once per `turnBytes` (a setImmediate and a
+ * read restart), which costs it nothing measurable.
  *
- * With more busy readers than `turnBytes / minShareBytes` (16 at 1 MiB and 64 KiB), even one read each
- * would make a turn longer than `turnBytes` (64 readers: 4 MiB, and a quiet tunnel's ping waits for two
- * such turns). So the end of a turn resumes at most that many yielded readers, first come first served;
- * the others wait, in order, for the next turns. Every turn stays near `turnBytes`, and each busy reader
- * still gets one read in every `readers / 16` turns.
+ * With many busy readers even one read each would make a turn far longer than `turnBytes` (64 readers of
+ * 64 KiB: 4 MiB, and a quiet tunnel's ping waits for two such turns). So:
+ * - the end of a turn resumes yielded readers, first come first served, only until their minimum shares
+ *   add up to `turnBytes`; the others wait, in order, for the next turns (each busy reader still gets its
+ *   turn in every `readers × share / turnBytes`);
+ * - once a turn has delivered `turnBytes`, a reader that delivers `lightBytes` or more in it yields at once
+ *   (a reader whose socket never has a whole share ready would otherwise read in every turn, unpaused).
+ *   Readers below `lightBytes` (pings, requests, a quiet tunnel) are never held back.
  *
  * Not a socket in sight: readers are small records with a resume callback.
  */
@@ -26,38 +29,45 @@ export interface TurnReader {
   turn: number;
   /** Bytes this reader delivered in `turn`. */
   bytes: number;
+  /** The least this reader may deliver per turn (its read size). */
+  readonly minShareBytes: number;
+}
+
+interface Waiting {
+  readonly resume: () => void;
+  readonly shareBytes: number;
 }
 
 export class ReadTurns {
   #turn = 1;
   #readersThisTurn = 0;
   #readersLastTurn = 1;
+  /** Bytes all readers delivered in this turn. */
+  #turnUsed = 0;
   #scheduled = false;
-  /** Yielded readers' resumes, oldest first, from `#next` on (a queue without per-turn copying). */
-  #yielded: (() => void)[] = [];
+  /** Yielded readers, oldest first, from `#next` on (a queue without per-turn copying). */
+  #yielded: Waiting[] = [];
   #next = 0;
-  /** Yielded readers resumed per turn end: one minimum share each fills a turn. */
-  readonly #resumesPerTurn: number;
 
   /**
    * @param turnBytes Bytes all readers together may deliver in one turn before the busy ones yield.
-   * @param minShareBytes The least any reader may deliver per turn (one socket read is 64 KiB).
+   * @param minShareBytes A reader's least share per turn unless `reader()` says otherwise (one read).
+   * @param lightBytes Readers that deliver less than this in a turn never yield for the turn's total.
    */
   constructor(
     readonly turnBytes: number,
     readonly minShareBytes: number,
-  ) {
-    this.#resumesPerTurn = Math.max(1, Math.floor(turnBytes / minShareBytes));
-  }
+    readonly lightBytes = 16 * 1024,
+  ) {}
 
-  /** A new reader's counters. */
-  reader(): TurnReader {
-    return { turn: 0, bytes: 0 };
+  /** A new reader's counters; `minShareBytes`: its read size, when not the default. */
+  reader(minShareBytes = this.minShareBytes): TurnReader {
+    return { turn: 0, bytes: 0, minShareBytes };
   }
 
   /**
-   * Counts `n` delivered bytes; true when the reader has used its share of this turn and should pause,
-   * then hand its resume to `yieldTurn`.
+   * Counts `n` delivered bytes; true when the reader has used its share of this turn (or the turn is full
+   * and the reader is not light) and should pause, then hand its resume to `yieldTurn`.
    */
   charge(r: TurnReader, n: number): boolean {
     if (r.turn !== this.#turn) {
@@ -67,16 +77,18 @@ export class ReadTurns {
       this.#schedule();
     }
     r.bytes += n;
+    this.#turnUsed += n;
     const readers = Math.max(this.#readersLastTurn, this.#readersThisTurn);
-    return r.bytes >= Math.max(this.minShareBytes, this.turnBytes / readers);
+    if (r.bytes >= Math.max(r.minShareBytes, this.turnBytes / readers)) return true;
+    return this.#turnUsed >= this.turnBytes && r.bytes >= this.lightBytes;
   }
 
   /**
    * Calls `resume` once the current turn is over, or a later one when more readers wait than a turn can
    * serve (the caller re-checks its own state there).
    */
-  yieldTurn(resume: () => void): void {
-    this.#yielded.push(resume);
+  yieldTurn(resume: () => void, r?: TurnReader): void {
+    this.#yielded.push({ resume, shareBytes: r?.minShareBytes ?? this.minShareBytes });
     this.#schedule();
   }
 
@@ -90,10 +102,12 @@ export class ReadTurns {
     this.#scheduled = false;
     this.#readersLastTurn = Math.max(1, this.#readersThisTurn);
     this.#readersThisTurn = 0;
+    this.#turnUsed = 0;
     this.#turn++;
     const q = this.#yielded;
     const start = this.#next;
-    const end = Math.min(q.length, start + this.#resumesPerTurn);
+    let end = start;
+    for (let budget = 0; end < q.length && (end === start || budget < this.turnBytes); end++) budget += q[end]!.shareBytes;
     // Readers that yield during the resumes below join whichever array is the queue by then.
     if (end === q.length) {
       this.#yielded = [];
@@ -104,7 +118,7 @@ export class ReadTurns {
     } else {
       this.#next = end;
     }
-    for (let i = start; i < end; i++) q[i]!();
+    for (let i = start; i < end; i++) q[i]!.resume();
     if (this.#next < this.#yielded.length) this.#schedule();
   };
 

@@ -71,12 +71,13 @@ export interface TunnelParty {
 
 /**
  * Fair shares of an event-loop turn for every JavaScript-path tunnel in this process (one event loop, so
- * one scheduler; read-turns.ts): 1 MiB per turn in total, at least one 256 KiB read (read-buffers.ts) per
- * busy reader, so at most 4 yielded readers are resumed per turn. With 64 busy tunnels a turn copies
- * ~1 MiB instead of up to 2 MiB per socket; a lone tunnel yields once per MiB (one setImmediate and a read
- * restart, against four 256 KiB reads and writes).
+ * one scheduler; read-turns.ts): 1 MiB per turn in total, at least one read per busy reader (256 KiB for a
+ * plain socket reading into read-buffers.ts, 64 KiB for TLS and WebSocket sides), and only as many yielded
+ * readers resumed per turn as that 1 MiB holds. With 64 busy tunnels a turn copies ~1 MiB instead of up
+ * to 2 MiB per socket; a lone tunnel yields once per MiB (one setImmediate and a read restart, against
+ * four 256 KiB reads and writes).
  */
-const READ_TURNS = new ReadTurns(1024 * 1024, 256 * 1024);
+const READ_TURNS = new ReadTurns(1024 * 1024, 64 * 1024);
 
 
 /** How long a hand-off may wait for Node's write buffers to empty before it gives up (stays in JS). */
@@ -295,7 +296,10 @@ export class Tunnel {
     const src = from.link;
     const dst = to.link;
     const ctx = this.ctx;
-    const reader = READ_TURNS.reader();
+    // Plain sockets read 256 KiB at a time into reused buffers; a view the partner could not write at once
+    // stays with its write queue (read-buffers.ts).
+    const large = src instanceof StreamLink && src.readIntoBuffers(TUNNEL_READ_BUFFERS, () => dst.pendingBytes > 0);
+    const reader = READ_TURNS.reader(large ? TUNNEL_READ_BUFFERS.largeBytes : undefined);
     /** Paused until `dst` drains (backpressure). */
     let blocked = false;
     /** Paused until the event-loop turn is over (its share of the turn used, see read-turns.ts). */
@@ -314,7 +318,7 @@ export class Tunnel {
       if (READ_TURNS.charge(reader, n) && !yielding && !blocked) {
         yielding = true;
         src.pause();
-        READ_TURNS.yieldTurn(endOfTurn);
+        READ_TURNS.yieldTurn(endOfTurn, reader);
       }
     });
     fromHandlers.data = (chunk) => {
@@ -331,7 +335,7 @@ export class Tunnel {
       } else if (shareUsed && !yielding) {
         yielding = true;
         src.pause();
-        READ_TURNS.yieldTurn(endOfTurn);
+        READ_TURNS.yieldTurn(endOfTurn, reader);
       }
       if (this.#handoff === 'none' && this.relayedBytes >= ctx.spliceAfterBytes) this.#handOff(this.#streams!);
     };
@@ -339,9 +343,6 @@ export class Tunnel {
       blocked = false;
       if (!yielding) src.resume();
     };
-    // Plain sockets read 256 KiB at a time into reused buffers; a view the partner could not write at once
-    // stays with its write queue (read-buffers.ts).
-    if (src instanceof StreamLink) src.readIntoBuffers(TUNNEL_READ_BUFFERS, () => dst.pendingBytes > 0);
   }
 
   /** One side ended its sending (`gone` false) or disappeared (`gone` true). */

@@ -46,3 +46,26 @@ test('64 busy readers: 16 resumed per turn, first come first served, so every tu
   assert.deepEqual(order.slice(32), [...Array.from({ length: 32 }, (_, i) => 32 + i), ...Array.from({ length: 16 }, (_, i) => 100 + i)]);
   assert.equal(turns.waiting, 0);
 });
+
+test('a full turn: a reader past lightBytes yields at once, a light one (a ping) never does', { timeout: 5000 }, async () => {
+  const turns = new ReadTurns(1024 * KIB, 256 * KIB);
+  const busy = turns.reader();
+  const slow = turns.reader();
+  const ping = turns.reader();
+  assert.equal(turns.charge(busy, 1024 * KIB), true);
+  // The turn is full: 100 KiB (under its 256 KiB share) is enough to yield now; 64 bytes is not.
+  assert.equal(turns.charge(slow, 100 * KIB), true);
+  assert.equal(turns.charge(ping, 64), false);
+  await endOfTurn();
+  // A new turn: the same 100 KiB is within the share again.
+  assert.equal(turns.charge(slow, 100 * KIB), false);
+});
+
+test('resumes per turn follow each reader\'s own share: four 256 KiB readers fill a 1 MiB turn', { timeout: 5000 }, async () => {
+  const turns = new ReadTurns(1024 * KIB, 64 * KIB);
+  const resumed: number[] = [];
+  for (let i = 0; i < 8; i++) turns.yieldTurn(() => resumed.push(i), turns.reader(256 * KIB));
+  await endOfTurn();
+  assert.deepEqual(resumed, [0, 1, 2, 3]);
+  assert.equal(turns.waiting, 4);
+});
