@@ -207,9 +207,9 @@ export class StreamLink extends OwnedLink implements Link {
         }
       } else if (referenced()) {
         // The partner's writer owns this one now: read into a fresh buffer (or the shared one when quiet).
-        cur = n === cur.length ? pool.large() : pool.small;
-        large = cur !== pool.small;
-      } else if (n < cur.length / 2) {
+        large = n >= pool.smallBytes;
+        cur = large ? pool.large() : pool.small;
+      } else if (n < pool.smallBytes) {
         pool.release(cur);
         cur = pool.small;
         large = false;

@@ -11,8 +11,9 @@
  * small buffer is busy: it gets a large buffer of its own and its reads are handed on as views of it.
  * When the view is still referenced after the handler returned (the partner could not write it all at
  * once: its write queue holds it), that large buffer is left to the writer and the socket gets a fresh
- * one; otherwise it reads into the same one again. A socket that reads less than half of its large buffer
- * has gone quiet: the buffer goes back to a small free list and the socket to the shared one. So idle
+ * one; otherwise it reads into the same one again. A socket that reads less than the small buffer's size
+ * has gone quiet: the buffer goes back to a small free list and the socket to the shared one (a busy
+ * socket whose reads find less than a large buffer's worth ready keeps its large buffer). So idle
  * tunnels cost no buffer at all, and busy ones one large buffer each. Not a socket in sight.
  */
 

@@ -13,9 +13,12 @@
  *
  * With many busy readers even one read each would make a turn far longer than `turnBytes` (64 readers of
  * 64 KiB: 4 MiB, and a quiet tunnel's ping waits for two such turns). So:
- * - the end of a turn resumes yielded readers, first come first served, only until their minimum shares
- *   add up to `turnBytes`; the others wait, in order, for the next turns (each busy reader still gets its
- *   turn in every `readers × share / turnBytes`);
+ * - the end of a turn resumes yielded readers, first come first served, only until what they delivered
+ *   in the turn they yielded in (a reader's estimate of its next turn) adds up to `turnBytes`; the others
+ *   wait, in order, for the next turns (each busy reader still gets its turn in every
+ *   `readers × delivered / turnBytes`). Counting delivered bytes, not shares, matters when sockets have
+ *   less than a share ready (512 busy tunnels: reads of 16-100 KiB against 256 KiB shares; counted as
+ *   shares, the turns moved a fraction of `turnBytes` and throughput fell by two thirds);
  * - once a turn has delivered `turnBytes`, a reader that delivers `lightBytes` or more in it yields at once
  *   (a reader whose socket never has a whole share ready would otherwise read in every turn, unpaused).
  *   Readers below `lightBytes` (pings, requests, a quiet tunnel) are never held back.
@@ -88,7 +91,8 @@ export class ReadTurns {
    * serve (the caller re-checks its own state there).
    */
   yieldTurn(resume: () => void, r?: TurnReader): void {
-    this.#yielded.push({ resume, shareBytes: r?.minShareBytes ?? this.minShareBytes });
+    const delivered = r === undefined || r.turn !== this.#turn ? this.minShareBytes : r.bytes;
+    this.#yielded.push({ resume, shareBytes: Math.min(this.turnBytes, Math.max(this.lightBytes, delivered)) });
     this.#schedule();
   }
 

@@ -61,11 +61,28 @@ test('a full turn: a reader past lightBytes yields at once, a light one (a ping)
   assert.equal(turns.charge(slow, 100 * KIB), false);
 });
 
-test('resumes per turn follow each reader\'s own share: four 256 KiB readers fill a 1 MiB turn', { timeout: 5000 }, async () => {
+test('resumes per turn follow what readers delivered: four 256 KiB readers fill a 1 MiB turn, sixty-four 16 KiB readers too', { timeout: 5000 }, async () => {
   const turns = new ReadTurns(1024 * KIB, 64 * KIB);
   const resumed: number[] = [];
-  for (let i = 0; i < 8; i++) turns.yieldTurn(() => resumed.push(i), turns.reader(256 * KIB));
+  for (let i = 0; i < 8; i++) {
+    const r = turns.reader(256 * KIB);
+    turns.charge(r, 256 * KIB);
+    turns.yieldTurn(() => resumed.push(i), r);
+  }
   await endOfTurn();
   assert.deepEqual(resumed, [0, 1, 2, 3]);
-  assert.equal(turns.waiting, 4);
+  await endOfTurn();
+  assert.equal(turns.waiting, 0);
+  resumed.length = 0;
+  // Readers whose sockets had only 16 KiB ready (a full turn made them yield): 64 of them make the turn.
+  const filler = turns.reader();
+  turns.charge(filler, 1024 * KIB);
+  for (let i = 0; i < 100; i++) {
+    const r = turns.reader(256 * KIB);
+    assert.equal(turns.charge(r, 16 * KIB), true);
+    turns.yieldTurn(() => resumed.push(i), r);
+  }
+  turns.yieldTurn(() => resumed.push(-1), filler);
+  await endOfTurn();
+  assert.equal(resumed.length, 64);
 });
