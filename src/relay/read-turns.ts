@@ -14,7 +14,8 @@
  * With many busy readers even one read each would make a turn far longer than `turnBytes` (64 readers of
  * 64 KiB: 4 MiB, and a quiet tunnel's ping waits for two such turns). So:
  * - the end of a turn resumes yielded readers, first come first served, only until what they delivered
- *   in the turn they yielded in (a reader's estimate of its next turn) adds up to `turnBytes`; the others
+ *   in the turn they yielded in (at least one ordinary read, `minShareBytes`, at most the reader's own
+ *   share: a reader's estimate of its next turn) adds up to `turnBytes`; the others
  *   wait, in order, for the next turns (each busy reader still gets its turn in every
  *   `readers × delivered / turnBytes`). Counting delivered bytes, not shares, matters when sockets have
  *   less than a share ready (512 busy tunnels: reads of 16-100 KiB against 256 KiB shares; counted as
@@ -91,8 +92,13 @@ export class ReadTurns {
    * serve (the caller re-checks its own state there).
    */
   yieldTurn(resume: () => void, r?: TurnReader): void {
+    // Counted as at least one ordinary read: a reader cut short by a full turn reads a whole one next time.
     const delivered = r === undefined || r.turn !== this.#turn ? this.minShareBytes : r.bytes;
-    this.#yielded.push({ resume, shareBytes: Math.min(this.turnBytes, Math.max(this.lightBytes, delivered)) });
+    const floor = r === undefined ? this.minShareBytes : Math.min(r.minShareBytes, this.minShareBytes);
+    // And at most its own share: a reader that got a bigger share from a thin turn would shrink the next
+    // turns to a few readers (WS x 64: 4 readers of 256 KiB per turn, half the throughput).
+    const cap = r === undefined ? this.minShareBytes : r.minShareBytes;
+    this.#yielded.push({ resume, shareBytes: Math.min(this.turnBytes, cap, Math.max(floor, delivered)) });
     this.#schedule();
   }
 
