@@ -5,10 +5,11 @@
  * it will ever see; relaying starts only once both notifications are flushed, so no relayed byte shares
  * a write with a notification (stock clients hang otherwise). Data a side sends meanwhile is held.
  * Data path: a chunk from A is written to B; when more than `tunnelBufferBytes` wait on B, A is paused
- * until B drains. A reader that has used its fair share of an event-loop turn also pauses until the turn
- * is over (read-turns.ts), so a quiet tunnel never waits behind busy ones' bursts. No per-chunk
- * allocation, timer or log; every 2 MiB relayed, a young-generation collection frees the spent read
- * buffers (young-gc.ts: what bounds RSS on TLS/WS/WSS).
+ * until B drains. A reader that has used its fair share of an event-loop turn also pauses until a later
+ * turn (read-turns.ts), so a quiet tunnel never waits behind busy ones' bursts. Plain sockets read 256 KiB
+ * at a time into reused buffers (read-buffers.ts); WebSocket sides deliver their frames' bytes as they
+ * arrive (links.ts). No per-chunk timer or log; every 2 MiB relayed, a young-generation collection frees
+ * the spent read buffers (young-gc.ts: what bounds RSS on TLS/WS/WSS).
  * End: when A ends its sending side, B is sent what is pending and then closed (stream FIN, or WS close
  * 1011 "Tunnel client disconnected"); B may still send toward A until it ends too or `halfCloseMs`
  * passes. When A is gone entirely, B is flushed and closed. The key is free for a new pair from A's end on.
