@@ -226,9 +226,9 @@ export class Tunnel {
         this.#handoff = 'done';
         this.ctx.log.debug({ tunnel: this.id }, 'tunnel handed to the kernel relay');
       } catch (err) {
-        // Once per process at warn (a budget that is used up stays used up for a while), then debug; with the
-        // kernel relay's pipe accounting, so the line says how far the budget went (the server's
-        // `dataPaths` counts the tunnels on each path).
+        // Once per process at warn, then debug (the addon refuses only on a real error now: tunnels without a
+        // pipe budget run pipe-less on the kernel path), with the addon's stats; the server's `dataPaths`
+        // counts the tunnels on each path.
         const level = kernelRefusalLogged ? 'debug' : 'warn';
         kernelRefusalLogged = true;
         this.ctx.log[level]({ tunnel: this.id, err: (err as Error).message, kernelRelay: engine.stats() }, 'kernel relay refused a tunnel; it stays on the JavaScript path');
