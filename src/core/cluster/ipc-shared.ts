@@ -12,15 +12,11 @@
  */
 import { createHash } from 'node:crypto';
 import { FailureBackoff } from '../backoff.ts';
-import { asError } from '../fault.ts';
+import { IpcQuestions, type IpcChannel } from './ipc-questions.ts';
 import { Listeners, type OnceVerdict, type SharedState } from './shared-state.ts';
 
 /** The channel to the primary: `process` in a cluster worker (same shape as the rendezvous uses). */
-export interface IpcChannel {
-  send(message: unknown, callback?: (err: Error | null) => void): boolean;
-  on(event: 'message', listener: (message: unknown) => void): unknown;
-  off(event: 'message', listener: (message: unknown) => void): unknown;
-}
+export type { IpcChannel } from './ipc-questions.ts';
 
 type CsBody =
   | { readonly op: 'fail'; readonly scope: string; readonly key: string; readonly max: number; readonly windowMs: number }
@@ -105,16 +101,17 @@ export class PrimarySharedState {
 /** A worker's view of the primary's shared state. */
 export class IpcSharedState implements SharedState {
   readonly kind = 'workers';
-  readonly #pending = new Map<number, { resolve: (a: CsAnswer) => void; reject: (e: Error) => void; timer: NodeJS.Timeout }>();
+  readonly #questions: IpcQuestions<CsAnswer>;
   readonly #blocked = new Listeners<[string, number]>();
-  #nextRequest = 1;
 
   constructor(
     private readonly channel: IpcChannel,
     /** Bounds one request to the primary, ms. */
-    private readonly requestTimeoutMs: number,
-    private readonly maxPending = 10_000,
-  ) {}
+    requestTimeoutMs: number,
+    maxPending = 10_000,
+  ) {
+    this.#questions = new IpcQuestions<CsAnswer>(channel, 'cs', 'shared state', requestTimeoutMs, maxPending);
+  }
 
   readonly #onMessage = (m: unknown): void => {
     if (typeof m !== 'object' || m === null || (m as { gh?: unknown }).gh !== 'cs') return;
@@ -123,12 +120,7 @@ export class IpcSharedState implements SharedState {
       if (typeof r.scope === 'string' && typeof r.key === 'string' && num(r.forMs)) this.#blocked.emit(r.scope, r.key, r.forMs);
       return;
     }
-    if (typeof r.id !== 'number') return;
-    const p = this.#pending.get(r.id);
-    if (p === undefined) return;
-    this.#pending.delete(r.id);
-    clearTimeout(p.timer);
-    p.resolve(m as CsAnswer);
+    this.#questions.answer(m);
   };
 
   hash(label: string, ...parts: string[]): string {
@@ -145,38 +137,12 @@ export class IpcSharedState implements SharedState {
   /** Stops listening; requests in flight fail. */
   close(): Promise<void> {
     this.channel.off('message', this.#onMessage);
-    for (const [, p] of this.#pending) {
-      clearTimeout(p.timer);
-      p.reject(new Error('shared state channel closed'));
-    }
-    this.#pending.clear();
+    this.#questions.failAll();
     return Promise.resolve();
   }
 
   #ask(req: CsBody): Promise<CsAnswer> {
-    if (this.#pending.size >= this.maxPending) return Promise.reject(new Error('too many shared state requests in flight'));
-    const id = this.#nextRequest++;
-    return new Promise<CsAnswer>((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this.#pending.delete(id);
-        reject(new Error(`the primary did not answer within ${this.requestTimeoutMs} ms`));
-      }, this.requestTimeoutMs);
-      this.#pending.set(id, { resolve, reject, timer });
-      const fail = (err: Error) => {
-        const p = this.#pending.get(id);
-        if (p === undefined) return;
-        this.#pending.delete(id);
-        clearTimeout(p.timer);
-        p.reject(err);
-      };
-      try {
-        this.channel.send({ gh: 'cs', id, ...req }, (err) => {
-          if (err !== null) fail(err);
-        });
-      } catch (err) {
-        fail(asError(err));
-      }
-    });
+    return this.#questions.ask(req);
   }
 
   async once(scope: string, key: string, ttlMs: number, maxEntries: number): Promise<OnceVerdict> {

@@ -11,7 +11,7 @@
  * loses its entries at once (the primary drops them), so no key stays blocked.
  */
 import { createHash } from 'node:crypto';
-import { asError } from '../../core/fault.ts';
+import { IpcQuestions, type IpcChannel } from '../../core/cluster/ipc-questions.ts';
 import type { OfferResult, Rendezvous, RendezvousKey } from '../rendezvous.ts';
 
 /** Worker → primary. */
@@ -100,30 +100,25 @@ export class PrimaryRendezvousTable {
   }
 }
 
-/** The channel to the primary: `process` in a cluster worker. */
-export interface IpcChannel {
-  send(message: unknown, callback?: (err: Error | null) => void): boolean;
-  on(event: 'message', listener: (message: unknown) => void): unknown;
-  off(event: 'message', listener: (message: unknown) => void): unknown;
-}
+export type { IpcChannel } from '../../core/cluster/ipc-questions.ts';
 
 /** A worker's view of the primary's table. */
 export class IpcRendezvous<P> implements Rendezvous<P> {
-  readonly #pending = new Map<number, { resolve: (a: RvAnswer) => void; reject: (e: Error) => void; timer: NodeJS.Timeout }>();
+  readonly #questions: IpcQuestions<RvAnswer>;
   readonly #waiting = new Map<string, P>();
   readonly #waitingEntry = new Map<P, { slot: string; tokenKey: string; id: string }>();
   readonly #tunnels = new Set<string>();
   #address = '';
-  #nextRequest = 1;
   #nextParty = 1;
 
   constructor(
     private readonly channel: IpcChannel,
     /** Bounds one request to the primary, ms. */
-    private readonly requestTimeoutMs: number,
+    requestTimeoutMs: number,
     /** Requests in flight at most (each is a client mid-Authenticate); past it offers fail at once. */
-    private readonly maxPending = 10000,
+    maxPending = 10000,
   ) {
+    this.#questions = new IpcQuestions<RvAnswer>(channel, 'rv', 'rendezvous', requestTimeoutMs, maxPending);
     channel.on('message', this.#onMessage);
   }
 
@@ -132,51 +127,18 @@ export class IpcRendezvous<P> implements Rendezvous<P> {
   }
 
   readonly #onMessage = (m: unknown): void => {
-    if (typeof m !== 'object' || m === null || (m as { gh?: unknown }).gh !== 'rv') return;
-    const answer = m as RvAnswer;
-    const p = this.#pending.get(answer.id);
-    if (p === undefined) return;
-    this.#pending.delete(answer.id);
-    clearTimeout(p.timer);
-    p.resolve(answer);
+    this.#questions.answer(m);
   };
 
   /** Stops listening; requests in flight fail. */
   close(): Promise<void> {
     this.channel.off('message', this.#onMessage);
-    for (const [, p] of this.#pending) {
-      clearTimeout(p.timer);
-      p.reject(new Error('rendezvous channel closed'));
-    }
-    this.#pending.clear();
+    this.#questions.failAll();
     return Promise.resolve();
   }
 
   #ask(op: RvRequest['op'], slot: string, tokenKey: string, party: string): Promise<RvAnswer> {
-    if (this.#pending.size >= this.maxPending) return Promise.reject(new Error('too many rendezvous requests in flight'));
-    const id = this.#nextRequest++;
-    return new Promise<RvAnswer>((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this.#pending.delete(id);
-        reject(new Error(`the primary did not answer within ${this.requestTimeoutMs} ms`));
-      }, this.requestTimeoutMs);
-      this.#pending.set(id, { resolve, reject, timer });
-      const req: RvRequest = { gh: 'rv', id, op, slot, tokenKey, party, address: this.#address };
-      try {
-        this.channel.send(req, (err) => {
-          if (err === null) return;
-          const p = this.#pending.get(id);
-          if (p === undefined) return;
-          this.#pending.delete(id);
-          clearTimeout(p.timer);
-          p.reject(err);
-        });
-      } catch (err) {
-        this.#pending.delete(id);
-        clearTimeout(timer);
-        reject(asError(err));
-      }
-    });
+    return this.#questions.ask({ op, slot, tokenKey, party, address: this.#address });
   }
 
   async offer(key: RendezvousKey, party: P): Promise<OfferResult<P>> {

@@ -12,8 +12,7 @@
  * can register again on the next connection. Entries never expire otherwise: the primary sees every exit.
  */
 import { createHash } from 'node:crypto';
-import { asError } from '../../core/fault.ts';
-import type { IpcChannel } from './ipc-rendezvous.ts';
+import { IpcQuestions, type IpcChannel } from '../../core/cluster/ipc-questions.ts';
 import type { TpDirectory, TpRegisterResult, TpServerLocation } from './tp-directory.ts';
 
 export interface TpRequest {
@@ -76,27 +75,21 @@ export class PrimaryTpTable {
 
 /** A worker's view of the primary's table. */
 export class IpcTpDirectory implements TpDirectory {
-  readonly #pending = new Map<number, { resolve: (a: TpAnswer) => void; reject: (e: Error) => void; timer: NodeJS.Timeout }>();
-  #nextRequest = 1;
+  readonly #questions: IpcQuestions<TpAnswer>;
 
   constructor(
     private readonly channel: IpcChannel,
     /** Bounds one request to the primary, ms. */
-    private readonly requestTimeoutMs: number,
+    requestTimeoutMs: number,
     /** Requests in flight at most; past it requests fail at once. */
-    private readonly maxPending = 10000,
+    maxPending = 10000,
   ) {
+    this.#questions = new IpcQuestions<TpAnswer>(channel, 'tp', 'tunnel-proxy directory', requestTimeoutMs, maxPending);
     channel.on('message', this.#onMessage);
   }
 
   readonly #onMessage = (m: unknown): void => {
-    if (typeof m !== 'object' || m === null || (m as { gh?: unknown }).gh !== 'tp') return;
-    const answer = m as TpAnswer;
-    const p = this.#pending.get(answer.id);
-    if (p === undefined) return;
-    this.#pending.delete(answer.id);
-    clearTimeout(p.timer);
-    p.resolve(answer);
+    this.#questions.answer(m);
   };
 
   keyOf(uuid: string): string {
@@ -109,11 +102,7 @@ export class IpcTpDirectory implements TpDirectory {
 
   close(): Promise<void> {
     this.channel.off('message', this.#onMessage);
-    for (const [, p] of this.#pending) {
-      clearTimeout(p.timer);
-      p.reject(new Error('tunnel-proxy directory channel closed'));
-    }
-    this.#pending.clear();
+    this.#questions.failAll();
     return Promise.resolve();
   }
 
@@ -140,29 +129,6 @@ export class IpcTpDirectory implements TpDirectory {
   }
 
   #ask(op: TpRequest['op'], key: string, address: string): Promise<TpAnswer> {
-    if (this.#pending.size >= this.maxPending) return Promise.reject(new Error('too many directory requests in flight'));
-    const id = this.#nextRequest++;
-    return new Promise<TpAnswer>((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this.#pending.delete(id);
-        reject(new Error(`the primary did not answer within ${this.requestTimeoutMs} ms`));
-      }, this.requestTimeoutMs);
-      this.#pending.set(id, { resolve, reject, timer });
-      const req: TpRequest = { gh: 'tp', id, op, key, address };
-      try {
-        this.channel.send(req, (err) => {
-          if (err === null) return;
-          const p = this.#pending.get(id);
-          if (p === undefined) return;
-          this.#pending.delete(id);
-          clearTimeout(p.timer);
-          p.reject(err);
-        });
-      } catch (err) {
-        this.#pending.delete(id);
-        clearTimeout(timer);
-        reject(asError(err));
-      }
-    });
+    return this.#questions.ask({ op, key, address });
   }
 }
