@@ -165,16 +165,17 @@ export function createRelayServer(config: RelayConfig, deps: RelayDeps): RelaySe
     claimRemote(s, offer) {
       const f = deps.forward;
       if (f === undefined) return Promise.reject(new Error('this node has no cluster key to forward with'));
-      return forwardConnect(offer.address, f.key, { kind: 'rv', ref: offer.ref, party: partyInfo(s) }, f.handshakeMs, f.tls);
+      return forwardConnect(offer.address, f.key, { kind: 'rv', ref: offer.ref, party: partyInfo(s) }, f.handshakeMs, f.tls, trackClaim);
     },
     dropRemote(s, offer) {
       const f = deps.forward;
       if (f === undefined) return Promise.resolve();
-      return forwardConnect(offer.address, f.key, { kind: 'rvleft', ref: offer.ref, party: partyInfo(s) }, f.handshakeMs, f.tls).then((r) => {
+      return forwardConnect(offer.address, f.key, { kind: 'rvleft', ref: offer.ref, party: partyInfo(s) }, f.handshakeMs, f.tls, trackClaim).then((r) => {
         if (r.ok) r.socket.destroy();
       });
     },
     establishRemote(s, forwarded, address, key) {
+      claims.delete(forwarded.socket);
       const link = new StreamLink(forwardLinkKind(deps.forward, address), forwarded.socket, highWater, closeFlushMs);
       // The partner waited: it is the tunnel's first side, as in a local pair.
       startTunnel(new RemoteParty(link, forwarded.party), s, key);
@@ -192,6 +193,15 @@ export function createRelayServer(config: RelayConfig, deps: RelayDeps): RelaySe
     tunnels.add(t);
     stats.totalTunnelCount++;
     t.start();
+  }
+
+  /** Outgoing forward streams still in their handshake (not a tunnel yet): shutdown ends them at once. */
+  const claims = new Set<Socket>();
+  /** A claim's outgoing stream is one of our connections from its first moment. */
+  function trackClaim(socket: Socket): void {
+    tracker.add(socket);
+    claims.add(socket);
+    socket.once('close', () => claims.delete(socket));
   }
 
   function partyInfo(s: Session): PartyInfo {
@@ -471,7 +481,9 @@ export function createRelayServer(config: RelayConfig, deps: RelayDeps): RelaySe
         await monitor?.close();
         const stop = errorSpec('RELAY_SHUTDOWN').close;
         const kernelHeld = new Set<TunnelParty>();
-        // Clients not in a tunnel are told at once; tunnels may run for the grace period.
+        // Clients not in a tunnel are told at once (with the claims they have in flight on other nodes);
+        // tunnels may run for the grace period.
+        for (const c of claims) c.destroy();
         for (const s of sessions) if (s.state !== 'tunnel' && s.state !== 'pairing') s.fail('RELAY_SHUTDOWN');
         tunnelProxy?.tellUnregistered();
         await tracker.drain({

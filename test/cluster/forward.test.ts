@@ -441,3 +441,39 @@ test('one address cannot hold every handshake slot: the 65th silent connection f
     for (const x of idle) x.socket.destroy();
   }
 });
+
+test('shutdown ends a claim in flight at once: the outgoing forward stream is closed with the relay, not at the handshake deadline', { skip, timeout: 15000 }, async () => {
+  // A "node" that accepts and never answers: the claim to it stays in its handshake.
+  const { createServer } = await import('node:net');
+  let peerClosedAt = 0;
+  let accepted = 0;
+  const stall = createServer((s) => {
+    accepted++;
+    s.on('error', () => undefined);
+    s.on('close', () => (peerClosedAt = Date.now()));
+  });
+  await new Promise<void>((r) => stall.listen(0, '127.0.0.1', r));
+  const port = (stall.address() as import('node:net').AddressInfo).port;
+  const ghost = rendezvous<string>('node-stall', logs[0]!.log);
+  await ghost.start();
+  ghost.advertise(`127.0.0.1:${port}`);
+  const rv = rendezvous('closing', logs[0]!.log);
+  await rv.start();
+  const node = await startRelay({}, { rendezvous: rv, forward: clusterForwardSetup({ ...cluster, forwardHandshakeMs: 8000 }, SECRET, 'closing') });
+  try {
+    const token = `tok-${crypto.randomUUID()}`;
+    assert.equal((await ghost.offer({ token, nonce: '' }, 'waiting elsewhere')).kind, 'waiting');
+    const b = await client(node.url('tcp'));
+    b.send(authenticate(token));
+    for (let i = 0; i < 100 && accepted === 0; i++) await new Promise((r) => setTimeout(r, 20));
+    assert.equal(accepted, 1, 'the claim is in flight');
+    assert.equal(peerClosedAt, 0);
+    const t0 = Date.now();
+    await node.close();
+    await b.closed(3000);
+    for (let i = 0; i < 100 && peerClosedAt === 0; i++) await new Promise((r) => setTimeout(r, 20));
+    assert.ok(peerClosedAt > 0 && peerClosedAt - t0 < 2000, `the forward stream closed ${peerClosedAt - t0} ms after close() (deadline 8000)`);
+  } finally {
+    stall.close();
+  }
+});

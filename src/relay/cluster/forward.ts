@@ -342,7 +342,15 @@ export class ForwardListener {
  * carries only the tunnel's bytes) and the claimed party, or with the listener's refusal code. Rejects on
  * a network error, the deadline, or an answer not signed with the cluster key (the socket is destroyed).
  */
-export async function forwardConnect(address: string, key: Buffer, claim: ForwardClaim, handshakeMs: number, tls?: TlsServerOptions): Promise<ForwardResult> {
+export async function forwardConnect(
+  address: string,
+  key: Buffer,
+  claim: ForwardClaim,
+  handshakeMs: number,
+  tls?: TlsServerOptions,
+  /** Told the socket as soon as it exists (the relay's connection tracker: shutdown ends claims in flight). */
+  track?: (socket: Socket) => void,
+): Promise<ForwardResult> {
   const addr = parseForwardAddress(address);
   const where = 'path' in addr ? { path: addr.path } : { host: addr.host, port: addr.port };
   const socket: Socket =
@@ -350,6 +358,7 @@ export async function forwardConnect(address: string, key: Buffer, claim: Forwar
       ? connect({ ...where, allowHalfOpen: true })
       : // allowHalfOpen reaches the TLSSocket (Node's tls.connect passes it on) though its type omits it.
         tlsConnect({ ...where, cert: tls.cert, key: tls.key, ...(tls.ca === undefined ? {} : { ca: tls.ca }), minVersion: tls.minVersion, checkServerIdentity: () => undefined, ...({ allowHalfOpen: true } as object) });
+  track?.(socket);
   try {
     const hello = await readLine(socket, handshakeMs);
     const h = hello.split(' ');
