@@ -17,7 +17,7 @@ import { Secret } from '../../src/core/config/secret.ts';
 import type { Logger } from '../../src/core/log.ts';
 import type { Session } from '../../src/relay/session.ts';
 import { startRelay, rawClient, authenticate, lines, selfSignedCert, tempDir, captureLog, NO_ERROR, TUNNEL_ESTABLISHED, type StartedRelay, type RawClient } from '../helpers/relay.ts';
-import { startRedis, skipUnlessRedis, type TestRedis } from './redis-server.ts';
+import { startRedis, skipUnlessRedis, testRendezvous, type TestRedis } from './redis-server.ts';
 
 const skip = skipUnlessRedis();
 const SECRET = 'forward-test-cluster-secret-0123';
@@ -34,17 +34,7 @@ async function client(url: string): Promise<RawClient> {
 }
 
 function rendezvous<P = Session>(nodeId: string, log: Logger): RedisRendezvous<P> {
-  const rv = new RedisRendezvous<P>({
-    redisUrl: redis.socket,
-    secret: new Secret(SECRET),
-    nodeId,
-    aloneMs: 8000,
-    maxWaitingPerToken: 64,
-    tunnelLeaseMs: 30000,
-    keyPrefix: 'gatehouse:',
-    commandTimeoutMs: 1000,
-    log,
-  });
+  const rv = testRendezvous<P>(redis, nodeId, { secret: new Secret(SECRET), log });
   rvs.push(rv);
   return rv;
 }

@@ -9,6 +9,9 @@ import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connect } from 'node:net';
+import { RedisRendezvous, type RedisRendezvousOptions } from '../../src/relay/cluster/rendezvous-redis.ts';
+import { Secret } from '../../src/core/config/secret.ts';
+import { silentLogger } from '../../src/core/log.ts';
 
 /** True when a missing redis-server must fail the tests instead of skipping them. */
 export function redisRequired(): boolean {
@@ -93,4 +96,23 @@ export async function startRedis(): Promise<TestRedis> {
       rmSync(dir, { recursive: true, force: true });
     },
   };
+}
+
+/**
+ * A RedisRendezvous on the test server with the relay's defaults (alone 8 s, 64 waiting per token, 30 s
+ * leases, 1 s commands, no logs), `over` replacing any of them. The caller closes it.
+ */
+export function testRendezvous<P>(redis: TestRedis, nodeId: string, over: Partial<Omit<RedisRendezvousOptions, 'redisUrl' | 'nodeId'>> = {}): RedisRendezvous<P> {
+  return new RedisRendezvous<P>({
+    redisUrl: redis.socket,
+    secret: new Secret('test-cluster-secret-0123456789'),
+    nodeId,
+    aloneMs: 8000,
+    maxWaitingPerToken: 64,
+    tunnelLeaseMs: 30000,
+    keyPrefix: 'gatehouse:',
+    commandTimeoutMs: 1000,
+    log: silentLogger(),
+    ...over,
+  });
 }

@@ -6,11 +6,10 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { RedisRendezvous } from '../../src/relay/cluster/rendezvous-redis.ts';
-import { Secret } from '../../src/core/config/secret.ts';
 import type { Logger } from '../../src/core/log.ts';
 import type { Session } from '../../src/relay/session.ts';
 import { startRelay, rawClient, authenticate, pair, captureLog, NO_ERROR, TUNNEL_ESTABLISHED, type StartedRelay } from '../helpers/relay.ts';
-import { startRedis, skipUnlessRedis, type TestRedis } from './redis-server.ts';
+import { startRedis, skipUnlessRedis, testRendezvous, type TestRedis } from './redis-server.ts';
 
 const skip = skipUnlessRedis();
 let redis: TestRedis;
@@ -20,17 +19,7 @@ const rvs: RedisRendezvous<Session>[] = [];
 const logs = [captureLog(), captureLog()];
 
 function rendezvous(nodeId: string, log: Logger): RedisRendezvous<Session> {
-  const rv = new RedisRendezvous<Session>({
-    redisUrl: redis.socket,
-    secret: new Secret('relay-test-cluster-secret-xyz'),
-    nodeId,
-    aloneMs: 8000,
-    maxWaitingPerToken: 64,
-    tunnelLeaseMs: 30000,
-    keyPrefix: 'gatehouse:',
-    commandTimeoutMs: 1000,
-    log,
-  });
+  const rv = testRendezvous<Session>(redis, nodeId, { log });
   rvs.push(rv);
   return rv;
 }

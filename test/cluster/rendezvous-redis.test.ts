@@ -6,26 +6,14 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { Redis } from 'ioredis';
 import { RedisRendezvous } from '../../src/relay/cluster/rendezvous-redis.ts';
-import { Secret } from '../../src/core/config/secret.ts';
-import { silentLogger } from '../../src/core/log.ts';
-import { startRedis, skipUnlessRedis, type TestRedis } from './redis-server.ts';
+import { startRedis, skipUnlessRedis, testRendezvous, type TestRedis } from './redis-server.ts';
 
 const skip = skipUnlessRedis();
 let redis: TestRedis;
 const open: RedisRendezvous<string>[] = [];
 
 function node(nodeId: string, over: { aloneMs?: number; maxWaitingPerToken?: number; tunnelLeaseMs?: number } = {}): RedisRendezvous<string> {
-  const rv = new RedisRendezvous<string>({
-    redisUrl: redis.socket,
-    secret: new Secret('test-cluster-secret-0123456789'),
-    nodeId,
-    aloneMs: over.aloneMs ?? 8000,
-    maxWaitingPerToken: over.maxWaitingPerToken ?? 64,
-    tunnelLeaseMs: over.tunnelLeaseMs ?? 30000,
-    keyPrefix: `t${Math.random().toString(36).slice(2)}:`,
-    commandTimeoutMs: 1000,
-    log: silentLogger(),
-  });
+  const rv = testRendezvous<string>(redis, nodeId, { ...over, keyPrefix: `t${Math.random().toString(36).slice(2)}:` });
   open.push(rv);
   return rv;
 }
@@ -34,17 +22,7 @@ function node(nodeId: string, over: { aloneMs?: number; maxWaitingPerToken?: num
 function cluster(n: number, over: Parameters<typeof node>[1] = {}): RedisRendezvous<string>[] {
   const prefix = `c${Math.random().toString(36).slice(2)}:`;
   return Array.from({ length: n }, (_, i) => {
-    const rv = new RedisRendezvous<string>({
-      redisUrl: redis.socket,
-      secret: new Secret('test-cluster-secret-0123456789'),
-      nodeId: `node-${i}`,
-      aloneMs: over.aloneMs ?? 8000,
-      maxWaitingPerToken: over.maxWaitingPerToken ?? 64,
-      tunnelLeaseMs: over.tunnelLeaseMs ?? 30000,
-      keyPrefix: prefix,
-      commandTimeoutMs: 1000,
-      log: silentLogger(),
-    });
+    const rv = testRendezvous<string>(redis, `node-${i}`, { ...over, keyPrefix: prefix });
     open.push(rv);
     return rv;
   });

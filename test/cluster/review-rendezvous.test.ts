@@ -5,26 +5,14 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { RedisRendezvous } from '../../src/relay/cluster/rendezvous-redis.ts';
-import { Secret } from '../../src/core/config/secret.ts';
-import { silentLogger } from '../../src/core/log.ts';
-import { startRedis, skipUnlessRedis, type TestRedis } from './redis-server.ts';
+import { startRedis, skipUnlessRedis, testRendezvous, type TestRedis } from './redis-server.ts';
 
 const skip = skipUnlessRedis();
 let redis: TestRedis;
 const open: RedisRendezvous<string>[] = [];
 
 function node(nodeId: string, prefix: string): RedisRendezvous<string> {
-  const rv = new RedisRendezvous<string>({
-    redisUrl: redis.socket,
-    secret: new Secret('review-cluster-secret-0123456789'),
-    nodeId,
-    aloneMs: 8000,
-    maxWaitingPerToken: 64,
-    tunnelLeaseMs: 30000,
-    keyPrefix: prefix,
-    commandTimeoutMs: 1000,
-    log: silentLogger(),
-  });
+  const rv = testRendezvous<string>(redis, nodeId, { keyPrefix: prefix });
   open.push(rv);
   return rv;
 }
