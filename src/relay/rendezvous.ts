@@ -58,6 +58,15 @@ export interface Rendezvous<P> {
   close?(): Promise<void>;
 }
 
+/**
+ * A `paired-remote` ref: `<key hash>.<party number>` (the shared table's names for the waiting party),
+ * built by the claimer's table and parsed by the waiting node's. Undefined when it is not one.
+ */
+export function parseRemoteRef(ref: string): { readonly slot: string; readonly party: string } | undefined {
+  const dot = ref.lastIndexOf('.');
+  return dot <= 0 || dot === ref.length - 1 ? undefined : { slot: ref.slice(0, dot), party: ref.slice(dot + 1) };
+}
+
 type Slot<P> = { state: 'waiting'; party: P } | { state: 'tunnel' };
 
 /** The single-process table. `maxWaitingPerToken` bounds waiting parties per token across nonces. */

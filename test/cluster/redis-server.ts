@@ -116,3 +116,16 @@ export function testRendezvous<P>(redis: TestRedis, nodeId: string, over: Partia
     ...over,
   });
 }
+
+/** Sends one command to the test server over its unix socket (RESP) and resolves with the first reply bytes. */
+export function redisCommand(redis: TestRedis, ...args: string[]): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const s = connect(redis.socket);
+    s.once('error', reject);
+    s.write(`*${args.length}\r\n${args.map((a) => `$${Buffer.byteLength(a)}\r\n${a}\r\n`).join('')}`);
+    s.once('data', (d) => {
+      s.destroy();
+      resolve(d.toString());
+    });
+  });
+}

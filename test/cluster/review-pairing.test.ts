@@ -5,13 +5,12 @@
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { connect } from 'node:net';
 import { RedisRendezvous } from '../../src/relay/cluster/rendezvous-redis.ts';
 import { clusterForwardSetup } from '../../src/relay/cluster/forward.ts';
 import { Secret } from '../../src/core/config/secret.ts';
 import type { Session } from '../../src/relay/session.ts';
 import { startRelay, rawClient, authenticate, captureLog, NO_ERROR, TUNNEL_ESTABLISHED, type StartedRelay, type RawClient } from '../helpers/relay.ts';
-import { startRedis, skipUnlessRedis, type TestRedis } from './redis-server.ts';
+import { startRedis, skipUnlessRedis, redisCommand, type TestRedis } from './redis-server.ts';
 
 const skip = skipUnlessRedis();
 const SECRET = 'review-pairing-cluster-secret-0123';
@@ -27,18 +26,6 @@ async function client(url: string): Promise<RawClient> {
   return c;
 }
 
-/** Sends one command to redis-server over its unix socket and resolves with the first reply bytes. */
-function redisCommand(...args: string[]): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const s = connect(redis.socket);
-    s.once('error', reject);
-    s.write(`*${args.length}\r\n${args.map((a) => `$${Buffer.byteLength(a)}\r\n${a}\r\n`).join('')}`);
-    s.once('data', (d) => {
-      s.destroy();
-      resolve(d.toString());
-    });
-  });
-}
 
 before(async () => {
   if (skip !== false) return;
@@ -63,7 +50,7 @@ test('a client that leaves while its offer pairs it with a partner on another no
   p.send(authenticate(token, { name: 'partner' }));
   await p.waitFor(NO_ERROR);
   // Redis holds every command for 400 ms: Q's offer is answered (paired with P) only after Q has left.
-  assert.match(await redisCommand('CLIENT', 'PAUSE', '400', 'ALL'), /^\+OK/);
+  assert.match(await redisCommand(redis, 'CLIENT', 'PAUSE', '400', 'ALL'), /^\+OK/);
   const q = await client(nodes[1]!.url('tcp'));
   q.send(authenticate(token, { name: 'leaver' }));
   await new Promise((r) => setTimeout(r, 100));

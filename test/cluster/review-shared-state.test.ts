@@ -5,27 +5,15 @@
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { connect } from 'node:net';
 import { RedisSharedState } from '../../src/core/cluster/shared-state.ts';
 import { Secret } from '../../src/core/config/secret.ts';
 import { silentLogger } from '../../src/core/log.ts';
-import { startRedis, skipUnlessRedis, type TestRedis } from './redis-server.ts';
+import { startRedis, skipUnlessRedis, redisCommand, type TestRedis } from './redis-server.ts';
 
 const skip = skipUnlessRedis();
 let redis: TestRedis;
 const states: RedisSharedState[] = [];
 
-function redisCommand(...args: string[]): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const s = connect(redis.socket);
-    s.once('error', reject);
-    s.write(`*${args.length}\r\n${args.map((a) => `$${Buffer.byteLength(a)}\r\n${a}\r\n`).join('')}`);
-    s.once('data', (d) => {
-      s.destroy();
-      resolve(d.toString());
-    });
-  });
-}
 
 before(async () => {
   if (skip !== false) return;
@@ -45,7 +33,7 @@ test('Redis restarted empty and the epoch read fails after the reconnect: the re
   assert.equal(await s.once('replay', 'k1', 60_000), 'fresh');
   await redis.restart();
   // Writes (the epoch script is one) wait 1.2 s: the reconnect's epoch read runs past its deadline.
-  assert.match(await redisCommand('CLIENT', 'PAUSE', '1200', 'WRITE'), /^\+OK/);
+  assert.match(await redisCommand(redis, 'CLIENT', 'PAUSE', '1200', 'WRITE'), /^\+OK/);
   const t0 = Date.now();
   while (!s.ready && Date.now() - t0 < 3000) await new Promise((r) => setTimeout(r, 20));
   assert.ok(s.ready);

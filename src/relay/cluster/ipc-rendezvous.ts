@@ -12,7 +12,7 @@
  */
 import { createHash } from 'node:crypto';
 import { IpcQuestions, type IpcChannel } from '../../core/cluster/ipc-questions.ts';
-import type { OfferResult, Rendezvous, RendezvousKey } from '../rendezvous.ts';
+import { parseRemoteRef, type OfferResult, type Rendezvous, type RendezvousKey } from '../rendezvous.ts';
 
 /** Worker → primary. */
 export interface RvRequest {
@@ -183,11 +183,11 @@ export class IpcRendezvous<P> implements Rendezvous<P> {
   }
 
   claimRemote(ref: string): P | undefined {
-    const dot = ref.lastIndexOf('.');
-    if (dot <= 0) return undefined;
-    const id = ref.slice(dot + 1);
+    const r = parseRemoteRef(ref);
+    if (r === undefined) return undefined;
+    const id = r.party;
     const party = this.#waiting.get(id);
-    if (party === undefined || this.#waitingEntry.get(party)?.slot !== ref.slice(0, dot)) return undefined;
+    if (party === undefined || this.#waitingEntry.get(party)?.slot !== r.slot) return undefined;
     this.#waiting.delete(id);
     this.#waitingEntry.delete(party);
     return party;

@@ -30,7 +30,7 @@ import type { Redis } from 'ioredis';
 import { createRedisClient } from '../../core/redis.ts';
 import type { Logger } from '../../core/log.ts';
 import type { Secret } from '../../core/config/secret.ts';
-import type { OfferResult, Rendezvous, RendezvousKey } from '../rendezvous.ts';
+import { parseRemoteRef, type OfferResult, type Rendezvous, type RendezvousKey } from '../rendezvous.ts';
 
 export interface RedisRendezvousOptions {
   /** redis:// or rediss:// URL, or a unix socket path (`/run/redis.sock`). */
@@ -234,13 +234,13 @@ export class RedisRendezvous<P> implements Rendezvous<P> {
   }
 
   claimRemote(ref: string): P | undefined {
-    const dot = ref.lastIndexOf('.');
-    if (dot <= 0) return undefined;
-    const id = ref.slice(dot + 1);
+    const r = parseRemoteRef(ref);
+    if (r === undefined) return undefined;
+    const id = r.party;
     const party = this.#waiting.get(id);
     if (party === undefined) return undefined;
     const entry = this.#waitingValue.get(party);
-    if (entry === undefined || !entry.slot.endsWith(`:${ref.slice(0, dot)}`)) return undefined;
+    if (entry === undefined || !entry.slot.endsWith(`:${r.slot}`)) return undefined;
     this.#waiting.delete(id);
     this.#waitingValue.delete(party);
     return party;
