@@ -258,30 +258,25 @@ export function createGatewayMetrics(sources: MetricSources, options: { maxReade
         this.set((await view())?.nodes.length ?? 0);
       },
     });
-    new Gauge({
-      name: 'gatehouse_cluster_node_tunnels',
-      help: 'Relay tunnels open on each live node, as it published them (label: its [cluster] nodeId).',
-      labelNames: ['node'],
-      registers: [registry],
-      aggregator: 'max',
-      async collect() {
-        const v = await view();
-        this.reset();
-        for (const n of v?.nodes ?? []) this.set({ node: n.node }, n.relay?.tunnels ?? 0);
-      },
-    });
-    new Gauge({
-      name: 'gatehouse_cluster_node_connections',
-      help: 'Relay client connections on each live node, as it published them (label: its [cluster] nodeId).',
-      labelNames: ['node'],
-      registers: [registry],
-      aggregator: 'max',
-      async collect() {
-        const v = await view();
-        this.reset();
-        for (const n of v?.nodes ?? []) this.set({ node: n.node }, n.relay?.clients ?? 0);
-      },
-    });
+    // Per-node figures, as each node published them (label: its [cluster] nodeId).
+    const perNode: [name: string, what: string, pick: (relay: NonNullable<ClusterView['nodes'][number]['relay']>) => number][] = [
+      ['gatehouse_cluster_node_tunnels', 'Relay tunnels open', (r) => r.tunnels],
+      ['gatehouse_cluster_node_connections', 'Relay client connections', (r) => r.clients],
+    ];
+    for (const [name, what, pick] of perNode) {
+      new Gauge({
+        name,
+        help: `${what} on each live node, as it published them (label: its [cluster] nodeId).`,
+        labelNames: ['node'],
+        registers: [registry],
+        aggregator: 'max',
+        async collect() {
+          const v = await view();
+          this.reset();
+          for (const n of v?.nodes ?? []) this.set({ node: n.node }, n.relay === null ? 0 : pick(n.relay));
+        },
+      });
+    }
   }
 
   const cardBridge = sources.cardBridge;

@@ -67,6 +67,57 @@ export function parseRemoteRef(ref: string): { readonly slot: string; readonly p
   return dot <= 0 || dot === ref.length - 1 ? undefined : { slot: ref.slice(0, dot), party: ref.slice(dot + 1) };
 }
 
+/**
+ * The parties of a shared table that wait in THIS process: the table knows each by its number (`id`),
+ * this process keeps the party itself and what it wrote for it (`E`). Both shared tables use it.
+ */
+export class LocalWaiting<P, E extends { readonly id: string; readonly slot: string }> {
+  readonly #byId = new Map<string, P>();
+  readonly #entries = new Map<P, E>();
+
+  get size(): number {
+    return this.#byId.size;
+  }
+
+  add(party: P, entry: E): void {
+    this.#byId.set(entry.id, party);
+    this.#entries.set(party, entry);
+  }
+
+  /** The party numbered `id` (the table paired it), taken out; undefined when it already left. */
+  takeById(id: string): P | undefined {
+    const party = this.#byId.get(id);
+    if (party !== undefined) this.#forget(party, id);
+    return party;
+  }
+
+  /** What was written for `party`, taken out (it left); undefined when it is not waiting here. */
+  takeParty(party: P): E | undefined {
+    const entry = this.#entries.get(party);
+    if (entry !== undefined) this.#forget(party, entry.id);
+    return entry;
+  }
+
+  /**
+   * A claim from another node (`parseRemoteRef` form): the party with that number whose key `matches`
+   * the ref's, taken out; undefined otherwise.
+   */
+  claim(ref: string, matches: (entrySlot: string, refSlot: string) => boolean): P | undefined {
+    const r = parseRemoteRef(ref);
+    if (r === undefined) return undefined;
+    const party = this.#byId.get(r.party);
+    const entry = party === undefined ? undefined : this.#entries.get(party);
+    if (party === undefined || entry === undefined || !matches(entry.slot, r.slot)) return undefined;
+    this.#forget(party, r.party);
+    return party;
+  }
+
+  #forget(party: P, id: string): void {
+    this.#byId.delete(id);
+    this.#entries.delete(party);
+  }
+}
+
 type Slot<P> = { state: 'waiting'; party: P } | { state: 'tunnel' };
 
 /** The single-process table. `maxWaitingPerToken` bounds waiting parties per token across nonces. */

@@ -12,7 +12,7 @@
  */
 import { createHash } from 'node:crypto';
 import { IpcQuestions, type IpcChannel } from '../../core/cluster/ipc-questions.ts';
-import { parseRemoteRef, type OfferResult, type Rendezvous, type RendezvousKey } from '../rendezvous.ts';
+import { LocalWaiting, type OfferResult, type Rendezvous, type RendezvousKey } from '../rendezvous.ts';
 
 /** Worker → primary. */
 export interface RvRequest {
@@ -105,8 +105,7 @@ export type { IpcChannel } from '../../core/cluster/ipc-questions.ts';
 /** A worker's view of the primary's table. */
 export class IpcRendezvous<P> implements Rendezvous<P> {
   readonly #questions: IpcQuestions<RvAnswer>;
-  readonly #waiting = new Map<string, P>();
-  readonly #waitingEntry = new Map<P, { slot: string; tokenKey: string; id: string }>();
+  readonly #waiting = new LocalWaiting<P, { slot: string; tokenKey: string; id: string }>();
   readonly #tunnels = new Set<string>();
   #address = '';
   #nextParty = 1;
@@ -148,19 +147,16 @@ export class IpcRendezvous<P> implements Rendezvous<P> {
       const a = await this.#ask('offer', slot, tokenKey, id);
       switch (a.kind) {
         case 'waiting':
-          this.#waiting.set(id, party);
-          this.#waitingEntry.set(party, { slot, tokenKey, id });
+          this.#waiting.add(party, { slot, tokenKey, id });
           return { kind: 'waiting' };
         case 'paired': {
           this.#tunnels.add(slot);
-          const partner = this.#waiting.get(a.party);
+          const partner = this.#waiting.takeById(a.party);
           if (partner === undefined) {
             // It left while the request was on its way: give the key back and offer again.
             await this.release(key);
             continue;
           }
-          this.#waiting.delete(a.party);
-          this.#waitingEntry.delete(partner);
           return { kind: 'paired', partner };
         }
         case 'partner-elsewhere':
@@ -183,21 +179,12 @@ export class IpcRendezvous<P> implements Rendezvous<P> {
   }
 
   claimRemote(ref: string): P | undefined {
-    const r = parseRemoteRef(ref);
-    if (r === undefined) return undefined;
-    const id = r.party;
-    const party = this.#waiting.get(id);
-    if (party === undefined || this.#waitingEntry.get(party)?.slot !== r.slot) return undefined;
-    this.#waiting.delete(id);
-    this.#waitingEntry.delete(party);
-    return party;
+    return this.#waiting.claim(ref, (entrySlot, refSlot) => entrySlot === refSlot);
   }
 
   async withdraw(_key: RendezvousKey, party: P): Promise<void> {
-    const e = this.#waitingEntry.get(party);
+    const e = this.#waiting.takeParty(party);
     if (e === undefined) return;
-    this.#waitingEntry.delete(party);
-    this.#waiting.delete(e.id);
     await this.#ask('withdraw', e.slot, e.tokenKey, e.id);
   }
 

@@ -30,7 +30,7 @@ import type { Redis } from 'ioredis';
 import { createRedisClient } from '../../core/redis.ts';
 import type { Logger } from '../../core/log.ts';
 import type { Secret } from '../../core/config/secret.ts';
-import { parseRemoteRef, type OfferResult, type Rendezvous, type RendezvousKey } from '../rendezvous.ts';
+import { LocalWaiting, type OfferResult, type Rendezvous, type RendezvousKey } from '../rendezvous.ts';
 
 export interface RedisRendezvousOptions {
   /** redis:// or rediss:// URL, or a unix socket path (`/run/redis.sock`). */
@@ -111,9 +111,7 @@ export class RedisRendezvous<P> implements Rendezvous<P> {
   readonly #redis: Scripts;
   readonly #opts: RedisRendezvousOptions;
   /** Parties waiting on this node, by their number in Redis. */
-  readonly #waiting = new Map<string, P>();
-  /** Our waiting entries by slot key: the value we wrote (to delete only our own). */
-  readonly #waitingValue = new Map<P, { slot: string; value: string; member: string; tokenKey: string; id: string }>();
+  readonly #waiting = new LocalWaiting<P, { slot: string; value: string; member: string; tokenKey: string; id: string }>();
   /** Where other nodes reach our forward listener ('-': nowhere; partners on other nodes are refused). */
   #address = '-';
   /** Tunnel leases this node holds: slot key → the value we wrote. */
@@ -194,8 +192,7 @@ export class RedisRendezvous<P> implements Rendezvous<P> {
       const r = await this.#redis.rvOffer(slot, tokenKey, node, id, this.#opts.aloneMs, this.#opts.maxWaitingPerToken, lease, this.#opts.tunnelLeaseMs, address);
       switch (r[0]) {
         case 'waiting': {
-          this.#waiting.set(id, party);
-          this.#waitingValue.set(party, { slot, value: `w ${node} ${id} ${address}`, member: `${node} ${id}`, tokenKey, id });
+          this.#waiting.add(party, { slot, value: `w ${node} ${id} ${address}`, member: `${node} ${id}`, tokenKey, id });
           return { kind: 'waiting' };
         }
         case 'paired-remote':
@@ -205,14 +202,12 @@ export class RedisRendezvous<P> implements Rendezvous<P> {
         case 'paired': {
           this.#leases.set(slot, lease);
           const partnerId = r[1] ?? '';
-          const partner = this.#waiting.get(partnerId);
+          const partner = this.#waiting.takeById(partnerId);
           if (partner === undefined) {
             // Withdrawn here while the script ran: give the key back and offer again.
             await this.release(key);
             continue;
           }
-          this.#waiting.delete(partnerId);
-          this.#waitingValue.delete(partner);
           return { kind: 'paired', partner };
         }
         case 'tunnel-exists':
@@ -234,24 +229,15 @@ export class RedisRendezvous<P> implements Rendezvous<P> {
   }
 
   claimRemote(ref: string): P | undefined {
-    const r = parseRemoteRef(ref);
-    if (r === undefined) return undefined;
-    const id = r.party;
-    const party = this.#waiting.get(id);
-    if (party === undefined) return undefined;
-    const entry = this.#waitingValue.get(party);
-    if (entry === undefined || !entry.slot.endsWith(`:${r.slot}`)) return undefined;
-    this.#waiting.delete(id);
-    this.#waitingValue.delete(party);
-    return party;
+    // The ref carries the hash part of the Redis key (`…rv:k:<hash>`).
+    return this.#waiting.claim(ref, (entrySlot, refSlot) => entrySlot.endsWith(`:${refSlot}`));
   }
 
+
   async withdraw(_key: RendezvousKey, party: P): Promise<void> {
-    const entry = this.#waitingValue.get(party);
-    if (entry === undefined) return;
     // Locally first, synchronously: an offer racing with this one must not pair with a party that left.
-    this.#waitingValue.delete(party);
-    this.#waiting.delete(entry.id);
+    const entry = this.#waiting.takeParty(party);
+    if (entry === undefined) return;
     await this.#redis.rvDeleteIf(entry.slot, entry.tokenKey, entry.value, entry.member);
   }
 
