@@ -230,8 +230,8 @@ test('a node that cannot be reached: ProxyError and RELAY_FORWARD_FAILED, the ke
 });
 
 /** The raw handshake against node-a's forward listener. */
-async function rawForward(localAddress = '127.0.0.1'): Promise<{ hello: string; socket: import('node:net').Socket; received: () => Buffer; closed: Promise<void> }> {
-  const addr = parseForwardAddress(nodes[0]!.server.forwardAddress!);
+async function rawForward(localAddress = '127.0.0.1', address = nodes[0]!.server.forwardAddress!): Promise<{ hello: string; socket: import('node:net').Socket; received: () => Buffer; closed: Promise<void> }> {
+  const addr = parseForwardAddress(address);
   assert.ok(!('path' in addr));
   const socket = connect({ host: addr.host, port: addr.port, localAddress });
   const chunks: Buffer[] = [];
@@ -465,5 +465,28 @@ test('shutdown ends a claim in flight at once: the outgoing forward stream is cl
     assert.ok(peerClosedAt > 0 && peerClosedAt - t0 < 2000, `the forward stream closed ${peerClosedAt - t0} ms after close() (deadline 8000)`);
   } finally {
     stall.close();
+  }
+});
+
+test('the listener holds at most 1,024 handshakes in all: one more, from a fresh address, is dropped at once', { skip, timeout: 30000 }, async () => {
+  const idle: { socket: import('node:net').Socket }[] = [];
+  // Its own node with a long handshake deadline: no silent handshake may time out (and free a slot) meanwhile.
+  const rv = rendezvous('many-handshakes', logs[0]!.log);
+  await rv.start();
+  const node = await startRelay({}, { rendezvous: rv, log: logs[0]!.log, forward: clusterForwardSetup({ ...cluster, forwardHandshakeMs: 60_000 }, SECRET, 'many-handshakes') });
+  const at = node.server.forwardAddress!;
+  try {
+    // 16 addresses × 64 (each address's own cap) = 1,024 silent handshakes.
+    for (let a = 2; a < 18; a++) {
+      const batch = await Promise.all(Array.from({ length: 64 }, () => rawForward(`127.0.0.${a}`, at)));
+      for (const x of batch) assert.match(x.hello, /^GATEHOUSE-FWD 1 /);
+      idle.push(...batch);
+    }
+    const extra = await rawForward('127.0.0.18', at);
+    await extra.closed;
+    assert.equal(extra.hello, '', 'dropped before the greeting');
+  } finally {
+    for (const x of idle) x.socket.destroy();
+    await node.close();
   }
 });
