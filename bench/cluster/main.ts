@@ -21,7 +21,8 @@
  * Options: --quick, --compiled, --only throughput,cross,pairing, --rounds N (3), --seconds S (busy window,
  * 5), --tunnels N (64), --mib M (bytes per cross-node transfer, 512), --rtt N (round trips per path, 6000),
  * --pairings N (per path and round, 6000), --warmup N (pairings per path first, 3000), --inflight N (64), --log-level L (info, as bench:relay),
- * --keep (leave the work dir). BENCH_GATEWAY_NODE_ARGS adds node flags to every gateway process (e.g.
+ * --paths single,workers2,redisOne,redisCross (the pairing paths to run; all by default, `single` always: the
+ * baseline), --keep (leave the work dir). BENCH_GATEWAY_NODE_ARGS adds node flags to every gateway process (e.g.
  * `--cpu-prof --cpu-prof-dir=/tmp/prof`; workers inherit them).
  */
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
@@ -70,6 +71,8 @@ interface Options {
   /** Pairings per path before the measured rounds (JIT and pools warm in every process, each worker its own). */
   warmup: number;
   inflight: number;
+  /** The pairing paths to run (section 3); `single` is always among them (the baseline). */
+  pairPaths: PairPath[];
   logLevel: string;
   keep: boolean;
 }
@@ -93,6 +96,8 @@ function parseArgs(argv: string[]): Options {
   }
   const only = (value('--only') ?? SECTIONS.join(',')).split(',') as Section[];
   for (const s of only) if (!SECTIONS.includes(s)) throw new Error(`--only: unknown section ${s} (${SECTIONS.join(', ')})`);
+  const paths = (value('--paths') ?? PAIR_PATHS.join(',')).split(',') as PairPath[];
+  for (const p of paths) if (!PAIR_PATHS.includes(p)) throw new Error(`--paths: unknown pairing path ${p} (${PAIR_PATHS.join(', ')})`);
   return {
     quick,
     compiled: argv.includes('--compiled'),
@@ -105,6 +110,7 @@ function parseArgs(argv: string[]): Options {
     pairings: num('--pairings', quick ? 1500 : 6000),
     warmup: num('--warmup', quick ? 500 : 3000),
     inflight: num('--inflight', 64),
+    pairPaths: PAIR_PATHS.filter((p) => p === 'single' || paths.includes(p)),
     logLevel: value('--log-level') ?? 'info',
     keep: argv.includes('--keep'),
   };
@@ -301,6 +307,8 @@ interface PairRound {
   relayCpuUsPerPair: number;
   /** `--workers 2`: the primary's part (it accepts every connection and passes it to a worker). */
   primaryCpuUsPerPair: number;
+  /** Redis paths: redis-server's part. */
+  redisCpuUsPerPair: number;
   share: Share;
 }
 
@@ -311,6 +319,8 @@ async function pairingRun(ctx: Ctx, path: PairPath, count: number): Promise<Pair
   const many = (peer: Peer<WorkerCommand>, prefix: string, port: number, n: number, inflight: number) =>
     peer.call<{ failed: number; firstError?: string }>({ cmd: 'many', transport: 'tcp', port, prefix, count: n, inflight, keep: false }, 300_000);
   const primary0 = path === 'workers2' ? cpuSeconds(gws[0]!.pid) : NaN;
+  const redisPid = path.startsWith('redis') && ctx.redis !== undefined ? ctx.redis.pid : undefined;
+  const redis0 = redisPid === undefined ? NaN : cpuSeconds(redisPid);
   const a = cpuSnapshot(ctx, relayPids);
   let results: { failed: number; firstError?: string }[];
   if (path !== 'redisCross') {
@@ -329,30 +339,32 @@ async function pairingRun(ctx: Ctx, path: PairPath, count: number): Promise<Pair
   }
   const b = cpuSnapshot(ctx, relayPids);
   const primarySec = cpuSeconds(gws[0]!.pid) - primary0;
+  const redisSec = redisPid === undefined ? NaN : cpuSeconds(redisPid) - redis0;
   const failed = Math.max(...results.map((x) => x.failed));
   const firstError = results.find((x) => x.firstError !== undefined)?.firstError;
   if (failed > 0) say(`  ${path}: ${failed} pairings failed (${firstError ?? ''})`);
   const seconds = Number(b.t - a.t) / 1e9;
   const sh = share(a, b);
-  return { perSecond: (count - failed) / seconds, failed, relayCpuUsPerPair: (sh.relayCpuSec * 1e6) / Math.max(1, count - failed), primaryCpuUsPerPair: (primarySec * 1e6) / Math.max(1, count - failed), share: sh };
+  const perPair = (sec: number) => (sec * 1e6) / Math.max(1, count - failed);
+  return { perSecond: (count - failed) / seconds, failed, relayCpuUsPerPair: perPair(sh.relayCpuSec), primaryCpuUsPerPair: perPair(primarySec), redisCpuUsPerPair: perPair(redisSec), share: sh };
 }
 
 async function pairing(ctx: Ctx): Promise<{ rounds: Record<PairPath, PairRound[]>; forwardedW2: { forwarded: number; total: number } }> {
   const { opts } = ctx;
   say(`pairing: warm-up (${opts.warmup} per path)`);
-  for (const path of PAIR_PATHS) await pairingRun(ctx, path, opts.warmup);
+  for (const path of opts.pairPaths) await pairingRun(ctx, path, opts.warmup);
   await sleep(1000);
   const rounds = Object.fromEntries(PAIR_PATHS.map((p) => [p, [] as PairRound[]])) as Record<PairPath, PairRound[]>;
-  const w2 = ctx.gw.workers2!;
+  const w2 = ctx.gw.workers2;
   let forwarded = 0;
   let total = 0;
   for (let round = 0; round < opts.rounds; round++) {
-    for (const path of PAIR_PATHS) {
-      const from = path === 'workers2' ? logSize(w2) : 0;
+    for (const path of opts.pairPaths) {
+      const from = path === 'workers2' && w2 !== undefined ? logSize(w2) : 0;
       const res = await pairingRun(ctx, path, opts.pairings);
       rounds[path].push(res);
       say(`  pairing round ${round + 1} ${path}: ${res.perSecond.toFixed(0)}/s, relay ${res.relayCpuUsPerPair.toFixed(0)} µs CPU per pairing; cores relay ${res.share.relay.toFixed(2)} clients ${(res.share.s + res.share.r).toFixed(2)} others ${res.share.others.toFixed(2)}`);
-      if (path === 'workers2') {
+      if (path === 'workers2' && w2 !== undefined) {
         await sleep(500);
         const e = established(w2, from);
         forwarded += e.forwardedSides / 2;
@@ -421,27 +433,36 @@ function renderCross(results: XResult[], opts: Options): string {
 function renderPairing(res: Awaited<ReturnType<typeof pairing>>, opts: Options): string {
   const label: Record<PairPath, string> = { single: '1 process', workers2: '--workers 2', redisOne: 'Redis, 1 node', redisCross: 'Redis, 2 nodes' };
   const med = (p: PairPath, pick: (x: PairRound) => number) => median(res.rounds[p].map(pick));
-  const rows: string[][] = [['TCP pairings', ...PAIR_PATHS.map((p) => label[p])]];
-  const row = (name: string, pick: (x: PairRound) => number, digits = 2) => rows.push([name, ...PAIR_PATHS.map((p) => f(med(p, pick), digits))]);
+  const paths = opts.pairPaths;
+  const rows: string[][] = [['TCP pairings', ...paths.map((p) => label[p])]];
+  const row = (name: string, pick: (x: PairRound) => number, digits = 2) => rows.push([name, ...paths.map((p) => f(med(p, pick), digits))]);
   row('pairings/s', (x) => x.perSecond, 0);
-  rows.push(['  range (rounds)', ...PAIR_PATHS.map((p) => `${f(Math.min(...res.rounds[p].map((x) => x.perSecond)), 0)}–${f(Math.max(...res.rounds[p].map((x) => x.perSecond)), 0)}`)]);
-  rows.push(['ratio to 1 process', ...PAIR_PATHS.map((p) => `${f(med(p, (x) => x.perSecond) / med('single', (x) => x.perSecond))}×`)]);
+  rows.push(['  range (rounds)', ...paths.map((p) => `${f(Math.min(...res.rounds[p].map((x) => x.perSecond)), 0)}–${f(Math.max(...res.rounds[p].map((x) => x.perSecond)), 0)}`)]);
+  rows.push(['ratio to 1 process', ...paths.map((p) => `${f(med(p, (x) => x.perSecond) / med('single', (x) => x.perSecond))}×`)]);
   row('relay CPU µs/pairing', (x) => x.relayCpuUsPerPair, 0);
   row('  of which kernel (sys)', (x) => x.relayCpuUsPerPair * (x.share.relaySysSec / x.share.relayCpuSec), 0);
   row('  of which the primary', (x) => x.primaryCpuUsPerPair, 0);
+  row('  of which redis-server', (x) => x.redisCpuUsPerPair, 0);
   row('cores: relay (+ redis)', (x) => x.share.relay);
   row('cores: client processes', (x) => x.share.s + x.share.r);
   row('cores: rest of machine', (x) => x.share.others);
   row('failed', (x) => x.failed, 0);
   const single = med('single', (x) => x.perSecond);
-  const w2 = med('workers2', (x) => x.perSecond);
-  const cross = med('redisCross', (x) => x.perSecond);
+  const targets: string[] = [];
+  if (paths.includes('redisCross')) {
+    const cross = med('redisCross', (x) => x.perSecond);
+    targets.push(`across two nodes ≥ 2,000/s: ${f(cross, 0)}/s ${met(cross >= 2000)}`);
+  }
+  if (paths.includes('workers2')) {
+    const w2 = med('workers2', (x) => x.perSecond);
+    targets.push(`--workers 2 per worker ≥ 0.8× one process: ${f(w2 / 2 / single)}× ${met(w2 / 2 / single >= 0.8)} (total ${f(w2 / single)}×)`);
+  }
   return [
     `3. Pairings per second: ${opts.pairings} per path and round (each tunnel closed once established), ${opts.inflight} in flight per client process, median of ${opts.rounds} rounds`,
     '',
     table(rows),
-    `  --workers 2: ${res.forwardedW2.forwarded} of ${res.forwardedW2.total} pairings forwarded between the workers`,
-    `  targets: across two nodes ≥ 2,000/s: ${f(cross, 0)}/s ${met(cross >= 2000)}; --workers 2 per worker ≥ 0.8× one process: ${f(w2 / 2 / single)}× ${met(w2 / 2 / single >= 0.8)} (total ${f(w2 / single)}×)`,
+    ...(paths.includes('workers2') ? [`  --workers 2: ${res.forwardedW2.forwarded} of ${res.forwardedW2.total} pairings forwarded between the workers`] : []),
+    ...(targets.length > 0 ? [`  targets: ${targets.join('; ')}`] : []),
   ].join('\n');
 }
 
@@ -456,8 +477,8 @@ async function main(): Promise<void> {
   say(`work dir ${dir}; load average ${load0}; sections ${opts.only.join(', ')}`);
   const needs = {
     single: opts.only.includes('throughput') || opts.only.includes('pairing'),
-    workers2: opts.only.includes('throughput') || opts.only.includes('pairing'),
-    nodes: opts.only.includes('cross') || opts.only.includes('pairing'),
+    workers2: opts.only.includes('throughput') || (opts.only.includes('pairing') && opts.pairPaths.includes('workers2')),
+    nodes: opts.only.includes('cross') || (opts.only.includes('pairing') && opts.pairPaths.some((p) => p.startsWith('redis'))),
   };
   const redis = needs.nodes ? await startRedis() : undefined;
   const command = gatewayCommand(ROOT, dir, opts.compiled);
