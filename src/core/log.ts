@@ -6,10 +6,13 @@
  *
  * Redaction is belt and braces: config secrets are `Secret` objects that print `[redacted]` anyway, and
  * these paths catch raw tokens, PINs and keys that a careless log call might pass.
+ *
+ * pino-pretty (and its dozen dependencies) is loaded only when a readable format is asked for: a service
+ * writing JSON never carries it (memory: docs/benchmarks.md, "TLS/WS/WSS memory").
  */
+import { createRequire } from 'node:module';
 import { connectionRefusedChannel, type ConnectionRefusedEvent } from './events.ts';
 import { pino, type Logger, type DestinationStream } from 'pino';
-import { PinoPretty } from 'pino-pretty';
 
 export type { Logger } from 'pino';
 
@@ -47,6 +50,8 @@ export function prettyLogs(format: LogFormat, isTty: boolean = process.stderr.is
  * written to `destination` (default stderr) synchronously, so lines keep their order with other output.
  */
 export function prettyStream(options: { colorize?: boolean; destination?: NodeJS.WritableStream | number } = {}): DestinationStream {
+  // Synchronous on purpose (createLogger is): pino-pretty is a CommonJS package.
+  const { PinoPretty } = createRequire(import.meta.url)('pino-pretty') as typeof import('pino-pretty');
   return PinoPretty({
     destination: options.destination ?? 2,
     sync: true,
