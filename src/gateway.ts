@@ -33,6 +33,8 @@ export interface GatewayDeps {
   readonly workerSlot?: number;
   /** The tunnel-proxy mode's directory of servers when the caller provides it (a worker: the primary's). */
   readonly tpDirectory?: import('./relay/cluster/tp-directory.ts').TpDirectory;
+  /** `serve --workers` without Redis: the channel clients move to other workers over (relay/cluster/handoff.ts). */
+  readonly handoff?: import('./relay/cluster/handoff.ts').HandoffChannel;
   /**
    * Set in a `serve --workers` worker: the channel to the primary, which serves the ops listener and the
    * relay's monitor socket for the whole machine (ops/workers.ts); this process answers its questions.

@@ -24,6 +24,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Logger } from '../core/log.ts';
 import { isRvRequest, PrimaryRendezvousTable } from '../relay/cluster/ipc-rendezvous.ts';
+import { closeHandle, isHandoffMessage, type HandoffMessage, type SocketHandle } from '../relay/cluster/handoff.ts';
 import { isTpRequest, PrimaryTpTable } from '../relay/cluster/tp-directory-ipc.ts';
 import { createPrimaryViews, type PrimaryViewsOptions } from '../ops/workers.ts';
 import { reportAndExit } from './exit.ts';
@@ -93,8 +94,41 @@ export function runPrimary(opts: PrimaryOptions): void {
           draining: () => stopping,
         });
 
-  cluster.on('message', (worker: Worker, m: unknown) => {
+  /**
+   * A client moving between workers (relay/cluster/handoff.ts): its tunnel moves in the table and the
+   * socket goes on to the receiving worker; when that one is gone, back to its sender (which offers it
+   * again). Our copy of the descriptor is closed once sent.
+   */
+  const relayHandoff = (from: Worker, m: HandoffMessage, handle: SocketHandle): void => {
+    const pass = (w: Worker, msg: HandoffMessage): boolean => {
+      if (!w.isConnected()) return false;
+      try {
+        w.send(msg, handle as never, (err: Error | null) => {
+          closeHandle(handle);
+          if (err !== null) log.warn({ err: err.message, code: 'RELAY_FORWARD_FAILED', worker: w.id }, 'could not pass a moving client on; it was closed');
+        });
+        return true;
+      } catch {
+        return false;
+      }
+    };
+    const to = cluster.workers?.[m.to];
+    if (to !== undefined && to.id !== from.id && to.isConnected() && table.moveTunnel(m.slot, from.id, to.id)) {
+      if (pass(to, m)) return;
+      table.moveTunnel(m.slot, to.id, from.id);
+    }
+    if (pass(from, { ...m, to: from.id, bounced: true })) return;
+    closeHandle(handle);
+  };
+
+  cluster.on('message', (worker: Worker, m: unknown, handle?: unknown) => {
     if (views?.onMessage(worker.id, m) === true) return;
+    if (isHandoffMessage(m)) {
+      if (handle === undefined || handle === null) return;
+      if (opts.hostTable) relayHandoff(worker, m, handle);
+      else closeHandle(handle);
+      return;
+    }
     if (isCsRequest(m)) {
       if (opts.hostTable && worker.isConnected()) worker.send(shared.handle(m));
       return;

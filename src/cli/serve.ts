@@ -99,6 +99,8 @@ export function serveCommand(): Command {
         ...(forward === undefined ? {} : { forward }),
         ...(shared === undefined ? {} : { shared }),
         ...(tpDirectory === undefined ? {} : { tpDirectory }),
+        // Plain clients move to their partner's worker instead of being forwarded (relay/cluster/handoff.ts).
+        ...(forward !== undefined && config.cluster.moveClients ? { handoff: process as unknown as import('../relay/cluster/handoff.ts').HandoffChannel } : {}),
         // The primary serves /metrics and the monitor socket for every worker; this one answers its questions.
         ...(isWorker ? { primary: process as import('../ops/workers.ts').PrimaryChannel } : {}),
         ...(isWorker ? { nodeIdSuffix: `-w${cluster.worker?.id ?? 0}`, workerSlot: slot ?? 0 } : {}),

@@ -146,6 +146,14 @@ export function createGatewayMetrics(sources: MetricSources, options: { maxReade
       },
     });
     new Counter({
+      name: 'gatehouse_relay_clients_moved_total',
+      help: 'Relay clients this worker handed to the worker their partner waited in (serve --workers; their tunnels are not forwarded).',
+      registers: [registry],
+      collect() {
+        mirror(this, relay.stats.movedClients);
+      },
+    });
+    new Counter({
       name: 'gatehouse_relay_tunnels_total',
       help: 'Relay tunnels established since start.',
       registers: [registry],

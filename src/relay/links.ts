@@ -18,6 +18,7 @@ import { createRequire } from 'node:module';
 import type { WebSocket } from 'ws';
 import { WsDataFrames, unmaskJs, type Unmask } from './protocol/ws-data-frames.ts';
 import type { ReadBuffers } from './read-buffers.ts';
+import { detachHandle, type SocketHandle } from './cluster/handoff.ts';
 
 export type TransportKind = 'tcp' | 'tls' | 'unix' | 'ws' | 'wss';
 
@@ -65,6 +66,12 @@ export interface Link {
   /** `lingerMs` bounds how long the peer may take to close its side (default: the close-flush timeout). */
   finish(close?: { code: number; reason: string }, lingerMs?: number): void;
   destroy(): void;
+  /**
+   * Plain TCP and WS (over TCP) links only, before a tunnel: takes the socket's handle away from Node so
+   * it can move to another worker (cluster/handoff.ts), or returns undefined (nothing changed) when the
+   * link cannot move whole. After a detach the caller destroys the link (its close event follows).
+   */
+  detachForMove?(): SocketHandle | undefined;
 }
 
 const noop = () => undefined;
@@ -242,6 +249,11 @@ export class StreamLink extends OwnedLink implements Link {
 
   destroy(): void {
     this.socket.destroy();
+  }
+
+  detachForMove(): SocketHandle | undefined {
+    if (this.kind !== 'tcp' || this.#finishing || this.#closed || this.#userBuffers !== undefined) return undefined;
+    return detachHandle(this.socket);
   }
 
   /**
@@ -535,6 +547,17 @@ export class WsLink extends OwnedLink implements Link {
 
   destroy(): void {
     this.ws.terminate();
+  }
+
+  detachForMove(): SocketHandle | undefined {
+    if (this.kind !== 'ws' || this.#finishing || this.#closed || this.#frames !== undefined || this.#streamRetry !== undefined) return undefined;
+    const ws = this.ws as unknown as { _receiver?: Partial<WsReceiverInternals> & { _fragments?: unknown[] }; _socket?: Socket | null; _extensions?: object };
+    const r = ws._receiver;
+    const socket = ws._socket;
+    // Between messages only: nothing of a frame held, nothing queued to send, no extension state.
+    if (r === undefined || socket === undefined || socket === null || r._bufferedBytes !== 0 || r._state !== 0 || r._fragmented !== 0 || (r._fragments?.length ?? 0) !== 0) return undefined;
+    if (this.ws.bufferedAmount !== 0 || this.#carry !== undefined || Object.keys(ws._extensions ?? {}).length !== 0) return undefined;
+    return detachHandle(socket);
   }
 }
 

@@ -52,6 +52,14 @@ export interface Rendezvous<P> {
    * undefined when it already left.
    */
   claimRemote?(ref: string): P | undefined;
+  /**
+   * `serve --workers` (cluster/handoff.ts): the tunnel this worker holds under `key` goes to another
+   * worker with its client (the primary moves it in its table); returns the key's slot, or undefined
+   * when this worker holds no tunnel there.
+   */
+  tunnelMovedOut?(key: RendezvousKey): string | undefined;
+  /** The tunnel under `key` came here with a moved client: `release` gives it back from now on. */
+  tunnelMovedIn?(key: RendezvousKey): void;
   /** Connects to a shared store, if any (before the relay accepts clients). */
   start?(): Promise<void>;
   /** Disconnects from a shared store, if any (after the relay closed). */

@@ -15,7 +15,7 @@ import { createServer as createHttpsServer } from 'node:https';
 import { chmod } from 'node:fs/promises';
 import { resolve as resolvePath } from 'node:path';
 import type { Duplex } from 'node:stream';
-import { WebSocketServer, type WebSocket } from 'ws';
+import { WebSocket, WebSocketServer } from 'ws';
 import { RateLimitedWarnings, type Logger } from '../core/log.ts';
 import { Lifecycle, type CloseOptions, type Service } from '../core/lifecycle.ts';
 import { Admission, listen, stopListening, describeAddress, type ListenAddress } from '../core/net.ts';
@@ -36,6 +36,7 @@ import { loadSplice, describePipeBudget } from './splice.ts';
 import { createTunnelProxy, type TunnelProxy } from './tunnel-proxy/service.ts';
 import { ForwardListener, forwardConnect, forwardLinkKind, type ClaimVerdict, type ForwardClaim, type ForwardSetup, type PartyInfo } from './cluster/forward.ts';
 import { RemoteParty } from './cluster/remote-party.ts';
+import { closeHandle, isHandoffMessage, socketFromHandle, workerOfNode, type HandoffChannel, type HandoffMessage } from './cluster/handoff.ts';
 import type { TpDirectory } from './cluster/tp-directory.ts';
 import { sameUuid } from './uuid.ts';
 
@@ -53,6 +54,8 @@ export interface RelayDeps {
   readonly shared?: import('../core/cluster/shared-state.ts').SharedState;
   /** The tunnel-proxy mode's shared directory of servers (with `forward`: the mode spans nodes). */
   readonly tpDirectory?: TpDirectory;
+  /** `serve --workers` without Redis: plain clients move to their partner's worker (cluster/handoff.ts). */
+  readonly handoff?: HandoffChannel;
 }
 
 /** A bound listener, for logs and the "how to connect" banner. */
@@ -65,6 +68,8 @@ export interface BoundListener {
 export interface RelayStats {
   readonly totalClientCount: number;
   readonly totalTunnelCount: number;
+  /** Clients this worker moved to the worker their partner waited in (cluster/handoff.ts). */
+  readonly movedClients: number;
   /** Relayed bytes, both paths. */
   readonly totalTraffic: number;
   /** The part of totalTraffic the kernel relay moved (after syncTraffic()). */
@@ -131,7 +136,7 @@ export function createRelayServer(config: RelayConfig, deps: RelayDeps): RelaySe
   let forwardListener: ForwardListener | undefined;
   let forwardAddress: string | undefined;
   const forwardClaims = new Map<string, (claim: ForwardClaim) => ClaimVerdict>();
-  const stats = { totalClientCount: 0, totalTunnelCount: 0, totalTraffic: 0, kernelTraffic: 0 };
+  const stats = { totalClientCount: 0, totalTunnelCount: 0, movedClients: 0, totalTraffic: 0, kernelTraffic: 0 };
   let notificationId = 0;
   const { highWater, closeFlushMs } = { highWater: config.limits.tunnelBufferBytes, closeFlushMs: config.timeouts.closeFlushMs };
 
@@ -180,6 +185,7 @@ export function createRelayServer(config: RelayConfig, deps: RelayDeps): RelaySe
       // The partner waited: it is the tunnel's first side, as in a local pair.
       startTunnel(new RemoteParty(link, forwarded.party), s, key);
     },
+    ...(deps.handoff === undefined ? {} : { handOff: handOff(deps.handoff) }),
     forget(s: Session) {
       sessions.delete(s);
       slots.get(s)?.();
@@ -203,6 +209,104 @@ export function createRelayServer(config: RelayConfig, deps: RelayDeps): RelaySe
     claims.add(socket);
     socket.once('close', () => claims.delete(socket));
   }
+
+  /** Gives a key's tunnel back to the table (a call to a store we depend on: a failure is logged). */
+  function releaseKey(key: RendezvousKey): void {
+    rendezvous.release(key).catch((err: unknown) => log.error({ err, code: 'RELAY_RENDEZVOUS_FAILED' }, 'rendezvous call failed'));
+  }
+
+  /** Sends a client to the worker its partner waits in (see cluster/handoff.ts); false when it cannot go. */
+  function handOff(channel: HandoffChannel): NonNullable<SessionContext['handOff']> {
+    return (s, offer, requestId, attempt) => {
+      const to = workerOfNode(offer.node);
+      const kind = s.link.kind;
+      const key = s.key;
+      if (to === undefined || (kind !== 'tcp' && kind !== 'ws') || key === undefined || rendezvous.tunnelMovedOut === undefined) return false;
+      const handle = s.link.detachForMove?.();
+      if (handle === undefined) return false;
+      const slot = rendezvous.tunnelMovedOut(key);
+      const client = { kind, remote: s.link.remoteAddress, name: s.name, uuid: s.uuid, userName: s.userName, connectionId: s.connectionId, connectedAt: s.connectedAt, requestId, token: key.token, nonce: key.nonce, attempt };
+      const message: HandoffMessage = { gh: 'handoff', to, slot: slot ?? '', ref: offer.ref, client };
+      try {
+        channel.send(message, handle, {}, (err) => {
+          closeHandle(handle);
+          if (err === null) {
+            stats.movedClients++;
+            return;
+          }
+          // The primary never got it: the tunnel is still ours in its table; give the key back.
+          log.warn({ err: err.message, code: 'RELAY_FORWARD_FAILED' }, 'could not move a client to its partner\'s worker');
+          rendezvous.tunnelMovedIn?.(key);
+          releaseKey(key);
+        });
+      } catch (err) {
+        closeHandle(handle);
+        log.warn({ err: (err as Error).message, code: 'RELAY_FORWARD_FAILED' }, 'could not move a client to its partner\'s worker');
+        rendezvous.tunnelMovedIn?.(key);
+        releaseKey(key);
+      }
+      return true;
+    };
+  }
+
+  /** The first plain WebSocket listener's server: its options make a moved client's WebSocket. */
+  let plainWss: WebSocketServer | undefined;
+
+  /**
+   * A client moved here from another worker (or came back, `bounced`): its socket gets a link and a
+   * session again, which answers its Authenticate and pairs it (Session.resumeMoved).
+   */
+  function adoptMoved(m: HandoffMessage, handle: unknown): void {
+    const c = m.client;
+    const key = { token: c.token, nonce: c.nonce };
+    rendezvous.tunnelMovedIn?.(key);
+    const socket = socketFromHandle(handle);
+    tracker.add(socket);
+    let link: Link;
+    if (c.kind === 'tcp') link = new StreamLink('tcp', socket, highWater, closeFlushMs);
+    else {
+      const wss = plainWss;
+      if (wss === undefined) {
+        socket.destroy();
+        releaseKey(key);
+        return;
+      }
+      const o = wss.options as typeof wss.options & { maxBufferedChunks?: number; maxFragments?: number };
+      // As ws's own server makes one after an upgrade (a server-side WebSocket: no address).
+      const ws = new (WebSocket as unknown as new (a: null, p: undefined, o: object) => WebSocket & { setSocket(socket: Socket, head: Buffer, opts: object): void })(null, undefined, o);
+      ws.setSocket(socket, Buffer.alloc(0), { allowSynchronousEvents: o.allowSynchronousEvents, maxBufferedChunks: o.maxBufferedChunks, maxFragments: o.maxFragments, maxPayload: o.maxPayload, skipUTF8Validation: o.skipUTF8Validation });
+      const wsLink = new WsLink('ws', ws, c.remote, highWater, closeFlushMs);
+      wsLink.setMaxMessageBytes(config.limits.maxMessageBytes, errorSpec('RELAY_MESSAGE_TOO_LARGE').close);
+      link = wsLink;
+    }
+    // Counted against this worker's per-address limit where there is room (it was admitted by its first).
+    const slot = admission.admit(link.remoteAddress);
+    const session = new Session(link, ctx!);
+    sessions.add(session);
+    slots.set(session, slot.ok ? slot.release : () => undefined);
+    if (link.closed) {
+      ctx!.forget(session);
+      releaseKey(key);
+      return;
+    }
+    if (!lifecycle.running) {
+      releaseKey(key);
+      session.fail('RELAY_SHUTDOWN');
+      return;
+    }
+    session.boundary.run(() => session.resumeMoved(c, m.bounced === true ? '' : m.ref));
+  }
+
+  const onHandoff = (m: unknown, handle?: unknown): void => {
+    if (!isHandoffMessage(m)) return;
+    if (handle === undefined || handle === null) return;
+    try {
+      adoptMoved(m, handle);
+    } catch (err) {
+      log.error({ err, code: 'CORE_INTERNAL' }, 'adopting a moved client failed; connection closed');
+      closeHandle(handle);
+    }
+  };
 
   function partyInfo(s: Session): PartyInfo {
     return { name: s.name, uuid: s.uuid, connectionId: s.connectionId, remote: s.link.remoteAddress, user: s.userName, node: deps.forward?.node ?? '' };
@@ -352,6 +456,7 @@ export function createRelayServer(config: RelayConfig, deps: RelayDeps): RelaySe
         const w = new WebSocketServer({ noServer: true, maxPayload: config.limits.maxMessageBytes, perMessageDeflate: false, clientTracking: false, skipUTF8Validation: true });
         wss = w;
         const kind = l.kind;
+        if (kind === 'ws' && tp === undefined) plainWss ??= w;
         http.on(
           'upgrade',
           isolated(
@@ -443,6 +548,7 @@ export function createRelayServer(config: RelayConfig, deps: RelayDeps): RelaySe
           forwardAddress = f.advertise(await forwardListener.listen(f.listen));
           rendezvous.advertise(forwardAddress);
         }
+        deps.handoff?.on('message', onHandoff);
         if (config.monitor.enabled) {
           monitor = createMonitor(relay, config, { log, path: resolvePath(deps.baseDir, config.monitor.path) });
           await monitor.start();
@@ -478,6 +584,7 @@ export function createRelayServer(config: RelayConfig, deps: RelayDeps): RelaySe
         if (idleSweep !== undefined) clearInterval(idleSweep);
         const listenersClosed = Promise.all(servers.map((s) => stopListening(s.server)));
         await forwardListener?.close();
+        deps.handoff?.off('message', onHandoff);
         await monitor?.close();
         const stop = errorSpec('RELAY_SHUTDOWN').close;
         const kernelHeld = new Set<TunnelParty>();

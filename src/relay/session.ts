@@ -27,6 +27,7 @@ import { introspect, type AuthenticationError } from './protocol/api.ts';
 import type { Authenticator, AuthResult } from './authenticators/types.ts';
 import type { OfferResult, Rendezvous, RendezvousKey } from './rendezvous.ts';
 import type { ForwardResult } from './cluster/forward.ts';
+import type { MovedClient } from './cluster/handoff.ts';
 import { sameUuid } from './uuid.ts';
 import { relayAuthChannel, type RelayAuthEvent } from '../core/events.ts';
 
@@ -56,6 +57,12 @@ export interface SessionContext {
    * (RELAY_PARTNER_CLOSED). Rejects when the node cannot be reached.
    */
   dropRemote(session: Session, offer: Extract<OfferResult<Session>, { kind: 'paired-remote' }>): Promise<void>;
+  /**
+   * `serve --workers`: moves this client (its socket and what it said) to the worker where its partner
+   * waits (cluster/handoff.ts) instead of forwarding. True when it went: this session is over here, its
+   * tunnel is the other worker's. False (nothing changed) when it cannot move: it is forwarded.
+   */
+  handOff?(session: Session, offer: Extract<OfferResult<Session>, { kind: 'paired-remote' }>, requestId: number, attempt: number): boolean;
 }
 
 /** How often a client is offered again when the partner it paired with on another node had just left. */
@@ -65,7 +72,8 @@ let nextSessionId = 1;
 
 export class Session {
   readonly id = nextSessionId++;
-  readonly connectedAt = Date.now();
+  /** When the client connected (kept when it moves to another worker). */
+  connectedAt = Date.now();
   state: SessionState = 'handshake';
   name = '';
   uuid = '';
@@ -74,7 +82,7 @@ export class Session {
   rxBytes = 0;
   txBytes = 0;
   /** Per-connection id shown by the monitor, a uuid in braces as nymea shows it. */
-  readonly connectionId = `{${randomUUID()}}`;
+  connectionId = `{${randomUUID()}}`;
   key: RendezvousKey | undefined;
   #log: Logger | undefined;
 
@@ -317,10 +325,7 @@ export class Session {
   #afterAuthentication(id: number, key: RendezvousKey, result: AuthResult): void {
     // Published with the answer the client gets, not the authenticator's verdict: a failed rendezvous
     // after a good token is a ProxyError (Redis away), and a refusal without an answer is its code.
-    const reply = (error: AuthenticationError) => {
-      this.#answered(error);
-      this.sendText(successResponse(id, { authenticationError: error }));
-    };
+    const reply = this.#replier(id);
     if (result.error !== 'AuthenticationErrorNoError') {
       this.#ctx.backoff.fail(this.link.remoteAddress);
       this.log.warn({ authenticationError: result.error }, 'authentication failed');
@@ -330,6 +335,78 @@ export class Session {
     this.userName = result.user ?? '';
     this.key = key;
     this.#offer(id, key, reply, 0);
+  }
+
+  /** Answers the Authenticate request `id` (and publishes its outcome once). */
+  #replier(id: number): (error: AuthenticationError) => void {
+    return (error) => {
+      this.#answered(error);
+      this.sendText(successResponse(id, { authenticationError: error }));
+    };
+  }
+
+  /**
+   * This client moved here from another worker after its Authenticate (cluster/handoff.ts): the key's
+   * tunnel is this worker's now. Claims the partner waiting here (`ref`) and pairs as a local pair does,
+   * answering the Authenticate; a partner that left (or a client sent back, `ref` '') means offering
+   * again. The Authenticate deadline starts afresh.
+   */
+  resumeMoved(client: MovedClient, ref: string): void {
+    this.name = client.name;
+    this.uuid = client.uuid;
+    this.userName = client.userName;
+    this.connectionId = client.connectionId;
+    this.connectedAt = client.connectedAt;
+    const id = client.requestId;
+    const key: RendezvousKey = { token: client.token, nonce: client.nonce };
+    this.key = key;
+    this.state = 'authenticating';
+    this.#authOpen = true;
+    this.#clearTimer();
+    this.#timerCode = 'RELAY_COMMAND_TIMEOUT';
+    this.#timer = setTimeout(() => this.boundary.run(() => this.fail('RELAY_COMMAND_TIMEOUT', { id })), this.#ctx.config.timeouts.jsonRpcMs);
+    const reply = this.#replier(id);
+    const partner = ref === '' ? undefined : this.#ctx.rendezvous.claimRemote?.(ref);
+    if (partner !== undefined && partner.state === 'waiting' && !partner.link.closed)
+      return this.#afterOffer(id, key, { kind: 'paired', partner }, reply, client.attempt);
+    if (partner !== undefined) partner.fail('RELAY_PARTNER_CLOSED');
+    this.#offerAgain(id, key, reply, client.attempt, () => {
+      this.log.warn({ code: 'RELAY_FORWARD_FAILED' }, 'the partner left while this client moved to it; given up');
+    });
+  }
+
+  /**
+   * The partner this client was paired with had left: give the key back and offer again, at most
+   * MAX_REMOTE_RETRIES times; past that, `givenUp` logs and the client gets ProxyError.
+   */
+  #offerAgain(id: number, key: RendezvousKey, reply: (error: AuthenticationError) => void, attempt: number, givenUp: () => void): void {
+    const rv = this.#ctx.rendezvous;
+    if (attempt >= MAX_REMOTE_RETRIES) {
+      rv.release(key).catch(this.#rendezvousFailed);
+      this.#clearTimer();
+      givenUp();
+      reply('AuthenticationErrorProxyError');
+      return this.fail('RELAY_FORWARD_FAILED');
+    }
+    rv.release(key).then(
+      () => this.boundary.run(() => {
+        if (this.state === 'authenticating') this.#offer(id, key, reply, attempt + 1);
+      }),
+      (err: unknown) => this.boundary.run(() => {
+        this.#rendezvousFailed(err);
+        if (this.state !== 'authenticating') return;
+        reply('AuthenticationErrorProxyError');
+        this.fail('RELAY_RENDEZVOUS_FAILED');
+      }),
+    );
+  }
+
+  /** This client went to another worker (handOff): nothing of it is left here but its closing link. */
+  #movedAway(): void {
+    this.state = 'closed';
+    this.#clearTimer();
+    this.#authOpen = false;
+    this.link.destroy();
   }
 
   /** Offers this client to the rendezvous table (again, `attempt` > 0, after a remote partner had left). */
@@ -437,6 +514,9 @@ export class Session {
     const giveBack = (): void => {
       rv.release(key).catch(this.#rendezvousFailed);
     };
+    // Between workers of one machine a plain client moves to its partner instead (nothing read beyond
+    // its Authenticate: anything else goes the forward way, which judges it).
+    if (this.#ctx.handOff !== undefined && this.#splitter.bufferedBytes === 0 && this.#ctx.handOff(this, offer, id, attempt)) return this.#movedAway();
     let claimed: Promise<ForwardResult>;
     try {
       claimed = this.#ctx.claimRemote(this, offer);
@@ -452,20 +532,7 @@ export class Session {
             return;
           }
           if (!r.ok) {
-            if (r.code === 'gone' && attempt < MAX_REMOTE_RETRIES) {
-              rv.release(key).then(
-                () => this.boundary.run(() => {
-                  if (this.state === 'authenticating') this.#offer(id, key, reply, attempt + 1);
-                }),
-                (err: unknown) => this.boundary.run(() => {
-                  this.#rendezvousFailed(err);
-                  if (this.state !== 'authenticating') return;
-                  reply('AuthenticationErrorProxyError');
-                  this.fail('RELAY_RENDEZVOUS_FAILED');
-                }),
-              );
-              return;
-            }
+            if (r.code === 'gone' && attempt < MAX_REMOTE_RETRIES) return this.#offerAgain(id, key, reply, attempt, () => undefined);
             giveBack();
             this.#clearTimer();
             if (r.code === 'RELAY_DUPLICATE_UUID' || r.code === 'RELAY_CLIENT_LOOP') return this.fail(r.code);

@@ -54,7 +54,7 @@ before(async () => {
   dir = tempDir('gatehouse-faults-');
   const cert = selfSignedCert(dir);
   // All processes start at once (each loads the CLI through tsx: the slow part).
-  const pending: Promise<GatewayNode>[] = [startNode('workers', dir, listenersToml(cert), ['--workers', '2'], 40000)];
+  const pending: Promise<GatewayNode>[] = [startNode('workers', dir, `${listenersToml(cert)}[cluster]\nmoveClients = false\n`, ['--workers', '2'], 40000)];
   if (skip === false) {
     redis = await startRedis();
     const socket = redis.socket;

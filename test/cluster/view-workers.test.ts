@@ -68,6 +68,9 @@ test('serve --workers 2: the monitor socket and /metrics show the tunnels of bot
       'intervalMs = 200',
       '[ops]',
       'port = 0',
+      // Tunnels across the workers are forwarded (plain clients would move): the merged view counts them once.
+      '[cluster]',
+      'moveClients = false',
       '',
     ].join('\n'),
   );

@@ -1,7 +1,7 @@
 /**
  * `gatehouse serve --workers 2` (no Redis): both workers accept on the same ports, pair through the
- * primary's table; a partner that waits in the other worker is reached over the workers' forward
- * sockets, so every pair gets its tunnel wherever its clients landed; SIGTERM drains every worker and
+ * primary's table; with `moveClients = false` (else plain clients move: handoff.test.ts) a partner that
+ * waits in the other worker is reached over the workers' forward sockets, so every pair gets its tunnel wherever its clients landed; SIGTERM drains every worker and
  * the primary exits 0 (and removes the forward socket directory).
  */
 import { test } from 'node:test';
@@ -18,7 +18,7 @@ test('serve --workers 2: same ports, pairing through the primary, tunnels across
   const cfg = join(dir, 'gatehouse.toml');
   writeFileSync(
     cfg,
-    `[shutdown]\ngraceMs = 300\n[relay]\nlisteners = [{ kind = "tcp", host = "127.0.0.1", port = 0 }, { kind = "ws", host = "127.0.0.1", port = 0 }]\nauthenticator = { kind = "dev" }\n[relay.monitor]\nenabled = false\n`,
+    `[shutdown]\ngraceMs = 300\n[relay]\nlisteners = [{ kind = "tcp", host = "127.0.0.1", port = 0 }, { kind = "ws", host = "127.0.0.1", port = 0 }]\nauthenticator = { kind = "dev" }\n[relay.monitor]\nenabled = false\n[cluster]\nmoveClients = false\n`,
   );
   const server = gatehouse(['serve', '--config', cfg, '--workers', '2', '--log-format', 'json']);
   const opened: RawClient[] = [];

@@ -34,6 +34,12 @@ export const clusterConfigSchema = z
      * from the shared socket itself: cheaper per connection, a less even spread, fewer tunnels forwarded).
      */
     acceptBy: z.enum(['primary', 'kernel']).default('primary'),
+    /**
+     * Workers without Redis: a plain TCP or WebSocket client whose partner waits in another worker moves
+     * to that worker (its socket is handed over), so the tunnel runs in one process. `false`: such
+     * tunnels are forwarded between the workers (every byte relayed twice). TLS is always forwarded.
+     */
+    moveClients: z.boolean().default(true),
     /** Prefix of every key this gateway writes in Redis (several gateways may share one Redis). */
     keyPrefix: z.string().min(1).max(64).default('gatehouse:'),
     /** A tunnel's claim on its (token, nonce) in Redis lives this long unless its node renews it. */

@@ -7,7 +7,8 @@
  *
  * A partner waiting in ANOTHER worker is paired all the same (`paired-remote`, with the forward address
  * that worker gave with its offer: a unix socket of its own): the offering worker then claims it there
- * over a forward stream (forward.ts), so the tunnel runs between the two workers. A worker that exits
+ * over a forward stream (forward.ts), so the tunnel runs between the two workers; a plain TCP or WS
+ * client moves to the partner's worker instead (handoff.ts; `moveTunnel`). A worker that exits
  * loses its entries at once (the primary drops them), so no key stays blocked.
  */
 import { createHash } from 'node:crypto';
@@ -78,6 +79,17 @@ export class PrimaryRendezvousTable {
         if (s?.state === 'tunnel' && s.worker === worker) this.#slots.delete(slot);
         return { gh: 'rv', id, kind: 'done' };
     }
+  }
+
+  /**
+   * A client moved from worker `from` to worker `to` with the tunnel it holds under `slot`
+   * (cluster/handoff.ts): the tunnel is `to`'s now. False (nothing changed) when `from` holds none there.
+   */
+  moveTunnel(slot: string, from: number, to: number): boolean {
+    const s = this.#slots.get(slot);
+    if (s?.state !== 'tunnel' || s.worker !== from) return false;
+    this.#slots.set(slot, { state: 'tunnel', worker: to });
+    return true;
   }
 
   /** A worker exited: everything it held is free. */
@@ -180,6 +192,15 @@ export class IpcRendezvous<P> implements Rendezvous<P> {
 
   claimRemote(ref: string): P | undefined {
     return this.#waiting.claim(ref, (entrySlot, refSlot) => entrySlot === refSlot);
+  }
+
+  tunnelMovedOut(key: RendezvousKey): string | undefined {
+    const { slot } = keysOf(key);
+    return this.#tunnels.delete(slot) ? slot : undefined;
+  }
+
+  tunnelMovedIn(key: RendezvousKey): void {
+    this.#tunnels.add(keysOf(key).slot);
   }
 
   async withdraw(_key: RendezvousKey, party: P): Promise<void> {
