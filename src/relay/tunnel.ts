@@ -68,6 +68,12 @@ export interface TunnelParty {
   sendText(text: string, onFlushed?: () => void): void;
   /** The link is gone (the tunnel saw its close). */
   linkClosed(): void;
+  /**
+   * Only on the far side of a forwarded tunnel (cluster/remote-party.ts), for logs: the node the partner
+   * client sits on, and that client's own address (not the node-to-node stream's).
+   */
+  readonly node?: string;
+  readonly clientAddress?: string;
 }
 
 /**
@@ -165,7 +171,18 @@ export class Tunnel {
     b.sendText(notification(this.ctx.nextNotificationId(), 'RemoteProxy.TunnelEstablished', { name: a.name, uuid: normalizeUuid(a.uuid) }), onFlushed);
     // The audit trail: one info line at the start and one at the end (with the totals), both naming the
     // two remote addresses (about a sixth of the setup CPU at full rate, docs/benchmarks.md).
-    this.ctx.log.info({ tunnel: this.id, sessions: [a.id, b.id], remotes: [a.link.remoteAddress, b.link.remoteAddress], users: [a.userName, b.userName] }, 'tunnel established');
+    this.ctx.log.info(this.#who(), 'tunnel established');
+  }
+
+  /**
+   * The log fields naming both clients; for a forwarded tunnel also the partner's node and both
+   * connection ids (the same on both nodes' lines, so the two halves can be matched).
+   */
+  #who(): Record<string, unknown> {
+    const { a, b } = this;
+    const who = { tunnel: this.id, sessions: [a.id, b.id], remotes: [a.clientAddress ?? a.link.remoteAddress, b.clientAddress ?? b.link.remoteAddress], users: [a.userName, b.userName] };
+    const partnerNode = a.node ?? b.node;
+    return partnerNode === undefined ? who : { ...who, partnerNode, connections: [a.connectionId, b.connectionId] };
   }
 
   #startRelay(held: [Buffer[], Buffer[]]): void {
@@ -373,10 +390,14 @@ export class Tunnel {
     this.a.state = 'closed';
     this.b.state = 'closed';
     this.#release();
-    this.ctx.log.info(
-      { tunnel: this.id, sessions: [this.a.id, this.b.id], remotes: [this.a.link.remoteAddress, this.b.link.remoteAddress], users: [this.a.userName, this.b.userName], bytes: [this.a.rxBytes, this.b.rxBytes], seconds: Math.round((Date.now() - this.createdAt) / 1000), kernel: this.#handoff === 'done' },
-      'tunnel closed',
-    );
+    // A forwarded tunnel has a half on each node, and the cluster logs its end once, at info, like a
+    // local tunnel's (log lines are a large part of a pairing's CPU, docs/benchmarks.md "Scale-out"):
+    // on the node where it was made (its second client arrived here, the waiting partner `a` is the far
+    // side); the partner's node logs it at debug. Both nodes log `tunnel established` at info.
+    const level = this.b.node === undefined ? 'info' : 'debug';
+    if (this.ctx.log.isLevelEnabled(level)) {
+      this.ctx.log[level]({ ...this.#who(), bytes: [this.a.rxBytes, this.b.rxBytes], seconds: Math.round((Date.now() - this.createdAt) / 1000), kernel: this.#handoff === 'done' }, 'tunnel closed');
+    }
     this.ctx.closed(this);
   }
 

@@ -171,6 +171,56 @@ test('a forwarded TCP tunnel runs on the kernel relay on both nodes when it can'
   await a.closed();
 });
 
+test('a forwarded tunnel is logged as a local one is: established on both nodes, closed at info once (where the pair was made), both halves matched', { skip, timeout: 10000 }, async () => {
+  const token = `tok-${crypto.randomUUID()}`;
+  // a waits on node-c (its forward listener is a unix socket), b arrives on node-a, which makes the pair.
+  const a = await client(n3!.url('tcp'));
+  a.send(authenticate(token, { name: 'log-a' }));
+  await a.waitFor(NO_ERROR);
+  const b = await client(n1!.url('tcp'));
+  b.send(authenticate(token, { name: 'log-b' }));
+  await a.waitFor(TUNNEL_ESTABLISHED);
+  await b.waitFor(TUNNEL_ESTABLISHED);
+  const tA = [...n1!.server.tunnels].find((t) => t.b.name === 'log-b');
+  const tC = [...n3!.server.tunnels].find((t) => t.a.name === 'log-a');
+  assert.ok(tA !== undefined && tC !== undefined);
+  const connections = [tA.a.connectionId, tA.b.connectionId];
+  a.end();
+  await b.closed();
+  b.end();
+  await a.closed();
+  const line = async (node: number, tunnel: number, msg: string) => {
+    for (let n = 0; n < 100; n++) {
+      const hit = logs[node]!.records().filter((r) => r.msg === msg && r.tunnel === tunnel);
+      if (hit.length > 0) {
+        assert.equal(hit.length, 1, `one ${msg} line on node ${node}`);
+        return hit[0]!;
+      }
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    return assert.fail(`no ${msg} line for tunnel ${tunnel} on node ${node}`);
+  };
+  const estA = await line(0, tA.id, 'tunnel established');
+  const estC = await line(2, tC.id, 'tunnel established');
+  const closedA = await line(0, tA.id, 'tunnel closed');
+  const closedC = await line(2, tC.id, 'tunnel closed');
+  // Both halves name the partner's node and the same two connection ids (the waiting client's first).
+  assert.equal(estA.partnerNode, 'node-c');
+  assert.equal(estC.partnerNode, 'node-a');
+  assert.deepEqual(estA.connections, connections);
+  assert.deepEqual(estC.connections, connections);
+  assert.deepEqual(closedA.connections, connections);
+  // The clients' own addresses, not the node-to-node stream's (node-c's side of it is a unix socket).
+  assert.deepEqual(estA.remotes, ['127.0.0.1', '127.0.0.1']);
+  assert.deepEqual(estC.remotes, ['127.0.0.1', '127.0.0.1']);
+  // Established at info on both nodes; the end at info once in the cluster: on node-a, with the totals.
+  assert.equal(estA.level, 'info');
+  assert.equal(estC.level, 'info');
+  assert.equal(closedA.level, 'info');
+  assert.equal(closedC.level, 'debug');
+  assert.ok(Array.isArray(closedA.bytes) && typeof closedA.seconds === 'number');
+});
+
 test('the same uuid on two nodes: both clients closed as in a local pair (Client loop with a nonce)', { skip, timeout: 10000 }, async () => {
   const token = `tok-${crypto.randomUUID()}`;
   const uuid = crypto.randomUUID();
