@@ -117,6 +117,8 @@ export class RedisRendezvous<P> implements Rendezvous<P> {
   /** Tunnel leases this node holds: slot key → the value we wrote. */
   readonly #leases = new Map<string, string>();
   #nextParty = 1;
+  /** The Redis keys of a rendezvous key, computed once per key object (its offer, then its release). */
+  readonly #keyCache = new WeakMap<RendezvousKey, { token: string; nonce: string; slot: string; tokenKey: string }>();
   #renewTimer: NodeJS.Timeout | undefined;
   #closed = false;
 
@@ -132,6 +134,9 @@ export class RedisRendezvous<P> implements Rendezvous<P> {
       errorMessage: 'redis unreachable; new pairings fail until it is back',
       readyMessage: 'redis rendezvous connected',
       fields: { node: opts.nodeId },
+      // Every pairing is two offers and a release, each one small script call: at a high pairing rate
+      // the calls of one event-loop turn share one write (and redis-server one read).
+      autoPipelining: true,
     }) as Scripts;
     this.#redis.defineCommand('rvOffer', { numberOfKeys: 2, lua: OFFER });
     this.#redis.defineCommand('rvDeleteIf', { numberOfKeys: 2, lua: DELETE_IF });
@@ -177,8 +182,12 @@ export class RedisRendezvous<P> implements Rendezvous<P> {
   }
 
   #keys(key: RendezvousKey): { slot: string; tokenKey: string } {
+    const known = this.#keyCache.get(key);
+    if (known !== undefined && known.token === key.token && known.nonce === key.nonce) return known;
     const p = this.#opts.keyPrefix;
-    return { slot: `${p}rv:k:${this.#hmac('slot', key.token, key.nonce)}`, tokenKey: `${p}rv:t:${this.#hmac('token', key.token)}` };
+    const keys = { token: key.token, nonce: key.nonce, slot: `${p}rv:k:${this.#hmac('slot', key.token, key.nonce)}`, tokenKey: `${p}rv:t:${this.#hmac('token', key.token)}` };
+    this.#keyCache.set(key, keys);
+    return keys;
   }
 
   async offer(key: RendezvousKey, party: P): Promise<OfferResult<P>> {
