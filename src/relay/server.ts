@@ -300,12 +300,17 @@ export function createRelayServer(config: RelayConfig, deps: RelayDeps): RelaySe
   const onHandoff = (m: unknown, handle?: unknown): void => {
     if (!isHandoffMessage(m)) return;
     if (handle === undefined || handle === null) return;
-    try {
-      adoptMoved(m, handle);
-    } catch (err) {
-      log.error({ err, code: 'CORE_INTERNAL' }, 'adopting a moved client failed; connection closed');
-      closeHandle(handle);
-    }
+    // After the promise continuations of everything that came before on the channel: the primary's
+    // answer that made the partner wait can arrive in the same read as this client, and the partner is
+    // only in this worker's list of waiting parties once that answer's continuation ran.
+    setImmediate(() => {
+      try {
+        adoptMoved(m, handle);
+      } catch (err) {
+        log.error({ err, code: 'CORE_INTERNAL' }, 'adopting a moved client failed; connection closed');
+        closeHandle(handle);
+      }
+    });
   };
 
   function partyInfo(s: Session): PartyInfo {

@@ -138,6 +138,27 @@ test('plain clients move to the partner\'s worker: the exact bytes of a local pa
   assert.equal(established.filter((l) => /"sessions":\[-\d+,|,-\d+\]/.test(l)).length, 0, 'no tunnel forwarded');
 });
 
+test('pairs whose two clients authenticate at the same moment: every one meets (the move can overtake the partner\'s own answer)', { timeout: 60000 }, async () => {
+  // Both clients of a pair authenticate together: the primary's "wait" answer for one and the other's
+  // move reach the same worker back to back. Before the fix some pairs waited both, never to meet.
+  const rounds = 4;
+  for (let r = 0; r < rounds; r++) {
+    await Promise.all(
+      Array.from({ length: 24 }, async (_, i) => {
+        const token = `sim-${crypto.randomUUID()}`;
+        const [a, b] = await Promise.all([client(i % 3 === 0 ? 'ws' : 'tcp'), client(i % 2 === 0 ? 'tcp' : 'ws')]);
+        a.send(auth(token, 0, 'alpha', `{${crypto.randomUUID()}}`));
+        b.send(auth(token, 1, 'beta', `{${crypto.randomUUID()}}`));
+        await a.waitFor(TUNNEL_ESTABLISHED, 5000);
+        await b.waitFor(TUNNEL_ESTABLISHED, 5000);
+        await flows(a, b, 2000);
+        a.destroy();
+        b.destroy();
+      }),
+    );
+  }
+});
+
 test('a TLS client cannot move: a plain one moves to it, and it is forwarded to a plain one', { timeout: 30000 }, async () => {
   const forwardedLines = () => server.stderr().split('\n').filter((l) => l.includes('"tunnel established"') && /"sessions":\[-\d+,|,-\d+\]/.test(l)).length;
   const check = async (a: RawClient, b: RawClient) => {
