@@ -284,11 +284,7 @@ export function createRelayServer(config: RelayConfig, deps: RelayDeps): RelaySe
     const session = new Session(link, ctx!);
     sessions.add(session);
     slots.set(session, slot.ok ? slot.release : () => undefined);
-    if (link.closed) {
-      ctx!.forget(session);
-      releaseKey(key);
-      return;
-    }
+    // A client that is gone by now is found so by its pairing (its partner is closed as in a local pair).
     if (!lifecycle.running) {
       releaseKey(key);
       session.fail('RELAY_SHUTDOWN');

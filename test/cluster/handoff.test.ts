@@ -201,6 +201,33 @@ test('the partner leaving as its partner moves to it: clean outcomes, and the ke
 
 });
 
+test('a newcomer gone right after its Authenticate (maybe mid-move): its partner is closed or waits on, and the key meets again', { timeout: 60000 }, async () => {
+  for (let i = 0; i < 10; i++) {
+    const token = `gone-${crypto.randomUUID()}`;
+    const a = await client(i % 2 === 0 ? 'tcp' : 'ws');
+    a.send(auth(token, 0, 'alpha', `{${crypto.randomUUID()}}`));
+    await a.waitFor(NO_ERROR);
+    const b = await client(i % 3 === 0 ? 'ws' : 'tcp');
+    b.send(auth(token, 1, 'beta', `{${crypto.randomUUID()}}`));
+    setTimeout(() => b.destroy(), i % 3);
+    await new Promise((r) => setTimeout(r, 300));
+    if (a.isClosed) {
+      const [c, d] = await pairUp('tcp', 'tcp', token);
+      c.destroy();
+      d.destroy();
+    } else {
+      // b never reached the table: a still waits, and the next client of the key meets it.
+      const c = await client('tcp');
+      c.send(auth(token, 2, 'gamma', `{${crypto.randomUUID()}}`));
+      await c.waitFor(TUNNEL_ESTABLISHED);
+      await a.waitFor(TUNNEL_ESTABLISHED);
+      await flows(a, c, 1000);
+      a.destroy();
+      c.destroy();
+    }
+  }
+});
+
 test('the same uuid on both sides, across the workers: both closed, as in one process; then the key is free', { timeout: 20000 }, async () => {
   {
     const token = `dup-${crypto.randomUUID()}`;
