@@ -32,12 +32,6 @@ export interface RedisClientOptions {
   readonly fields?: Readonly<Record<string, unknown>>;
   /** Interval of the error line, ms. */
   readonly errorLogEveryMs?: number;
-  /**
-   * ioredis's auto-pipelining: commands issued in one event-loop turn (and while the previous batch is
-   * still being answered) go out in one write, so a busy owner pays one syscall for many commands (each
-   * still has its own reply, timeout and error). For owners with many small independent commands.
-   */
-  readonly autoPipelining?: boolean;
 }
 
 /** The URL as it may be logged: the password (and a user name) replaced by `***`. */
@@ -77,7 +71,6 @@ export function createRedisClient(opts: RedisClientOptions): Redis {
     connectTimeout: opts.commandTimeoutMs,
     lazyConnect: true,
     retryStrategy: (times: number) => Math.min(100 * times, 2000),
-    enableAutoPipelining: opts.autoPipelining === true,
   };
   const redis = opts.redisUrl.startsWith('/') ? new Redis({ ...common, path: opts.redisUrl }) : new Redis(opts.redisUrl, common);
   const password = passwordOf(opts.redisUrl);

@@ -134,9 +134,6 @@ export class RedisRendezvous<P> implements Rendezvous<P> {
       errorMessage: 'redis unreachable; new pairings fail until it is back',
       readyMessage: 'redis rendezvous connected',
       fields: { node: opts.nodeId },
-      // Every pairing is two offers and a release, each one small script call: at a high pairing rate
-      // the calls of one event-loop turn share one write (and redis-server one read).
-      autoPipelining: true,
     }) as Scripts;
     this.#redis.defineCommand('rvOffer', { numberOfKeys: 2, lua: OFFER });
     this.#redis.defineCommand('rvDeleteIf', { numberOfKeys: 2, lua: DELETE_IF });
