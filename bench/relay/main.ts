@@ -265,11 +265,30 @@ const GATEWAY_NODE_ARGS = (process.env.BENCH_GATEWAY_NODE_ARGS ?? '').split(' ')
 /** Where the gateway's stdout goes (appended), e.g. for `--trace-gc`; unset: only read for the start line. */
 const GATEWAY_STDOUT = process.env.BENCH_GATEWAY_STDOUT;
 
-/** How the gateway is started: from src through tsx (default), or a tsc build in the work dir. */
+/**
+ * The node flags the `gatehouse` command of `repo` starts with: those on the `#!/usr/bin/env -S node …` line
+ * of its bin/gatehouse.js (none for a checkout without them), so the gateway runs as installed.
+ */
+function commandNodeFlags(repo: string): string[] {
+  let first: string;
+  try {
+    first = readFileSync(join(repo, 'bin/gatehouse.js'), 'utf8').split('\n', 1)[0] ?? '';
+  } catch {
+    return [];
+  }
+  const m = /^#!\S*env(?:\s+-S)?\s+node((?:\s+--\S+)*)\s*$/.exec(first);
+  return m?.[1] === undefined ? [] : m[1].split(/\s+/).filter((a) => a !== '');
+}
+
+/**
+ * How the gateway is started: from src through tsx (default), or a tsc build in the work dir; with the
+ * command's node flags, then BENCH_GATEWAY_NODE_ARGS (later flags win).
+ */
 function gatewayCommand(opts: Options, dir: string): { args: string[]; cwd: string } {
+  const nodeArgs = [...commandNodeFlags(opts.repo), ...GATEWAY_NODE_ARGS];
   if (!opts.compiled)
     return {
-      args: [...GATEWAY_NODE_ARGS, '--import', 'tsx', join(opts.repo, 'src/cli/main.ts')],
+      args: [...nodeArgs, '--import', 'tsx', join(opts.repo, 'src/cli/main.ts')],
       cwd: opts.repo,
     };
   const out = join(dir, 'build');
@@ -288,7 +307,7 @@ function gatewayCommand(opts: Options, dir: string): { args: string[]; cwd: stri
   symlinkSync(join(opts.repo, 'node_modules'), join(out, 'node_modules'));
   // src/relay/splice.ts finds the optional addon at ../../native from its own directory.
   if (existsSync(join(opts.repo, 'native'))) symlinkSync(join(opts.repo, 'native'), join(out, 'native'));
-  return { args: [...GATEWAY_NODE_ARGS, join(out, 'dist/cli/main.js')], cwd: out };
+  return { args: [...nodeArgs, join(out, 'dist/cli/main.js')], cwd: out };
 }
 
 async function startGateway(
@@ -789,7 +808,7 @@ async function main(): Promise<void> {
       inflight: opts.inflight,
       wallSeconds: wall,
       quick: opts.quick,
-      gateway: `${opts.compiled ? 'tsc build' : 'src via tsx'}${opts.repo === ROOT ? '' : ` of ${opts.repo}`}, log level ${opts.logLevel}, kernel relay ${kernelRelay ?? 'unknown'}${opts.tunnelBufferKib === undefined ? '' : `, tunnelBufferBytes ${opts.tunnelBufferKib} KiB`}`,
+      gateway: `${opts.compiled ? 'tsc build' : 'src via tsx'}${opts.repo === ROOT ? '' : ` of ${opts.repo}`}, log level ${opts.logLevel}, kernel relay ${kernelRelay ?? 'unknown'}, node flags ${[...commandNodeFlags(opts.repo), ...GATEWAY_NODE_ARGS].join(' ') || 'none'}${opts.tunnelBufferKib === undefined ? '' : `, tunnelBufferBytes ${opts.tunnelBufferKib} KiB`}`,
       load: `${load0} → ${readFileSync('/proc/loadavg', 'utf8').split(' ')[0]!}`,
     }),
   );

@@ -1,0 +1,110 @@
+/**
+ * The node flags the `gatehouse` command starts with (the `#!/usr/bin/env -S node …` line of
+ * bin/gatehouse.js): run the way the kernel runs an installed command (the file itself, not `node FILE`),
+ * the serving process carries them, and the gateway still serves every front end of a full config.
+ * Why the flag: bin/gatehouse.js and docs/benchmarks.md ("TLS/WS/WSS memory").
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { connect } from 'node:net';
+import { join } from 'node:path';
+import { BIN } from '../helpers/cli.ts';
+import { deadline, tempDir } from '../helpers/relay.ts';
+
+/** The one line every one of these depends on. */
+const SHEBANG = '#!/usr/bin/env -S node --max-semi-space-size=2';
+
+test('bin/gatehouse.js starts node with the young generation capped at 2 MiB per semi-space', () => {
+  assert.equal(readFileSync(BIN, 'utf8').split('\n', 1)[0], SHEBANG);
+  const scripts = (JSON.parse(readFileSync(join(BIN, '..', '..', 'package.json'), 'utf8')) as { scripts: Record<string, string> }).scripts;
+  assert.equal(scripts.start, './bin/gatehouse.js serve', '`npm start` runs the command itself, so it gets the same flags');
+});
+
+/** The first line a TCP client gets back for `line` on 127.0.0.1:`port`. */
+function ask(port: number, line: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const s = connect(port, '127.0.0.1', () => s.write(line));
+    let got = '';
+    s.setEncoding('utf8').on('data', (t: string) => {
+      got += t;
+      const end = got.indexOf('\n');
+      if (end >= 0) {
+        s.destroy();
+        resolve(got.slice(0, end));
+      }
+    });
+    s.on('error', reject);
+  });
+}
+
+test('the command run through its #! line serves relay, card bridge and sealed API with the flag in force', { timeout: 60_000 }, async () => {
+  const dir = tempDir();
+  const cfg = join(dir, 'gatehouse.toml');
+  writeFileSync(
+    cfg,
+    [
+      '[shutdown]',
+      'graceMs = 1000',
+      '[relay]',
+      'listeners = [{ kind = "tcp", port = 0 }, { kind = "ws", port = 0 }]',
+      '[relay.monitor]',
+      'path = "monitor.sock"',
+      '[cardBridge]',
+      'listeners = [{ kind = "tcp", port = 0 }]',
+      'backends = [{ kind = "simulator" }]',
+      '[sealedApi]',
+      'port = 0',
+      'stateDir = "state"',
+      '',
+    ].join('\n'),
+  );
+  const server = spawn(BIN, ['serve', '--config', cfg], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  let err = '';
+  server.stdout.setEncoding('utf8').on('data', (t: string) => (out += t));
+  server.stderr.setEncoding('utf8').on('data', (t: string) => (err += t));
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => server.on('exit', (code, signal) => resolve({ code, signal })));
+  try {
+    await deadline(
+      new Promise<void>((resolve, reject) => {
+        const check = () => (out.includes('Press Ctrl-C') ? resolve() : undefined);
+        server.stdout.on('data', check);
+        exited.then(() => reject(new Error(`serve exited early:\n${out}\n${err}`)), reject);
+      }),
+      30_000,
+      `the serve banner (stdout: ${out.slice(-500)} stderr: ${err.slice(-1500)})`,
+    );
+    // env -S replaced itself with node: the serving process is node, started with the flag.
+    const argv = readFileSync(`/proc/${String(server.pid)}/cmdline`, 'utf8').split('\0');
+    assert.ok(argv.includes('--max-semi-space-size=2'), argv.join(' '));
+    assert.match(argv[0] ?? '', /node$/);
+    const relayPort = Number(/ {2}tcp {2}tcp:\/\/127\.0\.0\.1:(\d+)/.exec(out)?.[1]);
+    assert.match(await deadline(ask(relayPort, '{"id":0,"method":"RemoteProxy.Hello"}\n'), 10_000, 'the relay Hello'), /"name":"gatehouse"/);
+    // The card bridge: its simulated readers listed, its listener accepting.
+    assert.match(out, /cards: {3}[1-9]\d* readers/);
+    const cardsPort = Number(/Card bridge[^\n]*\n {2}tcp {2}tcp:\/\/127\.0\.0\.1:(\d+)/.exec(out)?.[1]);
+    await deadline(
+      new Promise<void>((resolve, reject) => {
+        const s = connect(cardsPort, '127.0.0.1', () => {
+          s.destroy();
+          resolve();
+        });
+        s.on('error', reject);
+      }),
+      10_000,
+      'a card bridge connection',
+    );
+    // The sealed API answers (a GET on its path: 405, it takes sealed POSTs only).
+    const sealedUrl = /^ {2}http (http:\/\/127\.0\.0\.1:\d+\S*)/m.exec(out)?.[1];
+    assert.ok(sealedUrl !== undefined, out);
+    const res = await deadline(fetch(sealedUrl), 10_000, 'the sealed API');
+    await res.arrayBuffer();
+    assert.equal(res.status, 405);
+    server.kill('SIGTERM');
+    assert.deepEqual(await deadline(exited, 15_000, 'serve exit after SIGTERM'), { code: 0, signal: null });
+  } finally {
+    if (server.exitCode === null && server.signalCode === null) server.kill('SIGKILL');
+  }
+});
