@@ -135,6 +135,8 @@ test('npm pack → npm install -g --prefix DIR → the installed gatehouse runs 
       30_000,
       `the serve banner (stdout: ${out.slice(-500)} stderr: ${err.slice(-1500)})`,
     );
+    // npm linked the command to bin/gatehouse.js: its #! line's node flags are in force (node-flags.test.ts).
+    assert.ok(readFileSync(`/proc/${String(server.pid)}/cmdline`, 'utf8').split('\0').includes('--max-semi-space-size=2'));
     // Installed: the banner names the command on PATH, not `npx gatehouse`.
     assert.match(out, /^ {2}monitor: gatehouse monitor --socket /m);
     assert.match(out, /try: gatehouse card list/);
