@@ -309,6 +309,8 @@ interface PairRound {
   primaryCpuUsPerPair: number;
   /** Redis paths: redis-server's part. */
   redisCpuUsPerPair: number;
+  /** Each gateway's part (two nodes: A, B), µs per pairing. */
+  perGatewayUs: number[];
   share: Share;
 }
 
@@ -319,6 +321,7 @@ async function pairingRun(ctx: Ctx, path: PairPath, count: number): Promise<Pair
   const many = (peer: Peer<WorkerCommand>, prefix: string, port: number, n: number, inflight: number) =>
     peer.call<{ failed: number; firstError?: string }>({ cmd: 'many', transport: 'tcp', port, prefix, count: n, inflight, keep: false }, 300_000);
   const primary0 = path === 'workers2' ? cpuSeconds(gws[0]!.pid) : NaN;
+  const gw0 = gws.map((g) => cpuOf(g.pids()));
   const redisPid = path.startsWith('redis') && ctx.redis !== undefined ? ctx.redis.pid : undefined;
   const redis0 = redisPid === undefined ? NaN : cpuSeconds(redisPid);
   const a = cpuSnapshot(ctx, relayPids);
@@ -340,13 +343,14 @@ async function pairingRun(ctx: Ctx, path: PairPath, count: number): Promise<Pair
   const b = cpuSnapshot(ctx, relayPids);
   const primarySec = cpuSeconds(gws[0]!.pid) - primary0;
   const redisSec = redisPid === undefined ? NaN : cpuSeconds(redisPid) - redis0;
+  const gwSec = gws.map((g, i) => cpuOf(g.pids()) - gw0[i]!);
   const failed = Math.max(...results.map((x) => x.failed));
   const firstError = results.find((x) => x.firstError !== undefined)?.firstError;
   if (failed > 0) say(`  ${path}: ${failed} pairings failed (${firstError ?? ''})`);
   const seconds = Number(b.t - a.t) / 1e9;
   const sh = share(a, b);
   const perPair = (sec: number) => (sec * 1e6) / Math.max(1, count - failed);
-  return { perSecond: (count - failed) / seconds, failed, relayCpuUsPerPair: perPair(sh.relayCpuSec), primaryCpuUsPerPair: perPair(primarySec), redisCpuUsPerPair: perPair(redisSec), share: sh };
+  return { perSecond: (count - failed) / seconds, failed, relayCpuUsPerPair: perPair(sh.relayCpuSec), primaryCpuUsPerPair: perPair(primarySec), redisCpuUsPerPair: perPair(redisSec), perGatewayUs: gwSec.map(perPair), share: sh };
 }
 
 async function pairing(ctx: Ctx): Promise<{ rounds: Record<PairPath, PairRound[]>; forwardedW2: { forwarded: number; total: number } }> {
@@ -363,7 +367,7 @@ async function pairing(ctx: Ctx): Promise<{ rounds: Record<PairPath, PairRound[]
       const from = path === 'workers2' && w2 !== undefined ? logSize(w2) : 0;
       const res = await pairingRun(ctx, path, opts.pairings);
       rounds[path].push(res);
-      say(`  pairing round ${round + 1} ${path}: ${res.perSecond.toFixed(0)}/s, relay ${res.relayCpuUsPerPair.toFixed(0)} µs CPU per pairing; cores relay ${res.share.relay.toFixed(2)} clients ${(res.share.s + res.share.r).toFixed(2)} others ${res.share.others.toFixed(2)}`);
+      say(`  pairing round ${round + 1} ${path}: ${res.perSecond.toFixed(0)}/s, relay ${res.relayCpuUsPerPair.toFixed(0)} µs CPU per pairing${res.perGatewayUs.length > 1 ? ` (${res.perGatewayUs.map((x) => x.toFixed(0)).join(' + ')} gateways)` : ''}; cores relay ${res.share.relay.toFixed(2)} clients ${(res.share.s + res.share.r).toFixed(2)} others ${res.share.others.toFixed(2)}`);
       if (path === 'workers2' && w2 !== undefined) {
         await sleep(500);
         const e = established(w2, from);
@@ -443,6 +447,10 @@ function renderPairing(res: Awaited<ReturnType<typeof pairing>>, opts: Options):
   row('  of which kernel (sys)', (x) => x.relayCpuUsPerPair * (x.share.relaySysSec / x.share.relayCpuSec), 0);
   row('  of which the primary', (x) => x.primaryCpuUsPerPair, 0);
   row('  of which redis-server', (x) => x.redisCpuUsPerPair, 0);
+  rows.push(['  each gateway (A + B)', ...paths.map((p) => {
+    const parts = [0, 1].map((i) => median(res.rounds[p].map((x) => x.perGatewayUs[i] ?? NaN)));
+    return Number.isFinite(parts[1]!) ? `${f(parts[0]!, 0)} + ${f(parts[1]!, 0)}` : '-';
+  })]);
   row('cores: relay (+ redis)', (x) => x.share.relay);
   row('cores: client processes', (x) => x.share.s + x.share.r);
   row('cores: rest of machine', (x) => x.share.others);
