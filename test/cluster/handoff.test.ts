@@ -126,9 +126,25 @@ test('plain clients move to the partner\'s worker: the exact bytes of a local pa
     assert.equal(at.length, 2);
     assert.equal(bt.length, 2);
     await flows(a, b, 300_000);
+    // The machine's view (the primary merges the workers'): this tunnel and its two clients, whichever
+    // worker each client came to first (the previous pair's tunnel may take a moment to finish closing).
+    const view = async () => {
+      const text = await (await fetch(`${ops}/metrics`)).text();
+      const open = Number(/^gatehouse_relay_tunnels_open (\d+)$/m.exec(text)?.[1]);
+      const inTunnel = [...text.matchAll(/^gatehouse_relay_connections\{transport="\w+",state="tunnel"\} (\d+)$/gm)].reduce((n, m) => n + Number(m[1]), 0);
+      return `${open} tunnel, ${inTunnel} clients in a tunnel`;
+    };
+    let seen = await view();
+    for (let i = 0; i < 40 && seen !== '1 tunnel, 2 clients in a tunnel'; i++) {
+      await new Promise((r) => setTimeout(r, 50));
+      seen = await view();
+    }
+    assert.equal(seen, '1 tunnel, 2 clients in a tunnel', `${ka}/${kb}`);
     // The (maybe) moved client leaves: its partner is closed (stream: FIN; WebSocket: nymea's close).
     b.end();
     await a.closed(5000);
+    a.destroy();
+    b.destroy();
     });
     // Same listener: both pairs span the workers; two listeners: exactly one of them.
     assert.equal(moved, ka === kb ? 2 : 1, `${ka}/${kb}: clients moved`);
