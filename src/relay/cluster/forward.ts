@@ -41,9 +41,12 @@ const KEEPALIVE_MS = 15_000;
 const MAX_PENDING = 1024;
 /**
  * Handshakes under way at once from one address: a peer that opens connections and says nothing cannot
- * take every slot (a node of ours has at most one handshake per client that is authenticating).
+ * take more than a quarter of the slots. A node of ours has one handshake per client of its own that is
+ * authenticating and whose partner waits here, and they all come from its address: while this listener is
+ * busy they pile up (a two-node pairing run at full rate reached 64 and was refused: the claimer's client
+ * got ProxyError and its partner here waited, unfindable, until its alone timeout).
  */
-const MAX_PENDING_PER_ADDRESS = 64;
+const MAX_PENDING_PER_ADDRESS = 256;
 
 /** Who a claimed or claiming client is: what the other node needs for its notification and its monitor. */
 export interface PartyInfo {
