@@ -181,12 +181,14 @@ export class StreamLink extends OwnedLink implements Link {
   /**
    * Inside a tunnel, plain TCP/unix only: from now on the socket reads into `pool`'s buffers (read-buffers.ts:
    * 256 KiB at a time while busy) through Node's user-buffer reads (`onread`, set here on the existing
-   * socket), and `data` gets views of them. `referenced()` is asked after each handler call whether the
-   * view may still be referenced (the partner's write queue holds it); a referenced buffer is never read
-   * into again. A chunk handed to `data` from the shared small buffer is a copy. Returns false (nothing
+   * socket), and `data` gets views of them. `pending()` is asked after each handler call how many of the
+   * bytes handed to `data` (at most) the partner's writer still holds: a buffer it holds is never read into
+   * again, and serves again once the writer is past its last byte (a slower writer, TLS say, would
+   * otherwise cost a new 256 KiB buffer per read, each living long enough to be promoted: old-space
+   * collections). A chunk handed to `data` from the shared small buffer is a copy. Returns false (nothing
    * changed, Node's own 64 KiB reads go on) for TLS or where Node's internals are not as expected.
    */
-  readIntoBuffers(pool: ReadBuffers, referenced: () => boolean): boolean {
+  readIntoBuffers(pool: ReadBuffers, pending: () => number): boolean {
     type Internals = Socket & Record<symbol, unknown> & { _handle?: { useUserBuffer?: (buf: Uint8Array) => void } | null };
     const s = this.socket as Internals;
     if (this.kind === 'tls' || this.#closed || s.destroyed) return false;
@@ -199,6 +201,10 @@ export class StreamLink extends OwnedLink implements Link {
     if (kBuffer === undefined || kBufferCb === undefined || kBufferGen === undefined || s[kBuffer] !== null || typeof handle?.useUserBuffer !== 'function') return false;
     let cur = pool.small;
     let large = false;
+    /** Bytes handed to `data` so far. */
+    let handed = 0;
+    /** Large buffers the writer held when they were filled, with `handed` at their last byte (oldest first). */
+    const lent: { buf: Buffer; end: number }[] = [];
     // Node calls this with each read's length (the bytes are in `cur`), then `next` for the next read's buffer.
     const onRead = (n: number): boolean => {
       const chunk = large ? cur.subarray(0, n) : Buffer.from(cur.subarray(0, n));
@@ -207,20 +213,36 @@ export class StreamLink extends OwnedLink implements Link {
       } catch (err) {
         this.fault(err);
       }
+      handed += n;
+      // Everything handed so far less what the writer may still hold: what it has let go of.
+      const done = handed - pending();
+      let again: Buffer | undefined;
+      while (lent.length > 0 && lent[0]!.end <= done) {
+        const b = lent.shift()!.buf;
+        if (again === undefined) again = b;
+        else pool.release(b);
+      }
+      const fresh = (): Buffer => {
+        const b = again ?? pool.large();
+        again = undefined;
+        return b;
+      };
       if (!large) {
         if (n === cur.length) {
-          cur = pool.large();
+          cur = fresh();
           large = true;
         }
-      } else if (referenced()) {
-        // The partner's writer owns this one now: read into a fresh buffer (or the shared one when quiet).
+      } else if (done < handed) {
+        // The partner's writer holds this one now: read into another (or the shared one when quiet).
+        lent.push({ buf: cur, end: handed });
         large = n >= pool.smallBytes;
-        cur = large ? pool.large() : pool.small;
+        cur = large ? fresh() : pool.small;
       } else if (n < pool.smallBytes) {
         pool.release(cur);
         cur = pool.small;
         large = false;
       }
+      if (again !== undefined) pool.release(again);
       return true; // pausing is the owner's (pause()), never through the return value
     };
     const next = () => cur;

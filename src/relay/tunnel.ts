@@ -316,7 +316,7 @@ export class Tunnel {
     const ctx = this.ctx;
     // Plain sockets read 256 KiB at a time into reused buffers; a view the partner could not write at once
     // stays with its write queue (read-buffers.ts).
-    const large = src instanceof StreamLink && src.readIntoBuffers(TUNNEL_READ_BUFFERS, () => dst.pendingBytes > 0);
+    const large = src instanceof StreamLink && src.readIntoBuffers(TUNNEL_READ_BUFFERS, () => dst.pendingBytes);
     const reader = READ_TURNS.reader(large ? TUNNEL_READ_BUFFERS.largeBytes : undefined);
     /** Paused until `dst` drains (backpressure). */
     let blocked = false;

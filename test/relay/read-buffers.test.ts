@@ -7,8 +7,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { ReadBuffers } from '../../src/relay/read-buffers.ts';
-import { startRelay, pair, type RawClient } from '../helpers/relay.ts';
+import { ReadBuffers, TUNNEL_READ_BUFFERS } from '../../src/relay/read-buffers.ts';
+import { startRelay, pair, selfSignedCert, tempDir, type RawClient } from '../helpers/relay.ts';
 
 test('pool: one shared small buffer; large buffers come back only when released, up to keepFree', () => {
   const pool = new ReadBuffers(1024, 64, 1);
@@ -62,4 +62,49 @@ for (const [name, splice] of [
       await relay.close();
     }
   });
+}
+
+// A plain reader whose partner writes slower (TLS encrypts, WebSocket frames): its buffers sit in that
+// writer's queue, and come back into use once the writer is past them (before, every read took a new
+// 256 KiB buffer). Reusing one a byte too early would corrupt the stream: exact bytes, with stalls.
+for (const far of ['tls', 'ws'] as const) {
+  test(`a plain reader, a ${far} writer that stalls: 24 MiB exactly, buffers reused`, { timeout: 60_000 }, async () => {
+    const dir = tempDir();
+    const relay = await startRelay({
+      splice: { enabled: false },
+      listeners: [
+        { kind: 'tcp', host: '127.0.0.1', port: 0 },
+        { kind: far, host: '127.0.0.1', port: 0 },
+      ],
+      ...(far === 'tls' ? { tls: selfSignedCert(dir) } : {}),
+    });
+    try {
+      const { a, b, bOffset } = await pair(relay.url('tcp'), relay.url(far));
+      const one = randomBytes(24 * 1024 * 1024);
+      const stall = stutter(b, 25, 20);
+      const made = countLargeBuffers();
+      for (let i = 0; i < one.length; i += 1_000_000) a.send(one.subarray(i, i + 1_000_000));
+      const got = await b.waitForBytes(bOffset + one.length, 40_000);
+      stall.stop();
+      assert.ok(got.subarray(bOffset).equals(one), `tcp -> ${far}`);
+      // 96 reads of 256 KiB: with reuse, a handful of buffers serve them all.
+      assert.ok(made.count() < 24, `large buffers made: ${made.count()}`);
+      made.stop();
+    } finally {
+      await relay.close();
+    }
+  });
+}
+
+/** Counts the large buffers the tunnels' pool makes from now on (its `large()` calls that found none free). */
+function countLargeBuffers(): { count: () => number; stop: () => void } {
+  const pool = TUNNEL_READ_BUFFERS as unknown as { large: () => Buffer; release: (b: Buffer) => void };
+  const original = pool.large.bind(pool);
+  const seen = new Set<Buffer>();
+  pool.large = () => {
+    const b = original();
+    seen.add(b);
+    return b;
+  };
+  return { count: () => seen.size, stop: () => void (pool.large = original) };
 }
