@@ -346,7 +346,8 @@ export class Tunnel {
       this.relayedBytes += n;
       ctx.countTraffic(n);
       const shareUsed = !rawReads && READ_TURNS.charge(reader, n);
-      DATA_PATH_GC.charge(n);
+      // Reads into reused buffers leave nothing for the collector: only fresh ones are paced.
+      if (!large) DATA_PATH_GC.charge(n);
       if (!dst.sendData(chunk)) {
         blocked = true;
         src.pause();
