@@ -5,7 +5,7 @@
 // --max-semi-space-size=2 caps V8's young generation at 2 MiB per semi-space instead of 16. The relay's
 // data path collects the young generation itself every 2 MiB it relays (src/relay/young-gc.ts), so a larger
 // one only held dead objects: with it capped a gateway starts ~5 MB smaller and a 1 GiB TLS/WS/WSS transfer
-// peaks 10-15 MB lower at the same throughput (docs/benchmarks.md, "TLS/WS/WSS memory"). bench/relay reads
+// peaks 10-14 MB lower at the same throughput (docs/benchmarks.md, "TLS/WS/WSS memory"). bench/relay reads
 // the flags from this line, and `serve --workers` passes them on to its workers.
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
