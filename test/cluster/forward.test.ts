@@ -18,7 +18,7 @@ import { Secret } from '../../src/core/config/secret.ts';
 import type { Logger } from '../../src/core/log.ts';
 import type { Session } from '../../src/relay/session.ts';
 import { startRelay, rawClient, authenticate, lines, selfSignedCert, tempDir, captureLog, NO_ERROR, TUNNEL_ESTABLISHED, type StartedRelay, type RawClient } from '../helpers/relay.ts';
-import { startRedis, skipUnlessRedis, testRendezvous, type TestRedis } from './redis-server.ts';
+import { startRedis, skipUnlessRedis, testRendezvous, redisCommand, type TestRedis } from './redis-server.ts';
 
 const skip = skipUnlessRedis();
 const SECRET = 'forward-test-cluster-secret-0123';
@@ -220,6 +220,50 @@ test('a forwarded tunnel is logged as a local one is: established on both nodes,
   assert.equal(closedA.level, 'info');
   assert.equal(closedC.level, 'debug');
   assert.ok(Array.isArray(closedA.bytes) && typeof closedA.seconds === 'number');
+});
+
+test('a claim that overtakes the answer to the waiting party\'s own offer still pairs (the partner is not stranded)', { skip, timeout: 15000 }, async () => {
+  // Node "slow" reaches Redis through a proxy that holds every reply 300 ms: its client's entry is in Redis
+  // at once, but the node learns that it waits only later. A partner arriving on node-b meanwhile finds the
+  // entry and claims it from "slow" before that answer: the claim must wait for it, not be told `gone`.
+  const { createServer } = await import('node:net');
+  const proxyPath = join(tempDir(), 'slow-redis.sock');
+  const proxy = createServer((down) => {
+    const up = connect(redis.socket);
+    down.on('data', (b: Buffer) => up.write(b));
+    up.on('data', (b: Buffer) => setTimeout(() => down.write(b), 300));
+    down.on('error', () => up.destroy());
+    up.on('error', () => down.destroy());
+    down.on('close', () => up.destroy());
+    up.on('close', () => setTimeout(() => down.destroy(), 300));
+  });
+  await new Promise<void>((r) => proxy.listen(proxyPath, r));
+  const rv = new RedisRendezvous<Session>({ redisUrl: proxyPath, secret: new Secret(SECRET), nodeId: 'slow', aloneMs: 8000, maxWaitingPerToken: 64, tunnelLeaseMs: 30000, keyPrefix: 'gatehouse:', commandTimeoutMs: 3000, log: logs[0]!.log });
+  await rv.start();
+  const slow = await startRelay({}, { rendezvous: rv, log: logs[0]!.log, forward: clusterForwardSetup(cluster, SECRET, 'slow') });
+  try {
+    const token = `tok-${crypto.randomUUID()}`;
+    const entries = async () => (await redisCommand(redis, 'KEYS', 'gatehouse:rv:k:*')).split('\r\n').filter((l) => l.startsWith('gatehouse:')).length;
+    const before = await entries();
+    const a = await client(slow.url('tcp'));
+    a.send(authenticate(token, { name: 'early' }));
+    // Its entry is in Redis (the answer is still on its way to "slow").
+    for (let i = 0; i < 100 && (await entries()) === before; i++) await new Promise((r) => setTimeout(r, 5));
+    assert.equal(a.received().length, 0);
+    const b = await client(n2!.url('tcp'));
+    b.send(authenticate(token, { name: 'overtaking' }));
+    await a.waitFor(TUNNEL_ESTABLISHED, 3000);
+    await b.waitFor(TUNNEL_ESTABLISHED, 3000);
+    assert.equal(lines(a.received())[0], '{"id":0,"params":{"authenticationError":"AuthenticationErrorNoError"},"status":"success"}');
+    a.end();
+    await b.closed();
+    b.end();
+    await a.closed();
+  } finally {
+    await slow.close();
+    await rv.close();
+    proxy.close();
+  }
 });
 
 test('the same uuid on two nodes: both clients closed as in a local pair (Client loop with a nonce)', { skip, timeout: 10000 }, async () => {

@@ -47,6 +47,13 @@ const MAX_PENDING = 1024;
  * got ProxyError and its partner here waited, unfindable, until its alone timeout).
  */
 const MAX_PENDING_PER_ADDRESS = 256;
+/**
+ * How long a claim answered `gone` is asked again (5 ms, doubling; at most half the handshake deadline).
+ * A party's entry reaches the shared table before the table's answer reaches its own node, and a claim can
+ * overtake that answer: told `gone` then, the claimer offered again and waited, and so did the party here,
+ * each where the other could not find it, until their alone timeouts (seen at full pairing rate).
+ */
+const RECLAIM_MS = 640;
 
 /** Who a claimed or claiming client is: what the other node needs for its notification and its monitor. */
 export interface PartyInfo {
@@ -325,7 +332,13 @@ export class ForwardListener {
     if (party === undefined) throw new Error('malformed claim');
     // The connector sends nothing before our answer: anything more is not a node of ours.
     if (socket.readableLength > 0) throw new Error('data before the answer');
-    const verdict = this.#opts.onClaim({ kind, ref, party });
+    let verdict = this.#opts.onClaim({ kind, ref, party });
+    const reclaimMs = Math.min(RECLAIM_MS, handshakeMs / 2);
+    for (let waitMs = 5, waited = 0; !verdict.ok && verdict.code === 'gone' && waited + waitMs <= reclaimMs; waited += waitMs, waitMs *= 2) {
+      await new Promise((r) => setTimeout(r, waitMs).unref());
+      if (socket.destroyed) return;
+      verdict = this.#opts.onClaim({ kind, ref, party });
+    }
     if (!verdict.ok) {
       const code = CODE.test(verdict.code) ? verdict.code : 'refused';
       socket.end(`NO ${code} ${mac(key, 'no', cp, cw, code)}\n`);
