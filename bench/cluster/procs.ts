@@ -4,6 +4,7 @@
  * a real `redis-server` on a unix socket (test/cluster/redis-server.ts), CPU seconds of a process tree and
  * of the whole machine. No load runs here: the load is in the relay bench's worker processes.
  */
+import { commandNodeFlags } from '../command-flags.ts';
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
 import { closeSync, existsSync, openSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -98,7 +99,9 @@ const GATEWAY_NODE_ARGS = (process.env.BENCH_GATEWAY_NODE_ARGS ?? '').split(' ')
  * `serve --workers N` forks its workers with the same node flags, so they run the same code.
  */
 export function gatewayCommand(root: string, dir: string, compiled: boolean): GatewayCommand {
-  if (!compiled) return { args: [...GATEWAY_NODE_ARGS, '--import', 'tsx', join(root, 'src/cli/main.ts')], cwd: root, label: 'src via tsx' };
+  // The command's own node flags first (as installed), then BENCH_GATEWAY_NODE_ARGS (later flags win).
+  const nodeArgs = [...commandNodeFlags(root), ...GATEWAY_NODE_ARGS];
+  if (!compiled) return { args: [...nodeArgs, '--import', 'tsx', join(root, 'src/cli/main.ts')], cwd: root, label: 'src via tsx' };
   const out = join(dir, 'build');
   try {
     execFileSync(join(root, 'node_modules/.bin/tsc'), ['-p', join(root, 'tsconfig.build.json'), '--outDir', join(out, 'dist'), '--sourceMap', 'false'], { cwd: root, stdio: 'pipe' });
@@ -110,7 +113,7 @@ export function gatewayCommand(root: string, dir: string, compiled: boolean): Ga
   symlinkSync(join(root, 'node_modules'), join(out, 'node_modules'));
   // src/relay/splice.ts finds the optional addon at ../../native from its own directory.
   if (existsSync(join(root, 'native'))) symlinkSync(join(root, 'native'), join(out, 'native'));
-  return { args: [...GATEWAY_NODE_ARGS, join(out, 'dist/cli/main.js')], cwd: out, label: 'tsc build' };
+  return { args: [...nodeArgs, join(out, 'dist/cli/main.js')], cwd: out, label: 'tsc build' };
 }
 
 export interface GatewayProc {

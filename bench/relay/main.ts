@@ -36,6 +36,7 @@ import { join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import type { ZodType } from 'zod';
 import type { Transport, WorkerCommand } from './types.ts';
+import { commandNodeFlags } from '../command-flags.ts';
 import { renderReport, type TransportResult } from './report.ts';
 import { runTunnelProxySection } from './tunnel-proxy.ts';
 import { runManySection } from './many.ts';
@@ -264,21 +265,6 @@ interface GatewayProc {
 const GATEWAY_NODE_ARGS = (process.env.BENCH_GATEWAY_NODE_ARGS ?? '').split(' ').filter((a) => a !== '');
 /** Where the gateway's stdout goes (appended), e.g. for `--trace-gc`; unset: only read for the start line. */
 const GATEWAY_STDOUT = process.env.BENCH_GATEWAY_STDOUT;
-
-/**
- * The node flags the `gatehouse` command of `repo` starts with: those on the `#!/usr/bin/env -S node …` line
- * of its bin/gatehouse.js (none for a checkout without them), so the gateway runs as installed.
- */
-function commandNodeFlags(repo: string): string[] {
-  let first: string;
-  try {
-    first = readFileSync(join(repo, 'bin/gatehouse.js'), 'utf8').split('\n', 1)[0] ?? '';
-  } catch {
-    return [];
-  }
-  const m = /^#!\S*env(?:\s+-S)?\s+node((?:\s+--\S+)*)\s*$/.exec(first);
-  return m?.[1] === undefined ? [] : m[1].split(/\s+/).filter((a) => a !== '');
-}
 
 /**
  * How the gateway is started: from src through tsx (default), or a tsc build in the work dir; with the
