@@ -305,6 +305,7 @@ export function createRelayServer(config: RelayConfig, deps: RelayDeps): RelaySe
       } catch (err) {
         log.error({ err, code: 'CORE_INTERNAL' }, 'adopting a moved client failed; connection closed');
         closeHandle(handle);
+        releaseKey({ token: m.client.token, nonce: m.client.nonce });
       }
     });
   };
