@@ -14,11 +14,17 @@ export interface Spawned {
   exited(ms?: number): Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
 }
 
-export function gatehouse(args: string[], opts: { cwd?: string; input?: string; env?: Record<string, string> } = {}): Spawned {
-  const child = spawn(process.execPath, [BIN, ...args], {
+/**
+ * `command`: run this executable instead of `node bin/gatehouse.js` (BIN itself, through its #! line and
+ * its node flags, or `gatehouse` as an installed package puts it on PATH).
+ */
+export function gatehouse(args: string[], opts: { cwd?: string; input?: string; env?: Record<string, string>; command?: string; exactEnv?: NodeJS.ProcessEnv } = {}): Spawned {
+  const [file, argv] = opts.command === undefined ? [process.execPath, [BIN, ...args]] : [opts.command, args];
+  const child = spawn(file, argv, {
     cwd: opts.cwd ?? process.cwd(),
     stdio: ['pipe', 'pipe', 'pipe'],
-    env: { ...process.env, ...opts.env },
+    // `exactEnv`: this environment and nothing else (an installed package's test strips npm's variables).
+    env: opts.exactEnv ?? { ...process.env, ...opts.env },
   });
   let out = '';
   let err = '';
@@ -30,12 +36,14 @@ export function gatehouse(args: string[], opts: { cwd?: string; input?: string; 
   child.stderr.setEncoding('utf8').on('data', (t: string) => (err += t));
   if (opts.input !== undefined) child.stdin.end(opts.input);
   const exit = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.on('exit', (code, signal) => resolve({ code, signal })));
+  /** Its output is all in (stdout and stderr closed, after the exit). */
+  const closed = new Promise<void>((resolve) => child.on('close', () => resolve()));
   return {
     child,
     stdout: () => out,
     stderr: () => err,
     waitForStdout(needle, ms = 15000) {
-      return deadline(new Promise<string>((resolve) => {
+      return deadline(new Promise<string>((resolve, reject) => {
         const check = () => {
           if (typeof needle === 'string' ? out.includes(needle) : needle.test(out)) {
             waiters.delete(check);
@@ -44,6 +52,11 @@ export function gatehouse(args: string[], opts: { cwd?: string; input?: string; 
         };
         waiters.add(check);
         check();
+        // A process whose output ended first never prints it: say so at once, with what it printed.
+        closed.then(() => {
+          waiters.delete(check);
+          reject(new Error(`exited before stdout ${String(needle)}:\n${out.slice(-500)}\n${err.slice(-1500)}`));
+        }, reject);
       }), ms, `stdout ${String(needle)} (stdout: ${out.slice(-300)} stderr: ${err.slice(-500)})`);
     },
     exited: (ms = 15000) => deadline(exit, ms, 'process exit'),

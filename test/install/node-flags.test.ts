@@ -6,11 +6,10 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { join } from 'node:path';
-import { BIN } from '../helpers/cli.ts';
+import { BIN, gatehouse } from '../helpers/cli.ts';
 import { deadline, tempDir } from '../helpers/relay.ts';
 
 /** The one line every one of these depends on. */
@@ -60,22 +59,10 @@ test('the command run through its #! line serves relay, card bridge and sealed A
       '',
     ].join('\n'),
   );
-  const server = spawn(BIN, ['serve', '--config', cfg], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
-  let out = '';
-  let err = '';
-  server.stdout.setEncoding('utf8').on('data', (t: string) => (out += t));
-  server.stderr.setEncoding('utf8').on('data', (t: string) => (err += t));
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => server.on('exit', (code, signal) => resolve({ code, signal })));
+  const served = gatehouse(['serve', '--config', cfg], { cwd: dir, command: BIN });
+  const server = served.child;
   try {
-    await deadline(
-      new Promise<void>((resolve, reject) => {
-        const check = () => (out.includes('Press Ctrl-C') ? resolve() : undefined);
-        server.stdout.on('data', check);
-        exited.then(() => reject(new Error(`serve exited early:\n${out}\n${err}`)), reject);
-      }),
-      30_000,
-      `the serve banner (stdout: ${out.slice(-500)} stderr: ${err.slice(-1500)})`,
-    );
+    const out = await served.waitForStdout('Press Ctrl-C', 30_000);
     // env -S replaced itself with node: the serving process is node, started with the flag.
     const argv = readFileSync(`/proc/${String(server.pid)}/cmdline`, 'utf8').split('\0');
     assert.ok(argv.includes('--max-semi-space-size=2'), argv.join(' '));
@@ -103,7 +90,7 @@ test('the command run through its #! line serves relay, card bridge and sealed A
     await res.arrayBuffer();
     assert.equal(res.status, 405);
     server.kill('SIGTERM');
-    assert.deepEqual(await deadline(exited, 15_000, 'serve exit after SIGTERM'), { code: 0, signal: null });
+    assert.deepEqual(await served.exited(15_000), { code: 0, signal: null });
   } finally {
     if (server.exitCode === null && server.signalCode === null) server.kill('SIGKILL');
   }

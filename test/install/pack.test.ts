@@ -7,12 +7,13 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile, spawn } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { copyFileSync, cpSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, symlinkSync, unlinkSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { dirname, join, relative, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { deadline, tempDir } from '../helpers/relay.ts';
+import { gatehouse } from '../helpers/cli.ts';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 /** Top-level entries left out of the copy: what `npm ci`, builds and runs make, and git's own. */
@@ -119,29 +120,18 @@ test('npm pack → npm install -g --prefix DIR → the installed gatehouse runs 
   const container = await run('gatehouse', ['check-config', '--json', join(etc, 'container.toml')], { cwd: work, ms: 20_000, env });
   assert.equal((JSON.parse(container.stdout) as { ops?: { host: string; port: number } }).ops?.port, 9180, 'the port the HEALTHCHECK asks');
 
-  const server = spawn('gatehouse', ['serve', '--config', cfg], { cwd: work, env, stdio: ['ignore', 'pipe', 'pipe'] });
-  let out = '';
-  let err = '';
-  server.stdout.setEncoding('utf8').on('data', (t: string) => (out += t));
-  server.stderr.setEncoding('utf8').on('data', (t: string) => (err += t));
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => server.on('exit', (code, signal) => resolve({ code, signal })));
+  const served = gatehouse(['serve', '--config', cfg], { cwd: work, exactEnv: env, command: 'gatehouse' });
+  const server = served.child;
   try {
-    await deadline(
-      new Promise<void>((resolve, reject) => {
-        const check = () => (out.includes('Press Ctrl-C') ? resolve() : undefined);
-        server.stdout.on('data', check);
-        exited.then(() => reject(new Error(`serve exited early:\n${out}\n${err}`)), reject);
-      }),
-      30_000,
-      `the serve banner (stdout: ${out.slice(-500)} stderr: ${err.slice(-1500)})`,
-    );
+    const out = await served.waitForStdout('Press Ctrl-C', 30_000);
+    const err = (): string => served.stderr();
     // npm linked the command to bin/gatehouse.js: its #! line's node flags are in force (node-flags.test.ts).
     assert.ok(readFileSync(`/proc/${String(server.pid)}/cmdline`, 'utf8').split('\0').includes('--max-semi-space-size=2'));
     // Installed: the banner names the command on PATH, not `npx gatehouse`.
     assert.match(out, /^ {2}monitor: gatehouse monitor --socket /m);
     assert.match(out, /try: gatehouse card list/);
     assert.doesNotMatch(out, /npx gatehouse/);
-    if (process.env.GATEHOUSE_REQUIRE_NATIVE === '1') assert.match(err, /"kernelRelay":true/);
+    if (process.env.GATEHOUSE_REQUIRE_NATIVE === '1') assert.match(err(), /"kernelRelay":true/);
     // The relay answers nymea's Hello on its TCP listener.
     const port = Number(/tcp:\/\/127\.0\.0\.1:(\d+)/.exec(out)![1]);
     const hello = await deadline(
@@ -170,8 +160,8 @@ test('npm pack → npm install -g --prefix DIR → the installed gatehouse runs 
     assert.equal(cmd, 'node');
     await run(process.execPath, args, { cwd: work, ms: 10_000, env });
     server.kill('SIGTERM');
-    assert.deepEqual(await deadline(exited, 15_000, 'serve exit after SIGTERM'), { code: 0, signal: null });
-    assert.match(err, /"msg":"stopped"/);
+    assert.deepEqual(await served.exited(15_000), { code: 0, signal: null });
+    assert.match(err(), /"msg":"stopped"/);
   } finally {
     if (server.exitCode === null && server.signalCode === null) server.kill('SIGKILL');
   }
