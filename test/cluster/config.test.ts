@@ -30,11 +30,14 @@ test('[cluster] problems: redisUrl without secret, a short secret, a bad URL, an
   );
 });
 
-test('[cluster] forwarding and accept keys: defaults, a wildcard listen needs forwardAdvertise, forwardTls needs its CA, bad values refused', { timeout: 5000 }, () => {
+test('[cluster] forwarding, accept and move keys: defaults, a wildcard listen needs forwardAdvertise, forwardTls needs its CA, bad values refused', { timeout: 5000 }, () => {
   const on = validateConfig(gatewayConfigSchema, { relay: {}, cluster: {} });
   assert.equal(on.cluster.forwardListen, '127.0.0.1:0');
   assert.equal(on.cluster.forwardHandshakeMs, 5000);
   assert.equal(on.cluster.acceptBy, 'primary');
+  assert.equal(on.cluster.moveClients, true);
+  assert.equal(validateConfig(gatewayConfigSchema, { relay: {}, cluster: { moveClients: false } }).cluster.moveClients, false);
+  assert.throws(() => validateConfig(gatewayConfigSchema, { relay: {}, cluster: { moveClients: 'yes' } }), /cluster\.moveClients/);
   assert.equal(validateConfig(gatewayConfigSchema, { relay: {}, cluster: { acceptBy: 'kernel', forwardListen: '/run/gh/fwd.sock' } }).cluster.acceptBy, 'kernel');
   assert.equal(validateConfig(gatewayConfigSchema, { relay: {}, cluster: { forwardListen: '0.0.0.0:7450', forwardAdvertise: '10.0.0.11' } }).cluster.forwardAdvertise, '10.0.0.11');
   assert.throws(
