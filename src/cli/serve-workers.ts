@@ -15,7 +15,9 @@
  * Forwarding between workers (a client whose partner waits in another worker): each worker listens on a
  * unix socket in a private directory the primary makes (0700, removed at exit) and the workers prove
  * themselves with a random key the primary hands them in the environment (`GATEHOUSE_FORWARD_DIR`,
- * `GATEHOUSE_FORWARD_KEY`), so no configuration is needed on one machine.
+ * `GATEHOUSE_FORWARD_KEY`), so no configuration is needed on one machine. A plain TCP or WebSocket client
+ * is moved instead (relay/cluster/handoff.ts): its worker sends its socket here, the table's tunnel moves
+ * with it, and the socket goes on to the partner's worker (back to its sender when that one is gone).
  */
 import cluster, { type Worker } from 'node:cluster';
 import { randomBytes } from 'node:crypto';
