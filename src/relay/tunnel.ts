@@ -346,8 +346,9 @@ export class Tunnel {
       this.relayedBytes += n;
       ctx.countTraffic(n);
       const shareUsed = !rawReads && READ_TURNS.charge(reader, n);
-      // Reads into reused buffers leave nothing for the collector: only fresh ones are paced.
-      if (!large) DATA_PATH_GC.charge(n);
+      // Reads into reused buffers leave nothing for the collector: only fresh ones are paced (a quiet
+      // plain socket's reads are copies out of the shared small buffer: fresh).
+      if (!large || chunk.buffer.byteLength !== TUNNEL_READ_BUFFERS.largeBytes) DATA_PATH_GC.charge(n);
       if (!dst.sendData(chunk)) {
         blocked = true;
         src.pause();
