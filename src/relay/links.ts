@@ -246,6 +246,19 @@ export class StreamLink extends OwnedLink implements Link {
       return true; // pausing is the owner's (pause()), never through the return value
     };
     const next = () => cur;
+    // The reader ends: what the writer has let go of serves again, the rest is dropped (counted, so that
+    // many tunnels ending at once get the full collection their long-lived buffers need).
+    this.socket.once('close', () => {
+      const done = handed - pending();
+      for (const l of lent) {
+        if (l.end <= done) pool.release(l.buf);
+        else pool.drop(l.buf);
+      }
+      lent.length = 0;
+      if (large) pool.release(cur);
+      cur = pool.small;
+      large = false;
+    });
     this.#userBuffers = { on: () => ((s[kBuffer] = cur), (s[kBufferCb] = onRead), (s[kBufferGen] = next)), off: () => ((s[kBuffer] = null), (s[kBufferCb] = null), (s[kBufferGen] = null)) };
     this.#userBuffers.on();
     handle.useUserBuffer(cur);

@@ -40,6 +40,23 @@ export class ReadBuffers {
     return this.#small;
   }
 
+  /** Large buffers dropped since `onDropped` last ran, in bytes. */
+  #dropped = 0;
+  /**
+   * Called once every `dropLimit` bytes of large buffers dropped (not kept for reuse): they lived long,
+   * so only a full collection frees them (relay/tunnel.ts asks for one).
+   */
+  onDropped: (() => void) | undefined;
+  dropLimit = 64 * 1024 * 1024;
+
+  /** A large buffer nobody will use again (its reader ended while its partner's writer may hold it). */
+  drop(buf: Buffer): void {
+    this.#dropped += buf.length;
+    if (this.#dropped < this.dropLimit) return;
+    this.#dropped = 0;
+    this.onDropped?.();
+  }
+
   /** A large buffer for a busy socket (from the free list, or new). */
   large(): Buffer {
     return this.#free.pop() ?? Buffer.allocUnsafeSlow(this.largeBytes);
@@ -48,6 +65,7 @@ export class ReadBuffers {
   /** A large buffer nobody references any more. */
   release(buf: Buffer): void {
     if (this.#free.length < this.keepFree) this.#free.push(buf);
+    else this.drop(buf);
   }
 }
 

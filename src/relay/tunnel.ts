@@ -31,6 +31,9 @@ import { ReadTurns } from './read-turns.ts';
 import { DATA_PATH_GC } from './young-gc.ts';
 import { TUNNEL_READ_BUFFERS } from './read-buffers.ts';
 
+// Read buffers dropped in bulk (many tunnels ending) lived long: only a full collection frees them.
+TUNNEL_READ_BUFFERS.onDropped = () => DATA_PATH_GC.collectAll();
+
 export interface TunnelContext {
   readonly rendezvous: Rendezvous<Session>;
   readonly log: Logger;

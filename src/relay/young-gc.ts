@@ -20,7 +20,7 @@ import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { keepFreedMemory } from './splice.ts';
 
-type Collect = (options: { type: 'minor' }) => void;
+type Collect = (options: { type: 'minor' | 'major' }) => void;
 
 /** V8's `gc` function, or undefined where flags cannot be changed at run time. */
 function obtainCollector(): Collect | undefined {
@@ -84,6 +84,21 @@ export class YoungGc {
     this.#collect({ type: 'minor' });
     this.collections++;
   };
+
+  /**
+   * A full collection at the end of this event-loop turn (at most one pending): for long-lived buffers
+   * dropped in bulk (many tunnels ending), which only a full collection frees.
+   */
+  collectAll(): void {
+    if (this.#major) return;
+    this.#major = true;
+    setImmediate(() => {
+      this.#major = false;
+      this.#collect ??= obtainCollector() ?? null;
+      this.#collect?.({ type: 'major' });
+    });
+  }
+  #major = false;
 
   /** False where the collector could not be obtained (only known after the first `everyBytes`). */
   get available(): boolean {
