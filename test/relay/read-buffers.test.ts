@@ -24,6 +24,22 @@ test('pool: one shared small buffer; large buffers come back only when released,
   assert.notEqual(pool.large(), b);
 });
 
+test('pool: buffers dropped (past keepFree, or still held when their reader ended) ask for a collection once per dropLimit', () => {
+  const pool = new ReadBuffers(1024, 64, 1);
+  pool.dropLimit = 4096;
+  let asked = 0;
+  pool.onDropped = () => asked++;
+  pool.release(pool.large()); // kept
+  for (let i = 0; i < 3; i++) pool.release(Buffer.alloc(1024)); // over keepFree: dropped, 3 KiB
+  assert.equal(asked, 0);
+  pool.drop(Buffer.alloc(1024)); // 4 KiB dropped: one collection
+  assert.equal(asked, 1);
+  for (let i = 0; i < 3; i++) pool.drop(Buffer.alloc(1024));
+  assert.equal(asked, 1, 'the count starts again');
+  pool.drop(Buffer.alloc(1024));
+  assert.equal(asked, 2);
+});
+
 /** Stalls `c`'s reading for `ms` every `everyMs` until `stop` is set (its socket's buffers fill up meanwhile). */
 function stutter(c: RawClient, everyMs: number, ms: number): { stop: () => void } {
   let stopped = false;
