@@ -23,6 +23,7 @@ import { ConnectionTracker, DEFAULT_GRACE_MS, refuseConnection } from '../core/c
 import { FailureBackoff, SharedFailureBackoff } from '../core/backoff.ts';
 import { loadTlsFiles, type TlsServerOptions } from '../core/tls.ts';
 import { errorSpec, GatewayError } from '../core/errors.ts';
+import { asError } from '../core/fault.ts';
 import type { RelayConfig, RelayListenerConfig } from './config.ts';
 import { StreamLink, WsLink, type Link } from './links.ts';
 import { Session, type SessionContext } from './session.ts';
@@ -227,23 +228,21 @@ export function createRelayServer(config: RelayConfig, deps: RelayDeps): RelaySe
       const slot = rendezvous.tunnelMovedOut(key);
       const client = { kind, remote: s.link.remoteAddress, name: s.name, uuid: s.uuid, userName: s.userName, connectionId: s.connectionId, connectedAt: s.connectedAt, requestId, token: key.token, nonce: key.nonce, attempt };
       const message: HandoffMessage = { gh: 'handoff', to, slot: slot ?? '', ref: offer.ref, client };
+      // The primary never got it: the tunnel is still ours in its table; give the key back.
+      const notSent = (err: Error): void => {
+        log.warn({ err: err.message, code: 'RELAY_FORWARD_FAILED' }, 'could not move a client to its partner\'s worker');
+        rendezvous.tunnelMovedIn?.(key);
+        releaseKey(key);
+      };
       try {
         channel.send(message, handle, {}, (err) => {
           closeHandle(handle);
-          if (err === null) {
-            stats.movedClients++;
-            return;
-          }
-          // The primary never got it: the tunnel is still ours in its table; give the key back.
-          log.warn({ err: err.message, code: 'RELAY_FORWARD_FAILED' }, 'could not move a client to its partner\'s worker');
-          rendezvous.tunnelMovedIn?.(key);
-          releaseKey(key);
+          if (err === null) stats.movedClients++;
+          else notSent(err);
         });
       } catch (err) {
         closeHandle(handle);
-        log.warn({ err: (err as Error).message, code: 'RELAY_FORWARD_FAILED' }, 'could not move a client to its partner\'s worker');
-        rendezvous.tunnelMovedIn?.(key);
-        releaseKey(key);
+        notSent(asError(err));
       }
       return true;
     };

@@ -20,7 +20,11 @@ import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { keepFreedMemory } from './splice.ts';
 
-type Collect = (options: { type: 'minor' | 'major' }) => void;
+/**
+ * V8's `gc`: `{type: 'minor'}` collects the young generation; with no argument it runs a full collection
+ * (on Node 20's V8 an options object asking for `type: 'major'` still collects only the young generation).
+ */
+type Collect = (options?: { type: 'minor' }) => void;
 
 /** V8's `gc` function, or undefined where flags cannot be changed at run time. */
 function obtainCollector(): Collect | undefined {
@@ -76,12 +80,9 @@ export class YoungGc {
   readonly #run = (): void => {
     this.#scheduled = false;
     this.#sinceBytes = 0;
-    if (this.#collect === undefined) {
-      this.#collect = obtainCollector() ?? null;
-      if (this.#collect !== null) this.prepare();
-    }
-    if (this.#collect === null) return;
-    this.#collect({ type: 'minor' });
+    const collect = this.#collector();
+    if (collect === null) return;
+    collect({ type: 'minor' });
     this.collections++;
   };
 
@@ -94,11 +95,19 @@ export class YoungGc {
     this.#major = true;
     setImmediate(() => {
       this.#major = false;
-      this.#collect ??= obtainCollector() ?? null;
-      this.#collect?.({ type: 'major' });
+      this.#collector()?.();
     });
   }
   #major = false;
+
+  /** The collector, looked up (and `prepare` run) on first use; null where it cannot be had. */
+  #collector(): Collect | null {
+    if (this.#collect === undefined) {
+      this.#collect = obtainCollector() ?? null;
+      if (this.#collect !== null) this.prepare();
+    }
+    return this.#collect;
+  }
 
   /** False where the collector could not be obtained (only known after the first `everyBytes`). */
   get available(): boolean {

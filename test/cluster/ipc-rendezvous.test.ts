@@ -59,3 +59,23 @@ test('a primary that does not answer: the offer fails after the request timeout'
   const rv = new IpcRendezvous<string>({ send: () => true, on: () => undefined, off: () => undefined }, 100);
   await assert.rejects(rv.offer({ token: 't', nonce: '' }, 'a'), /did not answer within 100 ms/);
 });
+
+test('a client moving between workers takes its key\'s tunnel along: the receiving worker releases it; only the holder can move it', { timeout: 5000 }, async () => {
+  const { table, w } = workers();
+  for (const rv of w) rv.advertise('/tmp/w.sock');
+  const key = { token: 'move', nonce: '' };
+  assert.deepEqual(await w[0]!.offer(key, 'a'), { kind: 'waiting' });
+  const offer = await w[1]!.offer(key, 'b');
+  assert.equal(offer.kind, 'paired-remote');
+  // Worker 2 hands its client over: the slot leaves its set, the primary moves the tunnel to worker 1.
+  const slot = w[1]!.tunnelMovedOut(key)!;
+  assert.equal(w[1]!.tunnelMovedOut(key), undefined, 'moved out once');
+  assert.equal(table.moveTunnel(slot, 1, 2), false, 'worker 1 does not hold it yet');
+  assert.equal(table.moveTunnel(slot, 2, 1), true);
+  w[0]!.tunnelMovedIn(key);
+  // Worker 2 no longer releases it; worker 1 does, and the key is free again.
+  await w[1]!.release(key);
+  assert.deepEqual(await w[1]!.offer(key, 'c'), { kind: 'tunnel-exists' });
+  await w[0]!.release(key);
+  assert.deepEqual(await w[1]!.offer(key, 'd'), { kind: 'waiting' });
+});

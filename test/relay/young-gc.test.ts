@@ -76,3 +76,27 @@ test('glibc keeps freed memory when the native addon is built', { timeout: 10_00
   }
   assert.equal(ok, built);
 });
+
+test('collectAll: one full collection at the end of the turn however often asked; the first use prepares, whichever it is', { timeout: 10_000 }, async () => {
+  const kinds: number[] = [];
+  const obs = new PerformanceObserver((list) => {
+    for (const e of list.getEntries()) kinds.push((e as unknown as { detail: { kind: number } }).detail.kind);
+  });
+  obs.observe({ entryTypes: ['gc'] });
+  try {
+    let prepared = 0;
+    const y = new YoungGc(1024, () => prepared++);
+    y.collectAll();
+    y.collectAll();
+    await endOfTurn();
+    assert.equal(prepared, 1, 'prepared by a full collection too');
+    y.charge(2048);
+    await endOfTurn();
+    assert.equal(prepared, 1, 'once');
+    await new Promise((r) => setTimeout(r, 50));
+    // V8 reports a major (mark-compact) collection as kind 4.
+    assert.ok(kinds.includes(4), `gc kinds seen: ${kinds.join(',')}`);
+  } finally {
+    obs.disconnect();
+  }
+});
