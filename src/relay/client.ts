@@ -153,18 +153,27 @@ export async function openTunnel(opts: TunnelClientOptions): Promise<OpenTunnel>
     t.send(line);
   };
   return new Promise<OpenTunnel>((resolve, reject) => {
-    let dataCb: (b: Buffer) => void = () => undefined;
-    let endCb: (r: string) => void = () => undefined;
+    let dataCb: ((b: Buffer) => void) | undefined;
+    let endCb: ((r: string) => void) | undefined;
+    /** The end that came before the caller asked for it (given to `onEnd` then). */
+    let endedEarly: string | undefined;
     let established = false;
     let waiting = false;
     const timer = setTimeout(() => {
       t.destroy();
       reject(new TunnelOpenError(`no tunnel within ${opts.timeoutMs ?? 30000} ms (--timeout)${waiting ? '; the relay was still waiting for a partner' : ''}`, 'timeout'));
     }, opts.timeoutMs ?? 30000);
-    /** Partner bytes that came in the same chunk as TunnelEstablished (delivered first by onData). */
+    /**
+     * Partner bytes that came before the caller asked for them with `onData`: in the same chunk as
+     * TunnelEstablished, or in later chunks (frames) that arrived first. Delivered first by onData.
+     */
     const early: Buffer[] = [];
     t.on('data', (chunk) => {
-      if (established) return dataCb(chunk);
+      if (established) {
+        if (dataCb !== undefined) return dataCb(chunk);
+        early.push(chunk);
+        return;
+      }
       // A stream may bring TunnelEstablished and the partner's first bytes in one chunk: hand the JSON
       // reader one line at a time, so relayed bytes after the notification never reach it.
       let start = 0;
@@ -223,13 +232,15 @@ export async function openTunnel(opts: TunnelClientOptions): Promise<OpenTunnel>
             end: () => t.end(),
             destroy: () => t.destroy(),
             onData: (cb) => {
-              dataCb = cb;
               const first = Buffer.concat([rest, ...early]);
+              early.length = 0;
+              dataCb = cb;
               if (first.length > 0) cb(first);
             },
             onDrain: (cb) => t.on('drain', cb),
             onEnd: (cb) => {
               endCb = cb;
+              if (endedEarly !== undefined) cb(endedEarly);
             },
             pause: () => t.pause(),
             resume: () => t.resume(),
@@ -238,7 +249,11 @@ export async function openTunnel(opts: TunnelClientOptions): Promise<OpenTunnel>
       }
     };
     t.on('end', (reason) => {
-      if (established) return endCb(reason);
+      if (established) {
+        if (endCb !== undefined) return endCb(reason);
+        endedEarly = reason;
+        return;
+      }
       clearTimeout(timer);
       // Authenticated and then closed without a tunnel: the relay's alone timeout (or its shutdown, which
       // WebSocket clients are told as `Stop server`).
