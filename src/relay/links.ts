@@ -62,6 +62,12 @@ export interface Link {
    * `maxMessageBytes`.
    */
   streamFrames?(maxMessageBytes: number): void;
+  /**
+   * Inside a tunnel, plain TCP, unix and WS (not TLS or WSS) links: reads go into `pool`'s reused buffers
+   * (read-buffers.ts) and are handed on as views of them; `pending()` says how many of the bytes handed on
+   * the partner's writer may still hold. False when the link cannot (Node's own fresh reads go on).
+   */
+  readIntoBuffers?(pool: ReadBuffers, pending: () => number): boolean;
   /** Flush what is pending, then close with this close code and reason (WS) or FIN (streams). */
   /** `lingerMs` bounds how long the peer may take to close its side (default: the close-flush timeout). */
   finish(close?: { code: number; reason: string }, lingerMs?: number): void;
@@ -112,6 +118,91 @@ abstract class OwnedLink {
       this.destroy();
     }
   }
+}
+
+/**
+ * Switches `socket` (a plain net.Socket, not TLS: OpenSSL's reads allocate their own buffers) to Node's
+ * user-buffer reads (`onread`, set here on the existing socket) from `pool` (read-buffers.ts: 256 KiB at a
+ * time while busy). `consume(chunk)` gets each read (a view of a large buffer, or a copy out of the shared
+ * small one) and returns how many of its bytes it handed to the partner's writer as views of it (a stream
+ * link: all of them; a WebSocket link: the payload, not the frame headers). `pending()` is asked after each
+ * call how many of the bytes handed on (at most) the partner's writer still holds: a buffer it holds is
+ * never read into again, and serves again once the writer is past its last byte (a slower writer, TLS say,
+ * would otherwise cost a new 256 KiB buffer per read, each living long enough to be promoted: old-space
+ * collections). Overstating `pending` only costs buffers; understating it would hand out bytes still
+ * queued. Returns the user-buffer mode's on/off switch (off: Node's own reads, for the kernel relay), or
+ * undefined (nothing changed) where Node's internals are not as expected.
+ */
+function readIntoBuffers(socket: Socket, pool: ReadBuffers, pending: () => number, consume: (chunk: Buffer) => number): { on: () => void; off: () => void } | undefined {
+  type Internals = Socket & Record<symbol, unknown> & { _handle?: { useUserBuffer?: (buf: Uint8Array) => void } | null };
+  const s = socket as Internals;
+  if (s.destroyed) return undefined;
+  const syms = Object.getOwnPropertySymbols(s);
+  const sym = (name: string) => syms.find((x) => x.description === name);
+  const kBuffer = sym('kBuffer');
+  const kBufferCb = sym('kBufferCb');
+  const kBufferGen = sym('kBufferGen');
+  const handle = s._handle;
+  if (kBuffer === undefined || kBufferCb === undefined || kBufferGen === undefined || s[kBuffer] !== null || typeof handle?.useUserBuffer !== 'function') return undefined;
+  let cur = pool.small;
+  let large = false;
+  /** Bytes handed on so far. */
+  let handed = 0;
+  /** Large buffers the writer held when they were filled, with `handed` at their last byte (oldest first). */
+  const lent: { buf: Buffer; end: number }[] = [];
+  // Node calls this with each read's length (the bytes are in `cur`), then `next` for the next read's buffer.
+  const onRead = (n: number): boolean => {
+    const chunk = large ? cur.subarray(0, n) : Buffer.from(cur.subarray(0, n));
+    handed += consume(chunk);
+    // Everything handed so far less what the writer may still hold: what it has let go of.
+    const done = handed - pending();
+    let again: Buffer | undefined;
+    while (lent.length > 0 && lent[0]!.end <= done) {
+      const b = lent.shift()!.buf;
+      if (again === undefined) again = b;
+      else pool.release(b);
+    }
+    const fresh = (): Buffer => {
+      const b = again ?? pool.large();
+      again = undefined;
+      return b;
+    };
+    if (!large) {
+      if (n === cur.length) {
+        cur = fresh();
+        large = true;
+      }
+    } else if (done < handed) {
+      // The partner's writer holds this one now: read into another (or the shared one when quiet).
+      lent.push({ buf: cur, end: handed });
+      large = n >= pool.smallBytes;
+      cur = large ? fresh() : pool.small;
+    } else if (n < pool.smallBytes) {
+      pool.release(cur);
+      cur = pool.small;
+      large = false;
+    }
+    if (again !== undefined) pool.release(again);
+    return true; // pausing is the owner's (pause()), never through the return value
+  };
+  const next = () => cur;
+  // The reader ends: what the writer has let go of serves again, the rest is dropped (counted, so that
+  // many tunnels ending at once get the full collection their long-lived buffers need).
+  socket.once('close', () => {
+    const done = handed - pending();
+    for (const l of lent) {
+      if (l.end <= done) pool.release(l.buf);
+      else pool.drop(l.buf);
+    }
+    lent.length = 0;
+    if (large) pool.release(cur);
+    cur = pool.small;
+    large = false;
+  });
+  const switches = { on: () => ((s[kBuffer] = cur), (s[kBufferCb] = onRead), (s[kBufferGen] = next)), off: () => ((s[kBuffer] = null), (s[kBufferCb] = null), (s[kBufferGen] = null)) };
+  switches.on();
+  handle.useUserBuffer(cur);
+  return switches;
 }
 
 /** A stream transport over a net.Socket or tls.TLSSocket (created with allowHalfOpen). */
@@ -180,89 +271,22 @@ export class StreamLink extends OwnedLink implements Link {
 
   /**
    * Inside a tunnel, plain TCP/unix only: from now on the socket reads into `pool`'s buffers (read-buffers.ts:
-   * 256 KiB at a time while busy) through Node's user-buffer reads (`onread`, set here on the existing
-   * socket), and `data` gets views of them. `pending()` is asked after each handler call how many of the
-   * bytes handed to `data` (at most) the partner's writer still holds: a buffer it holds is never read into
-   * again, and serves again once the writer is past its last byte (a slower writer, TLS say, would
-   * otherwise cost a new 256 KiB buffer per read, each living long enough to be promoted: old-space
-   * collections). A chunk handed to `data` from the shared small buffer is a copy. Returns false (nothing
-   * changed, Node's own 64 KiB reads go on) for TLS or where Node's internals are not as expected.
+   * 256 KiB at a time while busy) through Node's user-buffer reads, and `data` gets views of them (see the
+   * function readIntoBuffers above). `pending()` is asked after each handler call how many of the bytes handed to
+   * `data` (at most) the partner's writer still holds. Returns false (nothing changed, Node's own 64 KiB
+   * reads go on) for TLS or where Node's internals are not as expected.
    */
   readIntoBuffers(pool: ReadBuffers, pending: () => number): boolean {
-    type Internals = Socket & Record<symbol, unknown> & { _handle?: { useUserBuffer?: (buf: Uint8Array) => void } | null };
-    const s = this.socket as Internals;
-    if (this.kind === 'tls' || this.#closed || s.destroyed) return false;
-    const syms = Object.getOwnPropertySymbols(s);
-    const sym = (name: string) => syms.find((x) => x.description === name);
-    const kBuffer = sym('kBuffer');
-    const kBufferCb = sym('kBufferCb');
-    const kBufferGen = sym('kBufferGen');
-    const handle = s._handle;
-    if (kBuffer === undefined || kBufferCb === undefined || kBufferGen === undefined || s[kBuffer] !== null || typeof handle?.useUserBuffer !== 'function') return false;
-    let cur = pool.small;
-    let large = false;
-    /** Bytes handed to `data` so far. */
-    let handed = 0;
-    /** Large buffers the writer held when they were filled, with `handed` at their last byte (oldest first). */
-    const lent: { buf: Buffer; end: number }[] = [];
-    // Node calls this with each read's length (the bytes are in `cur`), then `next` for the next read's buffer.
-    const onRead = (n: number): boolean => {
-      const chunk = large ? cur.subarray(0, n) : Buffer.from(cur.subarray(0, n));
+    if (this.kind === 'tls' || this.#closed) return false;
+    this.#userBuffers = readIntoBuffers(this.socket, pool, pending, (chunk) => {
       try {
         this.h.data(chunk, false);
       } catch (err) {
         this.fault(err);
       }
-      handed += n;
-      // Everything handed so far less what the writer may still hold: what it has let go of.
-      const done = handed - pending();
-      let again: Buffer | undefined;
-      while (lent.length > 0 && lent[0]!.end <= done) {
-        const b = lent.shift()!.buf;
-        if (again === undefined) again = b;
-        else pool.release(b);
-      }
-      const fresh = (): Buffer => {
-        const b = again ?? pool.large();
-        again = undefined;
-        return b;
-      };
-      if (!large) {
-        if (n === cur.length) {
-          cur = fresh();
-          large = true;
-        }
-      } else if (done < handed) {
-        // The partner's writer holds this one now: read into another (or the shared one when quiet).
-        lent.push({ buf: cur, end: handed });
-        large = n >= pool.smallBytes;
-        cur = large ? fresh() : pool.small;
-      } else if (n < pool.smallBytes) {
-        pool.release(cur);
-        cur = pool.small;
-        large = false;
-      }
-      if (again !== undefined) pool.release(again);
-      return true; // pausing is the owner's (pause()), never through the return value
-    };
-    const next = () => cur;
-    // The reader ends: what the writer has let go of serves again, the rest is dropped (counted, so that
-    // many tunnels ending at once get the full collection their long-lived buffers need).
-    this.socket.once('close', () => {
-      const done = handed - pending();
-      for (const l of lent) {
-        if (l.end <= done) pool.release(l.buf);
-        else pool.drop(l.buf);
-      }
-      lent.length = 0;
-      if (large) pool.release(cur);
-      cur = pool.small;
-      large = false;
+      return chunk.length;
     });
-    this.#userBuffers = { on: () => ((s[kBuffer] = cur), (s[kBufferCb] = onRead), (s[kBufferGen] = next)), off: () => ((s[kBuffer] = null), (s[kBufferCb] = null), (s[kBufferGen] = null)) };
-    this.#userBuffers.on();
-    handle.useUserBuffer(cur);
-    return true;
+    return this.#userBuffers !== undefined;
   }
   /** Switches Node's user-buffer mode on and off (quiesce: with it on, resume() would restart reading). */
   #userBuffers: { on: () => void; off: () => void } | undefined;
@@ -450,15 +474,56 @@ export class WsLink extends OwnedLink implements Link {
 
   observeReads(onRead: (bytes: number) => void): void {
     // `ws` keeps its socket in `_socket` (ws 8); its own data listener runs first, so the frames of a read
-    // are parsed (and whole messages delivered) before the read is charged.
+    // are parsed (and whole messages delivered) before the read is charged. Reads into a tunnel's buffers
+    // (readIntoBuffers) emit no `data`: they charge it themselves.
     const socket = (this.ws as unknown as { _socket?: Socket | null })._socket;
     if (socket === undefined || socket === null) return;
+    this.#onRawRead = onRead;
     socket.on('data', (chunk: Buffer) => {
       try {
         onRead(chunk.length);
       } catch (err) {
         this.fault(err);
       }
+    });
+  }
+  #onRawRead: ((bytes: number) => void) | undefined;
+
+  /**
+   * Inside a tunnel, `ws` (not `wss`: OpenSSL's reads allocate their own buffers) only: once this link reads
+   * its data frames itself (streamFrames), the socket reads into `pool`'s buffers as a plain stream link's
+   * does, its frames are unmasked in place there and their payloads handed on as views (the function
+   * readIntoBuffers above; `pending()`: bytes the partner's writer may still hold). Before, every 64 KiB
+   * read was a fresh buffer that the partner's write queue kept alive long enough to be promoted: 512 busy
+   * WS tunnels spent a quarter of their time collecting. Returns true when the request is taken (it starts
+   * when the frames are ours: at once, or at the read that lets streamFrames take over).
+   */
+  readIntoBuffers(pool: ReadBuffers, pending: () => number): boolean {
+    if (this.kind !== 'ws' || this.#closed || this.#bufferRequest !== undefined) return false;
+    this.#bufferRequest = { pool, pending };
+    this.#startBuffers();
+    return true;
+  }
+  #bufferRequest: { pool: ReadBuffers; pending: () => number } | undefined;
+  #buffersStarted = false;
+  /** Payload bytes handed to the owner so far (what a read handed on, for readIntoBuffers). */
+  #delivered = 0;
+
+  #startBuffers(): void {
+    const request = this.#bufferRequest;
+    const frames = this.#frames;
+    const socket = (this.ws as unknown as { _socket?: Socket | null })._socket;
+    if (request === undefined || frames === undefined || socket === undefined || socket === null || this.#buffersStarted || this.#closed) return;
+    this.#buffersStarted = true;
+    readIntoBuffers(socket, request.pool, request.pending, (chunk) => {
+      const before = this.#delivered;
+      try {
+        frames.push(chunk);
+        this.#onRawRead?.(chunk.length);
+      } catch (err) {
+        this.fault(err);
+      }
+      return this.#delivered - before;
     });
   }
 
@@ -536,6 +601,7 @@ export class WsLink extends OwnedLink implements Link {
     const binary = fragmentedOpcode === 2;
     for (const piece of earlier) this.#deliver(piece, binary);
     for (const chunk of buffered) frames.push(chunk);
+    this.#startBuffers();
     return true;
   }
 
@@ -556,6 +622,7 @@ export class WsLink extends OwnedLink implements Link {
   #deliver(piece: Buffer, binary: boolean): void {
     if (piece.length === 0) return;
     if (binary) this.#peerTextOnly = false;
+    this.#delivered += piece.length;
     try {
       this.h.data(piece, binary);
     } catch (err) {

@@ -6,10 +6,11 @@
  * a write with a notification (stock clients hang otherwise). Data a side sends meanwhile is held.
  * Data path: a chunk from A is written to B; when more than `tunnelBufferBytes` wait on B, A is paused
  * until B drains. A reader that has used its fair share of an event-loop turn also pauses until a later
- * turn (read-turns.ts), so a quiet tunnel never waits behind busy ones' bursts. Plain sockets read 256 KiB
- * at a time into reused buffers (read-buffers.ts); WebSocket sides deliver their frames' bytes as they
- * arrive (links.ts). No per-chunk timer or log; every 2 MiB relayed, a young-generation collection frees
- * the spent read buffers (young-gc.ts: what bounds RSS on TLS/WS/WSS).
+ * turn (read-turns.ts), so a quiet tunnel never waits behind busy ones' bursts. WebSocket sides deliver
+ * their frames' bytes as they arrive (links.ts); plain sockets and `ws` sides read 256 KiB at a time into
+ * reused buffers (read-buffers.ts). No per-chunk timer or log; every 2 MiB read into fresh buffers (TLS,
+ * WSS, a quiet socket's copies), a young-generation collection frees the spent ones (young-gc.ts: what
+ * bounds RSS on TLS/WSS).
  * End: when A ends its sending side, B is sent what is pending and then closed (stream FIN, or WS close
  * 1011 "Tunnel client disconnected"); B may still send toward A until it ends too or `halfCloseMs`
  * passes. When A is gone entirely, B is flushed and closed. The key is free for a new pair from A's end on.
@@ -317,9 +318,9 @@ export class Tunnel {
     const src = from.link;
     const dst = to.link;
     const ctx = this.ctx;
-    // Plain sockets read 256 KiB at a time into reused buffers; a view the partner could not write at once
-    // stays with its write queue (read-buffers.ts).
-    const large = src instanceof StreamLink && src.readIntoBuffers(TUNNEL_READ_BUFFERS, () => dst.pendingBytes);
+    // Plain sockets and WS read 256 KiB at a time into reused buffers; a view the partner could not write at
+    // once stays with its write queue (read-buffers.ts).
+    const large = src.readIntoBuffers?.(TUNNEL_READ_BUFFERS, () => dst.pendingBytes) === true;
     const reader = READ_TURNS.reader(large ? TUNNEL_READ_BUFFERS.largeBytes : undefined);
     /** Paused until `dst` drains (backpressure). */
     let blocked = false;

@@ -7,8 +7,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
+import { connect } from 'node:net';
 import { ReadBuffers, TUNNEL_READ_BUFFERS } from '../../src/relay/read-buffers.ts';
-import { startRelay, pair, selfSignedCert, tempDir, type RawClient } from '../helpers/relay.ts';
+import { startRelay, pair, rawClient, authenticate, selfSignedCert, tempDir, NO_ERROR, TUNNEL_ESTABLISHED, type RawClient } from '../helpers/relay.ts';
 
 test('pool: one shared small buffer; large buffers come back only when released, up to keepFree', () => {
   const pool = new ReadBuffers(1024, 64, 1);
@@ -111,6 +112,117 @@ for (const far of ['tls', 'ws'] as const) {
     }
   });
 }
+
+// A WebSocket reader (ws, not wss) reads into the same reused buffers once its frames are read by the link
+// itself: headers are not handed on, payloads are unmasked in place and handed on as views. Messages of
+// every size (headers of 2, 4 and 10 bytes, split wherever the reads fall), fragmented messages and pings
+// between them; each writer stalls, so views sit in its queue while the next reads happen.
+for (const far of ['tcp', 'ws', 'tls'] as const) {
+  test(`a ws reader, a ${far} writer that stalls: 24 MiB of frames exactly, the reads go into reused buffers`, { timeout: 60_000 }, async () => {
+    const dir = tempDir();
+    const kinds = far === 'ws' ? (['ws'] as const) : (['ws', far] as const);
+    const relay = await startRelay({
+      splice: { enabled: false },
+      listeners: kinds.map((kind) => ({ kind, host: '127.0.0.1', port: 0 })),
+      ...(far === 'tls' ? { tls: selfSignedCert(dir) } : {}),
+    });
+    try {
+      const { a, b, bOffset } = await pair(relay.url('ws'), relay.url(far));
+      const one = randomBytes(24 * 1024 * 1024);
+      const stall = stutter(b, 25, 20);
+      const made = countLargeBuffers();
+      const ws = a.ws!;
+      const sizes = [1_000_000, 1, 125, 126, 65_535, 65_536, 300_001, 7, 262_144, 4096];
+      for (let i = 0, k = 0; i < one.length; k++) {
+        const n = Math.min(sizes[k % sizes.length]!, one.length - i);
+        const msg = one.subarray(i, i + n);
+        if (k % 7 === 3 && n > 2) {
+          // One message in three frames, a ping between two of them.
+          const cut = Math.floor(n / 3);
+          ws.send(msg.subarray(0, cut), { binary: true, fin: false });
+          ws.ping(Buffer.from('mid-message'));
+          ws.send(msg.subarray(cut, 2 * cut), { binary: true, fin: false });
+          ws.send(msg.subarray(2 * cut), { binary: true, fin: true });
+        } else {
+          ws.send(msg, { binary: true });
+        }
+        if (k % 5 === 0) ws.ping();
+        i += n;
+      }
+      const got = await b.waitForBytes(bOffset + one.length, 40_000);
+      stall.stop();
+      assert.ok(got.subarray(bOffset).equals(one), `ws -> ${far}`);
+      // The WS side's reads use the pool (before, none did), and a handful of buffers serve ~100 reads.
+      assert.ok(made.count() >= 1 && made.count() < 24, `large buffers made: ${made.count()}`);
+      made.stop();
+    } finally {
+      await relay.close();
+    }
+  });
+}
+
+/** A client frame (RFC 6455): FIN, `opcode`, a 64-bit length when asked (else the shortest), masked. */
+function clientFrame(opcode: number, payload: Buffer, long = false): Buffer {
+  const mask = randomBytes(4);
+  const n = payload.length;
+  const head = long ? Buffer.alloc(10) : n < 126 ? Buffer.alloc(2) : n < 65536 ? Buffer.alloc(4) : Buffer.alloc(10);
+  head[0] = 0x80 | opcode;
+  if (head.length === 2) head[1] = 0x80 | n;
+  else if (head.length === 4) {
+    head[1] = 0x80 | 126;
+    head.writeUInt16BE(n, 2);
+  } else {
+    head[1] = 0x80 | 127;
+    head.writeBigUInt64BE(BigInt(n), 2);
+  }
+  const body = Buffer.from(payload);
+  for (let i = 0; i < n; i++) body[i]! ^= mask[i & 3]!;
+  return Buffer.concat([head, mask, body]);
+}
+
+test('a ws frame cut inside its header when the tunnel starts: taken over at the next read, reused buffers from then on, every byte exact', { timeout: 30_000 }, async () => {
+  const relay = await startRelay({ splice: { enabled: false }, listeners: [{ kind: 'ws', host: '127.0.0.1', port: 0 }, { kind: 'tcp', host: '127.0.0.1', port: 0 }] });
+  const port = Number(new URL(relay.url('ws')).port);
+  const socket = connect({ host: '127.0.0.1', port });
+  const got: Buffer[] = [];
+  socket.on('data', (d: Buffer) => got.push(d));
+  socket.on('error', () => undefined);
+  const seen = async (needle: string) => {
+    for (let i = 0; i < 500 && !Buffer.concat(got).includes(needle); i++) await new Promise((r) => setTimeout(r, 10));
+    assert.ok(Buffer.concat(got).includes(needle), `waited for ${needle}`);
+  };
+  try {
+    await new Promise<void>((r) => socket.once('connect', () => r()));
+    socket.write(`GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: ${randomBytes(16).toString('base64')}\r\nSec-WebSocket-Version: 13\r\n\r\n`);
+    await seen('\r\n\r\n');
+    const token = `token-${crypto.randomUUID()}`;
+    socket.write(clientFrame(1, Buffer.from(authenticate(token, { name: 'raw' }))));
+    await seen(NO_ERROR);
+    // Five header bytes of a 1,000,000-byte binary frame (a 64-bit length, not all of it in): `ws` holds them
+    // in the middle of the header, where the link cannot take its frames over yet.
+    const payload = randomBytes(1_000_000);
+    const frame = clientFrame(2, payload, true);
+    socket.write(frame.subarray(0, 5));
+    const b = await rawClient(relay.url('tcp'));
+    const made = countLargeBuffers();
+    b.send(authenticate(token, { name: 'beta' }));
+    await b.waitFor(TUNNEL_ESTABLISHED);
+    await seen(TUNNEL_ESTABLISHED);
+    const bOffset = b.received().length;
+    // The rest of that frame, then 6 MiB more in frames of 200,000 bytes: reads of 256 KiB from here on.
+    socket.write(frame.subarray(5));
+    const more = randomBytes(6 * 1024 * 1024);
+    for (let i = 0; i < more.length; i += 200_000) socket.write(clientFrame(2, more.subarray(i, i + 200_000)));
+    const all = Buffer.concat([payload, more]);
+    const received = await b.waitForBytes(bOffset + all.length, 20_000);
+    assert.ok(received.subarray(bOffset).equals(all), 'ws -> tcp, exactly');
+    assert.ok(made.count() >= 1, `large buffers made: ${made.count()}`);
+    made.stop();
+  } finally {
+    socket.destroy();
+    await relay.close();
+  }
+});
 
 /** Counts the large buffers the tunnels' pool makes from now on (its `large()` calls that found none free). */
 function countLargeBuffers(): { count: () => number; stop: () => void } {
