@@ -89,7 +89,7 @@ interface Options {
   manyPingGapMs: number;
   /** The many-tunnel section's paths and transports (`--many-paths`, `--many-transports`); default all. */
   manyPaths: string[] | undefined;
-  manyTransports: ('tcp' | 'ws')[] | undefined;
+  manyTransports: ('tcp' | 'ws' | 'tls' | 'wss')[] | undefined;
   /** Only the transfers and round trips of each transport (no idle-memory or setup-rate part). */
   transferOnly: boolean;
 }
@@ -143,7 +143,7 @@ function parseArgs(argv: string[]): Options {
     transferOnly: argv.includes('--transfer-only'),
     manyPaths: value('--many-paths')?.split(','),
     manyTransports: value('--many-transports')?.split(',').map((t) => {
-      if (t !== 'tcp' && t !== 'ws') throw new Error(`--many-transports: ${t} (tcp, ws)`);
+      if (t !== 'tcp' && t !== 'ws' && t !== 'tls' && t !== 'wss') throw new Error(`--many-transports: ${t} (tcp, ws, tls, wss: the last two through the gateway only)`);
       return t;
     }),
     tunnelBufferKib:
@@ -732,7 +732,7 @@ async function main(): Promise<void> {
       if (jsConfigPath !== undefined) jsGateway = await startGateway(command, jsConfigPath, logPath);
       const pinger = new Peer<WorkerCommand>('pinger', ROOT, WORKER, env);
       try {
-        const ports = (offset: number) => ({ tcp: GATEWAY_PORT.tcp + offset, ws: GATEWAY_PORT.ws + offset });
+        const ports = (offset: number) => ({ tcp: GATEWAY_PORT.tcp + offset, ws: GATEWAY_PORT.ws + offset, tls: GATEWAY_PORT.tls + offset, wss: GATEWAY_PORT.wss + offset });
         const out = await runManySection({
           root: ROOT,
           dir,

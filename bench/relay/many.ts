@@ -35,14 +35,14 @@ export interface ManyDeps {
   readonly pingGapMs: number;
   /** Only these paths (`--many-paths tunnel,jsTunnel,socat,haproxy,pipe`) and transports; default all. */
   readonly onlyPaths?: readonly string[] | undefined;
-  readonly transports?: readonly ('tcp' | 'ws')[] | undefined;
+  readonly transports?: readonly ('tcp' | 'ws' | 'tls' | 'wss')[] | undefined;
   /** Sender, receiver (counting sinks), pinger (echo sinks); the caller owns their lifecycle. */
   readonly s: ManyPeer;
   readonly r: ManyPeer;
   readonly pinger: ManyPeer;
   /** The gateways (kernel relay on, and off), already running; their listening ports per transport. */
-  readonly gateway: { pid: number; port: Record<'tcp' | 'ws', number> };
-  readonly jsGateway: { pid: number; port: Record<'tcp' | 'ws', number> } | undefined;
+  readonly gateway: { pid: number; port: Record<'tcp' | 'ws', number> & Partial<Record<'tls' | 'wss', number>> };
+  readonly jsGateway: { pid: number; port: Record<'tcp' | 'ws', number> & Partial<Record<'tls' | 'wss', number>> } | undefined;
   cpuSeconds(pid: number): number;
   memory(pid: number): { rssKib: number; hwmKib: number };
   resetPeak(pid: number): boolean;
@@ -87,7 +87,7 @@ interface Round {
 }
 
 export interface ManyResult {
-  transport: 'tcp' | 'ws';
+  transport: 'tcp' | 'ws' | 'tls' | 'wss';
   tunnels: number;
   paths: PathName[];
   rounds: Record<string, Round[]>;
@@ -191,7 +191,8 @@ export async function runManySection(d: ManyDeps): Promise<{ text: string; resul
     let seq = 0;
     for (const tunnels of d.counts) {
       for (const transport of d.transports ?? (['tcp', 'ws'] as const)) {
-        const all: PathName[] = transport === 'tcp' ? ['tunnel', 'jsTunnel', 'socat', 'haproxy', 'pipe'] : ['tunnel', 'socat', 'haproxy', 'pipe'];
+        // TLS and WSS: the gateway only (the forwarders would pass the encrypted bytes through, a different job).
+        const all: PathName[] = transport === 'tcp' ? ['tunnel', 'jsTunnel', 'socat', 'haproxy', 'pipe'] : transport === 'ws' ? ['tunnel', 'socat', 'haproxy', 'pipe'] : ['tunnel'];
         const paths = all.filter((p) => (p !== 'jsTunnel' || d.jsGateway !== undefined) && (d.onlyPaths === undefined || d.onlyPaths.includes(p)));
         if (paths.length === 0) continue;
         say(`many: ${tunnels} busy ${transport} tunnels + 1 ping, paths ${paths.join(', ')}`);
@@ -202,6 +203,7 @@ export async function runManySection(d: ManyDeps): Promise<{ text: string; resul
           const ping = `ping-${id}`;
           if (path === 'tunnel' || path === 'jsTunnel') {
             const port = (path === 'tunnel' ? d.gateway : d.jsGateway!).port[transport];
+            if (port === undefined) throw new Error(`the gateway has no ${transport} listener`);
             const [a, b] = await Promise.all([
               s.call<{ failed: number }>({ cmd: 'open', group: id, transport, port, count: tunnels, tunnel: true, inflight: d.inflight }, 300_000),
               r.call<{ failed: number }>({ cmd: 'open', group: id, transport, port, count: tunnels, tunnel: true, inflight: d.inflight }, 300_000),
@@ -213,6 +215,7 @@ export async function runManySection(d: ManyDeps): Promise<{ text: string; resul
             ]);
             groups.set(path, { send: id, recv: id, ping });
           } else {
+            if (transport !== 'tcp' && transport !== 'ws') continue; // not among the paths (above)
             const a = await s.call<{ failed: number }>({ cmd: 'open', group: id, transport, port: FWD[path][transport].busy, count: tunnels, tunnel: false, inflight: d.inflight }, 300_000);
             failed[path] = a.failed;
             await pinger.call({ cmd: 'connect', name: ping, transport, port: FWD[path][transport].ping });

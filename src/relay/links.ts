@@ -121,19 +121,28 @@ abstract class OwnedLink {
 }
 
 /**
- * Switches `socket` (a plain net.Socket, not TLS: OpenSSL's reads allocate their own buffers) to Node's
- * user-buffer reads (`onread`, set here on the existing socket) from `pool` (read-buffers.ts: 256 KiB at a
- * time while busy). `consume(chunk)` gets each read (a view of a large buffer, or a copy out of the shared
- * small one) and returns how many of its bytes it handed to the partner's writer as views of it (a stream
- * link: all of them; a WebSocket link: the payload, not the frame headers). `pending()` is asked after each
- * call how many of the bytes handed on (at most) the partner's writer still holds: a buffer it holds is
- * never read into again, and serves again once the writer is past its last byte (a slower writer, TLS say,
- * would otherwise cost a new 256 KiB buffer per read, each living long enough to be promoted: old-space
- * collections). Overstating `pending` only costs buffers; understating it would hand out bytes still
- * queued. Returns the user-buffer mode's on/off switch (off: Node's own reads, for the kernel relay), or
- * undefined (nothing changed) where Node's internals are not as expected.
+ * Switches `socket` (a net.Socket or a TLSSocket) to Node's user-buffer reads (`onread`, set here on the
+ * existing socket) from `pool` (read-buffers.ts: 256 KiB buffers while busy). `consume(chunk)` gets each
+ * read (a view of a large buffer, or a copy out of the shared small one) and returns how many of its bytes
+ * it handed to the partner's writer as views of it (a stream link: all of them; a WebSocket link: the
+ * payload, not the frame headers). `pending()` is asked after each call how many of the bytes handed on
+ * (at most) the partner's writer still holds. A large buffer is filled read after read while the writer
+ * holds part of it, until less than `minRoom` is left; then it is left to the writer and the socket reads
+ * into another. It serves again once the writer is past its last byte, and at once when the writer holds
+ * nothing of it (a slower writer, TLS say, would otherwise cost a new buffer per read, each living long
+ * enough to be promoted: old-space collections). `minRoom`: a plain socket's whole buffer (one read per
+ * buffer: 256 KiB reads); TLS hands over at most a 16 KiB record per read, so 16 KiB. Overstating
+ * `pending` only costs buffers; understating it would hand out bytes still queued. Returns the user-buffer
+ * mode's on/off switch (off: Node's own reads, for the kernel relay), or undefined (nothing changed) where
+ * Node's internals are not as expected.
  */
-function readIntoBuffers(socket: Socket, pool: ReadBuffers, pending: () => number, consume: (chunk: Buffer) => number): { on: () => void; off: () => void } | undefined {
+function readIntoBuffers(
+  socket: Socket,
+  pool: ReadBuffers,
+  pending: () => number,
+  consume: (chunk: Buffer) => number,
+  minRoom: number = pool.largeBytes,
+): { on: () => void; off: () => void } | undefined {
   type Internals = Socket & Record<symbol, unknown> & { _handle?: { useUserBuffer?: (buf: Uint8Array) => void } | null };
   const s = socket as Internals;
   if (s.destroyed) return undefined;
@@ -146,13 +155,15 @@ function readIntoBuffers(socket: Socket, pool: ReadBuffers, pending: () => numbe
   if (kBuffer === undefined || kBufferCb === undefined || kBufferGen === undefined || s[kBuffer] !== null || typeof handle?.useUserBuffer !== 'function') return undefined;
   let cur = pool.small;
   let large = false;
+  /** Where the next read goes in `cur` (large only; the shared small buffer is always read from its start). */
+  let off = 0;
   /** Bytes handed on so far. */
   let handed = 0;
-  /** Large buffers the writer held when they were filled, with `handed` at their last byte (oldest first). */
+  /** Large buffers the writer held when they were left, with `handed` at their last byte (oldest first). */
   const lent: { buf: Buffer; end: number }[] = [];
-  // Node calls this with each read's length (the bytes are in `cur`), then `next` for the next read's buffer.
+  // Node calls this with each read's length (the bytes are in `next()`'s view), then `next` for the next read's.
   const onRead = (n: number): boolean => {
-    const chunk = large ? cur.subarray(0, n) : Buffer.from(cur.subarray(0, n));
+    const chunk = large ? cur.subarray(off, off + n) : Buffer.from(cur.subarray(0, n));
     handed += consume(chunk);
     // Everything handed so far less what the writer may still hold: what it has let go of.
     const done = handed - pending();
@@ -171,21 +182,29 @@ function readIntoBuffers(socket: Socket, pool: ReadBuffers, pending: () => numbe
       if (n === cur.length) {
         cur = fresh();
         large = true;
+        off = 0;
       }
-    } else if (done < handed) {
-      // The partner's writer holds this one now: read into another (or the shared one when quiet).
+    } else if (done >= handed) {
+      // The writer holds nothing of ours: this buffer starts over (or goes back, the socket gone quiet).
+      off = 0;
+      if (n < pool.smallBytes) {
+        pool.release(cur);
+        cur = pool.small;
+        large = false;
+      }
+    } else if (cur.length - (off + n) < minRoom) {
+      // The writer holds part of this one and too little is left: it is the writer's until it is past it.
       lent.push({ buf: cur, end: handed });
       large = n >= pool.smallBytes;
       cur = large ? fresh() : pool.small;
-    } else if (n < pool.smallBytes) {
-      pool.release(cur);
-      cur = pool.small;
-      large = false;
+      off = 0;
+    } else {
+      off += n;
     }
     if (again !== undefined) pool.release(again);
     return true; // pausing is the owner's (pause()), never through the return value
   };
-  const next = () => cur;
+  const next = () => (large && off > 0 ? cur.subarray(off) : cur);
   // The reader ends: what the writer has let go of serves again, the rest is dropped (counted, so that
   // many tunnels ending at once get the full collection their long-lived buffers need).
   socket.once('close', () => {
@@ -195,15 +214,22 @@ function readIntoBuffers(socket: Socket, pool: ReadBuffers, pending: () => numbe
       else pool.drop(l.buf);
     }
     lent.length = 0;
-    if (large) pool.release(cur);
+    if (large) {
+      if (done >= handed) pool.release(cur);
+      else pool.drop(cur);
+    }
     cur = pool.small;
     large = false;
+    off = 0;
   });
-  const switches = { on: () => ((s[kBuffer] = cur), (s[kBufferCb] = onRead), (s[kBufferGen] = next)), off: () => ((s[kBuffer] = null), (s[kBufferCb] = null), (s[kBufferGen] = null)) };
+  const switches = { on: () => ((s[kBuffer] = next()), (s[kBufferCb] = onRead), (s[kBufferGen] = next)), off: () => ((s[kBuffer] = null), (s[kBufferCb] = null), (s[kBufferGen] = null)) };
   switches.on();
-  handle.useUserBuffer(cur);
+  handle.useUserBuffer(next());
   return switches;
 }
+
+/** The most a TLS read hands over at once (Node decrypts one record of at most 16 KiB per read). */
+const TLS_READ_BYTES = 16 * 1024;
 
 /** A stream transport over a net.Socket or tls.TLSSocket (created with allowHalfOpen). */
 export class StreamLink extends OwnedLink implements Link {
@@ -270,22 +296,23 @@ export class StreamLink extends OwnedLink implements Link {
   }
 
   /**
-   * Inside a tunnel, plain TCP/unix only: from now on the socket reads into `pool`'s buffers (read-buffers.ts:
-   * 256 KiB at a time while busy) through Node's user-buffer reads, and `data` gets views of them (see the
-   * function readIntoBuffers above). `pending()` is asked after each handler call how many of the bytes handed to
-   * `data` (at most) the partner's writer still holds. Returns false (nothing changed, Node's own 64 KiB
-   * reads go on) for TLS or where Node's internals are not as expected.
+   * Inside a tunnel: from now on the socket reads into `pool`'s buffers (read-buffers.ts: 256 KiB at a time
+   * while busy; TLS: its 16 KiB records one after the other in one buffer) through Node's user-buffer reads,
+   * and `data` gets views of them (see the function readIntoBuffers above). `pending()` is asked after each
+   * handler call how many of the bytes handed to `data` (at most) the partner's writer still holds. Returns
+   * false (nothing changed, Node's own reads go on) where Node's internals are not as expected.
    */
   readIntoBuffers(pool: ReadBuffers, pending: () => number): boolean {
-    if (this.kind === 'tls' || this.#closed) return false;
-    this.#userBuffers = readIntoBuffers(this.socket, pool, pending, (chunk) => {
+    if (this.#closed) return false;
+    const consume = (chunk: Buffer): number => {
       try {
         this.h.data(chunk, false);
       } catch (err) {
         this.fault(err);
       }
       return chunk.length;
-    });
+    };
+    this.#userBuffers = readIntoBuffers(this.socket, pool, pending, consume, this.kind === 'tls' ? TLS_READ_BYTES : pool.largeBytes);
     return this.#userBuffers !== undefined;
   }
   /** Switches Node's user-buffer mode on and off (quiesce: with it on, resume() would restart reading). */
@@ -490,16 +517,16 @@ export class WsLink extends OwnedLink implements Link {
   #onRawRead: ((bytes: number) => void) | undefined;
 
   /**
-   * Inside a tunnel, `ws` (not `wss`: OpenSSL's reads allocate their own buffers) only: once this link reads
-   * its data frames itself (streamFrames), the socket reads into `pool`'s buffers as a plain stream link's
-   * does, its frames are unmasked in place there and their payloads handed on as views (the function
-   * readIntoBuffers above; `pending()`: bytes the partner's writer may still hold). Before, every 64 KiB
-   * read was a fresh buffer that the partner's write queue kept alive long enough to be promoted: 512 busy
-   * WS tunnels spent a quarter of their time collecting. Returns true when the request is taken (it starts
-   * when the frames are ours: at once, or at the read that lets streamFrames take over).
+   * Inside a tunnel: once this link reads its data frames itself (streamFrames), the socket (TCP for `ws`,
+   * TLS for `wss`) reads into `pool`'s buffers as a stream link's does, its frames are unmasked in place
+   * there and their payloads handed on as views (the function readIntoBuffers above; `pending()`: bytes
+   * the partner's writer may still hold). Before, every read was a fresh buffer that the partner's write
+   * queue kept alive long enough to be promoted: 512 busy WS tunnels spent a quarter of their time
+   * collecting. Returns true when the request is taken (it starts when the frames are ours: at once, or at
+   * the read that lets streamFrames take over).
    */
   readIntoBuffers(pool: ReadBuffers, pending: () => number): boolean {
-    if (this.kind !== 'ws' || this.#closed || this.#bufferRequest !== undefined) return false;
+    if (this.#closed || this.#bufferRequest !== undefined) return false;
     this.#bufferRequest = { pool, pending };
     this.#startBuffers();
     return true;
@@ -515,7 +542,7 @@ export class WsLink extends OwnedLink implements Link {
     const socket = (this.ws as unknown as { _socket?: Socket | null })._socket;
     if (request === undefined || frames === undefined || socket === undefined || socket === null || this.#buffersStarted || this.#closed) return;
     this.#buffersStarted = true;
-    readIntoBuffers(socket, request.pool, request.pending, (chunk) => {
+    const consume = (chunk: Buffer): number => {
       const before = this.#delivered;
       try {
         frames.push(chunk);
@@ -524,7 +551,8 @@ export class WsLink extends OwnedLink implements Link {
         this.fault(err);
       }
       return this.#delivered - before;
-    });
+    };
+    readIntoBuffers(socket, request.pool, request.pending, consume, this.kind === 'wss' ? TLS_READ_BYTES : request.pool.largeBytes);
   }
 
   /** Reads the data frames itself once streamFrames took over (undefined until then). */

@@ -75,3 +75,9 @@ export class ReadBuffers {
  * a shared 16 KiB buffer when quiet, up to 16 large buffers kept free.
  */
 export const TUNNEL_READ_BUFFERS = new ReadBuffers(256 * 1024, 16 * 1024, 16);
+
+/**
+ * The same for TLS and WSS sides, whose reads hand over one record (at most 16 KiB) at a time, several to a
+ * buffer: smaller buffers, so that one a writer holds keeps less of the process's memory with it.
+ */
+export const TUNNEL_TLS_READ_BUFFERS = new ReadBuffers(128 * 1024, 16 * 1024, 32);

@@ -7,10 +7,10 @@
  * Data path: a chunk from A is written to B; when more than `tunnelBufferBytes` wait on B, A is paused
  * until B drains. A reader that has used its fair share of an event-loop turn also pauses until a later
  * turn (read-turns.ts), so a quiet tunnel never waits behind busy ones' bursts. WebSocket sides deliver
- * their frames' bytes as they arrive (links.ts); plain sockets and `ws` sides read 256 KiB at a time into
- * reused buffers (read-buffers.ts). No per-chunk timer or log; every 2 MiB read into fresh buffers (TLS,
- * WSS, a quiet socket's copies), a young-generation collection frees the spent ones (young-gc.ts: what
- * bounds RSS on TLS/WSS).
+ * their frames' bytes as they arrive (links.ts); every side reads into reused buffers (read-buffers.ts:
+ * plain sockets and `ws` 256 KiB at a time, TLS and WSS record after record into 128 KiB ones). No
+ * per-chunk timer or log; every 2 MiB read into fresh buffers (a quiet socket's copies, a link Node's
+ * internals kept on its own reads), a young-generation collection frees the spent ones (young-gc.ts).
  * End: when A ends its sending side, B is sent what is pending and then closed (stream FIN, or WS close
  * 1011 "Tunnel client disconnected"); B may still send toward A until it ends too or `halfCloseMs`
  * passes. When A is gone entirely, B is flushed and closed. The key is free for a new pair from A's end on.
@@ -30,10 +30,11 @@ import { StreamLink, type Link, type LinkHandlers } from './links.ts';
 import type { SpliceEngine, SpliceEvent } from './splice.ts';
 import { ReadTurns } from './read-turns.ts';
 import { DATA_PATH_GC } from './young-gc.ts';
-import { TUNNEL_READ_BUFFERS } from './read-buffers.ts';
+import { TUNNEL_READ_BUFFERS, TUNNEL_TLS_READ_BUFFERS } from './read-buffers.ts';
 
 // Read buffers dropped in bulk (many tunnels ending) lived long: only a full collection frees them.
 TUNNEL_READ_BUFFERS.onDropped = () => DATA_PATH_GC.collectAll();
+TUNNEL_TLS_READ_BUFFERS.onDropped = () => DATA_PATH_GC.collectAll();
 
 export interface TunnelContext {
   readonly rendezvous: Rendezvous<Session>;
@@ -318,10 +319,11 @@ export class Tunnel {
     const src = from.link;
     const dst = to.link;
     const ctx = this.ctx;
-    // Plain sockets and WS read 256 KiB at a time into reused buffers; a view the partner could not write at
-    // once stays with its write queue (read-buffers.ts).
-    const large = src.readIntoBuffers?.(TUNNEL_READ_BUFFERS, () => dst.pendingBytes) === true;
-    const reader = READ_TURNS.reader(large ? TUNNEL_READ_BUFFERS.largeBytes : undefined);
+    // Every side reads into reused buffers (TLS and WSS into smaller ones, record after record); a view the
+    // partner could not write at once stays with its write queue (read-buffers.ts).
+    const pool = src.kind === 'tls' || src.kind === 'wss' ? TUNNEL_TLS_READ_BUFFERS : TUNNEL_READ_BUFFERS;
+    const large = src.readIntoBuffers?.(pool, () => dst.pendingBytes) === true;
+    const reader = READ_TURNS.reader(large ? pool.largeBytes : undefined);
     /** Paused until `dst` drains (backpressure). */
     let blocked = false;
     /** Paused until the event-loop turn is over (its share of the turn used, see read-turns.ts). */
@@ -352,7 +354,7 @@ export class Tunnel {
       const shareUsed = !rawReads && READ_TURNS.charge(reader, n);
       // Reads into reused buffers leave nothing for the collector: only fresh ones are paced (a quiet
       // plain socket's reads are copies out of the shared small buffer: fresh).
-      if (!large || chunk.buffer.byteLength !== TUNNEL_READ_BUFFERS.largeBytes) DATA_PATH_GC.charge(n);
+      if (!large || chunk.buffer.byteLength !== pool.largeBytes) DATA_PATH_GC.charge(n);
       if (!dst.sendData(chunk)) {
         blocked = true;
         src.pause();

@@ -8,7 +8,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { connect } from 'node:net';
-import { ReadBuffers, TUNNEL_READ_BUFFERS } from '../../src/relay/read-buffers.ts';
+import { ReadBuffers, TUNNEL_READ_BUFFERS, TUNNEL_TLS_READ_BUFFERS } from '../../src/relay/read-buffers.ts';
 import { startRelay, pair, rawClient, authenticate, selfSignedCert, tempDir, NO_ERROR, TUNNEL_ESTABLISHED, type RawClient } from '../helpers/relay.ts';
 
 test('pool: one shared small buffer; large buffers come back only when released, up to keepFree', () => {
@@ -161,6 +161,40 @@ for (const far of ['tcp', 'ws', 'tls'] as const) {
   });
 }
 
+// TLS hands over one record (at most 16 KiB) per read: a TLS or WSS reader fills a large buffer record
+// after record while the writer holds part of it, and starts it over once the writer is past it. Exact
+// bytes through writers that stall, and a handful of the TLS pool's 128 KiB buffers for ~1,500 reads.
+for (const [near, far] of [['tls', 'tcp'], ['tls', 'tls'], ['tls', 'ws'], ['wss', 'tcp'], ['wss', 'wss'], ['wss', 'tls']] as const) {
+  test(`a ${near} reader, a ${far} writer that stalls: 24 MiB exactly, records read into reused buffers`, { timeout: 60_000 }, async () => {
+    const dir = tempDir();
+    const kinds = near === far ? [near] : [near, far];
+    const relay = await startRelay({
+      splice: { enabled: false },
+      listeners: kinds.map((kind) => ({ kind, host: '127.0.0.1', port: 0 })),
+      tls: selfSignedCert(dir),
+    });
+    try {
+      const { a, b, bOffset } = await pair(relay.url(near), relay.url(far));
+      const one = randomBytes(24 * 1024 * 1024);
+      const stall = stutter(b, 25, 20);
+      const made = countLargeBuffers(TUNNEL_TLS_READ_BUFFERS);
+      const sizes = [1_000_000, 1, 16_384, 16_385, 300_001, 7, 262_144];
+      for (let i = 0, k = 0; i < one.length; k++) {
+        const n = Math.min(sizes[k % sizes.length]!, one.length - i);
+        a.send(one.subarray(i, i + n), { binary: true });
+        i += n;
+      }
+      const got = await b.waitForBytes(bOffset + one.length, 40_000);
+      stall.stop();
+      assert.ok(got.subarray(bOffset).equals(one), `${near} -> ${far}`);
+      assert.ok(made.count() >= 1 && made.count() < 24, `large buffers made: ${made.count()}`);
+      made.stop();
+    } finally {
+      await relay.close();
+    }
+  });
+}
+
 /** A client frame (RFC 6455): FIN, `opcode`, a 64-bit length when asked (else the shortest), masked. */
 function clientFrame(opcode: number, payload: Buffer, long = false): Buffer {
   const mask = randomBytes(4);
@@ -224,9 +258,9 @@ test('a ws frame cut inside its header when the tunnel starts: taken over at the
   }
 });
 
-/** Counts the large buffers the tunnels' pool makes from now on (its `large()` calls that found none free). */
-function countLargeBuffers(): { count: () => number; stop: () => void } {
-  const pool = TUNNEL_READ_BUFFERS as unknown as { large: () => Buffer; release: (b: Buffer) => void };
+/** Counts the large buffers a tunnels' pool (the plain sockets' by default) makes from now on (its `large()` calls that found none free). */
+function countLargeBuffers(of: ReadBuffers = TUNNEL_READ_BUFFERS): { count: () => number; stop: () => void } {
+  const pool = of as unknown as { large: () => Buffer; release: (b: Buffer) => void };
   const original = pool.large.bind(pool);
   const seen = new Set<Buffer>();
   pool.large = () => {
