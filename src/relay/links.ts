@@ -63,9 +63,9 @@ export interface Link {
    */
   streamFrames?(maxMessageBytes: number): void;
   /**
-   * Inside a tunnel, plain TCP, unix and WS (not TLS or WSS) links: reads go into `pool`'s reused buffers
-   * (read-buffers.ts) and are handed on as views of them; `pending()` says how many of the bytes handed on
-   * the partner's writer may still hold. False when the link cannot (Node's own fresh reads go on).
+   * Inside a tunnel: reads go into `pool`'s reused buffers (read-buffers.ts) and are handed on as views of
+   * them; `pending()` says how many of the bytes handed on the partner's writer may still hold. False when
+   * the link cannot (Node's own fresh reads go on).
    */
   readIntoBuffers?(pool: ReadBuffers, pending: () => number): boolean;
   /** Flush what is pending, then close with this close code and reason (WS) or FIN (streams). */

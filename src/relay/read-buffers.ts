@@ -1,7 +1,7 @@
 /**
- * Read buffers for the JavaScript data path's plain sockets (TCP, unix, and the socket under a `ws` link)
- * inside a tunnel: what the links' readIntoBuffers read into instead of the fresh 64 KiB ArrayBuffer Node
- * allocates per read (links.ts).
+ * Read buffers for the JavaScript data path's sockets inside a tunnel (TCP, unix, TLS, and the socket under
+ * a WebSocket link): what the links' readIntoBuffers read into instead of the fresh ArrayBuffer Node
+ * allocates per read (64 KiB for a plain socket, one per TLS record; links.ts).
  *
  * Why: every 64 KiB read costs a read system call, an allocation, a JS callback through the stream
  * machinery, a write, and (under load) a pause and a resume for the read turns (read-turns.ts: two
