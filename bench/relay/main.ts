@@ -14,7 +14,8 @@
  * TCP is measured in two topologies: sender and receiver in separate peer processes, and in one process
  * (`--topology one,two`, default both). Then the many-tunnel section (many.ts: 64 and 512 busy tunnels
  * plus a ping tunnel, TCP and WS, beside socat and haproxy; `--many 64,512`, `--many-seconds`,
- * `--many-rounds`, `--many-ping-gap-ms`, `--no-many`, `--many-only`).
+ * `--many-rounds`, `--many-ping-gap-ms`, `--many-paths`, `--many-transports tcp,ws` (also `tls`, `wss`:
+ * through the gateway only), `--no-many`, `--many-only`).
  * Then the tunnel-proxy section (tunnel-proxy.ts): one server connection with 1, 16 and 256 clients beside
  * the same number of legacy tunnels (`--tp-only` runs only it, `--no-tp` skips it).
  */
