@@ -8,7 +8,7 @@
  * until B drains. A reader that has used its fair share of an event-loop turn also pauses until a later
  * turn (read-turns.ts), so a quiet tunnel never waits behind busy ones' bursts. WebSocket sides deliver
  * their frames' bytes as they arrive (links.ts); every side reads into reused buffers (read-buffers.ts:
- * plain sockets and `ws` 256 KiB at a time, TLS and WSS record after record into 128 KiB ones). No
+ * plain sockets and `ws` 256 KiB at a time, TLS and WSS record after record into 64 KiB ones). No
  * per-chunk timer or log; every 2 MiB read into fresh buffers (a quiet socket's copies, a link Node's
  * internals kept on its own reads), a young-generation collection frees the spent ones (young-gc.ts).
  * End: when A ends its sending side, B is sent what is pending and then closed (stream FIN, or WS close

@@ -163,7 +163,7 @@ for (const far of ['tcp', 'ws', 'tls'] as const) {
 
 // TLS hands over one record (at most 16 KiB) per read: a TLS or WSS reader fills a large buffer record
 // after record while the writer holds part of it, and starts it over once the writer is past it. Exact
-// bytes through writers that stall, and a handful of the TLS pool's 128 KiB buffers for ~1,500 reads.
+// bytes through writers that stall, and a handful of the TLS pool's 64 KiB buffers for ~1,500 reads.
 for (const [near, far] of [['tls', 'tcp'], ['tls', 'tls'], ['tls', 'ws'], ['wss', 'tcp'], ['wss', 'wss'], ['wss', 'tls']] as const) {
   test(`a ${near} reader, a ${far} writer that stalls: 24 MiB exactly, records read into reused buffers`, { timeout: 60_000 }, async () => {
     const dir = tempDir();
