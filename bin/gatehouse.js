@@ -1,12 +1,12 @@
-#!/usr/bin/env -S node --max-semi-space-size=2
+#!/usr/bin/env node
 // The `gatehouse` command: runs the compiled CLI from dist/ when built (always, in an installed package),
 // else the TypeScript sources through tsx (a checkout after `npm ci`). With neither, one line says what to do.
-// Node flags (the line above; V8 reads them only at start, so they cannot be set later from JavaScript):
-// --max-semi-space-size=2 caps V8's young generation at 2 MiB per semi-space instead of 16. The relay's
-// data path collects the young generation itself every 2 MiB it relays (src/relay/young-gc.ts), so a larger
-// one only held dead objects: with it capped a gateway starts ~5 MB smaller and a 1 GiB TLS/WS/WSS transfer
-// peaks 10-14 MB lower at the same throughput (docs/benchmarks.md, "TLS/WS/WSS memory"). bench/relay reads
-// the flags from this line, and `serve --workers` passes them on to its workers.
+// Node flags: none, node's defaults. Flags the command needs would go on the line above (`#!/usr/bin/env -S
+// node --flag`: V8 reads them only at start); bench/relay reads them from there, and `serve --workers`
+// passes the process's own on to its workers. `--max-semi-space-size=2` stood there while TLS and WebSocket
+// reads took fresh buffers; since every relay side reads into reused ones, a 1 GiB TLS/WS/WSS transfer
+// peaks below 100 MB without it, and it cost the tunnel-proxy mode and TLS CPU (docs/benchmarks.md, "The
+// semi-space flag, removed").
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 
