@@ -10,8 +10,12 @@
  * still sends is flushed before our FIN.
  */
 import type { LinkHandlers } from '../links.ts';
+import { TUNNEL_READ_BUFFERS, TUNNEL_TLS_READ_BUFFERS } from '../read-buffers.ts';
 import type { TpConnection, TpContext } from './connection.ts';
 import type { ServerLeg } from './server-leg.ts';
+
+/** A read at least this large marks a busy client (the read buffers' small size). */
+const BUSY_READ_BYTES = 16 * 1024;
 
 export class ClientLeg {
   readonly createdAt = Date.now();
@@ -34,6 +38,7 @@ export class ClientLeg {
       data: (chunk) => {
         this.conn.rxBytes += chunk.length;
         this.server.fromClient(this.address, chunk);
+        if (!this.#reusedReads && chunk.length >= BUSY_READ_BYTES) this.#reuseReads();
       },
       end: () => {
         // No half-close in this protocol: the client has left (the server is told now).
@@ -45,6 +50,20 @@ export class ClientLeg {
       fault: conn.boundary.catch,
     };
     conn.link.attach(this.#handlers);
+  }
+
+  #reusedReads = false;
+
+  /**
+   * A client that turned busy reads into one reused buffer from now on, instead of a fresh one per read
+   * that only the collector frees (read-buffers.ts). Its bytes are copied into a SLIP frame before `data`
+   * returns (ServerLeg.fromClient, encodeFrame), so the writer never holds any of the buffer (`pending`
+   * 0). Only once busy: the switch costs an idle client ~1 KiB of heap, and most clients are idle.
+   */
+  #reuseReads(): void {
+    this.#reusedReads = true;
+    const link = this.conn.link;
+    link.readIntoBuffers?.(link.kind === 'tls' || link.kind === 'wss' ? TUNNEL_TLS_READ_BUFFERS : TUNNEL_READ_BUFFERS, () => 0);
   }
 
   /** Called once the server knows this client and the client has its answer. */

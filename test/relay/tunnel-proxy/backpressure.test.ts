@@ -103,3 +103,49 @@ test('a server that stops reading pauses its clients: the buffer toward it stays
     await t.close();
   }
 });
+
+// A client's reads go into one reused buffer (client-leg.ts): its bytes are copied into a SLIP frame before
+// the next read, so reusing the buffer at once must never change a byte that reaches the server. 12 clients
+// over tcp and tls send 2 MiB each at once (data full of the bytes SLIP escapes), the server stalls now and
+// then: every client's bytes arrive exactly, and the pools' large buffers serve every busy client.
+test('clients reading into reused buffers: 12 clients x 2 MiB to a stalling server, every byte exact', { timeout: 60000 }, async () => {
+  const { TUNNEL_READ_BUFFERS, TUNNEL_TLS_READ_BUFFERS } = await import('../../../src/relay/read-buffers.ts');
+  const made = { plain: 0, tls: 0 };
+  const count = (pool: { large: () => Buffer }, key: 'plain' | 'tls') => {
+    const original = pool.large.bind(pool);
+    pool.large = () => {
+      made[key]++;
+      return original();
+    };
+    return () => void (pool.large = original);
+  };
+  const restore = [count(TUNNEL_READ_BUFFERS, 'plain'), count(TUNNEL_TLS_READ_BUFFERS, 'tls')];
+  const t = await startTp({}, { kinds: ['tcp', 'tls'] });
+  try {
+    const sid = crypto.randomUUID();
+    const s = await tpServer(t.tpUrl('tcp'), sid);
+    const clients = [];
+    for (let i = 0; i < 12; i++) {
+      const name = `c${i}`;
+      const c = await tpClient(t.tpUrl(i % 2 === 0 ? 'tcp' : 'tls'), sid, name);
+      const data = Buffer.alloc(2 * MiB);
+      for (let k = 0; k < data.length; k++) data[k] = k % 7 === 0 ? 0xc0 : k % 11 === 0 ? 0xdb : (k * 131 + i) & 0xff;
+      clients.push({ c, address: await s.waitClient(name), data });
+    }
+    const stall = setInterval(() => {
+      s.raw.pause();
+      setTimeout(() => s.raw.resume(), 30);
+    }, 60);
+    for (const { c, data } of clients) for (let off = 0; off < data.length; off += 300_001) c.raw.send(data.subarray(off, off + 300_001));
+    try {
+      for (const { address, data } of clients) assert.ok((await s.waitData(address, data.length, 40000)).equals(data), `client at ${address}`);
+    } finally {
+      clearInterval(stall);
+    }
+    assert.ok(made.plain >= 1 && made.tls >= 1, `large buffers made: ${JSON.stringify(made)}`);
+    s.raw.destroy();
+  } finally {
+    for (const r of restore) r();
+    await t.close();
+  }
+});
