@@ -303,7 +303,7 @@ export class StreamLink extends OwnedLink implements Link {
    * false (nothing changed, Node's own reads go on) where Node's internals are not as expected.
    */
   readIntoBuffers(pool: ReadBuffers, pending: () => number): boolean {
-    if (this.#closed) return false;
+    if (this.#closed || this.#userBuffers !== undefined) return false;
     const consume = (chunk: Buffer): number => {
       try {
         this.h.data(chunk, false);

@@ -124,8 +124,11 @@ export class ServerLeg {
     if (!this.#gone) this.conn.sendJson(notification(this.ctx.registry.nextNotificationId(), 'TunnelProxy.ClientDisconnected', { socketAddress: client.address }));
   }
 
-  /** Relays a client's bytes to the server as one frame; pauses every client when the server's buffer is full. */
-  /** `chunk` may be a view of a reused read buffer: nothing of it is kept past this call (the frame is a copy). */
+  /**
+   * Relays a client's bytes to the server as one frame; pauses every client when the server's buffer is
+   * full. `chunk` may be a view of a reused read buffer: nothing of it is kept past this call (the frame is
+   * a copy).
+   */
   fromClient(address: number, chunk: Buffer): void {
     const frame = encodeFrame(address, chunk);
     this.conn.txBytes += frame.length;
