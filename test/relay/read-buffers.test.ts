@@ -1,8 +1,9 @@
 /**
- * Reused read buffers of the JavaScript data path (src/relay/read-buffers.ts, StreamLink.readIntoBuffers):
+ * Reused read buffers of the JavaScript data path (src/relay/read-buffers.ts, the links' readIntoBuffers):
  * the pool's policy, and exact bytes through tunnels whose receivers stall now and then, so that views of
  * the large buffers sit in write queues while the next reads happen (the case where reusing one would
- * corrupt data), with and without a kernel-relay hand-off in the middle.
+ * corrupt data): plain readers with and without a kernel-relay hand-off in the middle, WebSocket readers
+ * (frames unmasked in place, headers not handed on), TLS and WSS readers (records filling one buffer).
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
