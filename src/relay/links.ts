@@ -161,23 +161,25 @@ function readIntoBuffers(
   let handed = 0;
   /** Large buffers the writer held when they were left, with `handed` at their last byte (oldest first). */
   const lent: { buf: Buffer; end: number }[] = [];
+  /** During one read's bookkeeping: a lent buffer the writer is past, to read into next. */
+  let again: Buffer | undefined;
+  const fresh = (): Buffer => {
+    const b = again ?? pool.large();
+    again = undefined;
+    return b;
+  };
   // Node calls this with each read's length (the bytes are in `next()`'s view), then `next` for the next read's.
   const onRead = (n: number): boolean => {
     const chunk = large ? cur.subarray(off, off + n) : Buffer.from(cur.subarray(0, n));
     handed += consume(chunk);
     // Everything handed so far less what the writer may still hold: what it has let go of.
     const done = handed - pending();
-    let again: Buffer | undefined;
+    again = undefined;
     while (lent.length > 0 && lent[0]!.end <= done) {
       const b = lent.shift()!.buf;
       if (again === undefined) again = b;
       else pool.release(b);
     }
-    const fresh = (): Buffer => {
-      const b = again ?? pool.large();
-      again = undefined;
-      return b;
-    };
     if (!large) {
       if (n === cur.length) {
         cur = fresh();
@@ -201,7 +203,10 @@ function readIntoBuffers(
     } else {
       off += n;
     }
-    if (again !== undefined) pool.release(again);
+    if (again !== undefined) {
+      pool.release(again);
+      again = undefined;
+    }
     return true; // pausing is the owner's (pause()), never through the return value
   };
   const next = () => (large && off > 0 ? cur.subarray(off) : cur);

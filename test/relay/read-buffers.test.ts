@@ -9,7 +9,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { connect } from 'node:net';
-import { ReadBuffers, TUNNEL_READ_BUFFERS, TUNNEL_TLS_READ_BUFFERS } from '../../src/relay/read-buffers.ts';
+import { ReadBuffers, TUNNEL_TLS_READ_BUFFERS } from '../../src/relay/read-buffers.ts';
+import { countLargeBuffers } from '../helpers/read-buffers.ts';
 import { startRelay, pair, rawClient, authenticate, selfSignedCert, tempDir, NO_ERROR, TUNNEL_ESTABLISHED, type RawClient } from '../helpers/relay.ts';
 
 test('pool: one shared small buffer; large buffers come back only when released, up to keepFree', () => {
@@ -258,16 +259,3 @@ test('a ws frame cut inside its header when the tunnel starts: taken over at the
     await relay.close();
   }
 });
-
-/** Counts the large buffers a tunnels' pool (the plain sockets' by default) makes from now on (its `large()` calls that found none free). */
-function countLargeBuffers(of: ReadBuffers = TUNNEL_READ_BUFFERS): { count: () => number; stop: () => void } {
-  const pool = of as unknown as { large: () => Buffer; release: (b: Buffer) => void };
-  const original = pool.large.bind(pool);
-  const seen = new Set<Buffer>();
-  pool.large = () => {
-    const b = original();
-    seen.add(b);
-    return b;
-  };
-  return { count: () => seen.size, stop: () => void (pool.large = original) };
-}

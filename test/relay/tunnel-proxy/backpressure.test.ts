@@ -6,6 +6,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { startTp, tpServer, tpClient } from './harness.ts';
+import { countLargeBuffers } from '../../helpers/read-buffers.ts';
+import { TUNNEL_READ_BUFFERS, TUNNEL_TLS_READ_BUFFERS } from '../../../src/relay/read-buffers.ts';
 
 const MiB = 1024 * 1024;
 
@@ -109,17 +111,7 @@ test('a server that stops reading pauses its clients: the buffer toward it stays
 // over tcp and tls send 2 MiB each at once (data full of the bytes SLIP escapes), the server stalls now and
 // then: every client's bytes arrive exactly, and the pools' large buffers serve every busy client.
 test('clients reading into reused buffers: 12 clients x 2 MiB to a stalling server, every byte exact', { timeout: 60000 }, async () => {
-  const { TUNNEL_READ_BUFFERS, TUNNEL_TLS_READ_BUFFERS } = await import('../../../src/relay/read-buffers.ts');
-  const made = { plain: 0, tls: 0 };
-  const count = (pool: { large: () => Buffer }, key: 'plain' | 'tls') => {
-    const original = pool.large.bind(pool);
-    pool.large = () => {
-      made[key]++;
-      return original();
-    };
-    return () => void (pool.large = original);
-  };
-  const restore = [count(TUNNEL_READ_BUFFERS, 'plain'), count(TUNNEL_TLS_READ_BUFFERS, 'tls')];
+  const made = { plain: countLargeBuffers(TUNNEL_READ_BUFFERS), tls: countLargeBuffers(TUNNEL_TLS_READ_BUFFERS) };
   const t = await startTp({}, { kinds: ['tcp', 'tls'] });
   try {
     const sid = crypto.randomUUID();
@@ -142,10 +134,11 @@ test('clients reading into reused buffers: 12 clients x 2 MiB to a stalling serv
     } finally {
       clearInterval(stall);
     }
-    assert.ok(made.plain >= 1 && made.tls >= 1, `large buffers made: ${JSON.stringify(made)}`);
+    assert.ok(made.plain.count() >= 1 && made.tls.count() >= 1, `large buffers made: plain ${made.plain.count()}, tls ${made.tls.count()}`);
     s.raw.destroy();
   } finally {
-    for (const r of restore) r();
+    made.plain.stop();
+    made.tls.stop();
     await t.close();
   }
 });
