@@ -208,6 +208,11 @@ export const relayErrors = {
     httpStatus: 503,
     close: closeWith('Client did not read its data in time.'),
   },
+  RELAY_TP_UNREAD_ANSWERS: {
+    summary: 'Tunnel proxy: a connection kept sending requests without reading the answers: before registration, more than the smaller of limits.clientBufferBytes and limits.serverBufferBytes unread; on a server connection, more than limits.serverBufferBytes of control answers queued while it was paused for them. Dropped at once.',
+    httpStatus: 503,
+    close: closeWith('Answers were not read.'),
+  },
   RELAY_TP_BAD_FRAME: {
     summary: "Tunnel proxy: the server sent a SLIP frame with an invalid escape for this client; the client's stream is corrupt and it is closed (the server connection and its other clients go on).",
     httpStatus: 502,

@@ -119,6 +119,8 @@ export class TpConnection {
   /** Sends one JSON-RPC line: plain before SLIP, a frame on address 0 after. */
   sendJson(text: string): void {
     if (this.#slip) {
+      // The server leg queues control output while the connection has not read what it was sent.
+      if (this.leg instanceof ServerLeg) return this.leg.sendControl(text);
       const frame = encodeFrame(CONTROL_ADDRESS, Buffer.from(text));
       this.txBytes += frame.length;
       this.link.sendData(frame);
@@ -207,9 +209,13 @@ export class TpConnection {
     } catch {
       return this.fail('RELAY_MESSAGE_TOO_LARGE');
     }
+    // Answers can be much larger than their requests (Introspect): a peer that does not read them is
+    // dropped as soon as they pass the link's buffer, checked after each one (one read may hold many).
+    const unreadLimit = Math.min(this.#ctx.config.limits.clientBufferBytes, this.#ctx.config.limits.serverBufferBytes);
     for (const message of messages) {
       if (this.role !== 'none' || this.#busy) break;
       this.#handle(message);
+      if (this.role === 'none' && this.link.pendingBytes > unreadLimit) return this.drop('RELAY_TP_UNREAD_ANSWERS');
     }
     // Bytes that followed a registration in the same read belong to the new role's data path.
     const role = this.role as TpRole;

@@ -17,6 +17,10 @@
  *   plus one read of the server connection.
  * - client → server: when more than `limits.serverBufferBytes` wait toward the server connection, every
  *   client of it is paused until it drains.
+ * - control answers and notifications (address 0): while more than `limits.serverBufferBytes` wait toward
+ *   the server connection they are queued in order and the server connection is paused (its requests are
+ *   not read) until it drains; a queue past `limits.serverBufferBytes` (a server that floods requests and
+ *   reads nothing) drops the connection (RELAY_TP_UNREAD_ANSWERS).
  * Kernel relay (splice) does not apply: both directions need framing work in user space.
  */
 import { DATA_PATH_GC } from '../young-gc.ts';
@@ -50,6 +54,11 @@ export class ServerLeg {
   #controlOverflow = false;
   /** Clients whose buffer is full (the server connection is paused while any is). */
   #blocked = 0;
+  /** Control frames waiting for the server connection to drain (it is paused while any wait). */
+  #answers: Buffer[] = [];
+  #answerBytes = 0;
+  /** Reading from the server connection is paused (for a blocked client or for queued answers). */
+  #readingPaused = false;
   /** The server connection's buffer is full: its clients are paused. */
   #clientsPaused = false;
   #idleTimer: NodeJS.Timeout | undefined;
@@ -90,9 +99,54 @@ export class ServerLeg {
   get clients(): IterableIterator<ClientLeg> {
     return this.#clients.values();
   }
-  /** True while the server connection is paused for a client that does not read. */
+  /** True while the server connection is paused (for a client that does not read, or until it reads its answers). */
   get paused(): boolean {
-    return this.#blocked > 0;
+    return this.#readingPaused;
+  }
+
+  /**
+   * Sends one JSON-RPC line on address 0, or queues it while the server connection has more than
+   * `limits.serverBufferBytes` unread (answers keep their order).
+   */
+  sendControl(text: string): void {
+    const frame = encodeFrame(CONTROL_ADDRESS, Buffer.from(text));
+    const link = this.conn.link;
+    if (this.#gone || (this.#answers.length === 0 && link.pendingBytes < this.ctx.config.limits.serverBufferBytes)) {
+      this.conn.txBytes += frame.length;
+      link.sendData(frame);
+      return;
+    }
+    this.#answers.push(frame);
+    this.#answerBytes += frame.length;
+    if (this.#answerBytes > this.ctx.config.limits.serverBufferBytes) {
+      this.#answers = [];
+      this.#answerBytes = 0;
+      this.conn.drop('RELAY_TP_UNREAD_ANSWERS');
+      return;
+    }
+    this.#updateReading();
+  }
+
+  /** Writes queued control frames while the server connection takes them; true once none wait. */
+  #flushAnswers(force = false): boolean {
+    const link = this.conn.link;
+    while (this.#answers.length > 0 && (force || link.pendingBytes < this.ctx.config.limits.serverBufferBytes)) {
+      const frame = this.#answers.shift()!;
+      this.#answerBytes -= frame.length;
+      this.conn.txBytes += frame.length;
+      link.sendData(frame);
+    }
+    return this.#answers.length === 0;
+  }
+
+  /** Pauses or resumes reading the server connection for its reasons: blocked clients, queued answers. */
+  #updateReading(): void {
+    if (this.#gone) return;
+    const pause = this.#blocked > 0 || this.#answers.length > 0;
+    if (pause === this.#readingPaused) return;
+    this.#readingPaused = pause;
+    if (pause) this.conn.link.pause();
+    else this.conn.link.resume();
   }
 
   /** Gives `client` a free address and tells the server (ClientConnected). */
@@ -143,6 +197,7 @@ export class ServerLeg {
   }
 
   #serverDrained(): void {
+    if (this.#answers.length > 0 && this.#flushAnswers()) this.#updateReading();
     if (!this.#clientsPaused || this.conn.link.pendingBytes >= this.ctx.config.limits.serverBufferBytes) return;
     this.#clientsPaused = false;
     for (const c of this.#clients.values()) c.conn.link.resume();
@@ -150,11 +205,13 @@ export class ServerLeg {
 
   /** A client's buffer went over its limit: stop reading the server until it drains. */
   clientBlocked(_client: ClientLeg): void {
-    if (this.#blocked++ === 0) this.conn.link.pause();
+    this.#blocked++;
+    this.#updateReading();
   }
 
   clientUnblocked(_client: ClientLeg): void {
-    if (--this.#blocked === 0 && !this.#gone) this.conn.link.resume();
+    this.#blocked--;
+    this.#updateReading();
   }
 
   #onData(chunk: Buffer): void {
@@ -164,6 +221,8 @@ export class ServerLeg {
   }
 
   #payload(address: number, bytes: Buffer): void {
+    // Dropped while decoding a read: the rest of it is for nobody.
+    if (this.#gone) return;
     if (address === CONTROL_ADDRESS) {
       if (this.#controlOverflow) return;
       this.#controlBytes += bytes.length;
@@ -187,6 +246,7 @@ export class ServerLeg {
   }
 
   #controlEnd(): void {
+    if (this.#gone) return;
     const overflow = this.#controlOverflow;
     const message = Buffer.concat(this.#control);
     this.#control = [];
@@ -253,6 +313,8 @@ export class ServerLeg {
   /** The server connection is gone or closing: every client is flushed and closed, the uuid is free. */
   gone(): void {
     if (this.#gone) return;
+    // Answers still queued go out before the close (a last error answer among them); bounded by the queue.
+    this.#flushAnswers(true);
     this.#gone = true;
     if (this.#idleTimer !== undefined) clearTimeout(this.#idleTimer);
     this.ctx.registry.removeServer(this);
