@@ -20,7 +20,9 @@
  *                                     and fdB: two distinct connected stream sockets
  *   stop(id)                          asks for the final event `stopped` (no-op when id is unknown/finished)
  *   ref(on)                           keep the event loop alive while tunnels are spliced
- *   stats()                           { pagesUsed, budgetPages, grown, pipeless, light } (see js_stats)
+ *   spin(micros)                      LIGHT's longest spin before it sleeps, 0..SPIN_MAX_MICROS (0: never;
+ *                                     see wait_events())
+ *   stats()                           { pagesUsed, budgetPages, grown, pipeless, light, spinNs } (see js_stats)
  *   _faults(mask)                     test hook (see FAULT_*); the relay never calls it
  *
  * Memory: everything an event or a command needs lives in the tunnel itself (allocated by start(), which
@@ -42,7 +44,9 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
+#include <sched.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 /* Pipe capacity asked for, and bytes asked of one splice into a pipe. 256 KiB moves about twice the bytes
@@ -85,6 +89,11 @@
    tunnels the thread itself is the bottleneck, and a quiet tunnel waits less behind it when it splices
    (64 busy tunnels, copying every visit: ping p99 2.4 ms; splicing: 0.8 ms, socat 0.4). */
 #define COPY_MAX_HEAVY 4
+/* LIGHT's spin (wait_events()): the window starts at SPIN_GROW_START_NS once an idle spell was short, doubles
+   after each short one up to the configured maximum (spin(), at most SPIN_MAX_MICROS), halves after each
+   long one and is 0 below SPIN_GROW_START_NS, as Linux's guest halt-polling adapts its window. */
+#define SPIN_GROW_START_NS 10000L
+#define SPIN_MAX_MICROS 1000
 #define EV_HALF 0
 #define EV_DONE 1
 #define EV_ERROR 2
@@ -186,6 +195,8 @@ typedef struct relay_thread {
   struct direction *ready_head, *ready_tail;
   int ready_count;
   int heavy_count; /* directions of this thread's tunnels with `heavy` set */
+  int moved_any;   /* the last batch moved bytes (LIGHT spins only then: see wait_events()) */
+  long spin_ns;    /* LIGHT's current spin window (see wait_events()) */
   char copy_buf[VISIT_FEW_BYTES]; /* one pump at a time per thread */
 } relay_thread;
 
@@ -209,6 +220,11 @@ static uint64_t tunnels_pipeless = 0; /* live tunnels with a direction that has 
 /* Copy mode (init's third argument; see pump()): 1 = read/write through copy_buf, the pipe only holding
    what a destination did not take; 0 = splice(2) through the pipe, no copy in the relay. */
 static int copy_mode = 1;
+/* LIGHT's longest spin in ns (spin(); 0: never), the ns it spent spinning in all (stats().spinNs), and
+   whether BULK is asleep in epoll_wait with nothing ready (LIGHT spins only then). Atomic. */
+static long spin_max_ns = 0;
+static uint64_t spin_total_ns = 0;
+static int bulk_sleeping = 0;
 
 static int fault(int bit) { return __atomic_load_n(&faults, __ATOMIC_RELAXED) & bit; }
 
@@ -498,6 +514,7 @@ static void pump_dirs(tunnel *t, int mask) {
     self->heavy_count += heavy - t->d[i].heavy;
     t->d[i].heavy = heavy;
     moved |= t->d[i].moved > 0;
+    self->moved_any |= t->d[i].moved > 0;
     heavy_seen |= heavy;
     if (err) {
       finish(t, EV_ERROR, err);
@@ -599,11 +616,59 @@ static void run_commands(void) {
   }
 }
 
+static long now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec * 1000000000L + ts.tv_nsec;
+}
+
+/* Waits for events when nothing is ready. LIGHT first spins a while (polls without sleeping) after a
+   batch that moved bytes, while BULK sleeps: on a ping-pong tunnel the answer comes back within tens of
+   microseconds, and a thread that went to sleep must be woken by the kernel, which on a virtual machine
+   whose idle vCPUs halt (this VM's guest halt-polling is off) cost ~60 us per wake-up: one tunnel's 64-byte
+   round trip took 175-200 us through either this relay or socat, ~60 us with the spin (docs/benchmarks.md,
+   "Spinning before sleeping"). What it costs is CPU: the window adapts to the gaps between batches (see
+   SPIN_GROW_START_NS), so a quiet tunnel, whose gaps are long, soon spins not at all; a busy BULK thread
+   stops it at once (on a small machine LIGHT would spin on the core BULK needs), and each poll yields
+   the core to any other runnable thread first. Operators turn it off with relay.splice.spinMicros = 0. */
+static int wait_events(struct epoll_event *events, int max_events) {
+  if (self->idx == BULK) {
+    __atomic_store_n(&bulk_sleeping, 1, __ATOMIC_RELAXED);
+    int n = epoll_wait(self->epfd, events, max_events, -1);
+    __atomic_store_n(&bulk_sleeping, 0, __ATOMIC_RELAXED);
+    return n;
+  }
+  long max = __atomic_load_n(&spin_max_ns, __ATOMIC_RELAXED);
+  if (max <= 0) {
+    self->spin_ns = 0;
+    return epoll_wait(self->epfd, events, max_events, -1);
+  }
+  if (self->spin_ns > max) self->spin_ns = max;
+  long t0 = now_ns();
+  if (self->moved_any && self->spin_ns > 0 && __atomic_load_n(&bulk_sleeping, __ATOMIC_RELAXED)) {
+    long until = t0 + self->spin_ns, t;
+    int n;
+    do {
+      sched_yield();
+      n = epoll_wait(self->epfd, events, max_events, 0);
+      t = now_ns();
+    } while (n == 0 && t < until && __atomic_load_n(&bulk_sleeping, __ATOMIC_RELAXED));
+    __atomic_add_fetch(&spin_total_ns, (uint64_t)(t - t0), __ATOMIC_RELAXED);
+    if (n != 0) return n; /* caught within the window: keep it */
+  }
+  int n = epoll_wait(self->epfd, events, max_events, -1);
+  /* The whole idle spell, spin included: short ones grow the window, long ones shrink it. */
+  if (now_ns() - t0 <= max) self->spin_ns = self->spin_ns > 0 ? self->spin_ns * 2 : SPIN_GROW_START_NS;
+  else self->spin_ns = self->spin_ns / 2 >= SPIN_GROW_START_NS ? self->spin_ns / 2 : 0;
+  return n;
+}
+
 static void *loop(void *arg) {
   self = arg;
   struct epoll_event events[64];
   for (;;) {
-    int n = epoll_wait(self->epfd, events, 64, self->ready_head ? 0 : -1);
+    int n = self->ready_head ? epoll_wait(self->epfd, events, 64, 0) : wait_events(events, 64);
+    self->moved_any = 0;
     if (n < 0) {
       if (errno == EINTR) continue;
       break;
@@ -963,23 +1028,36 @@ static napi_value js_ref(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
-/* { pagesUsed, budgetPages, grown, pipeless, light }: this addon's pipe pages, the budget it sizes
+/* { pagesUsed, budgetPages, grown, pipeless, light, spinNs }: this addon's pipe pages, the budget it sizes
    against, tunnels whose pipes grew to 256 KiB after they started, live tunnels running without a pipe
    (in at least one direction: the budget was spent when they started; see pump_peek()), live tunnels on
-   the LIGHT thread (see relay_thread). */
+   the LIGHT thread (see relay_thread), nanoseconds LIGHT spent spinning since init (see wait_events()). */
 static napi_value js_stats(napi_env env, napi_callback_info info) {
   (void)info;
   napi_value out, v;
   CALL(env, "stats: napi_create_object", napi_create_object(env, &out));
-  const char *names[5] = {"pagesUsed", "budgetPages", "grown", "pipeless", "light"};
-  uint64_t vals[5] = {__atomic_load_n(&pages_used, __ATOMIC_RELAXED), __atomic_load_n(&budget_pages, __ATOMIC_RELAXED),
+  const char *names[6] = {"pagesUsed", "budgetPages", "grown", "pipeless", "light", "spinNs"};
+  uint64_t vals[6] = {__atomic_load_n(&pages_used, __ATOMIC_RELAXED), __atomic_load_n(&budget_pages, __ATOMIC_RELAXED),
                       __atomic_load_n(&tunnels_grown, __ATOMIC_RELAXED), __atomic_load_n(&tunnels_pipeless, __ATOMIC_RELAXED),
-                      __atomic_load_n(&tunnels_light, __ATOMIC_RELAXED)};
-  for (int k = 0; k < 5; k++) {
+                      __atomic_load_n(&tunnels_light, __ATOMIC_RELAXED), __atomic_load_n(&spin_total_ns, __ATOMIC_RELAXED)};
+  for (int k = 0; k < 6; k++) {
     CALL(env, "stats: napi_create_double", napi_create_double(env, (double)vals[k], &v));
     CALL(env, "stats: napi_set_named_property", napi_set_named_property(env, out, names[k], v));
   }
   return out;
+}
+
+/* spin(micros): LIGHT's longest spin before it sleeps (see wait_events()); 0 turns spinning off. Takes
+   effect at LIGHT's next wait. */
+static napi_value js_spin(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  double micros;
+  CALL(env, "spin: reading arguments", napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 1 || !get_integer(env, argv[0], 0, SPIN_MAX_MICROS, &micros))
+    return throw_type(env, "splice-relay: spin(micros): micros must be an integer in [0, 1000]");
+  __atomic_store_n(&spin_max_ns, (long)micros * 1000L, __ATOMIC_RELAXED);
+  return NULL;
 }
 
 static napi_value js_faults(napi_env env, napi_callback_info info) {
@@ -1025,7 +1103,8 @@ NAPI_MODULE_INIT() {
     {"_faults", NULL, js_faults, NULL, NULL, NULL, napi_default, NULL},
     {"stats", NULL, js_stats, NULL, NULL, NULL, napi_default, NULL},
     {"mallocTune", NULL, js_malloc_tune, NULL, NULL, NULL, napi_default, NULL},
+    {"spin", NULL, js_spin, NULL, NULL, NULL, napi_default, NULL},
   };
-  if (napi_define_properties(env, exports, 7, props) != napi_ok) return napi_failed(env, "napi_define_properties");
+  if (napi_define_properties(env, exports, 8, props) != napi_ok) return napi_failed(env, "napi_define_properties");
   return exports;
 }

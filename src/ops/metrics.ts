@@ -21,7 +21,7 @@ import { isForwarded, tunnelsCountedOnce } from '../relay/monitor.ts';
 /** What the metrics read from the running gateway at scrape time. */
 export interface MetricSources {
   readonly version: string;
-  readonly relay?: Pick<RelayServer, 'sessions' | 'tunnels' | 'stats' | 'syncTraffic' | 'tunnelProxy'> | undefined;
+  readonly relay?: Pick<RelayServer, 'sessions' | 'tunnels' | 'stats' | 'syncTraffic' | 'tunnelProxy' | 'dataPaths' | 'kernelStats'> | undefined;
   readonly cardBridge?: Pick<CardBridgeServer, 'cards'> | undefined;
   readonly sealedApi?: Pick<SealedApiServer, 'replayEntries'> | undefined;
   /** Each enabled front end and whether it is listening and not draining. */
@@ -171,6 +171,47 @@ export function createGatewayMetrics(sources: MetricSources, options: { maxReade
         const { totalTraffic, kernelTraffic } = relay.stats;
         mirror(this, totalTraffic - kernelTraffic, { path: 'js' });
         mirror(this, kernelTraffic, { path: 'kernel' });
+      },
+    });
+    new Gauge({
+      name: 'gatehouse_relay_tunnels_by_path',
+      help: 'Relay tunnels open now by data path: kernel (held by the kernel relay), js (TLS or WebSocket sides, before splice.afterBytes, or the kernel relay off or unavailable).',
+      labelNames: ['path'],
+      registers: [registry],
+      collect() {
+        const { kernel, js } = relay.dataPaths;
+        this.set({ path: 'kernel' }, kernel);
+        this.set({ path: 'js' }, js);
+      },
+    });
+    new Gauge({
+      name: 'gatehouse_relay_kernel_tunnels',
+      help: 'Tunnels on the kernel relay by kind: pipeless (no pipe in a direction, the pipe budget being spent: they copy), light (on the thread for tunnels that move little).',
+      labelNames: ['kind'],
+      registers: [registry],
+      collect() {
+        const k = relay.kernelStats();
+        if (k === undefined) return;
+        this.set({ kind: 'pipeless' }, k.pipeless);
+        this.set({ kind: 'light' }, k.light);
+      },
+    });
+    new Gauge({
+      name: 'gatehouse_relay_kernel_pipe_bytes',
+      help: "Capacity of the kernel relay's pipes now, in bytes (the per-user pipe budget it sizes them against is in the start line).",
+      registers: [registry],
+      collect() {
+        const k = relay.kernelStats();
+        if (k !== undefined) this.set(k.pagesUsed * 4096);
+      },
+    });
+    new Counter({
+      name: 'gatehouse_relay_kernel_spin_seconds_total',
+      help: "Seconds the kernel relay's light thread spent polling for events before sleeping (relay.splice.spinMicros).",
+      registers: [registry],
+      collect() {
+        const k = relay.kernelStats();
+        if (k !== undefined) mirror(this, k.spinNs / 1e9);
       },
     });
     const auth = new Counter({

@@ -180,6 +180,12 @@ export const relayConfigSchema = z
         enabled: z.boolean().default(true),
         /** Hand a tunnel to the kernel relay once it has carried this many bytes (0: at once). */
         afterBytes: z.number().int().min(0).default(262144),
+        /**
+         * How long the kernel relay's light thread (pings, requests) may poll for the next event before it
+         * sleeps, in microseconds; it adapts to the gaps between events and polls only while the busy
+         * thread sleeps (0: never poll). Cuts a round trip's wake-up latency at some CPU.
+         */
+        spinMicros: z.number().int().min(0).max(1000).default(100),
       })
       .prefault({}),
     authenticator: authenticatorSchema.default({ kind: 'dev', allowNonLoopback: false }),

@@ -33,7 +33,7 @@ import { errorResponse } from './protocol/jsonrpc.ts';
 import type { Authenticator } from './authenticators/types.ts';
 import { createAuthenticator } from './authenticators/index.ts';
 import { createMonitor, type Monitor } from './monitor.ts';
-import { loadSplice, describePipeBudget } from './splice.ts';
+import { loadSplice, describePipeBudget, type SpliceStats } from './splice.ts';
 import { createTunnelProxy, type TunnelProxy } from './tunnel-proxy/service.ts';
 import { ForwardListener, forwardConnect, forwardLinkKind, type ClaimVerdict, type ForwardClaim, type ForwardSetup, type PartyInfo } from './cluster/forward.ts';
 import { RemoteParty } from './cluster/remote-party.ts';
@@ -101,6 +101,8 @@ export interface RelayServer extends Service {
    * sides, the kernel relay off or unavailable, before `splice.afterBytes`, or refused by the addon: out of memory).
    */
   readonly dataPaths: { kernel: number; js: number };
+  /** The kernel relay's own counts (pipes, pipe-less and light tunnels, spin time), when it is in use. */
+  kernelStats(): SpliceStats | undefined;
   /**
    * Applies what can change while running (SIGHUP): the TLS certificate of every tls and wss listener
    * (new handshakes use it, open connections keep theirs) and the authenticator's files (token file).
@@ -511,6 +513,7 @@ export function createRelayServer(config: RelayConfig, deps: RelayDeps): RelaySe
       for (const t of tunnels) if (t.spliced) kernel++;
       return { kernel, js: tunnels.size - kernel };
     },
+    kernelStats: () => tunnelCtx.splice?.stats(),
     async reload(next: RelayConfig) {
       if (tlsServers.length > 0 && next.tls !== undefined) {
         const opts = await loadTlsFiles(next.tls, deps.baseDir);
@@ -525,6 +528,7 @@ export function createRelayServer(config: RelayConfig, deps: RelayDeps): RelaySe
       try {
         authenticator ??= await createAuthenticator(config.authenticator, { log, baseDir: deps.baseDir });
         ctx = sessionCtx();
+        tunnelCtx.splice?.setSpinMicros(config.splice.spinMicros);
         const tpListeners = tunnelProxy === undefined ? [] : config.tunnelProxy.listeners;
         const needsTls = [...config.listeners, ...tpListeners].some((l) => l.kind === 'tls' || l.kind === 'wss');
         const tlsOpts =

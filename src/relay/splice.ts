@@ -20,6 +20,8 @@ export interface SpliceAddon {
   start(id: number, fdA: number, fdB: number, counters: BigUint64Array): void;
   stop(id: number): void;
   ref(on: boolean): void;
+  /** The light thread's longest spin before it sleeps, in microseconds (0..1000; 0: never). */
+  spin(micros: number): void;
   /** Test hook: fault-injection bits (1 allocations fail, 2 init cannot start its thread, 4 stops are ignored). */
   _faults(mask: number): void;
 }
@@ -42,6 +44,11 @@ export interface SpliceStats {
    * so they do not wait behind busy ones (native/splice-relay.c, relay_thread).
    */
   light: number;
+  /**
+   * Nanoseconds the light thread has spent spinning (polling before it sleeps, so a ping's answer does not
+   * wait for a wake-up) since the addon started (native/splice-relay.c, wait_events()).
+   */
+  spinNs: number;
 }
 
 /** Either capability lifts the per-user pipe budget (the kernel's pipe_is_unprivileged_user()). */
@@ -120,6 +127,11 @@ export interface SpliceEngine {
   stats(): SpliceStats;
   /** The budget it sizes pipes against, for the start log (describePipeBudget). */
   readonly budgetPages: number;
+  /**
+   * The light thread's longest spin before it sleeps, in microseconds (`relay.splice.spinMicros`; 0: never).
+   * One setting per process: the last relay server started sets it.
+   */
+  setSpinMicros(micros: number): void;
 }
 
 let engine: SpliceEngine | null | undefined;
@@ -186,6 +198,9 @@ export function loadSplice(): SpliceEngine | undefined {
     },
     stats: () => addon.stats(),
     budgetPages,
+    setSpinMicros(micros) {
+      addon.spin(micros);
+    },
   };
   return engine;
 }

@@ -99,6 +99,8 @@ const PARTNER_CLOSED = errorSpec('RELAY_PARTNER_CLOSED').close;
 
 let nextTunnelId = 1;
 let kernelRefusalLogged = false;
+/** The first tunnel on the kernel path without pipes is logged, once per process. */
+let pipelessLogged = false;
 
 export class Tunnel {
   readonly id = nextTunnelId++;
@@ -247,6 +249,13 @@ export class Tunnel {
         this.#spliced = { id, counters, seen: [0n, 0n] };
         this.#handoff = 'done';
         this.ctx.log.debug({ tunnel: this.id }, 'tunnel handed to the kernel relay');
+        if (!pipelessLogged) {
+          const stats = engine.stats();
+          if (stats.pipeless > 0) {
+            pipelessLogged = true;
+            this.ctx.log.info({ tunnel: this.id, kernelRelay: stats }, 'the pipe budget is spent: further tunnels run on the kernel path without pipes (they copy; docs/operations.md, "Kernel relay")');
+          }
+        }
       } catch (err) {
         // Once per process at warn, then debug (the addon refuses only on a real error now: tunnels without a
         // pipe budget run pipe-less on the kernel path), with the addon's stats; the server's `dataPaths`

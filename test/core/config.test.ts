@@ -41,6 +41,16 @@ test('every problem is reported at once, each with its key', () => {
   assert.match(err.message, /test\.toml: relay\.timeouts\.bogus: unknown key/);
 });
 
+test('relay.splice.spinMicros: 0 to 1000 microseconds (default 100); one past either end is refused with its key', () => {
+  const spin = (v: unknown) => validateConfig(gatewayConfigSchema, { relay: { splice: { spinMicros: v } } }).relay.splice.spinMicros;
+  assert.equal(defaultConfig().relay.splice.spinMicros, 100);
+  assert.equal(spin(0), 0);
+  assert.equal(spin(1000), 1000);
+  for (const bad of [1001, -1, 1.5, '100', null]) {
+    assert.throws(() => spin(bad), (e: unknown) => isGatewayError(e) && e.code === 'CORE_CONFIG_INVALID' && /relay\.splice\.spinMicros/.test(e.message), String(bad));
+  }
+});
+
 test('the dev authenticator refuses non-loopback listeners unless forced; tls listeners need certificates', () => {
   const issues = (raw: unknown) => {
     try {

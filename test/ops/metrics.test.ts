@@ -16,6 +16,7 @@ import { addClient, sealedPaths } from '../../src/sealed-api/admin.ts';
 import { sealedApiConfigSchema } from '../../src/sealed-api/config.ts';
 import { generateClientKey, importPublic } from '../../src/sealed-api/keys.ts';
 import { SealedClient } from '../../src/sealed-api/client.ts';
+import { loadSplice } from '../../src/relay/splice.ts';
 import { authenticate, deadline, NO_ERROR, pair, rawClient, tempDir } from '../helpers/relay.ts';
 import { LineClient, decodeListing, oneResult } from '../card-bridge/helpers.ts';
 
@@ -90,6 +91,15 @@ test('/metrics: relay, card bridge and sealed API outcomes; client-chosen string
     assert.equal(sample(text, 'gatehouse_relay_authentications_total{result="AuthenticationErrorNoError"}'), 2);
     assert.equal(sample(text, 'gatehouse_relay_handshake_seconds_count{transport="tcp"}'), 1);
     assert.ok((sample(text, 'gatehouse_relay_bytes_total{path="js"}') ?? 0) >= 1000);
+    // The tcp-ws tunnel runs on the JavaScript path (a WS side); the kernel relay's own counts when it is built.
+    assert.equal(sample(text, 'gatehouse_relay_tunnels_by_path{path="js"}'), 1);
+    assert.equal(sample(text, 'gatehouse_relay_tunnels_by_path{path="kernel"}'), 0);
+    if (loadSplice() !== undefined) {
+      assert.equal(sample(text, 'gatehouse_relay_kernel_tunnels{kind="pipeless"}'), 0);
+      assert.equal(sample(text, 'gatehouse_relay_kernel_tunnels{kind="light"}'), 0);
+      assert.ok((sample(text, 'gatehouse_relay_kernel_pipe_bytes') ?? -1) >= 0);
+      assert.ok((sample(text, 'gatehouse_relay_kernel_spin_seconds_total') ?? -1) >= 0);
+    }
     assert.equal(sample(text, 'gatehouse_card_requests_total{command="LIST",code="ok"}'), 1);
     assert.equal(sample(text, 'gatehouse_card_requests_total{command="APDU",code="ok"}'), 2);
     assert.equal(sample(text, 'gatehouse_card_requests_total{command="unknown",code="CARD_UNKNOWN_COMMAND"}'), 1);

@@ -17,6 +17,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { startRelay, pair, deadline, rawClient, authenticate, captureLog, tempDir, NO_ERROR, TUNNEL_ESTABLISHED, type RawClient } from '../helpers/relay.ts';
 import type { Tunnel } from '../../src/relay/tunnel.ts';
+import { createGatewayMetrics } from '../../src/ops/metrics.ts';
 import { loadSplice, pipeBudgetFrom, spliceUnavailableReason, SPLICE_ADDON_PATH, type SpliceAddon } from '../../src/relay/splice.ts';
 
 const engine = loadSplice();
@@ -345,6 +346,11 @@ test('bad arguments throw a clear TypeError/RangeError and change nothing; the p
     assert.throws(() => addon!.init(bad('x')), { name: 'TypeError', message: /onEvent must be a function/ });
     assert.throws(() => addon!.init(() => undefined, 0, bad(1)), { name: 'TypeError', message: /copy must be a boolean/ });
     assert.throws(() => addon!._faults(8), TypeError);
+    for (const v of [-1, 1001, 1.5, NaN, Infinity, '5', null, undefined]) assert.throws(() => addon!.spin(bad(v)), { name: 'TypeError', message: /spin\(micros\): micros must be an integer in \[0, 1000\]/ }, String(v));
+    assert.throws(() => (addon!.spin as () => void)(), TypeError);
+    assert.doesNotThrow(() => addon!.spin(1000));
+    assert.doesNotThrow(() => addon!.spin(0));
+    addon!.spin(100);
     // None of that reached the worker: the same two sockets still splice, both ways, and end.
     const events: string[] = [];
     engine!.start(fa, fb, (e) => events.push(e.kind));
@@ -544,13 +550,18 @@ test('pipes sized to the budget: 64 KiB first, 256 KiB within half the budget; p
   }
 });
 
-test('budget spent: tunnels without pipes stay on the kernel path (tcp and unix): every byte each way through stalled receivers, backpressure, half-close; pipeless counted', { skip }, async () => {
+test('budget spent: tunnels without pipes stay on the kernel path (tcp and unix): every byte each way through stalled receivers, backpressure, half-close; pipeless counted, logged once, in /metrics', { skip }, async () => {
   // A 32-page budget: the first tunnel's two 64 KiB pipes use it all, every later one runs without pipes.
   addon!.init(() => undefined, 32);
-  const relay = await startRelay({
-    splice: { afterBytes: 0 },
-    listeners: [{ kind: 'tcp', host: '127.0.0.1', port: 0 }, { kind: 'unix', path: 'relay.sock' }],
-  });
+  const capture = captureLog();
+  const relay = await startRelay(
+    {
+      splice: { afterBytes: 0 },
+      listeners: [{ kind: 'tcp', host: '127.0.0.1', port: 0 }, { kind: 'unix', path: 'relay.sock' }],
+    },
+    { log: capture.log },
+  );
+  const metrics = createGatewayMetrics({ version: 'test', relay: relay.server, readiness: () => new Map() }, { maxReaderLabels: 1 });
   try {
     const before = addon!.stats().pagesUsed;
     const piped = await pair(relay.url('tcp'), relay.url('tcp'));
@@ -562,6 +573,14 @@ test('budget spent: tunnels without pipes stay on the kernel path (tcp and unix)
     assert.deepEqual(relay.server.dataPaths, { kernel: 3, js: 0 });
     assert.equal(addon!.stats().pipeless, 2);
     assert.equal(addon!.stats().pagesUsed - before, 32, 'no pages for the pipe-less tunnels');
+    const spent = capture.records().filter((r) => /pipe budget is spent/.test(String(r.msg)));
+    assert.equal(spent.length, 1, 'the first pipe-less tunnel is logged, once');
+    assert.equal((spent[0]!.kernelRelay as { pipeless: number }).pipeless, 1);
+    const text = await metrics.registry.metrics();
+    assert.match(text, /^gatehouse_relay_tunnels_by_path\{path="kernel"\} 3$/m);
+    assert.match(text, /^gatehouse_relay_tunnels_by_path\{path="js"\} 0$/m);
+    assert.match(text, /^gatehouse_relay_kernel_tunnels\{kind="pipeless"\} 2$/m);
+    assert.match(text, new RegExp(`^gatehouse_relay_kernel_pipe_bytes ${addon!.stats().pagesUsed * 4096}$`, 'm'));
     let mixedSent = 0;
     for (const { a, b, aOffset, bOffset } of [tcp, mixed]) {
       // Both receivers stall, the senders write until held back (the relay's writes refused, the rest
@@ -600,6 +619,7 @@ test('budget spent: tunnels without pipes stay on the kernel path (tcp and unix)
     assert.equal(addon!.stats().pipeless, 0);
     assert.equal(addon!.stats().pagesUsed, before, 'every page given back');
   } finally {
+    metrics.close();
     addon!.init(() => undefined, 0);
     await relay.close();
   }
@@ -648,6 +668,53 @@ test('a quiet tunnel moves to the light thread and back when it turns busy (besi
   }
   assert.equal(relay.server.dataPaths.kernel, 0);
   assert.equal(addon!.stats().light, 0);
+});
+
+test('the light thread spins while a tunnel converses and stops when it goes quiet; spinMicros = 0: never; every byte exactly', { skip }, async () => {
+  // 1000 us: the longest window, so the round trips of this test (through its own event loop) fit in it.
+  const relay = await startRelay({ splice: { afterBytes: 0, spinMicros: 1000 } });
+  const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+  try {
+    const { a, b, aOffset, bOffset } = await pair(relay.url('tcp'), relay.url('tcp'));
+    await until(() => relay.server.dataPaths.kernel === 1, 2000, 'hand-off');
+    let toB = '';
+    let toA = '';
+    const converse = async (rounds: number) => {
+      for (let i = 0; i < rounds; i++) {
+        a.send(`ping ${i}\n`);
+        toB += `ping ${i}\n`;
+        await b.waitForBytes(bOffset + toB.length, 5000);
+        b.send(`pong ${i}\n`);
+        toA += `pong ${i}\n`;
+        await a.waitForBytes(aOffset + toA.length, 5000);
+      }
+    };
+    await converse(16);
+    await until(() => addon!.stats().light === 1, 3000, 'the tunnel on the light thread');
+    const before = addon!.stats().spinNs;
+    await converse(300);
+    const during = addon!.stats().spinNs - before;
+    assert.ok(during > 0, 'it spun while the tunnel conversed');
+    // Quiet: at most the window in force when the talk stopped, then it sleeps (and the window shrinks).
+    await sleep(50);
+    const quiet0 = addon!.stats().spinNs;
+    const cpu0 = process.cpuUsage();
+    await sleep(500);
+    const cpu = process.cpuUsage(cpu0);
+    assert.ok(addon!.stats().spinNs - quiet0 <= 2_000_000, `spun ${addon!.stats().spinNs - quiet0} ns while quiet`);
+    assert.ok(cpu.user + cpu.system < 200_000, `the process used ${(cpu.user + cpu.system) / 1000} ms of CPU in 500 ms of quiet`);
+    // Off: the same conversation, no spinning at all (the setting applies from the thread's next wait).
+    engine!.setSpinMicros(0);
+    await converse(2);
+    const off0 = addon!.stats().spinNs;
+    await converse(200);
+    assert.equal(addon!.stats().spinNs, off0, 'no spinning with spinMicros = 0');
+    assert.ok(a.received().subarray(aOffset).equals(Buffer.from(toA)), 'B→A, exactly');
+    assert.ok(b.received().subarray(bOffset).equals(Buffer.from(toB)), 'A→B, exactly');
+  } finally {
+    engine!.setSpinMicros(100);
+    await relay.close();
+  }
 });
 
 const python = spawnSync('python3', ['-c', 'pass']).status === 0;

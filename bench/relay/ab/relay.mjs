@@ -6,6 +6,8 @@ import { createRequire } from 'node:module';
 
 const addon = createRequire(import.meta.url)(process.env.ADDON);
 addon.init(() => undefined, 0, process.env.COPY !== "0");
+// SPIN=N: LIGHT's spin window in microseconds (relay.splice.spinMicros); builds without spin() ignore it.
+if (process.env.SPIN !== undefined && typeof addon.spin === 'function') addon.spin(Number(process.env.SPIN));
 addon.ref(true);
 let pending;
 let id = 1;
