@@ -52,8 +52,7 @@ export function createCloudFoxyApi(cards: CardService, opts: CloudFoxyApiOptions
     send(res, spec.httpStatus, `${spec.lineResult ?? 'C090'}\n${code}\n`);
   };
 
-  async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    const url = new URL(req.url ?? '/', 'http://localhost');
+  async function handle(req: IncomingMessage, res: ServerResponse, url: URL): Promise<void> {
     if (req.method !== 'GET') return send(res, 405, 'method not allowed\n');
     if (!url.pathname.startsWith('/api/v1/')) return send(res, 404, 'not found\n');
     if (!tokenMatches(opts.token, requestToken(req))) {

@@ -43,8 +43,7 @@ export function createFoxyproxyApi(exec: ExecuteContext, opts: FoxyproxyApiOptio
   const log = opts.log.child({ api: 'foxyproxy' });
   const maxCommands = opts.maxCommands ?? 64;
 
-  async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    const url = new URL(req.url ?? '/', 'http://localhost');
+  async function handle(req: IncomingMessage, res: ServerResponse, url: URL): Promise<void> {
     if (!url.pathname.startsWith('/api/v1.0/')) return json(res, 404, { result: false, error: 'not found' });
     if (!tokenMatches(opts.token, requestToken(req))) {
       log.warn({ code: 'CARD_UNAUTHORIZED', remote: req.socket.remoteAddress }, 'request without a valid token');
@@ -71,13 +70,15 @@ export function createFoxyproxyApi(exec: ExecuteContext, opts: FoxyproxyApiOptio
     }
     if (req.method === 'POST' && url.pathname === '/api/v1.0/command') {
       const body = await readBody(req, opts.maxBodyBytes ?? 1048576);
-      if (body === undefined) {
+      if (!body.ok) {
+        // A client that went away gets nothing (its socket is gone); an oversized body 413, then close.
+        if (body.reason === 'gone') return;
         res.setHeader('Connection', 'close');
         return json(res, 413, { result: false, error: 'body too large' });
       }
       let parsed: unknown;
       try {
-        parsed = JSON.parse(body.toString('utf8'));
+        parsed = JSON.parse(body.body.toString('utf8'));
       } catch {
         return json(res, 400, { result: false, error: 'invalid JSON' });
       }

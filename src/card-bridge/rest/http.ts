@@ -41,25 +41,51 @@ export function send(res: ServerResponse, status: number, body: string, type = '
   res.writeHead(status, { 'Content-Type': type, 'Content-Length': Buffer.byteLength(body), 'Cache-Control': 'no-store' }).end(body);
 }
 
-/** Reads a request body up to `maxBytes`; undefined when over the limit. */
-export function readBody(req: IncomingMessage, maxBytes: number): Promise<Buffer | undefined> {
-  return new Promise((resolve, reject) => {
+/** What reading a request body gave: its bytes, or why there are none (neither is our fault). */
+export type BodyResult = { readonly ok: true; readonly body: Buffer } | { readonly ok: false; readonly reason: 'too-large' | 'gone' };
+
+/**
+ * Reads a request body up to `maxBytes`. A declared Content-Length over the limit is refused before any
+ * body byte is read; a body that grows past it is refused at the byte that crosses it (the caller answers
+ * 413 and closes). A client that goes away before the end (reset, close, node's request deadline) gives
+ * `gone`: an expected end, never a rejection. Settles exactly once, whatever the client does.
+ */
+export function readBody(req: IncomingMessage, maxBytes: number): Promise<BodyResult> {
+  const declared = req.headers['content-length'];
+  if (declared !== undefined && Number(declared) > maxBytes) return Promise.resolve({ ok: false, reason: 'too-large' });
+  return new Promise((resolve) => {
     const parts: Buffer[] = [];
     let n = 0;
-    let over = false;
+    let settled = false;
+    const settle = (r: BodyResult): void => {
+      if (settled) return;
+      settled = true;
+      parts.length = 0;
+      resolve(r);
+    };
     req.on('data', (c: Buffer) => {
-      if (over) return;
+      if (settled) return;
       n += c.length;
-      if (n > maxBytes) {
-        // Answer now rather than after the whole oversized body; the caller closes the connection.
-        over = true;
-        parts.length = 0;
-        resolve(undefined);
-      } else parts.push(c);
+      // Answer now rather than after the whole oversized body; what still arrives is read and dropped.
+      if (n > maxBytes) settle({ ok: false, reason: 'too-large' });
+      else parts.push(c);
     });
-    req.on('end', () => resolve(over ? undefined : Buffer.concat(parts)));
-    req.on('error', reject);
+    req.on('end', () => settle({ ok: true, body: Buffer.concat(parts) }));
+    req.on('error', () => settle({ ok: false, reason: 'gone' }));
+    req.on('close', () => settle({ ok: false, reason: 'gone' }));
   });
+}
+
+/**
+ * The request target as a URL, or undefined when it is not one (`http://[`, a bad port): a client's
+ * mistake, answered 400, never our fault.
+ */
+export function requestUrl(req: IncomingMessage): URL | undefined {
+  try {
+    return new URL(req.url ?? '/', 'http://localhost');
+  } catch {
+    return undefined;
+  }
 }
 
 export interface HttpApiLimits {
@@ -75,8 +101,11 @@ export interface HttpApiLimits {
   readonly log: Logger;
 }
 
-/** An HttpApi around a request handler, with header/request deadlines, a connection cap and connection tracking. */
-export function httpApi(label: string, handler: (req: IncomingMessage, res: ServerResponse) => Promise<void>, limits: HttpApiLimits): HttpApi {
+/**
+ * An HttpApi around a request handler, with header/request deadlines, a connection cap and connection
+ * tracking. The handler gets the parsed request target; a target that is not a URL is answered 400 here.
+ */
+export function httpApi(label: string, handler: (req: IncomingMessage, res: ServerResponse, url: URL) => Promise<void>, limits: HttpApiLimits): HttpApi {
   let server: Server | undefined;
   const tracker = new ConnectionTracker();
   const { requestTimeoutMs, log } = limits;
@@ -86,7 +115,13 @@ export function httpApi(label: string, handler: (req: IncomingMessage, res: Serv
       // node:http enforces headersTimeout / requestTimeout only when it checks its connections (every 30 s by
       // default), so a slowloris client would outlive the deadlines by up to that much: check often.
       const s = createServer({ connectionsCheckingInterval: Math.max(50, Math.min(1000, Math.floor(requestTimeoutMs / 4))) }, (req, res) => {
-        handler(req, res).catch((err: unknown) => {
+        const url = requestUrl(req);
+        if (url === undefined) {
+          res.setHeader('Connection', 'close');
+          send(res, 400, 'bad request target\n');
+          return;
+        }
+        handler(req, res, url).catch((err: unknown) => {
           // Fault isolation: a bug answers this request 500 and closes its connection, nothing else.
           log.error({ err, code: 'CORE_INTERNAL', api: label }, 'request failed with an internal error');
           res.setHeader('Connection', 'close');
