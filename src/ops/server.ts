@@ -17,6 +17,8 @@ import type { GatewayMetrics } from './metrics.ts';
 const MAX_CONNECTIONS = 64;
 const HEADERS_MS = 5000;
 const KEEP_ALIVE_MS = 5000;
+/** How often Node checks the headers and request timeouts. */
+const CHECK_MS = 500;
 
 export interface OpsDeps {
   readonly log: Logger;
@@ -89,7 +91,10 @@ export function createOpsServer(config: OpsConfig, deps: OpsDeps): OpsServer {
     },
     async start() {
       lifecycle.beginStart();
-      const s = createServer({ headersTimeout: HEADERS_MS, requestTimeout: HEADERS_MS + config.scrapeTimeoutMs, keepAliveTimeout: KEEP_ALIVE_MS }, (req, res) => {
+      // Node checks headersTimeout/requestTimeout only every connectionsCheckingInterval (default 30 s): a
+      // client dribbling header bytes held one of the MAX_CONNECTIONS slots for 30 s whatever HEADERS_MS said.
+      const timeouts = { headersTimeout: HEADERS_MS, requestTimeout: HEADERS_MS + config.scrapeTimeoutMs, keepAliveTimeout: KEEP_ALIVE_MS, connectionsCheckingInterval: CHECK_MS };
+      const s = createServer(timeouts, (req, res) => {
         try {
           onRequest(req, res);
         } catch (err) {

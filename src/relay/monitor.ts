@@ -328,7 +328,14 @@ export function serveMonitorSocket(source: MonitorSource, deps: { log: Logger; p
       client.queue = client.queue
         .then(read)
         .then((doc) => {
-          if (!socket.destroyed) socket.write(`${toCompactJson(doc)}\n`);
+          if (socket.destroyed) return;
+          // As for pushes: a client that asks and never reads may not grow our memory past the backlog.
+          if (socket.writableLength > MAX_MONITOR_BACKLOG_BYTES) {
+            log.warn('monitor client does not read its answers; dropped');
+            socket.destroy();
+            return;
+          }
+          socket.write(`${toCompactJson(doc)}\n`);
         })
         .catch((err: unknown) => {
           log.error({ err, code: 'CORE_INTERNAL' }, 'monitor request failed; client closed');
@@ -386,6 +393,7 @@ export function serveMonitorSocket(source: MonitorSource, deps: { log: Logger; p
     for (const c of pushing) {
       if (c.destroyed) continue;
       if (c.writableLength > MAX_MONITOR_BACKLOG_BYTES) {
+        log.warn('monitor client does not read its pushes; dropped');
         c.destroy();
         continue;
       }
