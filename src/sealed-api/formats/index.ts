@@ -26,6 +26,23 @@ export interface Format {
 }
 
 const MAX_OPS = 256;
+/**
+ * Deepest nesting of `ops` (the list, an operation, its value): no config nests this deep, and writing a
+ * value back (JSON.stringify, the TOML and YAML writers) recurses, so a deeper one overflowed the stack.
+ */
+export const MAX_OPS_DEPTH = 64;
+
+/** True when `v` nests deeper than `max` arrays/objects (iterative: never recurses on client input). */
+function nestedDeeperThan(v: unknown, max: number): boolean {
+  const stack: [unknown, number][] = [[v, 1]];
+  while (stack.length > 0) {
+    const [x, depth] = stack.pop()!;
+    if (x === null || typeof x !== 'object') continue;
+    if (depth > max) return true;
+    for (const child of Object.values(x)) if (child !== null && typeof child === 'object') stack.push([child, depth + 1]);
+  }
+  return false;
+}
 
 function withOps<T>(
   schema: z.ZodType<T>,
@@ -33,6 +50,7 @@ function withOps<T>(
 ): (text: string, ops: unknown) => string {
   const list = z.array(schema).min(1).max(MAX_OPS);
   return (text, ops) => {
+    if (nestedDeeperThan(ops, MAX_OPS_DEPTH)) throw new FormatError(`ops: nested deeper than ${MAX_OPS_DEPTH} levels`);
     const parsed = list.safeParse(ops);
     if (!parsed.success) {
       const i = parsed.error.issues[0];
