@@ -13,7 +13,7 @@ import { cardApduChannel, type CardApduEvent } from '../core/events.ts';
 import { statusWord, toHex } from './protocol/apdu.ts';
 import { certificateInfo, type CertificateInfo } from './protocol/der.ts';
 import { readCertificates, signHash, type SignOutcome } from './protocol/ica.ts';
-import { displayReaderName, isNetTerminal, readerCandidates, type ReaderNameStyle } from './protocol/readers.ts';
+import { displayReaderName, isNetTerminal, maxReaderTextChars, readerCandidates, type ReaderNameStyle } from './protocol/readers.ts';
 
 export interface CardServiceOptions {
   readonly commandMs: number;
@@ -124,6 +124,9 @@ export class CardService {
    */
   resolve(text: string): Reader {
     const readers = this.readers();
+    // A text longer than any reader's name could be, even as base64, names nothing: answered without work.
+    const longest = readers.reduce((n, r) => Math.max(n, r.terminal.length, r.display.length), 0);
+    if (text.trim().length > maxReaderTextChars(longest)) throw new GatewayError('CARD_READER_NOT_FOUND', 'the reader line is longer than any reader name');
     const candidates = readerCandidates(text);
     for (const c of candidates) {
       const exact = readers.find((r) => r.terminal === c || r.display === c);

@@ -9,7 +9,7 @@ import type { Logger } from '../core/log.ts';
 import type { CardCertificates, CardHandle, CardService, Certificate, Reader } from './cards.ts';
 import { fromHex, parseApdu, toHex } from './protocol/apdu.ts';
 import { EMPTYLINE, type ReaderSpec, type Request } from './protocol/lines.ts';
-import { decodeBase64Name, encodeName, readerCandidates } from './protocol/readers.ts';
+import { decodeBase64Name, encodeName, maxReaderTextChars, readerCandidates } from './protocol/readers.ts';
 import { cardCommandChannel, type CardCommandEvent } from '../core/events.ts';
 
 export interface Answer {
@@ -83,16 +83,20 @@ export async function executeRequest(request: Request, ctx: ExecuteContext): Pro
     held?.release();
     held = undefined;
   };
-  /** The reader line's card: its whole text, else the text before a `:` that starts a PIN part. */
+  /**
+   * The reader line's card: its whole text, else the text before a `:` that starts a PIN part. Resolved once
+   * per reader line and request (a request is atomic on its card; a hostile line with many `:` must not
+   * cost its splits once per command).
+   */
+  const resolved = new Map<ReaderSpec, Reader | GatewayError>();
   const readerOf = (spec: ReaderSpec): Reader => {
-    for (const { name } of pinSplits(spec.text)) {
-      try {
-        return ctx.cards.resolve(name);
-      } catch (err) {
-        if (!isGatewayError(err, 'CARD_READER_NOT_FOUND')) throw err;
-      }
+    let r = resolved.get(spec);
+    if (r === undefined) {
+      r = resolveReaderLine(ctx, spec.text);
+      resolved.set(spec, r);
     }
-    throw new GatewayError('CARD_READER_NOT_FOUND', 'no reader matches the reader line');
+    if (r instanceof GatewayError) throw r;
+    return r;
   };
   const cardFor = async (r: Reader): Promise<CardHandle> => {
     if (held !== undefined && held.reader.terminal === r.terminal) return held;
@@ -178,9 +182,24 @@ export async function executeRequest(request: Request, ctx: ExecuteContext): Pro
   return answers;
 }
 
+/** The reader a reader line names (see executeRequest's readerOf), or why none. */
+function resolveReaderLine(ctx: ExecuteContext, text: string): Reader | GatewayError {
+  for (const { name } of pinSplits(text)) {
+    try {
+      return ctx.cards.resolve(name);
+    } catch (err) {
+      if (isGatewayError(err, 'CARD_READER_NOT_FOUND')) continue;
+      if (isGatewayError(err)) return err;
+      throw err;
+    }
+  }
+  return new GatewayError('CARD_READER_NOT_FOUND', 'no reader matches the reader line');
+}
+
 async function enumerate(ctx: ExecuteContext, filter: string, max: string): Promise<string> {
   const certs = await ctx.cards.certificates();
   const needle = filter.toLowerCase();
+  const candidates = readerCandidates(filter);
   const usable = certs.filter((c) => c.endUser !== undefined);
   const matching = order(
     usable.map((c) => c.reader),
@@ -191,7 +210,7 @@ async function enumerate(ctx: ExecuteContext, filter: string, max: string): Prom
     return (
       r.display.toLowerCase().includes(needle) ||
       r.terminal.toLowerCase().includes(needle) ||
-      readerCandidates(filter).includes(r.terminal) ||
+      candidates.includes(r.terminal) ||
       c.endUser!.info.subject.toLowerCase().includes(needle)
     );
   });
@@ -202,6 +221,9 @@ async function enumerate(ctx: ExecuteContext, filter: string, max: string): Prom
 /** The one card whose end-user subject contains the alias (or whose reader it names). */
 async function byAlias(ctx: ExecuteContext, alias: string): Promise<CardCertificates & { endUser: Certificate }> {
   const certs = (await ctx.cards.certificates()).filter((c) => c.endUser !== undefined);
+  // An alias longer than any subject or reader name could be (even as base64) matches nothing: no work.
+  const longest = certs.reduce((n, c) => Math.max(n, c.endUser!.info.subject.length, c.reader.terminal.length, c.reader.display.length), 0);
+  if (alias.length > maxReaderTextChars(longest)) throw new GatewayError('CARD_READER_NOT_FOUND', 'the alias is longer than any subject or reader name');
   const forms = aliasForms(alias);
   const hits = certs.filter((c) =>
     forms.some((f) => (isAll(f) ? true : c.endUser!.info.subject.includes(f) || readerCandidates(f).includes(c.reader.terminal) || c.reader.display === f)),

@@ -36,6 +36,11 @@ export interface VirtualCardSpec {
   readonly signing: SigningCardSpec | undefined;
 }
 
+/** How many APDUs a virtual card remembers in its `log` (the latest ones). */
+export const MAX_LOGGED_APDUS = 1024;
+/** Hex digits of one APDU kept in the `log` (a PSO HASH of SHA-256 fits whole). */
+export const MAX_LOGGED_APDU_CHARS = 96;
+
 const DIGEST_INFO: Record<number, Buffer> = {
   0x10: Buffer.from('3021300906052b0e03021a05000414', 'hex'),
   0x30: Buffer.from('3031300d060960864801650304020105000420', 'hex'),
@@ -58,7 +63,11 @@ export class VirtualCard {
   #hash: Buffer | undefined;
   readonly #files = new Map<string, Buffer>();
   readonly #dir: Buffer[] = [];
-  /** APDUs processed (tests count PIN attempts through this). */
+  /**
+   * The latest APDUs processed, oldest first (tests count PIN attempts through this): at most
+   * MAX_LOGGED_APDUS entries of at most MAX_LOGGED_APDU_CHARS hex digits each (longer ones end in `…`), so a
+   * client streaming APDUs at a simulated card holds no memory beyond that.
+   */
   readonly log: string[] = [];
 
   constructor(readonly spec: VirtualCardSpec) {
@@ -96,7 +105,10 @@ export class VirtualCard {
   /** Processes one command APDU. */
   process(apdu: Buffer): Buffer {
     const hex = apdu.toString('hex').toUpperCase();
-    this.log.push(hex.startsWith('0020') ? `${hex.slice(0, 10)}…` : hex);
+    if (this.log.length >= MAX_LOGGED_APDUS) this.log.splice(0, this.log.length - MAX_LOGGED_APDUS + 1);
+    // A VERIFY carries the PIN: only its header is kept.
+    const keep = hex.startsWith('0020') ? 10 : MAX_LOGGED_APDU_CHARS;
+    this.log.push(hex.length > keep ? `${hex.slice(0, keep)}…` : hex);
     if (apdu.length < 4) return sw(0x6700);
     const ins = apdu[1]!;
     if (ins === 0xc0 && this.#pending !== undefined) return this.#getResponse(apdu);

@@ -127,8 +127,16 @@ export function wireId(line: Uint8Array, maxBytes = Number.MAX_SAFE_INTEGER): st
   return undefined;
 }
 
+/** First size of the unfinished-line buffer; it doubles as needed, up to maxLineBytes. */
+const PARTIAL_START_BYTES = 256;
+
 export class RequestDecoder {
-  #partial: Buffer[] = [];
+  /**
+   * The unfinished line: one buffer (its first `#partialBytes` bytes), grown by doubling, never past
+   * maxLineBytes. One buffer, not a list of the reads it came in: a line sent a byte per read must not hold
+   * a hundred times its size in small buffers.
+   */
+  #partial: Buffer | undefined;
   #partialBytes = 0;
   #skipLf = false;
   #dead = false;
@@ -147,9 +155,12 @@ export class RequestDecoder {
     return this.#haveReader || this.#partialBytes > 0;
   }
 
-  /** Bytes of the request in progress held so far (its lines and the unfinished one), for memory budgets. */
+  /**
+   * Bytes of the request in progress held so far (its lines, and the buffer of the unfinished one, which
+   * may be up to twice the bytes in it), for memory budgets.
+   */
   get heldBytes(): number {
-    return this.#requestBytes + this.#partialBytes;
+    return this.#requestBytes + (this.#partial?.length ?? 0);
   }
 
   /** The id of the latest command line of the request in progress ('' if none). */
@@ -162,8 +173,8 @@ export class RequestDecoder {
    * arrived (`>46:RES` → `46`), else the latest complete command line's, else ''.
    */
   get pendingId(): string {
-    if (this.#haveReader && this.#partialBytes > 0) {
-      const id = wireId(Buffer.concat(this.#partial));
+    if (this.#haveReader && this.#partial !== undefined && this.#partialBytes > 0) {
+      const id = wireId(this.#partial.subarray(0, this.#partialBytes));
       if (id !== undefined) return id;
     }
     return this.#lastId;
@@ -195,11 +206,10 @@ export class RequestDecoder {
     if (start < chunk.length) {
       const rest = chunk.subarray(start);
       if (this.#partialBytes + rest.length > this.limits.maxLineBytes) {
-        const head = Buffer.concat([...this.#partial, rest.subarray(0, 80)]);
+        const head = Buffer.concat([this.#partial?.subarray(0, Math.min(80, this.#partialBytes)) ?? Buffer.alloc(0), rest.subarray(0, 80)]);
         return [...out, this.#die('CARD_LIMIT_LINE', this.#limitId(head))];
       }
-      this.#partial.push(Buffer.from(rest));
-      this.#partialBytes += rest.length;
+      this.#keep(rest);
     }
     return out;
   }
@@ -213,19 +223,32 @@ export class RequestDecoder {
     return [this.#complete()];
   }
 
+  /** Appends to the unfinished line (the caller checked maxLineBytes). */
+  #keep(bytes: Uint8Array): void {
+    const need = this.#partialBytes + bytes.length;
+    if (this.#partial === undefined || this.#partial.length < need) {
+      const size = Math.min(this.limits.maxLineBytes, Math.max(need, PARTIAL_START_BYTES, 2 * (this.#partial?.length ?? 0)));
+      const grown = Buffer.allocUnsafeSlow(size);
+      if (this.#partial !== undefined) this.#partial.copy(grown, 0, 0, this.#partialBytes);
+      this.#partial = grown;
+    }
+    this.#partial.set(bytes, this.#partialBytes);
+    this.#partialBytes = need;
+  }
+
   #take(chunk: Uint8Array, start: number, end: number): Buffer {
     const piece = chunk.subarray(start, end);
     let buf: Buffer;
-    if (this.#partialBytes === 0) buf = Buffer.from(piece.buffer, piece.byteOffset, piece.byteLength);
-    else buf = Buffer.concat([...this.#partial, piece]);
-    this.#partial = [];
+    if (this.#partialBytes === 0 || this.#partial === undefined) buf = Buffer.from(piece.buffer, piece.byteOffset, piece.byteLength);
+    else buf = Buffer.concat([this.#partial.subarray(0, this.#partialBytes), piece]);
+    this.#partial = undefined;
     this.#partialBytes = 0;
     return buf;
   }
 
   #die(code: 'CARD_LIMIT_LINE' | 'CARD_LIMIT_COMMANDS' | 'CARD_LIMIT_REQUEST', id: string): DecoderEvent {
     this.#dead = true;
-    this.#partial = [];
+    this.#partial = undefined;
     this.#partialBytes = 0;
     return { kind: 'limit', code, id };
   }

@@ -49,6 +49,16 @@ export function decodeBase64Name(s: string): string | undefined {
   return text;
 }
 
+/**
+ * The longest text that may still stand for a name of at most `longestChars` characters: base64 makes a
+ * text 4/3 longer (plus padding), and a `CloudFoxy USB ` / `NET` prefix and whitespace around it come off in
+ * normalisation; 256 characters of slack cover those. Longer texts can name no such reader and are not
+ * tried (a hostile reader line must not cost a base64 decode per `:` it holds).
+ */
+export function maxReaderTextChars(longestChars: number): number {
+  return 4 * Math.ceil((longestChars + 256) / 3) + 4;
+}
+
 /** Every terminal id `input` may stand for, most literal first (the text itself, then its base64 decoding). */
 export function readerCandidates(input: string): string[] {
   const out = [normaliseReaderName(input)];
