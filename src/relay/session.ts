@@ -218,13 +218,27 @@ export class Session {
     } catch {
       return this.fail('RELAY_MESSAGE_TOO_LARGE');
     }
+    // Answers can be much larger than their requests (Introspect: ~2 KiB for 40 bytes), and one read may
+    // hold hundreds of requests: a client that does not read them is dropped as soon as they pass the
+    // tunnel's buffer, checked after each one.
+    const unreadLimit = this.#ctx.config.limits.tunnelBufferBytes;
     for (const message of messages) {
       // While the authenticator runs the client is not authenticated yet: like nymea, answer its other
       // requests at once. Once authenticated, anything it sends is data before the tunnel.
       if (this.state === 'handshake' || this.state === 'authenticating') this.#handle(message);
       else if (this.state === 'waiting') return this.fail('RELAY_DATA_BEFORE_TUNNEL');
       else return;
+      if (this.link.pendingBytes > unreadLimit) return this.#drop('RELAY_UNREAD_ANSWERS');
     }
+  }
+
+  /** Closes this client at once, nothing flushed (for a client that does not read what it is sent). */
+  #drop(code: ErrorCode): void {
+    if (this.state === 'closed') return;
+    this.#answered(code);
+    this.log.info({ code, state: this.state }, errorSpec(code).close?.reason ?? errorSpec(code).summary);
+    this.#leave();
+    this.link.destroy();
   }
 
   #handle(message: Uint8Array): void {

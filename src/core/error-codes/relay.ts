@@ -114,6 +114,11 @@ export const relayErrors = {
     httpStatus: 413,
     close: closeWith('Data buffer size violation.'),
   },
+  RELAY_UNREAD_ANSWERS: {
+    summary: 'Before the tunnel, a client kept sending requests (Hello, Introspect) without reading the answers: more than limits.tunnelBufferBytes of them waited to be sent to it. Dropped at once (a client that does not read would not read a close reason either).',
+    httpStatus: 503,
+    close: closeWith('Answers were not read.'),
+  },
   RELAY_BINARY_NOT_EXPECTED: {
     summary: 'A WebSocket binary frame arrived before the tunnel was established.',
     httpStatus: 400,
