@@ -32,13 +32,29 @@ import type { LinkHandlers } from '../links.ts';
 import type { TpConnection, TpContext } from './connection.ts';
 import type { ClientLeg } from './client-leg.ts';
 
-/** True for addresses a stock nymea peer can route: not 0, not 0xFFFF, and no byte that SLIP escapes. */
-function usableAddress(a: number): boolean {
+/**
+ * True for addresses a stock nymea peer can route: not 0, not 0xFFFF, and no byte that SLIP escapes
+ * (64,514 of them: `tunnelProxy.limits.maxClientsPerServer`'s maximum).
+ */
+export function usableAddress(a: number): boolean {
   if (a === CONTROL_ADDRESS || a === RESERVED_ADDRESS) return false;
   const hi = a >>> 8;
   const lo = a & 0xff;
   // nymea's libraries read the address before unescaping: 0x00C0 or 0xDB01 would be misrouted there.
   return hi !== SLIP_END && hi !== SLIP_ESC && lo !== SLIP_END && lo !== SLIP_ESC;
+}
+
+/**
+ * The first usable address after `last` (round-robin, wrapping) that `taken` says is free, or undefined
+ * when every usable address is taken.
+ */
+export function nextFreeAddress(last: number, taken: (address: number) => boolean): number | undefined {
+  let a = last & 0xffff;
+  for (let tries = 0; tries <= 0xffff; tries++) {
+    a = (a + 1) & 0xffff;
+    if (usableAddress(a) && !taken(a)) return a;
+  }
+  return undefined;
 }
 
 export class ServerLeg {
@@ -151,11 +167,10 @@ export class ServerLeg {
 
   /** Gives `client` a free address and tells the server (ClientConnected). */
   addClient(client: ClientLeg): void {
-    let a = this.#lastAddress;
-    for (let tries = 0; tries <= 0xffff; tries++) {
-      a = (a + 1) & 0xffff;
-      if (usableAddress(a) && !this.#clients.has(a)) break;
-    }
+    const a = nextFreeAddress(this.#lastAddress, (x) => this.#clients.has(x));
+    // Unreachable while callers check maxClientsPerServer first (its maximum is the usable count); a bug
+    // closes this client (fault boundary) rather than taking another client's address.
+    if (a === undefined) throw new Error('no free socket address');
     this.#lastAddress = a;
     client.address = a;
     this.#clients.set(a, client);
