@@ -7,7 +7,12 @@
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import fc from 'fast-check';
 import { startRelay, rawClient, request, authenticate, selfSignedCert, tempDir, type StartedRelay } from '../helpers/relay.ts';
+import { hostileJsonValue } from '../helpers/hostile.ts';
+import { toIndentedJson } from '../../src/relay/protocol/json.ts';
+import { MAX_ECHOED_PARAMS_CHARS, decodeRequest } from '../../src/relay/protocol/jsonrpc.ts';
+import { decodeTunnelProxyRequest } from '../../src/relay/protocol/tunnel-proxy-api.ts';
 
 const BUFFER = 65536;
 let relay: StartedRelay;
@@ -74,3 +79,54 @@ for (const kind of KINDS) {
     });
   }
 }
+
+// Params are echoed back indented in `Invalid params` answers (nymea's text): 4 spaces per level, so a
+// deep nest costs the square of its depth. 8 KiB of nested arrays asked for a 16 MB answer.
+const DEEP = '['.repeat(1000) + ']'.repeat(1000);
+const DEEP_PARAMS = `{"id":3,"method":"RemoteProxy.Hello","params":{"x":[${[DEEP, DEEP, DEEP, DEEP].join(',')}]}}\n`;
+
+for (const kind of KINDS) {
+  test(`${kind}: deeply nested params within maxMessageBytes get an Invalid params answer of bounded size, then close`, { timeout: 15000 }, async () => {
+    assert.ok(DEEP_PARAMS.length < 10240);
+    const c = await rawClient(relay.url(kind));
+    c.send(DEEP_PARAMS);
+    const end = await c.closed(10000);
+    const got = c.received().toString();
+    assert.ok(got.length <= 20000, `answer of ${got.length} bytes`);
+    const answer = JSON.parse(got) as { error: string; id: number; status: string };
+    assert.equal(answer.id, 3);
+    assert.equal(answer.status, 'error');
+    assert.ok(answer.error.startsWith('Invalid params: Forbidden key "x" in {\n    "x": [\n        [\n'), answer.error.slice(0, 80));
+    if (kind === 'ws' || kind === 'wss') assert.deepEqual(end, { code: 1011, reason: 'Invalid params passed.' });
+    await stillServes(kind);
+  });
+}
+
+test('the bounded indented echo is a prefix of the whole text plus `…`, and the whole text when it fits', () => {
+  fc.assert(
+    fc.property(hostileJsonValue(), fc.integer({ min: 0, max: 400 }), (value, max) => {
+      const whole = toIndentedJson(value);
+      const cut = toIndentedJson(value, max);
+      if (whole.length <= max) assert.equal(cut, whole);
+      else assert.equal(cut, `${whole.slice(0, max)}…`);
+    }),
+    { numRuns: 300 },
+  );
+});
+
+test('both JSON-RPC APIs echo at most MAX_ECHOED_PARAMS_CHARS of refused params (Missing key and Forbidden key)', () => {
+  const missing = `{"id":1,"method":"Authentication.Authenticate","params":{"a":[${[DEEP, DEEP].join(',')}]}}`;
+  for (const [decoded, prefix] of [
+    [decodeRequest(DEEP_PARAMS), 'Invalid params: Forbidden key "x" in {'],
+    [decodeRequest(missing), 'Invalid params: Missing key name in {'],
+    [decodeTunnelProxyRequest(DEEP_PARAMS), 'Invalid params: Forbidden key "x" in {'],
+    [decodeTunnelProxyRequest(missing.replace('Authentication.Authenticate', 'TunnelProxy.Ping')), 'Invalid params: Missing key timestamp in {'],
+  ] as const) {
+    assert.equal(decoded.ok, false);
+    if (decoded.ok) continue;
+    const text = decoded.failure.text;
+    assert.ok(text.startsWith(prefix), text.slice(0, 60));
+    assert.ok(text.endsWith('…'));
+    assert.ok(text.length <= prefix.length + MAX_ECHOED_PARAMS_CHARS + 100, `${text.length}`);
+  }
+});

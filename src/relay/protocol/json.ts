@@ -37,23 +37,69 @@ export function toCompactJson(value: unknown): string {
   return `{${parts.join(',')}}`;
 }
 
-/** Qt's indented JSON (QJsonDocument::Indented): 4 spaces per level, sorted keys, trailing newline. */
-export function toIndentedJson(value: unknown): string {
-  return `${indented(value, '')}\n`;
+/**
+ * Qt's indented JSON (QJsonDocument::Indented): 4 spaces per level, sorted keys, trailing newline.
+ * `maxChars` bounds the text for echoes of client input (an indented nest costs the square of its depth:
+ * 2 KiB of nested arrays is 4 MB indented): past it the text is cut there and ends with `…`, and the
+ * rest is never built.
+ */
+export function toIndentedJson(value: unknown, maxChars = Infinity): string {
+  const out = new BoundedText(maxChars);
+  try {
+    indented(value, '', out);
+    out.push('\n');
+  } catch (err) {
+    if (err !== BoundedText.FULL) throw err;
+    return `${out.text()}…`;
+  }
+  return out.text();
 }
 
-function indented(value: unknown, pad: string): string {
-  if (typeof value === 'bigint') return value.toString();
-  if (value === null || typeof value !== 'object') return JSON.stringify(value) ?? 'null';
+/** Collects text up to a budget; the push that would pass it keeps what fits and throws `FULL`. */
+class BoundedText {
+  static readonly FULL = Symbol('full');
+  #parts: string[] = [];
+  #left: number;
+  constructor(maxChars: number) {
+    this.#left = maxChars;
+  }
+  push(s: string): void {
+    if (s.length > this.#left) {
+      this.#parts.push(s.slice(0, this.#left));
+      this.#left = 0;
+      // eslint-disable-next-line @typescript-eslint/only-throw-error -- a private sentinel, caught by toIndentedJson
+      throw BoundedText.FULL;
+    }
+    this.#left -= s.length;
+    this.#parts.push(s);
+  }
+  text(): string {
+    return this.#parts.join('');
+  }
+}
+
+function indented(value: unknown, pad: string, out: BoundedText): void {
+  if (typeof value === 'bigint') return out.push(value.toString());
+  if (value === null || typeof value !== 'object') return out.push(JSON.stringify(value) ?? 'null');
   const inner = `${pad}    `;
   if (Array.isArray(value)) {
-    if (value.length === 0) return '[\n' + `${pad}]`;
-    return `[\n${value.map((v) => inner + indented(v, inner)).join(',\n')}\n${pad}]`;
+    out.push('[\n');
+    value.forEach((v: unknown, i) => {
+      out.push(inner);
+      indented(v, inner, out);
+      out.push(i < value.length - 1 ? ',\n' : '\n');
+    });
+    return out.push(`${pad}]`);
   }
   const rec = value as Record<string, unknown>;
   const keys = sortedKeys(rec).filter((k) => rec[k] !== undefined);
-  if (keys.length === 0) return '{\n' + `${pad}}`;
-  return `{\n${keys.map((k) => `${inner}${JSON.stringify(k)}: ${indented(rec[k], inner)}`).join(',\n')}\n${pad}}`;
+  out.push('{\n');
+  keys.forEach((k, i) => {
+    out.push(`${inner}${JSON.stringify(k)}: `);
+    indented(rec[k], inner, out);
+    out.push(i < keys.length - 1 ? ',\n' : '\n');
+  });
+  out.push(`${pad}}`);
 }
 
 export type ParseResult = { ok: true; value: Record<string, unknown> | unknown[] } | { ok: false; message: string };

@@ -105,6 +105,14 @@ const METHODS: ReadonlyMap<string, ReadonlyMap<string, MethodEntry>> = new Map(
   Object.entries(API.namespaces).map(([ns, methods]) => [ns, new Map(Object.entries(methods as Record<string, MethodEntry>))]),
 );
 
+/**
+ * The most of a client's params echoed back (indented) in an `Invalid params` text. Qt echoes them whole;
+ * indentation makes a deep nest cost the square of its depth (8 KiB of nested arrays: 16 MB), so past
+ * this the echo is cut and ends with `…`. Any params within nymea's 10240-byte message limit that are not
+ * nested deeply fit whole.
+ */
+export const MAX_ECHOED_PARAMS_CHARS = 16384;
+
 /** A coded failure with nymea's JSON-RPC text (`detail` appended, or put in place of `%s`). */
 export function fail(id: number, code: 'RELAY_INVALID_JSON' | 'RELAY_MISSING_ID' | 'RELAY_INVALID_METHOD' | 'RELAY_NO_SUCH_NAMESPACE' | 'RELAY_NO_SUCH_METHOD' | 'RELAY_INVALID_PARAMS', detail = ''): RequestFailure {
   const base = errorSpec(code).jsonRpcText ?? '';
@@ -118,7 +126,7 @@ export function fail(id: number, code: 'RELAY_INVALID_JSON' | 'RELAY_MISSING_ID'
  * `String` accepts strings, numbers, booleans and null (QVariant::canConvert: null reads as "") and
  * refuses objects and arrays (`Param  is not a string.`, their text being empty); then every
  * key the template does not name is refused (`Forbidden key "<key>" in <params>`). `<params>` is the
- * params object as Qt's indented JSON.
+ * params object as Qt's indented JSON, at most MAX_ECHOED_PARAMS_CHARS of it.
  * @returns the params as strings, or the detail text that follows `Invalid params: `.
  */
 export function validateParams(template: ParamTemplate, params: Record<string, unknown>): { ok: true; params: Record<string, string> } | { ok: false; detail: string } {
@@ -129,7 +137,7 @@ export function validateParams(template: ParamTemplate, params: Record<string, u
     const key = optional ? rawKey.slice(2) : rawKey;
     if (!Object.hasOwn(params, key)) {
       if (optional) continue;
-      return { ok: false, detail: `Missing key ${rawKey} in ${toIndentedJson(params)}` };
+      return { ok: false, detail: `Missing key ${rawKey} in ${toIndentedJson(params, MAX_ECHOED_PARAMS_CHARS)}` };
     }
     const v = params[key];
     if (template[rawKey] === 'String') {
@@ -140,7 +148,7 @@ export function validateParams(template: ParamTemplate, params: Record<string, u
   for (const key of Object.keys(params).sort()) {
     // nymea looks a key up as itself or with the `o:` prefix, so a literal "o:nonce" passes (and is ignored).
     if (!Object.hasOwn(template, key) && !Object.hasOwn(template, `o:${key}`)) {
-      return { ok: false, detail: `Forbidden key "${key}" in ${toIndentedJson(params)}` };
+      return { ok: false, detail: `Forbidden key "${key}" in ${toIndentedJson(params, MAX_ECHOED_PARAMS_CHARS)}` };
     }
   }
   return { ok: true, params: out };

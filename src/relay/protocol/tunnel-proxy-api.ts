@@ -11,7 +11,7 @@
  * Descriptions in the Introspect document are our own words; its keys and templates are nymea's.
  */
 import { toIndentedJson } from './json.ts';
-import { coerceId, decodeEnvelope, fail, variantToString, type RequestFailure } from './jsonrpc.ts';
+import { MAX_ECHOED_PARAMS_CHARS, coerceId, decodeEnvelope, fail, variantToString, type RequestFailure } from './jsonrpc.ts';
 
 export const TUNNEL_PROXY_ERRORS = [
   'TunnelProxyErrorNoError',
@@ -136,13 +136,13 @@ const NOT_A: Readonly<Record<string, string>> = { String: 'string', Uuid: 'uuid'
 /** nymea's validateMap: template keys in order (missing, then type), then keys the template lacks. */
 function validate(template: Template, params: Record<string, unknown>): string | undefined {
   for (const key of Object.keys(template).sort()) {
-    if (!Object.hasOwn(params, key)) return `Missing key ${key} in ${toIndentedJson(params)}`;
+    if (!Object.hasOwn(params, key)) return `Missing key ${key} in ${toIndentedJson(params, MAX_ECHOED_PARAMS_CHARS)}`;
     const type = template[key]!;
     const v = params[key];
     if (!convertible(type, v)) return `Param ${shown(v)} is not a ${NOT_A[type] ?? type}.`;
   }
   for (const key of Object.keys(params).sort()) {
-    if (!Object.hasOwn(template, key) && !Object.hasOwn(template, `o:${key}`)) return `Forbidden key "${key}" in ${toIndentedJson(params)}`;
+    if (!Object.hasOwn(template, key) && !Object.hasOwn(template, `o:${key}`)) return `Forbidden key "${key}" in ${toIndentedJson(params, MAX_ECHOED_PARAMS_CHARS)}`;
   }
   return undefined;
 }
