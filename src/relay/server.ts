@@ -450,9 +450,12 @@ export function createRelayServer(config: RelayConfig, deps: RelayDeps): RelaySe
         const handler = (_req: IncomingMessage, res: import('node:http').ServerResponse) => {
           res.writeHead(426, { 'Content-Type': 'text/plain', Upgrade: 'websocket' }).end('WebSocket upgrade required.\n');
         };
-        const http = l.kind === 'ws' ? createHttpServer(handler) : createHttpsServer({ ...tlsOpts, handshakeTimeout }, handler);
-        http.headersTimeout = handshakeTimeout;
-        http.requestTimeout = handshakeTimeout;
+        // Until the upgrade the handshake phase's deadline holds. Node checks headersTimeout only every
+        // connectionsCheckingInterval (30 s by default) and never for a connection that sends nothing: an
+        // idle-socket timeout as well (ws clears it when it takes the socket over).
+        const httpTimeouts = { headersTimeout: handshakeTimeout, requestTimeout: handshakeTimeout, connectionsCheckingInterval: Math.min(1000, handshakeTimeout) };
+        const http = l.kind === 'ws' ? createHttpServer(httpTimeouts, handler) : createHttpsServer({ ...tlsOpts, handshakeTimeout, ...httpTimeouts }, handler);
+        http.timeout = handshakeTimeout;
         // skipUTF8Validation: relayed text frames pass byte for byte (nymea mangles invalid UTF-8), and the
         // JSON-RPC phase treats any bytes as input to its own parser.
         // maxPayload is the pre-tunnel limit; a tunnel raises it per connection (WsLink.setMaxMessageBytes).

@@ -7,6 +7,8 @@
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { connect as netConnect, type Socket } from 'node:net';
+import { connect as tlsConnect } from 'node:tls';
 import fc from 'fast-check';
 import { startRelay, rawClient, request, authenticate, selfSignedCert, tempDir, type StartedRelay } from '../helpers/relay.ts';
 import { hostileJsonValue } from '../helpers/hostile.ts';
@@ -128,5 +130,61 @@ test('both JSON-RPC APIs echo at most MAX_ECHOED_PARAMS_CHARS of refused params 
     assert.ok(text.startsWith(prefix), text.slice(0, 60));
     assert.ok(text.endsWith('…'));
     assert.ok(text.length <= prefix.length + MAX_ECHOED_PARAMS_CHARS + 100, `${text.length}`);
+  }
+});
+
+/** Resolves with how long `socket` stayed open from now (rejects past `ms`). */
+function closesWithin(socket: Socket, ms: number): Promise<number> {
+  const t0 = Date.now();
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      socket.destroy();
+      reject(new Error(`still open after ${ms} ms`));
+    }, ms);
+    socket.on('error', () => undefined);
+    socket.once('close', () => {
+      clearTimeout(timer);
+      resolve(Date.now() - t0);
+    });
+  });
+}
+
+const UPGRADE = 'GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n';
+
+test('every listener: a connection that sends nothing, or dribbles its handshake, ends after inactiveMs (ws/wss before the upgrade too)', { timeout: 15000 }, async () => {
+  const dir = tempDir();
+  const quick = await startRelay({
+    listeners: KINDS.map((kind) => ({ kind, host: '127.0.0.1', port: 0 })),
+    tls: selfSignedCert(dir),
+    timeouts: { inactiveMs: 300 },
+  });
+  try {
+    const plain = (kind: (typeof KINDS)[number]) => netConnect({ host: '127.0.0.1', port: quick.port(kind) });
+    const secure = (kind: 'tls' | 'wss') => tlsConnect({ host: '127.0.0.1', port: quick.port(kind), rejectUnauthorized: false });
+    const cases: [string, () => Socket, string | undefined][] = [];
+    for (const kind of KINDS) cases.push([`${kind}: TCP connect, nothing sent`, () => plain(kind), undefined]);
+    for (const kind of ['tls', 'wss'] as const) cases.push([`${kind}: TLS handshake done, nothing sent`, () => secure(kind), undefined]);
+    cases.push(['ws: upgrade request dribbled', () => plain('ws'), UPGRADE + 'X-Pad: ' + 'a'.repeat(200)]);
+    cases.push(['wss: upgrade request dribbled', () => secure('wss'), UPGRADE + 'X-Pad: ' + 'a'.repeat(200)]);
+    cases.push(['tls: ClientHello dribbled', () => plain('tls'), '\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03' + 'r'.repeat(200)]);
+    const results = await Promise.allSettled(
+      cases.map(async ([, open, dribble]) => {
+        const socket = open();
+        const closed = closesWithin(socket, 4000);
+        if (dribble !== undefined) {
+          let i = 0;
+          const timer = setInterval(() => {
+            if (socket.destroyed || i >= dribble.length) return clearInterval(timer);
+            socket.write(Buffer.from(dribble[i++]!, 'latin1'));
+          }, 50);
+          socket.once('close', () => clearInterval(timer));
+        }
+        return closed;
+      }),
+    );
+    const failed = results.map((r, i) => [cases[i]![0], r] as const).filter(([, r]) => r.status === 'rejected');
+    assert.deepEqual(failed.map(([name, r]) => `${name}: ${String((r as PromiseRejectedResult).reason)}`), []);
+  } finally {
+    await quick.close();
   }
 });
