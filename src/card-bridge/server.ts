@@ -44,6 +44,8 @@ export interface CardBridgeServer extends Service {
   readonly cards: CardService;
   readonly listeners: readonly BoundCardListener[];
   readonly sessions: ReadonlySet<LineSession>;
+  /** Bytes charged now to the memory budget shared by every line connection (limits.maxBufferedBytes). */
+  readonly bufferedBytes: number;
   /**
    * Applies what can change while running: the TLS certificate of the `tls` listeners (new handshakes
    * use it; open connections keep theirs). @throws GatewayError CORE_TLS_MATERIAL (the old one stays).
@@ -183,6 +185,9 @@ export function createCardBridgeServer(config: CardBridgeConfig, deps: CardBridg
     cards,
     listeners: bound,
     sessions,
+    get bufferedBytes() {
+      return budget.usedBytes;
+    },
     start,
     async reload(next: CardBridgeConfig) {
       if (tlsServers.length === 0 || next.tls === undefined) return;

@@ -7,9 +7,14 @@
  * only while we read, so it starts afresh after backpressure paused reading), answers unread by the client
  * (`writeMs`, destroyed). A request ends at its empty line, or at the end of a read after a command line
  * (foxyproxy's rule, see protocol/lines.ts). At most
- * `maxPendingRequests` decoded requests wait; past that, reading pauses (backpressure, nothing dropped).
+ * `maxPendingRequests` decoded requests wait, also within one read: the decoder stops there and holds the
+ * rest of the read as raw bytes (charged to the budget at their size), reading pauses, and the rest is
+ * decoded as the queue drains; reading resumes once it is all decoded and the queue has room
+ * (backpressure, nothing dropped). The end of a read (its JSignPdf rule) and EOF count only once the whole
+ * read is decoded.
  * A limit (line, commands, request size) is answered C088 after the earlier requests' answers, then closed.
  * EOF from the client ends the request in progress as if the empty line had come, answers, then closes.
+ * Bytes already read are answered on a graceful stop too (`drain`), but not after a fault or a limit.
  * Every entry point (socket events, timers, the request pump) runs inside the connection's fault boundary:
  * a bug answers `C090` (CORE_INTERNAL) and closes this connection only.
  */
@@ -42,6 +47,18 @@ export function requestBytes(req: Request): number {
   return n;
 }
 
+/** What one connection holds now, and the most requests that ever waited on it at once (read-only). */
+export interface LineSessionStats {
+  /** Decoded requests waiting to run (the running one not counted); at most limits.maxPendingRequests. */
+  readonly queuedRequests: number;
+  /** The most requests that waited at once on this connection. */
+  readonly peakQueuedRequests: number;
+  /** Bytes of the latest read not decoded yet (held while the queue is full). */
+  readonly undecodedBytes: number;
+  /** What this connection is charged in the shared budget (limits.maxBufferedBytes), in bytes. */
+  readonly budgetBytes: number;
+}
+
 export class LineSession {
   readonly #decoder: RequestDecoder;
   readonly #queue: Request[] = [];
@@ -51,6 +68,9 @@ export class LineSession {
   #runningBytes = 0;
   #busy = false;
   #ending = false;
+  /** The client half-closed; applied (as the empty line) once the bytes read before it are decoded. */
+  #eof = false;
+  #eofApplied = false;
   #finalAnswer: Buffer | undefined;
   #idleTimer: NodeJS.Timeout | undefined;
   #readTimer: NodeJS.Timeout | undefined;
@@ -60,6 +80,7 @@ export class LineSession {
   readonly #gone = new AbortController();
   readonly #log: Logger;
   readonly #boundary: FaultBoundary;
+  #peakQueued = 0;
   /** Requests answered on this connection. */
   answered = 0;
 
@@ -85,7 +106,12 @@ export class LineSession {
 
   /** True while the connection has work in hand (a request being read, queued or executed). */
   get working(): boolean {
-    return this.#busy || this.#queue.length > 0 || this.#decoder.inRequest;
+    return this.#busy || this.#queue.length > 0 || this.#decoder.inRequest || this.#decoder.undecodedBytes > 0;
+  }
+
+  /** Read-only counters (tests, monitoring). */
+  get stats(): LineSessionStats {
+    return { queuedRequests: this.#queue.length, peakQueuedRequests: this.#peakQueued, undecodedBytes: this.#decoder.undecodedBytes, budgetBytes: this.#account.heldBytes };
   }
 
   /** Graceful stop: stop reading; answer what is queued; then end. */
@@ -105,6 +131,7 @@ export class LineSession {
   #onFault(): void {
     this.#ending = true;
     this.#queue.length = 0;
+    this.#decoder.dropHeld();
     this.#clearTimer('idle');
     this.#clearTimer('read');
     this.socket.pause();
@@ -119,23 +146,36 @@ export class LineSession {
 
   #onData(chunk: Buffer): void {
     if (this.#ending) return;
-    const pushed = this.#decoder.push(chunk);
-    // A read that ends at a line end may complete a request with no empty line (JSignPdf; see lines.ts).
-    const events = pushed.some((e) => e.kind === 'limit') ? pushed : [...pushed, ...this.#decoder.endOfRead()];
+    this.#feed(chunk);
+  }
+
+  /**
+   * Decodes as many requests as the queue has room for: from a new read (`chunk`), or from the held rest of
+   * the latest one. What does not fit stays raw in the decoder and reading stays paused.
+   */
+  #feed(chunk: Buffer | undefined): void {
+    const room = this.ctx.config.limits.maxPendingRequests - this.#queue.length;
+    const pushed = chunk === undefined ? this.#decoder.resume(room) : this.#decoder.push(chunk, room);
+    const holding = this.#decoder.undecodedBytes > 0;
+    // A read that ends at a line end may complete a request with no empty line (JSignPdf; see lines.ts),
+    // once all of it is decoded.
+    const events = holding || pushed.some((e) => e.kind === 'limit') ? pushed : [...pushed, ...this.#decoder.endOfRead()];
     // Only protocol progress counts as activity: lines that are not protocol lines do not keep a
     // connection alive past idleMs.
-    if (events.length === 0 && !this.#decoder.inRequest) {
+    if (events.length === 0 && !this.#decoder.inRequest && !holding) {
       // A partial non-protocol line armed the request deadline; its line end disarms it (no request is open).
       if (this.#readTimer !== undefined) {
         this.#clearTimer('read');
         this.#armIdle();
       }
+      this.#applyEof();
       return;
     }
     this.#clearTimer('idle');
     for (const ev of events) {
       if (ev.kind === 'request') {
         this.#queue.push(ev.request);
+        this.#peakQueued = Math.max(this.#peakQueued, this.#queue.length);
         this.#queuedBytes += requestBytes(ev.request);
         this.#clearTimer('read');
       } else {
@@ -155,9 +195,38 @@ export class LineSession {
     }
     if (!this.#decoder.inRequest) this.#clearTimer('read');
     else this.#armRead();
-    if (this.#queue.length >= this.ctx.config.limits.maxPendingRequests) this.#pause();
+    if (holding || this.#queue.length >= this.ctx.config.limits.maxPendingRequests) this.#pause();
+    this.#applyEof();
     this.#runPump();
     this.#armIdle();
+  }
+
+  /**
+   * The queue has room again: decode on into the held rest of the read; once it is all decoded, apply a
+   * pending EOF, or resume reading.
+   */
+  #refill(): void {
+    if (this.#done || this.#finalAnswer !== undefined) return;
+    const max = this.ctx.config.limits.maxPendingRequests;
+    if (this.#decoder.undecodedBytes > 0) {
+      if (this.#queue.length < max) this.#feed(undefined);
+      // The read is not all decoded yet, or decoding it ended the connection.
+      if (this.#decoder.undecodedBytes > 0 || this.#done || this.#finalAnswer !== undefined) return;
+    }
+    this.#applyEof();
+    if (!this.#ending && !this.#eof && this.socket.isPaused() && this.#queue.length < max && !this.socket.writableNeedDrain) this.#resume();
+  }
+
+  /** EOF ends the request in progress as if the empty line had come, once every byte before it is decoded. */
+  #applyEof(): void {
+    if (!this.#eof || this.#eofApplied || this.#done || this.#decoder.undecodedBytes > 0) return;
+    // That last request needs a place in the queue too; the pump calls again when there is one.
+    if (!this.#ending && this.#decoder.inRequest && this.#queue.length >= this.ctx.config.limits.maxPendingRequests) return;
+    this.#eofApplied = true;
+    if (!this.#ending && this.#decoder.inRequest) this.#feed(Buffer.from('\n\n'));
+    this.#ending = true;
+    this.#clearTimer('read');
+    this.#maybeFinish();
   }
 
   /** Charges what this connection holds now to the shared budget; false when it does not fit. */
@@ -190,14 +259,14 @@ export class LineSession {
   }
 
   #onEnd(): void {
-    if (!this.#ending && this.#decoder.inRequest) this.#onData(Buffer.from('\n\n'));
-    this.#ending = true;
-    this.#clearTimer('read');
-    this.#maybeFinish();
+    this.#eof = true;
+    this.#applyEof();
   }
 
   #fail(code: ErrorCode, id: string): void {
     this.#ending = true;
+    // The bytes of the read not decoded yet are not answered: the connection closes after this answer.
+    this.#decoder.dropHeld();
     this.socket.pause();
     this.#clearTimer('read');
     this.#finalAnswer = formatAnswers([{ id, result: errorSpec(code).lineResult ?? 'C090' }], false);
@@ -223,12 +292,11 @@ export class LineSession {
         this.#write(formatAnswers(answers, this.ctx.config.atAfterEveryAnswer));
         if (this.ctx.config.closeAfterAnswer) {
           this.#queue.length = 0;
+          this.#decoder.dropHeld();
           this.drain();
           break;
         }
-        if (!this.#ending && this.socket.isPaused() && this.#queue.length < this.ctx.config.limits.maxPendingRequests && !this.socket.writableNeedDrain) {
-          this.#resume();
-        }
+        this.#refill();
       }
     } finally {
       this.#busy = false;
@@ -250,12 +318,14 @@ export class LineSession {
 
   #onDrain(): void {
     this.#clearTimer('write');
-    if (!this.#ending && this.#queue.length < this.ctx.config.limits.maxPendingRequests) this.#resume();
+    this.#refill();
     this.#runPump();
   }
 
   #maybeFinish(): void {
     if (!this.#ending || this.#busy || this.#queue.length > 0 || this.#done) return;
+    // Bytes already read are still answered (a graceful drain, or EOF right after a big read).
+    if (this.#decoder.undecodedBytes > 0) return;
     if (this.#finalAnswer !== undefined) {
       this.#write(this.#finalAnswer);
       this.#finalAnswer = undefined;
@@ -293,6 +363,7 @@ export class LineSession {
     this.#clearTimer('write');
     this.#queue.length = 0;
     this.#queuedBytes = 0;
+    this.#decoder.dropHeld();
     this.#account.release();
     this.ctx.closed(this);
   }

@@ -19,6 +19,12 @@
  * `>` plus any whitespace and the first `:` or `|`), so `formatAnswers` can write them back unchanged
  * whatever their encoding (`12,345`, `12 345` with U+00A0 in UTF-8 or windows-1250, …).
  *
+ * Bounded decoding: `push(chunk, maxRequests)` stops after `maxRequests` requests; the rest of that read is
+ * kept as raw bytes (one copy, its size in `heldBytes`) and decoded, in order, by `resume(maxRequests)`. The
+ * read is not over until its rest is decoded: `endOfRead()` does nothing while bytes are held. So the
+ * caller's bound on queued requests holds within one read, and a read of tiny requests is held at its size
+ * on the wire, not as thousands of decoded requests.
+ *
  * Limits: a line over `maxLineBytes`, a request with more than `maxCommands` command lines, or more than
  * `maxRequestBytes` in total, yields a `limit` event (the decoder then discards everything; the session
  * answers and closes). Every byte sequence decodes without throwing.
@@ -147,6 +153,9 @@ export class RequestDecoder {
   #waitEmptyLine = false;
   #requestBytes = 0;
   #lastId = '';
+  /** The undecoded rest of the latest read (from `#heldAt` on), when `maxRequests` stopped its decoding. */
+  #held: Buffer | undefined;
+  #heldAt = 0;
 
   constructor(private readonly limits: DecoderLimits) {}
 
@@ -157,10 +166,15 @@ export class RequestDecoder {
 
   /**
    * Bytes of the request in progress held so far (its lines, and the buffer of the unfinished one, which
-   * may be up to twice the bytes in it), for memory budgets.
+   * may be up to twice the bytes in it), plus the buffer of a read's undecoded rest, for memory budgets.
    */
   get heldBytes(): number {
-    return this.#requestBytes + (this.#partial?.length ?? 0);
+    return this.#requestBytes + (this.#partial?.length ?? 0) + (this.#held?.length ?? 0);
+  }
+
+  /** Bytes of the latest read not decoded yet (`resume` decodes them). */
+  get undecodedBytes(): number {
+    return this.#held === undefined ? 0 : this.#held.length - this.#heldAt;
   }
 
   /** The id of the latest command line of the request in progress ('' if none). */
@@ -180,12 +194,51 @@ export class RequestDecoder {
     return this.#lastId;
   }
 
-  /** Appends bytes; returns every request now complete, in order, or a final `limit` event. Never throws. */
-  push(chunk: Uint8Array): DecoderEvent[] {
+  /**
+   * Appends one read's bytes; returns the requests now complete, in order (at most `maxRequests` of them),
+   * or ends with a `limit` event. Bytes after the `maxRequests`-th request are held undecoded (see
+   * `resume`). The caller is expected not to push while bytes are held; if it does, the new bytes are
+   * appended to the held ones (and count as the same read). Never throws.
+   */
+  push(chunk: Uint8Array, maxRequests = Number.POSITIVE_INFINITY): DecoderEvent[] {
+    if (this.#dead || chunk.length === 0) return [];
+    if (this.#held !== undefined) {
+      this.#held = Buffer.concat([this.#held.subarray(this.#heldAt), chunk]);
+      this.#heldAt = 0;
+      return this.resume(maxRequests);
+    }
+    return this.#decode(chunk, 0, maxRequests, true);
+  }
+
+  /** Decodes on into the held rest of the latest read: at most `maxRequests` more requests. Never throws. */
+  resume(maxRequests = Number.POSITIVE_INFINITY): DecoderEvent[] {
+    const held = this.#held;
+    if (this.#dead || held === undefined) return [];
+    const at = this.#heldAt;
+    this.#held = undefined;
+    this.#heldAt = 0;
+    return this.#decode(held, at, maxRequests, false);
+  }
+
+  /** Drops the held rest of the latest read (the connection is closing and will answer no more). */
+  dropHeld(): void {
+    this.#held = undefined;
+    this.#heldAt = 0;
+  }
+
+  /**
+   * Decodes `chunk` from `from` on. `copy`: the chunk is the caller's (a socket buffer); a rest to hold is
+   * copied out at its own size. Otherwise it is our held buffer, kept as it is with a new offset.
+   */
+  #decode(chunk: Uint8Array, from: number, maxRequests: number, copy: boolean): DecoderEvent[] {
     const out: DecoderEvent[] = [];
-    if (this.#dead) return out;
-    let start = 0;
-    for (let i = 0; i < chunk.length; i++) {
+    let requests = 0;
+    let start = from;
+    if (maxRequests <= 0) {
+      this.#hold(chunk, start, copy);
+      return out;
+    }
+    for (let i = from; i < chunk.length; i++) {
       const b = chunk[i];
       if (b === LF && this.#skipLf && i === start && this.#partialBytes === 0) {
         this.#skipLf = false;
@@ -201,6 +254,12 @@ export class RequestDecoder {
       if (ev !== undefined) {
         out.push(ev);
         if (ev.kind === 'limit') return out;
+        // The bound: no more requests out of this read until the caller has room (a request just ended, so
+        // no line is unfinished and the decoder holds nothing but the rest).
+        if (++requests >= maxRequests && start < chunk.length) {
+          this.#hold(chunk, start, copy);
+          return out;
+        }
       }
     }
     if (start < chunk.length) {
@@ -214,12 +273,27 @@ export class RequestDecoder {
     return out;
   }
 
+  #hold(chunk: Uint8Array, start: number, copy: boolean): void {
+    if (start >= chunk.length) return;
+    if (copy) {
+      const rest = Buffer.allocUnsafeSlow(chunk.length - start);
+      rest.set(chunk.subarray(start));
+      this.#held = rest;
+      this.#heldAt = 0;
+    } else {
+      this.#held = Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
+      this.#heldAt = start;
+    }
+  }
+
   /**
    * The socket delivered everything it had: a request with at least one command, no unfinished line and no
    * `EMPTYLINE` is complete now (foxyproxy answers after such a read; JSignPdf waits for that answer).
+   * While the read's rest is held undecoded the read is not over: nothing happens (call it again once
+   * `resume` has decoded the rest).
    */
   endOfRead(): DecoderEvent[] {
-    if (this.#dead || !this.#haveReader || this.#partialBytes > 0 || this.#commands === 0 || this.#waitEmptyLine) return [];
+    if (this.#dead || this.#held !== undefined || !this.#haveReader || this.#partialBytes > 0 || this.#commands === 0 || this.#waitEmptyLine) return [];
     return [this.#complete()];
   }
 
@@ -250,6 +324,7 @@ export class RequestDecoder {
     this.#dead = true;
     this.#partial = undefined;
     this.#partialBytes = 0;
+    this.dropHeld();
     return { kind: 'limit', code, id };
   }
 
