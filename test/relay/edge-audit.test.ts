@@ -9,9 +9,10 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { connect as netConnect, type Socket } from 'node:net';
 import { connect as tlsConnect } from 'node:tls';
+import { join } from 'node:path';
 import fc from 'fast-check';
-import { startRelay, rawClient, request, authenticate, selfSignedCert, tempDir, type StartedRelay } from '../helpers/relay.ts';
-import { hostileJsonValue } from '../helpers/hostile.ts';
+import { startRelay, rawClient, request, authenticate, selfSignedCert, tempDir, deadline as deadlineOf, NO_ERROR, type StartedRelay } from '../helpers/relay.ts';
+import { PROTOTYPE_KEYS, hostileJsonValue } from '../helpers/hostile.ts';
 import { toIndentedJson } from '../../src/relay/protocol/json.ts';
 import { MAX_ECHOED_PARAMS_CHARS, decodeRequest } from '../../src/relay/protocol/jsonrpc.ts';
 import { decodeTunnelProxyRequest } from '../../src/relay/protocol/tunnel-proxy-api.ts';
@@ -26,6 +27,7 @@ before(async () => {
       { kind: 'tls', host: '127.0.0.1', port: 0 },
       { kind: 'ws', host: '127.0.0.1', port: 0 },
       { kind: 'wss', host: '127.0.0.1', port: 0 },
+      { kind: 'unix', path: join(dir, 'relay.sock') },
     ],
     tls: selfSignedCert(dir),
     limits: { tunnelBufferBytes: BUFFER },
@@ -186,5 +188,278 @@ test('every listener: a connection that sends nothing, or dribbles its handshake
     assert.deepEqual(failed.map(([name, r]) => `${name}: ${String((r as PromiseRejectedResult).reason)}`), []);
   } finally {
     await quick.close();
+  }
+});
+
+/** Every answer line a raw stream client got, parsed. */
+const answers = (c: { received(): Buffer }) =>
+  c.received().toString().split('\n').filter((l) => l !== '').map((l) => JSON.parse(l) as Record<string, unknown>);
+
+test('Object.prototype keys as namespaces, methods, param keys, top-level keys, ids and param values: coded answers as for any unknown name', { timeout: 15000 }, async () => {
+  for (const k of PROTOTYPE_KEYS) {
+    const cases: [string, Record<string, unknown>][] = [
+      [`{"id":1,"method":"${k}.${k}"}`, { error: 'No such namespace', id: 1, status: 'error' }],
+      [`{"id":1,"method":"RemoteProxy.${k}"}`, { error: 'No such method', id: 1, status: 'error' }],
+      [`{"id":1,"method":"Authentication.${k}","params":{"${k}":{"${k}":[]}}}`, { error: 'No such method', id: 1, status: 'error' }],
+      [`{"id":{"${k}":1},"method":"RemoteProxy.Hello"}`, { error: "Error parsing command. Missing 'id'", id: -1, status: 'error' }],
+      [`{"id":"${k}","method":"RemoteProxy.Hello"}`, { error: "Error parsing command. Missing 'id'", id: -1, status: 'error' }],
+      [`{"id":1,"method":{"${k}":"RemoteProxy.Hello"}}`, { error: "Error parsing method. Got: ''', Expected: 'Namespace.method'", id: 1, status: 'error' }],
+      [`{"id":1,"method":"RemoteProxy.Hello","params":{"${k}":1}}`, { error: `Invalid params: Forbidden key "${k}" in {\n    "${k}": 1\n}\n`, id: 1, status: 'error' }],
+    ];
+    for (const [message, expected] of cases) {
+      const c = await rawClient(relay.url('tcp'));
+      c.send(`${message}\n`);
+      await c.closed();
+      assert.deepEqual(answers(c), [expected], message);
+    }
+    // Ignored top-level keys, and names as values: a normal Hello, then a normal Authenticate.
+    const c = await rawClient(relay.url('tcp'));
+    c.send(`{"${k}":{"${k}":1},"id":4,"method":"RemoteProxy.Hello","params":null}\n`);
+    await c.waitFor('"id":4');
+    c.send(`{"id":5,"method":"Authentication.Authenticate","params":{"name":"${k}","nonce":"${k}","token":"${k}-${crypto.randomUUID()}","uuid":"${k}"}}\n`);
+    await c.waitFor('"id":5');
+    assert.deepEqual(answers(c).map((a) => [a.id, a.status, (a.params as Record<string, unknown>).authenticationError]), [
+      [4, 'success', undefined],
+      [5, 'success', 'AuthenticationErrorNoError'],
+    ]);
+    c.destroy();
+  }
+  await stillServes('tcp');
+});
+
+test('ids of every JSON type and at the number edges, answered as Qt converts them', { timeout: 15000 }, async () => {
+  // 'missing': not convertible (answered id -1, then closed); 2^63 - 1 keeps its low 32 bits: -1.
+  const cases: [string, number | 'missing' | 'invalid'][] = [
+    ['{}', 'missing'], ['[]', 'missing'], ['[1]', 'missing'], ['null', 'missing'], ['true', 1], ['false', 0], ['-0', 0], ['-0.0', 0], ['9007199254740993', 1],
+    ['9223372036854775807', -1], ['9223372036854775808', 0], ['1e19', 0], ['-2.5', -2], ['2.5', 3], ['"  42 "', 42], ['"\\ufeff42"', 'missing'],
+    ['1e309', 'invalid'], ['-1e400', 'invalid'], ['1e-400', 'invalid'], ['01', 'invalid'], ['0x10', 'invalid'], ['NaN', 'invalid'],
+  ];
+  for (const [id, expected] of cases) {
+    const c = await rawClient(relay.url('tcp'));
+    c.send(`{"id":${id},"method":"RemoteProxy.Hello"}\n`);
+    const [answer] = await c.waitFor('\n').then(() => answers(c));
+    if (expected === 'invalid') assert.match(String(answer!.error), /^Failed to parse JSON data: /, id);
+    else if (expected === 'missing') assert.deepEqual(answer, { error: "Error parsing command. Missing 'id'", id: -1, status: 'error' }, id);
+    else assert.deepEqual([answer!.id, answer!.status], [expected, 'success'], id);
+    c.destroy();
+  }
+});
+
+test('NUL bytes and invalid UTF-8: inside strings on streams (accepted / refused as Qt), on WebSocket 1007; the process goes on', { timeout: 15000 }, async () => {
+  const nulInName = Buffer.from(`{"id":1,"method":"Authentication.Authenticate","params":{"name":"a\u0000b","token":"nul-${crypto.randomUUID()}","uuid":"u"}}\n`);
+  const tcp = await rawClient(relay.url('tcp'));
+  tcp.send(nulInName);
+  await tcp.waitFor('AuthenticationErrorNoError');
+  tcp.destroy();
+  const bad = Buffer.concat([Buffer.from('{"id":2,"method":"RemoteProxy.Hello","params":{"a":"'), Buffer.from([0xc0, 0xaf, 0x00, 0xff]), Buffer.from('"}}\n')]);
+  for (const kind of ['tcp', 'tls'] as const) {
+    const c = await rawClient(relay.url(kind));
+    c.send(bad);
+    await c.closed();
+    assert.deepEqual(answers(c), [{ error: 'Failed to parse JSON data: invalid UTF8 string', id: -1, status: 'error' }]);
+  }
+  for (const kind of ['ws', 'wss'] as const) {
+    const c = await rawClient(relay.url(kind));
+    c.send(bad, { binary: false });
+    assert.deepEqual(await c.closed(), { code: 1007, reason: 'Invalid UTF-8 code encountered.' });
+    assert.equal(c.received().length, 0);
+  }
+  // A NUL outside any string is an unknown token.
+  const nul = await rawClient(relay.url('tcp'));
+  nul.send(Buffer.from('{"id":3,\u0000"method":"RemoteProxy.Hello"}\n'));
+  await nul.closed();
+  assert.deepEqual(answers(nul), [{ error: 'Failed to parse JSON data: unterminated object', id: -1, status: 'error' }]);
+  await stillServes('ws');
+});
+
+test('many messages in one read are all answered in order; an Authenticate sent twice before its answer closes as data before the tunnel', { timeout: 15000 }, async () => {
+  for (const kind of KINDS) {
+    const c = await rawClient(relay.url(kind));
+    // On WebSocket the burst is one text message (within maxMessageBytes): split as on a stream.
+    const n = kind === 'tcp' || kind === 'tls' ? 300 : 100;
+    const burst = Array.from({ length: n }, (_, i) => request(i, 'RemoteProxy.Hello')).join('');
+    c.send(burst, { binary: false });
+    await c.waitFor('"status":"success"', 5000, n);
+    assert.deepEqual(answers(c).map((a) => a.id), Array.from({ length: n }, (_, i) => i), kind);
+    c.destroy();
+    const twice = await rawClient(relay.url(kind));
+    const token = `twice-${crypto.randomUUID()}`;
+    twice.send(authenticate(`mock:200:AuthenticationErrorNoError`, { id: 1 }) + authenticate(token, { id: 2 }), { binary: false });
+    const end = await twice.closed();
+    if (kind === 'ws' || kind === 'wss') assert.deepEqual(end, { code: 1011, reason: 'Data received while authenticated but not remote connected.' });
+    assert.equal(twice.received().length, 0, 'no answer to either Authenticate');
+  }
+});
+
+/** A client frame: FIN/RSV/opcode byte, then the payload, masked unless `unmasked`; lengths up to 64 KiB. */
+function frame(b0: number, payload: Buffer | string, opts: { unmasked?: boolean; len7?: number } = {}): Buffer {
+  const p = typeof payload === 'string' ? Buffer.from(payload) : payload;
+  const maskBit = opts.unmasked === true ? 0 : 0x80;
+  const head = p.length < 126 && opts.len7 === undefined ? Buffer.from([b0, maskBit | p.length]) : Buffer.from([b0, maskBit | 126, p.length >> 8, p.length & 0xff]);
+  if (opts.unmasked === true) return Buffer.concat([head, p]);
+  const mask = Buffer.from([0x11, 0x22, 0x33, 0x44]);
+  return Buffer.concat([head, mask, Buffer.from(p.map((x, i) => x ^ mask[i & 3]!))]);
+}
+const closePayload = (code: number, reason: Buffer = Buffer.alloc(0)) => Buffer.concat([Buffer.from([code >> 8, code & 0xff]), reason]);
+
+/** Server frames (unmasked) in `bytes` after the HTTP response: [opcode, payload]. */
+function serverFrames(bytes: Buffer): [number, Buffer][] {
+  let i = bytes.indexOf('\r\n\r\n') + 4;
+  const out: [number, Buffer][] = [];
+  while (i + 2 <= bytes.length) {
+    let len = bytes[i + 1]! & 0x7f;
+    let at = i + 2;
+    if (len === 126) {
+      len = bytes.readUInt16BE(at);
+      at += 2;
+    }
+    if (at + len > bytes.length) break;
+    out.push([bytes[i]! & 0x0f, bytes.subarray(at, at + len)]);
+    i = at + len;
+  }
+  return out;
+}
+
+/** A WebSocket handshake by hand (ws or wss), then the raw socket: frames are ours to write. */
+async function rawWebSocket(kind: 'ws' | 'wss'): Promise<{ socket: Socket; got: () => Buffer; closed: Promise<void> }> {
+  const port = relay.port(kind);
+  const socket = kind === 'ws' ? netConnect({ host: '127.0.0.1', port }) : tlsConnect({ host: '127.0.0.1', port, rejectUnauthorized: false });
+  const chunks: Buffer[] = [];
+  socket.on('data', (d: Buffer) => chunks.push(d));
+  socket.on('error', () => undefined);
+  const closed = new Promise<void>((resolve) => socket.once('close', () => resolve()));
+  socket.write(`${UPGRADE}\r\n`);
+  const got = () => Buffer.concat(chunks);
+  for (let i = 0; i < 200 && !got().includes('\r\n\r\n'); i++) await sleep(10);
+  assert.match(got().toString('latin1'), /^HTTP\/1\.1 101 /);
+  return { socket, got, closed };
+}
+
+test('WebSocket frames a stock client never sends, before authenticating: each closes that client with its code; others go on', { timeout: 15000 }, async () => {
+  const HELLO = '{"id":1,"method":"RemoteProxy.Hello"}';
+  const cases: [string, Buffer, number, string][] = [
+    ['unmasked text frame', frame(0x81, HELLO, { unmasked: true }), 1002, ''],
+    ['ping with 126 bytes', frame(0x89, Buffer.alloc(126, 0x70)), 1002, ''],
+    ['fragmented ping', frame(0x09, 'p'), 1002, ''],
+    ['close with code 999', frame(0x88, closePayload(999)), 1002, ''],
+    ['close with code 1005', frame(0x88, closePayload(1005)), 1002, ''],
+    ['close with a 1-byte payload', frame(0x88, Buffer.from([3])), 1002, ''],
+    ['RSV1 set (no extension agreed)', frame(0xc1, HELLO), 1002, ''],
+    ['continuation without a message', frame(0x80, HELLO), 1002, ''],
+    ['unknown opcode 3', frame(0x83, HELLO), 1002, ''],
+    ['text frame inside a fragmented text message', Buffer.concat([frame(0x01, '{"id":1,'), frame(0x81, HELLO)]), 1002, ''],
+    ['binary frame before the tunnel', frame(0x82, HELLO), 1011, 'Binary message not expected.'],
+    ['fragments past maxMessageBytes', Buffer.concat([frame(0x01, `{"a":"${'x'.repeat(6000)}`), frame(0x80, `${'x'.repeat(6000)}"}`)]), 1011, 'Data buffer size violation.'],
+    ['close with a reason that is not UTF-8', frame(0x88, closePayload(4000, Buffer.from([0xff, 0xfe]))), 4000, '\ufffd\ufffd'],
+  ];
+  for (const kind of ['ws', 'wss'] as const) {
+    for (const [name, bytes, code, reason] of cases) {
+      const c = await rawWebSocket(kind);
+      c.socket.write(bytes);
+      for (let i = 0; i < 300 && !serverFrames(c.got()).some(([op]) => op === 8); i++) await sleep(10);
+      // The close handshake: our close frame answers the relay's (a protocol error needs none).
+      if (!c.socket.destroyed) c.socket.write(frame(0x88, closePayload(1000)));
+      await deadlineOf(c.closed, 5000, `${kind} ${name}: the relay closes`);
+      const close = serverFrames(c.got()).find(([op]) => op === 8);
+      assert.ok(close !== undefined, `${kind} ${name}: a close frame`);
+      assert.equal(close[1].readUInt16BE(0), code, `${kind} ${name}`);
+      if (reason !== '') assert.equal(close[1].subarray(2).toString(), reason, `${kind} ${name}`);
+      assert.equal(serverFrames(c.got()).some(([op]) => op === 1), false, `${kind} ${name}: no answer`);
+    }
+    await stillServes(kind);
+  }
+});
+
+test('WebSocket: a fragmented text message is one message; pings are answered while the handshake goes on; a close frame ends it; a ping flood ends the connection', { timeout: 15000 }, async () => {
+  for (const kind of ['ws', 'wss'] as const) {
+    const c = await rawWebSocket(kind);
+    const pings = Buffer.concat(Array.from({ length: 50 }, (_, i) => frame(0x89, `p${i}`)));
+    c.socket.write(Buffer.concat([frame(0x01, '{"id":7,"method":"Remote'), pings, frame(0x00, 'Proxy.Hel'), frame(0x80, 'lo"}')]));
+    for (let i = 0; i < 200 && !serverFrames(c.got()).some(([op]) => op === 1); i++) await sleep(10);
+    const frames = serverFrames(c.got());
+    assert.equal(frames.filter(([op]) => op === 10).length, 50);
+    const texts = frames.filter(([op]) => op === 1).map(([, p]) => JSON.parse(p.toString()) as { id: number; status: string });
+    assert.deepEqual(texts.map((t) => [t.id, t.status]), [[7, 'success']]);
+    c.socket.write(frame(0x88, closePayload(1000)));
+    await deadlineOf(c.closed, 5000, 'close');
+    assert.equal(serverFrames(c.got()).find(([op]) => op === 8)?.[1].readUInt16BE(0), 1000);
+    // More pings in flight than `ws` keeps pongs for (60): the connection is dropped, not buffered for.
+    const flood = await rawWebSocket(kind);
+    flood.socket.write(Buffer.concat(Array.from({ length: 500 }, () => frame(0x89, Buffer.alloc(125, 0x70)))));
+    await deadlineOf(flood.closed, 5000, 'ping flood: the relay drops the connection');
+    await stillServes(kind);
+  }
+});
+
+test('maxMessageBytes on every transport: exactly 10240 bytes of incomplete JSON are held (whatever the cuts), one more closes without a reply', { timeout: 15000 }, async () => {
+  const head = '{"id":9,"method":"RemoteProxy.Hello","params":{},"pad":"';
+  const atLimit = Buffer.from(head + 'x'.repeat(10240 - head.length));
+  const tail = Buffer.from('"}');
+  for (const kind of ['tcp', 'tls', 'unix', 'ws', 'wss'] as const) {
+    const ws = kind === 'ws' || kind === 'wss';
+    for (const cuts of [[], [1], [10239], [1, 2, 5000, 10239]]) {
+      const c = await rawClient(relay.url(kind));
+      let from = 0;
+      for (const at of [...cuts, atLimit.length]) {
+        c.send(atLimit.subarray(from, at), { binary: false });
+        from = at;
+        await sleep(2);
+      }
+      // Completing it (a complete message may be longer than the limit): answered.
+      c.send(tail, { binary: false });
+      await c.waitFor('"id":9', 5000);
+      assert.equal(answers(c)[0]!.status, 'success', `${kind} cut at ${cuts.join(',')}`);
+      c.destroy();
+    }
+    // One byte more, arriving alone or with the rest: closed, nothing answered.
+    for (const alone of [true, false]) {
+      const over = await rawClient(relay.url(kind));
+      if (alone) {
+        over.send(atLimit, { binary: false });
+        await sleep(5);
+        over.send('x', { binary: false });
+      } else over.send(Buffer.concat([atLimit, Buffer.from('x')]), { binary: false });
+      const end = await over.closed(6000);
+      if (ws) assert.deepEqual(end, { code: 1011, reason: 'Data buffer size violation.' }, kind);
+      assert.equal(over.received().length, 0, kind);
+    }
+  }
+});
+
+test('a client that half-closes during its handshake is forgotten: the next client of its token waits, and pairs with the one after', { timeout: 15000 }, async () => {
+  for (const kind of ['tcp', 'tls', 'ws'] as const) {
+    for (const when of ['while authenticating', 'while waiting'] as const) {
+      // The mock authenticator decides `mock:…` tokens after their delay; the nonce makes the key unique.
+      const token = 'mock:100:AuthenticationErrorNoError';
+      const nonce = crypto.randomUUID();
+      const ghost = await rawClient(relay.url(kind));
+      ghost.send(authenticate(token, { id: 1, nonce }));
+      // While authenticating, the FIN (or close frame) arrives before the authenticator decides.
+      if (when === 'while waiting') await ghost.waitFor(NO_ERROR);
+      ghost.end();
+      await ghost.closed();
+      await sleep(150);
+      const second = await rawClient(relay.url(kind));
+      second.send(authenticate(token, { id: 2, nonce }));
+      await second.waitFor(NO_ERROR);
+      await sleep(100);
+      assert.equal(second.received().includes('TunnelEstablished'), false, `${kind} ${when}: paired with a client that had left`);
+      const third = await rawClient(relay.url(kind));
+      third.send(authenticate(token, { id: 3, nonce }));
+      await third.waitFor('TunnelEstablished');
+      await second.waitFor('TunnelEstablished');
+      second.destroy();
+      third.destroy();
+    }
+  }
+});
+
+test('requests after Authenticate, before its answer, are answered at once; the Authenticate answer follows', { timeout: 15000 }, async () => {
+  for (const kind of KINDS) {
+    const c = await rawClient(relay.url(kind));
+    c.send(authenticate('mock:150:AuthenticationErrorNoError', { id: 1, nonce: crypto.randomUUID() }) + request(2, 'RemoteProxy.Hello') + request(3, 'RemoteProxy.Introspect'), { binary: false });
+    await c.waitFor(NO_ERROR);
+    assert.deepEqual(answers(c).map((a) => a.id), [2, 3, 1], kind);
+    c.destroy();
   }
 });
