@@ -17,15 +17,41 @@ import type { ServerLeg } from './server-leg.ts';
 /** A read at least this large marks a busy client (the read buffers' small size). */
 const BUSY_READ_BYTES = 16 * 1024;
 
+/**
+ * The link's owner once registered: one small object whose methods live on the prototype, instead of a
+ * handler object holding a closure per event (with their context, ~0.3 KiB an idle client kept).
+ */
+class ClientEvents implements LinkHandlers {
+  constructor(private readonly leg: ClientLeg) {}
+  data(chunk: Buffer): void {
+    this.leg.fromLink(chunk);
+  }
+  end(): void {
+    this.leg.linkEnded();
+  }
+  close(): void {
+    this.leg.conn.linkClosed();
+  }
+  drain(): void {
+    this.leg.drained();
+  }
+  fault(err: unknown): void {
+    this.leg.conn.boundary.trip(err);
+  }
+}
+
+/** A slow client's timeout (one function for every client; the leg is the timer's argument). */
+function slowClientTimeout(leg: ClientLeg): void {
+  leg.conn.boundary.run(() => leg.conn.drop('RELAY_TP_SLOW_CLIENT'));
+}
+
 export class ClientLeg {
-  readonly createdAt = Date.now();
   /** Given by the server leg when the client is added (never 0, 0xFFFF or a byte SLIP escapes). */
   address = 0;
   /** More than the client buffer waits toward this client; the server connection is paused for it. */
   blocked = false;
   #slowTimer: NodeJS.Timeout | undefined;
   #gone = false;
-  readonly #handlers: LinkHandlers;
 
   constructor(
     readonly conn: TpConnection,
@@ -34,22 +60,21 @@ export class ClientLeg {
     readonly server: ServerLeg,
     private readonly ctx: TpContext,
   ) {
-    this.#handlers = {
-      data: (chunk) => {
-        this.conn.rxBytes += chunk.length;
-        this.server.fromClient(this.address, chunk);
-        if (!this.#reusedReads && chunk.length >= BUSY_READ_BYTES) this.#reuseReads();
-      },
-      end: () => {
-        // No half-close in this protocol: the client has left (the server is told now).
-        this.#leave();
-        this.conn.fail('RELAY_PARTNER_CLOSED');
-      },
-      close: () => conn.linkClosed(),
-      drain: () => this.#drained(),
-      fault: conn.boundary.catch,
-    };
-    conn.link.attach(this.#handlers);
+    conn.link.attach(new ClientEvents(this));
+  }
+
+  /** Bytes the client sent (its link's data event). */
+  fromLink(chunk: Buffer): void {
+    this.conn.rxBytes += chunk.length;
+    this.server.fromClient(this.address, chunk);
+    if (!this.#reusedReads && chunk.length >= BUSY_READ_BYTES) this.#reuseReads();
+  }
+
+  /** The client ended its side (its link's end event). */
+  linkEnded(): void {
+    // No half-close in this protocol: the client has left (the server is told now).
+    this.#leave();
+    this.conn.fail('RELAY_PARTNER_CLOSED');
   }
 
   #reusedReads = false;
@@ -81,10 +106,11 @@ export class ClientLeg {
     if (this.blocked || link.pendingBytes < this.ctx.config.limits.clientBufferBytes) return;
     this.blocked = true;
     this.server.clientBlocked(this);
-    this.#slowTimer = setTimeout(() => this.conn.boundary.run(() => this.conn.drop('RELAY_TP_SLOW_CLIENT')), this.ctx.config.timeouts.slowClientMs);
+    this.#slowTimer = setTimeout(slowClientTimeout, this.ctx.config.timeouts.slowClientMs, this);
   }
 
-  #drained(): void {
+  /** What waited toward the client went below the link's mark (its link's drain event). */
+  drained(): void {
     if (!this.blocked || this.conn.link.pendingBytes >= this.ctx.config.limits.clientBufferBytes) return;
     this.#unblock();
   }

@@ -22,7 +22,7 @@ import type { Logger } from '../../core/log.ts';
 import { errorSpec, type ErrorCode } from '../../core/errors.ts';
 import { FaultBoundary } from '../../core/fault.ts';
 import type { TunnelProxyConfig } from '../config.ts';
-import { StreamLink, WsLink, type Link } from '../links.ts';
+import { StreamLink, WsLink, type Link, type LinkHandlers } from '../links.ts';
 import { asError } from '../../core/fault.ts';
 import type { PartyInfo } from '../cluster/forward.ts';
 import { MessageSplitter } from '../protocol/framing.ts';
@@ -55,6 +55,35 @@ export type TpRole = 'none' | 'server' | 'client' | 'closed';
 
 let nextConnectionId = 1;
 
+/**
+ * The link's owner until registration. One small object per connection whose methods live on the
+ * prototype, instead of a handler object holding a closure per event (several closures and their
+ * context for every connection: what an idle client keeps is what its memory costs).
+ */
+class HandshakeEvents implements LinkHandlers {
+  constructor(private readonly conn: TpConnection) {}
+  data(chunk: Buffer, binary: boolean): void {
+    this.conn.handshakeData(chunk, binary);
+  }
+  end(): void {
+    this.conn.handshakeEnd();
+  }
+  close(): void {
+    this.conn.linkClosed();
+  }
+  drain(): void {
+    // Nothing waits for a drain before registration.
+  }
+  fault(err: unknown): void {
+    this.conn.boundary.trip(err);
+  }
+}
+
+/** The inactive timeout (one function for every connection; the connection is the timer's argument). */
+function inactiveTimeout(conn: TpConnection): void {
+  conn.boundary.run(() => conn.fail('RELAY_TP_INACTIVE_TIMEOUT'));
+}
+
 export class TpConnection {
   readonly id = nextConnectionId++;
   readonly connectedAt = Date.now();
@@ -69,7 +98,8 @@ export class TpConnection {
   /** Bytes received from / sent to this connection (JSON included). */
   rxBytes = 0;
   txBytes = 0;
-  readonly boundary: FaultBoundary;
+  /** Made on first use (a fault, a timer or a continuation to run): an idle client never needs one. */
+  #boundary: FaultBoundary | undefined;
   readonly #ctx: TpContext;
   /** The JSON reader before registration; dropped once registered (idle clients stay small). */
   #splitter: MessageSplitter | undefined;
@@ -79,7 +109,7 @@ export class TpConnection {
   #log: Logger | undefined;
   /** A registration waits for the cluster: input is held until it is decided. */
   #busy = false;
-  #held: { chunk: Buffer; binary: boolean }[] = [];
+  #held: { chunk: Buffer; binary: boolean }[] | undefined;
   #heldBytes = 0;
   #heldEnd = false;
 
@@ -92,19 +122,25 @@ export class TpConnection {
     this.#ctx = ctx;
     this.#connectionId = connectionId;
     this.#splitter = new MessageSplitter(ctx.maxMessageBytes);
-    this.boundary = new FaultBoundary(
+    link.attach(new HandshakeEvents(this));
+    this.#timer = setTimeout(inactiveTimeout, ctx.config.timeouts.inactiveMs, this);
+  }
+
+  /**
+   * This connection's fault boundary: every entry point the event loop calls for it (link events, timers,
+   * promise continuations) runs through it. Made on first use; once tripped it stays (later events ignored).
+   */
+  get boundary(): FaultBoundary {
+    return (this.#boundary ??= new FaultBoundary(
       () => this.log,
       () => this.fail('CORE_INTERNAL'),
-      () => link.destroy(),
-    );
-    link.attach({
-      data: (chunk, binary) => this.#onData(chunk, binary),
-      end: () => this.#onEnd(),
-      close: () => this.linkClosed(),
-      drain: () => undefined,
-      fault: this.boundary.catch,
-    });
-    this.#timer = setTimeout(() => this.boundary.run(() => this.fail('RELAY_TP_INACTIVE_TIMEOUT')), ctx.config.timeouts.inactiveMs);
+      () => this.link.destroy(),
+    ));
+  }
+
+  /** True once a fault closed this connection (without making a boundary to ask). */
+  get faulted(): boolean {
+    return this.#boundary?.tripped === true;
   }
 
   get log(): Logger {
@@ -169,7 +205,7 @@ export class TpConnection {
     if (this.#busy) {
       // Paused while a registration waited: the close handshake (WebSocket) must be read.
       this.#busy = false;
-      this.#held = [];
+      this.#held = undefined;
       this.link.resume();
     }
     const leg = this.leg;
@@ -182,7 +218,8 @@ export class TpConnection {
     this.#timer = undefined;
   }
 
-  #onEnd(): void {
+  /** Before registration: the peer ended its side (HandshakeEvents). */
+  handshakeEnd(): void {
     // A registration is waiting: the end belongs to the role it gets.
     if (this.#busy) {
       this.#heldEnd = true;
@@ -195,7 +232,8 @@ export class TpConnection {
     }
   }
 
-  #onData(chunk: Buffer, binary: boolean): void {
+  /** Before registration: bytes from the peer (HandshakeEvents); ignored once it has a role. */
+  handshakeData(chunk: Buffer, binary: boolean): void {
     if (this.role !== 'none') return;
     if (this.#busy) return this.#hold(chunk, binary);
     this.rxBytes += chunk.length;
@@ -289,7 +327,7 @@ export class TpConnection {
     cluster.registerServer(uuid).then(
       (r) => {
         registry.pendingServers.delete(uuid);
-        if (this.role === 'closed' || this.boundary.tripped) {
+        if (this.role === 'closed' || this.faulted) {
           if (r.ok) cluster.serverGone(uuid);
           return;
         }
@@ -366,7 +404,7 @@ export class TpConnection {
     cluster.connectClient(serverUuid, party).then(
       (r) => {
         registry.pendingClients.delete(clientUuid);
-        if (this.role === 'closed' || this.boundary.tripped) {
+        if (this.role === 'closed' || this.faulted) {
           if (r.ok) r.socket.destroy();
           return;
         }
@@ -433,10 +471,10 @@ export class TpConnection {
   #hold(chunk: Buffer, binary: boolean): void {
     this.#heldBytes += chunk.length;
     if (this.#heldBytes > this.#ctx.tunnelBufferBytes) {
-      this.#held = [];
+      this.#held = undefined;
       return this.fail('RELAY_MESSAGE_TOO_LARGE');
     }
-    this.#held.push({ chunk, binary });
+    (this.#held ??= []).push({ chunk, binary });
   }
 
   /** The registration is done (role server or client): what arrived meanwhile goes to the new role. */
@@ -444,8 +482,8 @@ export class TpConnection {
     this.#busy = false;
     const rest = this.#splitter?.drain();
     this.#splitter = undefined;
-    const held = this.#held;
-    this.#held = [];
+    const held = this.#held ?? [];
+    this.#held = undefined;
     this.#heldBytes = 0;
     this.link.resume();
     const h = this.link.handlers;
