@@ -85,6 +85,15 @@ export function emptyMonitorDocument(config: Pick<RelayConfig, 'hello'>): Monito
   };
 }
 
+/**
+ * The most of a client's chosen name a document shows (UTF-16 units; longer ones are cut and end with `…`).
+ * A name is one request's worth of text (up to a socket read, ~64 KiB): every client's in full made a
+ * document of hundreds of MB, built once per interval.
+ */
+export const MAX_SHOWN_NAME_CHARS = 256;
+
+const shownName = (name: string): string => (name.length > MAX_SHOWN_NAME_CHARS ? `${name.slice(0, MAX_SHOWN_NAME_CHARS)}…` : name);
+
 /** This process's relay as a monitor document; throughput fields 0 until `setThroughput`. */
 export function monitorDocument(relay: MonitoredRelay, config: Pick<RelayConfig, 'hello'>): MonitorDocument {
   relay.syncTraffic();
@@ -92,7 +101,7 @@ export function monitorDocument(relay: MonitoredRelay, config: Pick<RelayConfig,
     address: s.link.remoteAddress,
     authenticated: s.authenticated,
     id: s.connectionId,
-    name: s.name,
+    name: shownName(s.name),
     rxDataCount: s.rxBytes,
     timestamp: seconds(s.connectedAt),
     tunnelConnected: s.state === 'tunnel',
@@ -259,7 +268,7 @@ export function nodeSummary(relay: MonitoredRelay, maxTunnels: number): NodeSumm
     const kind = s.link.kind;
     connections[kind] = (Object.hasOwn(connections, kind) ? (connections[kind] ?? 0) : 0) + 1;
   }
-  const peer = (s: TunnelParty): PeerSummary => ({ id: s.connectionId, name: s.name, userName: s.userName, address: s.link.remoteAddress });
+  const peer = (s: TunnelParty): PeerSummary => ({ id: s.connectionId, name: shownName(s.name), userName: s.userName, address: s.link.remoteAddress });
   const tunnelList: NodeSummary['tunnelList'][number][] = [];
   let forwarded = 0;
   for (const t of relay.tunnels) if (isForwarded(t)) forwarded++;

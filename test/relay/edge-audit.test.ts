@@ -16,6 +16,7 @@ import { PROTOTYPE_KEYS, hostileJsonValue } from '../helpers/hostile.ts';
 import { toIndentedJson } from '../../src/relay/protocol/json.ts';
 import { MAX_ECHOED_PARAMS_CHARS, decodeRequest } from '../../src/relay/protocol/jsonrpc.ts';
 import { decodeTunnelProxyRequest } from '../../src/relay/protocol/tunnel-proxy-api.ts';
+import { MAX_SHOWN_NAME_CHARS, monitorDocument } from '../../src/relay/monitor.ts';
 
 const BUFFER = 65536;
 let relay: StartedRelay;
@@ -462,4 +463,21 @@ test('requests after Authenticate, before its answer, are answered at once; the 
     assert.deepEqual(answers(c).map((a) => a.id), [2, 3, 1], kind);
     c.destroy();
   }
+});
+
+test('a client name as long as a message: the monitor document shows its first MAX_SHOWN_NAME_CHARS; the partner gets it whole', { timeout: 15000 }, async () => {
+  const name = `${'n'.repeat(9000)}-end`;
+  const token = `long-name-${crypto.randomUUID()}`;
+  const a = await rawClient(relay.url('ws'));
+  a.send(authenticate(token, { name }));
+  await a.waitFor(NO_ERROR);
+  const doc = monitorDocument(relay.server, relay.config) as { proxyStatistic: { clients: { name: string }[] } };
+  const shown = doc.proxyStatistic.clients.map((c) => c.name).find((n) => n.startsWith('nnnn'));
+  assert.equal(shown, `${'n'.repeat(MAX_SHOWN_NAME_CHARS)}…`);
+  const b = await rawClient(relay.url('tcp'));
+  b.send(authenticate(token, { name: 'b' }));
+  await b.waitFor('TunnelEstablished');
+  assert.ok(b.received().includes(`"name":"${name}"`), 'the partner hears the whole name');
+  a.destroy();
+  b.destroy();
 });
