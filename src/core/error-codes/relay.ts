@@ -60,6 +60,10 @@ export const relayErrors = {
     httpStatus: 503,
     close: closeWith('Proxy error.'),
   },
+  RELAY_FORWARD_BUSY: {
+    summary: 'The cluster forward listener already had 1,024 handshakes under way (or 256 from one address), counted from the TCP accept (with `forwardTls`, the TLS handshake included); the new connection was closed without a byte (logged at most every 10 s). A node of ours whose claim is refused answers its client ProxyError (`RELAY_FORWARD_FAILED`).',
+    httpStatus: 503,
+  },
   RELAY_PRESENCE_FAILED: {
     summary: "This node could not publish its view to Redis or read the other nodes' (Redis away or slow): `gatehouse monitor --cluster` and the cluster metrics miss it (or all nodes) until Redis answers again. No client is affected.",
     httpStatus: 503,

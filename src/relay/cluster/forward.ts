@@ -22,7 +22,7 @@
  * HMAC handshake runs inside it; such tunnels stay on the JavaScript data path.
  */
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
-import { connect, createServer, type Server, type Socket } from 'node:net';
+import { connect, createServer, Socket, type Server } from 'node:net';
 import { connect as tlsConnect, createServer as createTlsServer, type TLSSocket } from 'node:tls';
 import type { TlsServerOptions } from '../../core/tls.ts';
 import { RateLimitedWarnings, type Logger } from '../../core/log.ts';
@@ -250,6 +250,8 @@ export class ForwardListener {
   readonly #opts: ForwardListenerOptions;
   readonly #pending = new Set<Socket>();
   readonly #pendingPerAddress = new Map<string, number>();
+  /** TLS mode: a raw connection's slot, until its TLS socket takes it over (or it closes). */
+  readonly #tlsSlots = new WeakMap<Socket, () => void>();
   /** Refusals are peer-caused: one line per reason every 10 s (a flood must not flood the log). */
   readonly #refusals: RateLimitedWarnings;
   #address: ListenAddress | undefined;
@@ -258,9 +260,25 @@ export class ForwardListener {
     this.#opts = opts;
     this.#refusals = new RateLimitedWarnings(opts.log);
     if (opts.tls === undefined) {
-      this.#server = createServer({ allowHalfOpen: true, noDelay: true, pauseOnConnect: true }, (s) => this.#accept(s));
+      this.#server = createServer({ allowHalfOpen: true, noDelay: true, pauseOnConnect: true }, (s) => {
+        const release = this.#admit(s);
+        if (release !== undefined) this.#accept(s, release);
+      });
     } else {
-      const tlsServer = createTlsServer({ ...opts.tls, requestCert: true, rejectUnauthorized: true, allowHalfOpen: true, handshakeTimeout: opts.handshakeMs }, (s: TLSSocket) => this.#accept(s));
+      const tlsServer = createTlsServer({ ...opts.tls, requestCert: true, rejectUnauthorized: true, allowHalfOpen: true, handshakeTimeout: opts.handshakeMs }, (s: TLSSocket) => {
+        // The slot was taken by the raw connection (below): the TLS handshake and the claim share it.
+        const raw = (s as unknown as { _parent?: unknown })._parent;
+        const release = raw instanceof Socket ? this.#tlsSlots.get(raw) : undefined;
+        if (raw instanceof Socket) this.#tlsSlots.delete(raw);
+        this.#accept(s, release ?? (() => undefined));
+      });
+      // The limits count from the TCP accept: a stranger that never starts (or never finishes) TLS holds a
+      // slot like one that never sends its claim, else it could hold any number of connections for the
+      // whole TLS handshake timeout.
+      tlsServer.on('connection', (raw: Socket) => {
+        const release = this.#admit(raw);
+        if (release !== undefined) this.#tlsSlots.set(raw, release);
+      });
       // A listener here means Node no longer drops a failed handshake itself.
       tlsServer.on('tlsClientError', (err: Error, socket: TLSSocket) => {
         socket.destroy();
@@ -289,33 +307,44 @@ export class ForwardListener {
     if (this.#address !== undefined) await Promise.race([stopListening(this.#server), new Promise((r) => setTimeout(r, 50))]);
   }
 
-  #accept(socket: Socket): void {
-    const from = socket.remoteAddress ?? 'unix';
+  /**
+   * Takes a handshake slot for a connection just accepted (its raw socket), or refuses it at once
+   * (`RELAY_FORWARD_BUSY`). The slot is given back by the returned function, or when the socket closes.
+   */
+  #admit(raw: Socket): (() => void) | undefined {
+    const from = raw.remoteAddress ?? 'unix';
     const fromCount = this.#pendingPerAddress.get(from) ?? 0;
     if (this.#pending.size >= MAX_PENDING || fromCount >= MAX_PENDING_PER_ADDRESS) {
-      this.#refusals.warn('busy', { code: 'RELAY_FORWARD_FAILED', remote: from, pending: this.#pending.size }, 'forward handshake refused: too many under way');
-      socket.destroy();
-      return;
+      this.#refusals.warn('busy', { code: 'RELAY_FORWARD_BUSY', remote: from, pending: this.#pending.size }, 'forward handshake refused: too many under way');
+      raw.on('error', () => undefined);
+      raw.destroy();
+      return undefined;
     }
-    socket.on('error', () => undefined);
-    this.#pending.add(socket);
+    this.#pending.add(raw);
     this.#pendingPerAddress.set(from, fromCount + 1);
-    const done = () => {
-      this.#pending.delete(socket);
+    let held = true;
+    const release = () => {
+      if (!held) return;
+      held = false;
+      raw.off('close', release);
+      this.#pending.delete(raw);
       const left = (this.#pendingPerAddress.get(from) ?? 1) - 1;
       if (left <= 0) this.#pendingPerAddress.delete(from);
       else this.#pendingPerAddress.set(from, left);
     };
-    this.#handshake(socket).then(
-      () => done(),
-      (err: unknown) => {
-        done();
-        // Keyed by our own reason texts (and system error texts), never by anything the peer sent.
-        const reason = asError(err).message;
-        this.#refusals.warn(`handshake:${reason}`, { err: reason, code: 'RELAY_FORWARD_FAILED', remote: socket.remoteAddress }, 'forward handshake refused');
-        socket.destroy();
-      },
-    );
+    raw.once('close', release);
+    return release;
+  }
+
+  #accept(socket: Socket, release: () => void): void {
+    socket.on('error', () => undefined);
+    this.#handshake(socket).then(release, (err: unknown) => {
+      release();
+      // Keyed by our own reason texts (and system error texts), never by anything the peer sent.
+      const reason = asError(err).message;
+      this.#refusals.warn(`handshake:${reason}`, { err: reason, code: 'RELAY_FORWARD_FAILED', remote: socket.remoteAddress }, 'forward handshake refused');
+      socket.destroy();
+    });
   }
 
   async #handshake(socket: Socket): Promise<void> {

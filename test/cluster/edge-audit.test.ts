@@ -1,0 +1,133 @@
+/**
+ * The cluster's network-facing edges under hostile input: the forward listener (plain and mutual TLS)
+ * against strangers that never start or finish TLS, and a node reading records from Redis that are
+ * corrupt or not written by a node of ours (presence values, rendezvous entries, the tunnel-proxy
+ * directory). Each case checks the process keeps serving real clients and that the bad input ends.
+ * Real relay servers and a real redis-server (test/cluster/redis-server.ts), loopback only.
+ */
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { connect, type Socket } from 'node:net';
+import { connect as tlsConnect } from 'node:tls';
+import { readFileSync } from 'node:fs';
+import { loadTlsFiles } from '../../src/core/tls.ts';
+import { clusterForwardSetup, parseForwardAddress } from '../../src/relay/cluster/forward.ts';
+import { Secret } from '../../src/core/config/secret.ts';
+import type { Session } from '../../src/relay/session.ts';
+import type { RedisRendezvous } from '../../src/relay/cluster/rendezvous-redis.ts';
+import { startRelay, rawClient, authenticate, selfSignedCert, tempDir, captureLog, NO_ERROR, TUNNEL_ESTABLISHED, type StartedRelay, type RawClient } from '../helpers/relay.ts';
+import { startRedis, skipUnlessRedis, testRendezvous, type TestRedis } from './redis-server.ts';
+
+const skip = skipUnlessRedis();
+const SECRET = 'edge-audit-cluster-secret-0123456789';
+let redis: TestRedis;
+const closers: (() => Promise<void>)[] = [];
+const clients: RawClient[] = [];
+const log = captureLog();
+/** Two nodes whose forward streams are mutual TLS (the handshake deadline long: nothing times out by itself). */
+const tlsNodes: StartedRelay[] = [];
+
+async function client(url: string): Promise<RawClient> {
+  const c = await rawClient(url);
+  clients.push(c);
+  return c;
+}
+
+async function node(id: string, forward: Parameters<typeof clusterForwardSetup>[0], tls?: Awaited<ReturnType<typeof loadTlsFiles>>): Promise<StartedRelay> {
+  const rv: RedisRendezvous<Session> = testRendezvous<Session>(redis, id, { secret: new Secret(SECRET), log: log.log });
+  await rv.start();
+  const relay = await startRelay({ listeners: [{ kind: 'tcp', host: '127.0.0.1', port: 0 }] }, { rendezvous: rv, log: log.log, forward: clusterForwardSetup(forward, SECRET, id, undefined, tls) });
+  closers.push(async () => {
+    await relay.close();
+    await rv.close();
+  });
+  return relay;
+}
+
+before(async () => {
+  if (skip !== false) return;
+  redis = await startRedis();
+  const dir = tempDir();
+  const files = selfSignedCert(dir);
+  const tls = await loadTlsFiles({ ...files, clientCaFile: files.certFile, minVersion: 'TLSv1.2' }, dir);
+  for (const id of ['edge-tls-1', 'edge-tls-2']) tlsNodes.push(await node(id, { forwardListen: '127.0.0.1:0', forwardHandshakeMs: 20_000 }, tls));
+});
+after(async () => {
+  for (const c of clients) c.destroy();
+  for (const c of closers.reverse()) await c();
+  await redis?.stop();
+});
+
+/** A raw TCP connection from `localAddress`; resolves once connected. */
+function rawTcp(address: string, localAddress: string): Promise<{ socket: Socket; received: () => Buffer; closed: Promise<void> }> {
+  const addr = parseForwardAddress(address);
+  assert.ok(!('path' in addr));
+  const socket = connect({ host: addr.host, port: addr.port, localAddress });
+  const chunks: Buffer[] = [];
+  socket.on('data', (c: Buffer) => chunks.push(c));
+  socket.on('error', () => undefined);
+  const closed = new Promise<void>((r) => socket.once('close', () => r()));
+  return new Promise((resolve, reject) => {
+    socket.once('connect', () => resolve({ socket, received: () => Buffer.concat(chunks), closed }));
+    socket.once('error', reject);
+  });
+}
+
+/** Two clients of one fresh token, one on each node: resolves once both are in their tunnel. */
+async function pairAcross(a: StartedRelay, b: StartedRelay): Promise<void> {
+  const token = `tok-${crypto.randomUUID()}`;
+  const x = await client(a.url('tcp'));
+  x.send(authenticate(token, { name: 'x' }));
+  await x.waitFor(NO_ERROR);
+  const y = await client(b.url('tcp'));
+  y.send(authenticate(token, { name: 'y' }));
+  await x.waitFor(TUNNEL_ESTABLISHED);
+  await y.waitFor(TUNNEL_ESTABLISHED);
+  x.end();
+  await y.closed();
+}
+
+test('forwardTls: connections that never start TLS count against the handshake limits; the 257th from one address is dropped at once, nodes still claim', { skip, timeout: 15000 }, async () => {
+  const at = tlsNodes[0]!.server.forwardAddress!;
+  const idle: Awaited<ReturnType<typeof rawTcp>>[] = [];
+  try {
+    for (let i = 0; i < 256; i += 64) idle.push(...(await Promise.all(Array.from({ length: 64 }, () => rawTcp(at, '127.0.0.3')))));
+    // Let the listener see every accept before the one past the limit.
+    await new Promise((r) => setTimeout(r, 200));
+    const extra = await rawTcp(at, '127.0.0.3');
+    const t0 = Date.now();
+    await extra.closed;
+    assert.ok(Date.now() - t0 < 5000, 'closed at once, not at the TLS handshake deadline (20 s)');
+    assert.equal(extra.received().length, 0, 'not a byte to a connection past the limit');
+    assert.ok(idle.every((x) => !x.socket.destroyed), 'the 256 within the limit are still held');
+    assert.ok(log.records().some((r) => r.code === 'RELAY_FORWARD_BUSY'));
+    // Another address (a node of ours: 127.0.0.1) still claims through mutual TLS.
+    await pairAcross(tlsNodes[0]!, tlsNodes[1]!);
+  } finally {
+    for (const x of idle) x.socket.destroy();
+  }
+});
+
+test('forwardTls: a client with no certificate, or one that dribbles its handshake, is ended; nodes still claim', { skip, timeout: 15000 }, async () => {
+  const at = parseForwardAddress(tlsNodes[0]!.server.forwardAddress!);
+  assert.ok(!('path' in at));
+  // No client certificate: refused by the TLS layer, the socket ends.
+  const noCert = tlsConnect({ host: at.host, port: at.port, rejectUnauthorized: false });
+  noCert.on('error', () => undefined);
+  await new Promise<void>((r) => noCert.once('close', () => r()));
+  // A certificate of another CA (a self-signed one of its own).
+  const other = selfSignedCert(tempDir());
+  const rogue = tlsConnect({ host: at.host, port: at.port, rejectUnauthorized: false, cert: readFileSync(other.certFile), key: readFileSync(other.keyFile) });
+  rogue.on('error', () => undefined);
+  await new Promise<void>((r) => rogue.once('close', () => r()));
+  // Byte-by-byte garbage where a ClientHello belongs: ended by TLS, the node keeps serving.
+  const dribble = await rawTcp(tlsNodes[0]!.server.forwardAddress!, '127.0.0.4');
+  for (let i = 0; i < 20 && !dribble.socket.destroyed; i++) {
+    dribble.socket.write(Buffer.from([0x16 + (i % 3)]));
+    await new Promise((r) => setTimeout(r, 5));
+  }
+  dribble.socket.write('GET / HTTP/1.1\r\n\r\n');
+  await dribble.closed;
+  await pairAcross(tlsNodes[1]!, tlsNodes[0]!);
+});
+
