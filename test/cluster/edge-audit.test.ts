@@ -16,6 +16,9 @@ import { Secret } from '../../src/core/config/secret.ts';
 import type { Session } from '../../src/relay/session.ts';
 import type { RedisRendezvous } from '../../src/relay/cluster/rendezvous-redis.ts';
 import { startRelay, rawClient, authenticate, selfSignedCert, tempDir, captureLog, NO_ERROR, TUNNEL_ESTABLISHED, type StartedRelay, type RawClient } from '../helpers/relay.ts';
+import { PresencePublisher, readClusterView } from '../../src/relay/cluster/presence.ts';
+import { createRedisClient, closeRedisClient } from '../../src/core/redis.ts';
+import { silentLogger } from '../../src/core/log.ts';
 import { startRedis, skipUnlessRedis, testRendezvous, type TestRedis } from './redis-server.ts';
 
 const skip = skipUnlessRedis();
@@ -131,3 +134,42 @@ test('forwardTls: a client with no certificate, or one that dribbles its handsha
   await pairAcross(tlsNodes[1]!, tlsNodes[0]!);
 });
 
+
+const redisClient = () => createRedisClient({ redisUrl: redis.socket, commandTimeoutMs: 1000, log: silentLogger(), errorCode: 'RELAY_PRESENCE_FAILED', errorMessage: 'test' });
+
+test('presence records that are not a node of ours: each one is counted unreadable, the live nodes are still listed', { skip, timeout: 10000 }, async () => {
+  const prefix = 'ea-presence:';
+  const pub = new PresencePublisher({ redis: redisClient(), nodeId: 'real-node', keyPrefix: prefix, intervalMs: 1000, version: 'test', summary: () => undefined, log: silentLogger() });
+  const r = redisClient();
+  try {
+    await pub.start();
+    await r.connect();
+    let real: string | null = null;
+    for (let i = 0; i < 50 && real === null; i++) {
+      real = await r.get(`${prefix}node:real-node`);
+      if (real === null) await new Promise((res) => setTimeout(res, 20));
+    }
+    assert.ok(real !== null);
+    const good = JSON.parse(real) as Record<string, unknown>;
+    const list = async (id: string, write: () => Promise<unknown>) => {
+      await write();
+      await r.zadd(`${prefix}nodes`, Date.now() + 60_000, id);
+    };
+    // A key of another type under a listed id (Redis answers WRONGTYPE to reading it as a string).
+    await list('as-hash', () => r.hset(`${prefix}node:as-hash`, 'node', 'as-hash'));
+    // Truncated JSON, wrong field types, prototype keys, a huge number where a count belongs.
+    await list('truncated', () => r.set(`${prefix}node:truncated`, real.slice(0, real.length - 7)));
+    await list('wrong-types', () => r.set(`${prefix}node:wrong-types`, JSON.stringify({ ...good, node: 'wrong-types', pid: 'one', relay: 7 })));
+    await list('proto', () => r.set(`${prefix}node:proto`, `{"__proto__":{"polluted":1},"constructor":{"prototype":{"polluted":1}},"node":"proto"}`));
+    // A value under one id that names another node: it would list real-node twice.
+    await list('impostor', () => r.set(`${prefix}node:impostor`, JSON.stringify({ ...good, forward: '127.0.0.1:1' })));
+    const view = await readClusterView(r, prefix);
+    assert.deepEqual(view.nodes.map((n) => n.node), ['real-node']);
+    assert.equal(view.nodes[0]!.forward, good.forward);
+    assert.equal(view.unreadable, 5);
+    assert.equal(({} as Record<string, unknown>).polluted, undefined);
+  } finally {
+    await pub.close();
+    await closeRedisClient(r);
+  }
+});

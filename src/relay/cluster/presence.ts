@@ -14,7 +14,8 @@
  * holds at most `MAX_LISTED_TUNNELS` tunnels (the rest are counted).
  *
  * Readers treat what they read as data from another process: every value is validated (zod) and one that
- * does not parse is counted, never thrown; at most `MAX_NODES` nodes are read.
+ * does not parse (or is no string, or names another node than its key) is counted, never thrown; at most
+ * `MAX_NODES` nodes are read.
  */
 import { hostname } from 'node:os';
 import type { Redis } from 'ioredis';
@@ -112,26 +113,34 @@ export async function readClusterView(redis: Redis, keyPrefix: string): Promise<
   const ids = await redis.zrange(`${keyPrefix}nodes`, '0', String(MAX_NODES - 1));
   if (ids.length === 0) return { nodes: [], unreadable: 0 };
   const keys = ids.map((id) => `${keyPrefix}node:${id}`);
-  // Sizes first: an oversized value (not written by a node of ours) is skipped, never downloaded.
-  const sizes = await Promise.all(keys.map((k) => redis.strlen(k)));
-  const readable = keys.filter((_, i) => (sizes[i] ?? 0) <= MAX_VALUE_BYTES);
-  let unreadable = keys.length - readable.length;
-  const values = readable.length === 0 ? [] : await redis.mget(readable);
+  // Sizes first: an oversized value (not written by a node of ours) is skipped, never downloaded. One
+  // reply per key: a key of another type (WRONGTYPE) is one unreadable node, not a view that fails whole.
+  const sizes = (await redis.pipeline(keys.map((k) => ['strlen', k])).exec()) ?? [];
+  const readable: { key: string; id: string }[] = [];
+  let unreadable = 0;
+  keys.forEach((key, i) => {
+    const [err, size] = sizes[i] ?? [new Error('no reply'), 0];
+    if (err === null && typeof size === 'number' && size <= MAX_VALUE_BYTES) readable.push({ key, id: ids[i] ?? '' });
+    else unreadable++;
+  });
+  const values = readable.length === 0 ? [] : await redis.mget(readable.map((r) => r.key));
   const nodes: NodePresence[] = [];
-  for (const value of values) {
+  values.forEach((value, i) => {
     // No value: the node's key expired (it died) and a publisher has not pruned the index yet.
-    if (value === null) continue;
+    if (value === null) return;
     let parsed: unknown;
     try {
       parsed = JSON.parse(value);
     } catch {
       unreadable++;
-      continue;
+      return;
     }
     const r = presenceSchema.safeParse(parsed);
-    if (r.success) nodes.push(r.data);
+    // A value must be the node its key names: one under another node's id would list a node twice (or
+    // stand in for one that is gone).
+    if (r.success && r.data.node === readable[i]?.id) nodes.push(r.data);
     else unreadable++;
-  }
+  });
   nodes.sort((a, b) => (a.node < b.node ? -1 : a.node > b.node ? 1 : 0));
   return { nodes, unreadable };
 }
