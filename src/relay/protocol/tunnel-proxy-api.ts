@@ -133,16 +133,29 @@ function convertible(type: string, v: unknown): boolean {
 
 const NOT_A: Readonly<Record<string, string>> = { String: 'string', Uuid: 'uuid', UInt: 'int' };
 
+/** Each template's keys in order, sorted once (sorting them per request cost ~1.7 KiB of garbage a registration). */
+const SORTED_KEYS = new Map<Template, readonly string[]>();
+for (const methods of TABLE.values()) for (const template of methods.values()) SORTED_KEYS.set(template, Object.keys(template).sort());
+
+/** True when `template` has no entry for the request's `key` (as itself or as an optional `o:` key). */
+function forbidden(template: Template, key: string): boolean {
+  return !Object.hasOwn(template, key) && !Object.hasOwn(template, `o:${key}`);
+}
+
 /** nymea's validateMap: template keys in order (missing, then type), then keys the template lacks. */
 function validate(template: Template, params: Record<string, unknown>): string | undefined {
-  for (const key of Object.keys(template).sort()) {
+  for (const key of SORTED_KEYS.get(template) ?? Object.keys(template).sort()) {
     if (!Object.hasOwn(params, key)) return `Missing key ${key} in ${toIndentedJson(params, MAX_ECHOED_PARAMS_CHARS)}`;
     const type = template[key]!;
     const v = params[key];
     if (!convertible(type, v)) return `Param ${shown(v)} is not a ${NOT_A[type] ?? type}.`;
   }
+  // The first forbidden key in sorted order is the one named; the sort is only needed when there is one.
+  let any = false;
+  for (const key in params) if (Object.hasOwn(params, key) && forbidden(template, key)) any = true;
+  if (!any) return undefined;
   for (const key of Object.keys(params).sort()) {
-    if (!Object.hasOwn(template, key) && !Object.hasOwn(template, `o:${key}`)) return `Forbidden key "${key}" in ${toIndentedJson(params, MAX_ECHOED_PARAMS_CHARS)}`;
+    if (forbidden(template, key)) return `Forbidden key "${key}" in ${toIndentedJson(params, MAX_ECHOED_PARAMS_CHARS)}`;
   }
   return undefined;
 }

@@ -11,6 +11,7 @@ import { WebSocket } from 'ws';
 import { rawClient, request, deadline } from '../../helpers/relay.ts';
 import { startTp, tpServer, firstAnswer, registerServerRequest, registerClientRequest, type StartedTp } from './harness.ts';
 import { isGatewayError } from '../../../src/core/errors.ts';
+import { decodeTunnelProxyRequest } from '../../../src/relay/protocol/tunnel-proxy-api.ts';
 
 let tp: StartedTp;
 before(async () => {
@@ -247,4 +248,13 @@ test('serverPortBlocked: a tunnel-proxy listener that cannot bind fails start wi
     (err: unknown) => isGatewayError(err, 'CORE_LISTEN_FAILED') && /tunnel-proxy tcp listener/.test(err.message),
   );
   await new Promise((r) => blocker.close(r));
+});
+
+test('Invalid params names the first forbidden key in sorted order, whatever order the request gives', () => {
+  const refused = decodeTunnelProxyRequest('{"id":7,"method":"TunnelProxy.Ping","params":{"zz":1,"timestamp":1,"b":2,"a_":3}}');
+  assert.ok(!refused.ok && refused.failure.text.startsWith('Invalid params: Forbidden key "a_" in {'), JSON.stringify(refused));
+  const missing = decodeTunnelProxyRequest('{"id":7,"method":"TunnelProxy.RegisterClient","params":{"serverUuid":"x","zz":1}}');
+  assert.ok(!missing.ok && missing.failure.text.startsWith('Invalid params: Missing key clientName in {'), JSON.stringify(missing));
+  const ok = decodeTunnelProxyRequest('{"id":7,"method":"TunnelProxy.Ping","params":{"timestamp":1}}');
+  assert.ok(ok.ok && ok.request.method === 'TunnelProxy.Ping');
 });
