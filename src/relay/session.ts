@@ -10,6 +10,9 @@
  * Every error is answered (where the protocol has an answer), then the link is flushed and closed with
  * the catalogue's reason. Authentication and the rendezvous offer after it share one deadline
  * (`jsonRpcMs`): a rendezvous that stalls or fails closes the client, never leaves it without a timer.
+ * Backpressure before the tunnel: while more than `limits.tunnelBufferBytes` of answers wait to be read,
+ * the client is not read (its requests wait); a deadline that passes meanwhile drops it
+ * (RELAY_UNREAD_ANSWERS).
  * Every entry point (link events, timers, promise continuations) runs inside the session's fault
  * boundary: a bug closes this client with CORE_INTERNAL and nothing else.
  */
@@ -93,6 +96,12 @@ export class Session {
   #auth: AbortController | undefined;
   /** An Authenticate is being decided and its outcome not yet published (metrics count the real answer). */
   #authOpen = false;
+  /**
+   * Before the tunnel: more than `limits.tunnelBufferBytes` of answers wait to be read by the client. Its
+   * link is paused and the requests already read wait in `#held` until the last answer sent is flushed.
+   */
+  #readerBehind = false;
+  #held: Buffer[] = [];
   /** Fault isolation for this connection (see the file header). */
   readonly boundary: FaultBoundary;
 
@@ -143,8 +152,31 @@ export class Session {
 
   /** Sends a JSON-RPC line (response or notification), counting its bytes. */
   sendText(text: string, onFlushed?: () => void): void {
-    this.txBytes += Buffer.byteLength(text);
-    this.link.sendText(text, onFlushed);
+    const bytes = Buffer.byteLength(text);
+    this.txBytes += bytes;
+    // Answers can be much larger than their requests (Introspect: ~2 KiB for 40 bytes): past the limit,
+    // stop reading this client until what it was sent so far is flushed (writes flush in order).
+    const preTunnel = this.state === 'handshake' || this.state === 'authenticating' || this.state === 'waiting';
+    if (!preTunnel || this.#readerBehind || this.link.pendingBytes + bytes <= this.#ctx.config.limits.tunnelBufferBytes) {
+      this.link.sendText(text, onFlushed);
+      return;
+    }
+    this.#readerBehind = true;
+    this.link.pause();
+    this.link.sendText(text, () => {
+      onFlushed?.();
+      this.boundary.run(() => this.#readerCaughtUp());
+    });
+  }
+
+  /** The client read its answers: handle the requests held meanwhile, then read again. */
+  #readerCaughtUp(): void {
+    if (!this.#readerBehind) return;
+    this.#readerBehind = false;
+    const held = this.#held;
+    this.#held = [];
+    this.#process(held);
+    if (!this.#readerBehind && (this.state === 'handshake' || this.state === 'authenticating' || this.state === 'waiting')) this.link.resume();
   }
 
   /**
@@ -153,6 +185,8 @@ export class Session {
    */
   fail(code: ErrorCode, answer?: { id: number; text?: string }): void {
     if (this.state === 'closed') return;
+    // A phase deadline passed while the client was not reading its answers: nothing more to send it.
+    if (this.#readerBehind && (code === 'RELAY_INACTIVE_TIMEOUT' || code === 'RELAY_COMMAND_TIMEOUT' || code === 'RELAY_ALONE_TIMEOUT')) return this.#drop('RELAY_UNREAD_ANSWERS');
     this.#answered(code);
     const spec = errorSpec(code);
     if (answer !== undefined)
@@ -167,6 +201,10 @@ export class Session {
   enterPairing(): void {
     this.#clearTimer();
     this.state = 'pairing';
+    if (this.#readerBehind) {
+      this.#readerBehind = false;
+      this.link.resume();
+    }
   }
 
   #leave(): void {
@@ -218,17 +256,24 @@ export class Session {
     } catch {
       return this.fail('RELAY_MESSAGE_TOO_LARGE');
     }
-    // Answers can be much larger than their requests (Introspect: ~2 KiB for 40 bytes), and one read may
-    // hold hundreds of requests: a client that does not read them is dropped as soon as they pass the
-    // tunnel's buffer, checked after each one.
-    const unreadLimit = this.#ctx.config.limits.tunnelBufferBytes;
-    for (const message of messages) {
+    this.#process(messages);
+  }
+
+  /**
+   * Handles whole messages in order; while the client is behind on reading its answers (sendText) the
+   * rest wait in `#held` (at most what one read brought: reading is paused).
+   */
+  #process(messages: Buffer[]): void {
+    for (let i = 0; i < messages.length; i++) {
+      if (this.#readerBehind) {
+        this.#held.push(...messages.slice(i));
+        return;
+      }
       // While the authenticator runs the client is not authenticated yet: like nymea, answer its other
       // requests at once. Once authenticated, anything it sends is data before the tunnel.
-      if (this.state === 'handshake' || this.state === 'authenticating') this.#handle(message);
+      if (this.state === 'handshake' || this.state === 'authenticating') this.#handle(messages[i]!);
       else if (this.state === 'waiting') return this.fail('RELAY_DATA_BEFORE_TUNNEL');
       else return;
-      if (this.link.pendingBytes > unreadLimit) return this.#drop('RELAY_UNREAD_ANSWERS');
     }
   }
 
@@ -529,8 +574,8 @@ export class Session {
       rv.release(key).catch(this.#rendezvousFailed);
     };
     // Between workers of one machine a plain client moves to its partner instead (nothing read beyond
-    // its Authenticate: anything else goes the forward way, which judges it).
-    if (this.#ctx.handOff !== undefined && this.#splitter.bufferedBytes === 0 && this.#ctx.handOff(this, offer, id, attempt)) return this.#movedAway();
+    // its Authenticate, no answer held back: anything else goes the forward way, which judges it).
+    if (this.#ctx.handOff !== undefined && this.#splitter.bufferedBytes === 0 && this.#held.length === 0 && !this.#readerBehind && this.#ctx.handOff(this, offer, id, attempt)) return this.#movedAway();
     let claimed: Promise<ForwardResult>;
     try {
       claimed = this.#ctx.claimRemote(this, offer);
@@ -591,6 +636,7 @@ export class Session {
 
   /** True when the client sent anything beyond its Authenticate request (whitespace aside). */
   #hasPendingInput(): boolean {
+    if (this.#held.length > 0) return true;
     const rest = this.#splitter.drain();
     return rest.some((b) => !(b === 0x20 || (b >= 0x09 && b <= 0x0d)));
   }

@@ -19,6 +19,7 @@ import { decodeTunnelProxyRequest } from '../../src/relay/protocol/tunnel-proxy-
 import { MAX_SHOWN_NAME_CHARS, monitorDocument } from '../../src/relay/monitor.ts';
 
 const BUFFER = 65536;
+const PHASE_MS = 800;
 let relay: StartedRelay;
 before(async () => {
   const dir = tempDir();
@@ -32,6 +33,8 @@ before(async () => {
     ],
     tls: selfSignedCert(dir),
     limits: { tunnelBufferBytes: BUFFER },
+    // Short phase deadlines: a client that stops reading its answers is dropped when its phase's passes.
+    timeouts: { inactiveMs: PHASE_MS, jsonRpcMs: PHASE_MS },
   });
 });
 after(() => relay.close());
@@ -52,6 +55,9 @@ async function clientWithSession(kind: (typeof KINDS)[number]) {
   throw new Error('no session for the new client');
 }
 
+/** Every answer line a raw stream client got, parsed. */
+const answers = (c: { received(): Buffer }) =>
+  c.received().toString().split('\n').filter((l) => l !== '').map((l) => JSON.parse(l) as Record<string, unknown>);
 /** A fresh client on `kind` is answered Hello: the relay and its other clients go on. */
 async function stillServes(kind: (typeof KINDS)[number]): Promise<void> {
   const ok = await rawClient(relay.url(kind));
@@ -60,29 +66,49 @@ async function stillServes(kind: (typeof KINDS)[number]): Promise<void> {
   ok.destroy();
 }
 
+for (const phase of ['handshake', 'authenticating'] as const) {
+  test(`${phase}, every transport: a client that floods Introspect and never reads is not read either (unread answers stay within tunnelBufferBytes), then dropped at the phase deadline`, { timeout: 15000 }, async () => {
+    await Promise.all(
+      KINDS.map(async (kind) => {
+        const { c, session } = await clientWithSession(kind);
+        c.pause();
+        // The mock authenticator would answer after 5 s: Introspect is answered meanwhile.
+        if (phase === 'authenticating') c.send(authenticate('mock:5000:AuthenticationErrorNoError', { nonce: crypto.randomUUID() }));
+        let maxPending = 0;
+        const batch = INTROSPECT.repeat(100);
+        // Up to ~9 MB of answers asked for (each about 2.2 KiB), in 4 KiB writes.
+        for (let i = 0; i < 40 && session.state !== 'closed'; i++) {
+          c.send(batch);
+          await sleep(5);
+          maxPending = Math.max(maxPending, session.link.pendingBytes);
+        }
+        const sent = session.txBytes;
+        for (let i = 0; i < 300 && session.state !== 'closed'; i++) {
+          maxPending = Math.max(maxPending, session.link.pendingBytes);
+          await sleep(10);
+        }
+        // The limit plus the answer that crossed it.
+        assert.ok(maxPending <= BUFFER + 4096, `${kind}: unread answers reached ${maxPending} bytes`);
+        assert.equal(session.state, 'closed', `${kind}: still ${session.state} with ${session.link.pendingBytes} bytes unread`);
+        assert.equal(session.txBytes, sent, `${kind}: nothing more was answered while the client did not read`);
+        for (let i = 0; i < 100 && !session.link.closed; i++) await sleep(10);
+        assert.ok(session.link.closed, `${kind}: the socket is gone at once, not left to flush`);
+        await stillServes(kind);
+      }),
+    );
+  });
+}
+
 for (const kind of KINDS) {
-  for (const phase of ['handshake', 'authenticating'] as const) {
-    test(`${kind}, ${phase}: a client that floods Introspect and never reads is dropped once its unread answers pass tunnelBufferBytes`, { timeout: 15000 }, async () => {
-      const { c, session } = await clientWithSession(kind);
-      c.pause();
-      // The mock authenticator holds the answer for 5 s: Introspect is still answered meanwhile.
-      if (phase === 'authenticating') c.send(authenticate('mock:5000:AuthenticationErrorNoError'));
-      let maxPending = 0;
-      const batch = INTROSPECT.repeat(100);
-      // Up to ~22 MB of answers asked for (each about 2.2 KiB), in 4 KiB writes.
-      for (let i = 0; i < 100 && session.state !== 'closed'; i++) {
-        c.send(batch);
-        await sleep(5);
-        maxPending = Math.max(maxPending, session.link.pendingBytes);
-      }
-      assert.equal(session.state, 'closed', `still ${session.state} with ${session.link.pendingBytes} bytes unread`);
-      // The limit plus the answer that crossed it.
-      assert.ok(maxPending <= BUFFER + 4096, `unread answers reached ${maxPending} bytes`);
-      for (let i = 0; i < 100 && !session.link.closed; i++) await sleep(10);
-      assert.ok(session.link.closed, 'the socket is gone at once, not left to flush');
-      await stillServes(kind);
-    });
-  }
+  test(`${kind}: a client that reads, pipelining hundreds of Introspects in one write, gets every answer`, { timeout: 15000 }, async () => {
+    const c = await rawClient(relay.url(kind));
+    // A WebSocket message stays within maxMessageBytes.
+    const n = kind === 'ws' || kind === 'wss' ? 200 : 1000;
+    c.send(Array.from({ length: n }, (_, i) => request(i, 'RemoteProxy.Introspect')).join(''), { binary: false });
+    await c.waitFor('"status":"success"', 10000, n);
+    assert.deepEqual(answers(c).map((a) => a.id), Array.from({ length: n }, (_, i) => i));
+    c.destroy();
+  });
 }
 
 // Params are echoed back indented in `Invalid params` answers (nymea's text): 4 spaces per level, so a
@@ -192,9 +218,6 @@ test('every listener: a connection that sends nothing, or dribbles its handshake
   }
 });
 
-/** Every answer line a raw stream client got, parsed. */
-const answers = (c: { received(): Buffer }) =>
-  c.received().toString().split('\n').filter((l) => l !== '').map((l) => JSON.parse(l) as Record<string, unknown>);
 
 test('Object.prototype keys as namespaces, methods, param keys, top-level keys, ids and param values: coded answers as for any unknown name', { timeout: 15000 }, async () => {
   for (const k of PROTOTYPE_KEYS) {
@@ -428,8 +451,9 @@ test('maxMessageBytes on every transport: exactly 10240 bytes of incomplete JSON
 });
 
 test('a client that half-closes during its handshake is forgotten: the next client of its token waits, and pairs with the one after', { timeout: 15000 }, async () => {
-  for (const kind of ['tcp', 'tls', 'ws'] as const) {
-    for (const when of ['while authenticating', 'while waiting'] as const) {
+  const cases = (['tcp', 'tls', 'ws'] as const).flatMap((kind) => (['while authenticating', 'while waiting'] as const).map((when) => [kind, when] as const));
+  await Promise.all(
+    cases.map(async ([kind, when]) => {
       // The mock authenticator decides `mock:…` tokens after their delay; the nonce makes the key unique.
       const token = 'mock:100:AuthenticationErrorNoError';
       const nonce = crypto.randomUUID();
@@ -451,8 +475,8 @@ test('a client that half-closes during its handshake is forgotten: the next clie
       await second.waitFor('TunnelEstablished');
       second.destroy();
       third.destroy();
-    }
-  }
+    }),
+  );
 });
 
 test('requests after Authenticate, before its answer, are answered at once; the Authenticate answer follows', { timeout: 15000 }, async () => {

@@ -60,6 +60,10 @@ export const relayErrors = {
     httpStatus: 503,
     close: closeWith('Proxy error.'),
   },
+  RELAY_CLUSTER_RECORD_INVALID: {
+    summary: 'A record in Redis under this gateway\'s `keyPrefix` was not in a form any node writes (another key type, an unknown format): a rendezvous entry or a tunnel-proxy directory entry is replaced (logged, with the key), never obeyed. Something else writes into the gateway\'s keys, or Redis lost data: check `keyPrefix` and who can write to Redis.',
+    httpStatus: 500,
+  },
   RELAY_FORWARD_BUSY: {
     summary: 'The cluster forward listener already had 1,024 handshakes under way (or 256 from one address), counted from the TCP accept (with `forwardTls`, the TLS handshake included); the new connection was closed without a byte (logged at most every 10 s). A node of ours whose claim is refused answers its client ProxyError (`RELAY_FORWARD_FAILED`).',
     httpStatus: 503,
@@ -119,7 +123,7 @@ export const relayErrors = {
     close: closeWith('Data buffer size violation.'),
   },
   RELAY_UNREAD_ANSWERS: {
-    summary: 'Before the tunnel, a client kept sending requests (Hello, Introspect) without reading the answers: more than limits.tunnelBufferBytes of them waited to be sent to it. Dropped at once (a client that does not read would not read a close reason either).',
+    summary: 'Before the tunnel, a client sent requests (Hello, Introspect) without reading the answers: past limits.tunnelBufferBytes of unread answers it is no longer read (nor answered) until it catches up, and when its phase deadline (inactiveMs; jsonRpcMs while authenticating; aloneMs while waiting) passes meanwhile it is dropped at once, nothing flushed.',
     httpStatus: 503,
     close: closeWith('Answers were not read.'),
   },
