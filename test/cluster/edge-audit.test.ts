@@ -10,12 +10,14 @@ import assert from 'node:assert/strict';
 import { connect, type Socket } from 'node:net';
 import { connect as tlsConnect } from 'node:tls';
 import { readFileSync } from 'node:fs';
+import { createHmac } from 'node:crypto';
 import { loadTlsFiles } from '../../src/core/tls.ts';
 import { clusterForwardSetup, parseForwardAddress } from '../../src/relay/cluster/forward.ts';
 import { Secret } from '../../src/core/config/secret.ts';
 import type { Session } from '../../src/relay/session.ts';
 import type { RedisRendezvous } from '../../src/relay/cluster/rendezvous-redis.ts';
 import { startRelay, rawClient, authenticate, selfSignedCert, tempDir, captureLog, NO_ERROR, TUNNEL_ESTABLISHED, type StartedRelay, type RawClient } from '../helpers/relay.ts';
+import { RedisTpDirectory } from '../../src/relay/cluster/tp-directory.ts';
 import { PresencePublisher, readClusterView } from '../../src/relay/cluster/presence.ts';
 import { createRedisClient, closeRedisClient } from '../../src/core/redis.ts';
 import { silentLogger } from '../../src/core/log.ts';
@@ -29,6 +31,8 @@ const clients: RawClient[] = [];
 const log = captureLog();
 /** Two nodes whose forward streams are mutual TLS (the handshake deadline long: nothing times out by itself). */
 const tlsNodes: StartedRelay[] = [];
+/** A node with plain forward streams and a short handshake deadline (500 ms). */
+let plainNode: StartedRelay;
 
 async function client(url: string): Promise<RawClient> {
   const c = await rawClient(url);
@@ -54,6 +58,7 @@ before(async () => {
   const files = selfSignedCert(dir);
   const tls = await loadTlsFiles({ ...files, clientCaFile: files.certFile, minVersion: 'TLSv1.2' }, dir);
   for (const id of ['edge-tls-1', 'edge-tls-2']) tlsNodes.push(await node(id, { forwardListen: '127.0.0.1:0', forwardHandshakeMs: 20_000 }, tls));
+  plainNode = await node('edge-plain', { forwardListen: '127.0.0.1:0', forwardHandshakeMs: 500 });
 });
 after(async () => {
   for (const c of clients) c.destroy();
@@ -170,6 +175,100 @@ test('presence records that are not a node of ours: each one is counted unreadab
     assert.equal(({} as Record<string, unknown>).polluted, undefined);
   } finally {
     await pub.close();
+    await closeRedisClient(r);
+  }
+});
+
+/** The Redis key of a (token, nonce) slot, as every node computes it (rendezvous-redis.ts). */
+function slotKey(token: string, nonce = ''): string {
+  const h = createHmac('sha256', SECRET).update('slot');
+  for (const p of [token, nonce]) h.update(`${Buffer.byteLength(p)}:${p}`);
+  return `gatehouse:rv:k:${h.digest('hex')}`;
+}
+
+test('rendezvous entries no node of ours writes (garbage, a fake lease, another key type) are replaced with a warning, not obeyed forever', { skip, timeout: 10000 }, async () => {
+  const r = redisClient();
+  await r.connect();
+  try {
+    const cases: [string, (k: string) => Promise<unknown>][] = [
+      ['garbage', (k) => r.set(k, 'not an entry \xff')],
+      ['fake lease', (k) => r.set(k, 'trash')],
+      ['hash', (k) => r.hset(k, 'w', '1')],
+      ['no node', (k) => r.set(k, 'w ')],
+    ];
+    for (const [what, write] of cases) {
+      const token = `tok-${crypto.randomUUID()}`;
+      await write(slotKey(token)); // no TTL: obeyed, it would hold the key forever
+      const x = await client(tlsNodes[0]!.url('tcp'));
+      x.send(authenticate(token, { name: 'x' }));
+      await x.waitFor(NO_ERROR, 3000).catch(() => assert.fail(`${what}: the first client was refused: ${x.received().toString()}`));
+      const y = await client(tlsNodes[1]!.url('tcp'));
+      y.send(authenticate(token, { name: 'y' }));
+      await x.waitFor(TUNNEL_ESTABLISHED);
+      await y.waitFor(TUNNEL_ESTABLISHED);
+      x.end();
+      await y.closed();
+    }
+    assert.ok(log.records().filter((rec) => rec.code === 'RELAY_CLUSTER_RECORD_INVALID').length >= cases.length);
+  } finally {
+    await closeRedisClient(r);
+  }
+});
+
+test('a waiting entry whose forward address is not a node of ours (unparsable, a stranger, silent): the newcomer gets ProxyError, the node serves on', { skip, timeout: 15000 }, async () => {
+  const r = redisClient();
+  await r.connect();
+  // A stranger that answers with garbage, and one that never answers.
+  const { createServer } = await import('node:net');
+  const held: Socket[] = [];
+  const chatty = createServer((s) => {
+    held.push(s);
+    s.end('HTTP/1.1 400 Bad Request\r\n\r\n');
+  });
+  const silent = createServer((s) => void held.push(s));
+  await new Promise<void>((res) => chatty.listen(0, '127.0.0.1', res));
+  await new Promise<void>((res) => silent.listen(0, '127.0.0.1', res));
+  const port = (srv: typeof chatty) => (srv.address() as { port: number }).port;
+  try {
+    for (const address of ['not-an-address', `127.0.0.1:${port(chatty)}`, `127.0.0.1:${port(silent)}`, `127.0.0.1:${'9'.repeat(290)}`]) {
+      const token = `tok-${crypto.randomUUID()}`;
+      await r.set(slotKey(token), `w other-node 7 ${address}`, 'PX', 8000);
+      const y = await client(plainNode.url('tcp'));
+      y.send(authenticate(token, { id: 5 }));
+      await y.closed(3000);
+      assert.equal(y.received().toString(), '{"id":5,"params":{"authenticationError":"AuthenticationErrorProxyError"},"status":"success"}\n', address);
+    }
+    await pairAcross(plainNode, plainNode);
+  } finally {
+    for (const s of held) s.destroy();
+    chatty.close();
+    silent.close();
+    await closeRedisClient(r);
+  }
+});
+
+test('tunnel-proxy directory entries no node of ours writes do not block a server uuid: replaced at its registration, with a warning', { skip, timeout: 10000 }, async () => {
+  const r = redisClient();
+  const dirLog = captureLog();
+  const dir = new RedisTpDirectory({ redisUrl: redis.socket, secret: new Secret(SECRET), nodeId: 'edge-tp', leaseMs: 3000, keyPrefix: 'ea-tp:', commandTimeoutMs: 1000, log: dirLog.log });
+  await r.connect();
+  await dir.start();
+  try {
+    const writes: ((k: string) => Promise<unknown>)[] = [(k) => r.set(k, 'garbage'), (k) => r.set(k, 'x '), (k) => r.sadd(k, 'edge-tp 1 127.0.0.1:1')];
+    for (const write of writes) {
+      const key = dir.keyOf(crypto.randomUUID());
+      await write(`ea-tp:tp:s:${key}`); // no TTL: obeyed, it would refuse this uuid forever
+      assert.equal(await dir.lookup(key).catch(() => undefined), undefined);
+      assert.deepEqual(await dir.register(key, '127.0.0.1:7'), { ok: true });
+      assert.deepEqual(await dir.lookup(key), { node: 'edge-tp', address: '127.0.0.1:7' });
+    }
+    // An entry of another node in our format is still respected.
+    const taken = dir.keyOf(crypto.randomUUID());
+    await r.set(`ea-tp:tp:s:${taken}`, 'other-node 3 127.0.0.1:9', 'PX', 5000);
+    assert.deepEqual(await dir.register(taken, '127.0.0.1:7'), { ok: false, node: 'other-node' });
+    assert.equal(dirLog.records().filter((rec) => rec.code === 'RELAY_CLUSTER_RECORD_INVALID' && /replaced/.test(String(rec.msg))).length, writes.length);
+  } finally {
+    await dir.close();
     await closeRedisClient(r);
   }
 });

@@ -23,7 +23,9 @@
  * except for lease renewal, so they keep flowing. A node that dies stops renewing: its waiting entries and
  * tunnel leases expire and no key stays blocked. Redis restarted empty: entries are gone, keys are still
  * per (token, nonce), so nothing pairs across keys; the next renewal writes the open tunnels' leases back
- * (a third client of a tunnel's key is refused again, as before the restart).
+ * (a third client of a tunnel's key is refused again, as before the restart). A value in no form a node
+ * writes (another key type, an unknown format) is replaced by the next offer and logged
+ * (RELAY_CLUSTER_RECORD_INVALID): obeyed, one without a TTL would hold its key forever.
  */
 import { createHmac } from 'node:crypto';
 import type { Redis } from 'ioredis';
@@ -57,19 +59,32 @@ local function now()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
-local v = redis.call('GET', KEYS[1])
+-- A value no node of ours writes (another key type, another format) is replaced, not obeyed: obeyed, one
+-- written without a TTL would refuse or misdirect every client of this (token, nonce) forever.
+local replaced = nil
+local v = false
+local kind = redis.call('TYPE', KEYS[1])['ok']
+if kind == 'string' then v = redis.call('GET', KEYS[1])
+elseif kind ~= 'none' then
+  redis.call('DEL', KEYS[1])
+  replaced = kind
+end
 if v then
-  if string.sub(v, 1, 1) == 't' then return {'tunnel-exists'} end
+  if string.match(v, '^t %S+ %S+$') then return {'tunnel-exists'} end
   local node, party, addr = string.match(v, '^w (%S+) (%S+) (%S+)$')
   if node == nil then
     node, party = string.match(v, '^w (%S+) (%S+)$')
     addr = '-'
   end
-  if node ~= ARGV[1] and addr == '-' then return {'partner-elsewhere', node} end
-  redis.call('ZREM', KEYS[2], node .. ' ' .. party)
-  redis.call('SET', KEYS[1], ARGV[5], 'PX', ARGV[6])
-  if node ~= ARGV[1] then return {'paired-remote', node, party, addr} end
-  return {'paired', party}
+  if node == nil then
+    replaced = 'string'
+  else
+    if node ~= ARGV[1] and addr == '-' then return {'partner-elsewhere', node} end
+    redis.call('ZREM', KEYS[2], node .. ' ' .. party)
+    redis.call('SET', KEYS[1], ARGV[5], 'PX', ARGV[6])
+    if node ~= ARGV[1] then return {'paired-remote', node, party, addr} end
+    return {'paired', party}
+  end
 end
 local ms = now()
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ms)
@@ -77,7 +92,7 @@ if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[4]) then return {'too-many-wait
 redis.call('SET', KEYS[1], 'w ' .. ARGV[1] .. ' ' .. ARGV[2] .. ' ' .. ARGV[7], 'PX', ARGV[3])
 redis.call('ZADD', KEYS[2], ms + tonumber(ARGV[3]), ARGV[1] .. ' ' .. ARGV[2])
 if redis.call('PTTL', KEYS[2]) < tonumber(ARGV[3]) then redis.call('PEXPIRE', KEYS[2], ARGV[3]) end
-return {'waiting'}
+return {'waiting', replaced}
 `;
 
 /** Deletes KEYS[1] if it still holds ARGV[1]; removes ARGV[2] from the token set KEYS[2] (if given). */
@@ -198,6 +213,10 @@ export class RedisRendezvous<P> implements Rendezvous<P> {
       const r = await this.#redis.rvOffer(slot, tokenKey, node, id, this.#opts.aloneMs, this.#opts.maxWaitingPerToken, lease, this.#opts.tunnelLeaseMs, address);
       switch (r[0]) {
         case 'waiting': {
+          if (r[1] !== undefined) {
+            // Redis holds what no node of ours writes: someone else writes our keys, or Redis is corrupt.
+            this.#opts.log.warn({ code: 'RELAY_CLUSTER_RECORD_INVALID', key: slot, type: r[1] }, 'a rendezvous entry not written by a gateway node was replaced');
+          }
           this.#waiting.add(party, { slot, value: `w ${node} ${id} ${address}`, member: `${node} ${id}`, tokenKey, id });
           return { kind: 'waiting' };
         }

@@ -72,10 +72,18 @@ export interface RedisTpDirectoryOptions {
 
 /** ARGV: node, value, leaseMs. Takes the key when absent or this node's; else answers the holder's node. */
 const REGISTER = `
-local v = redis.call('GET', KEYS[1])
-if v and string.match(v, '^(%S+) ') ~= ARGV[1] then return {'taken', string.match(v, '^(%S+) ')} end
+local replaced = nil
+local kind = redis.call('TYPE', KEYS[1])['ok']
+if kind == 'string' then
+  local owner = string.match(redis.call('GET', KEYS[1]), '^(%S+) %S+ %S+$')
+  if owner == nil then replaced = 'string'
+  elseif owner ~= ARGV[1] then return {'taken', owner} end
+elseif kind ~= 'none' then
+  redis.call('DEL', KEYS[1])
+  replaced = kind
+end
 redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
-return {'ok'}
+return {'ok', replaced}
 `;
 
 /** Deletes KEYS[1] if it still holds ARGV[1]. */
@@ -159,6 +167,9 @@ export class RedisTpDirectory implements TpDirectory {
     const value = `${this.#opts.nodeId} ${this.#nextRegistration++} ${address}`;
     const r = await this.#redis.tpRegister(k, this.#opts.nodeId, value, this.#opts.leaseMs);
     if (r[0] === 'ok') {
+      // An entry no node of ours writes (another key type or format) is replaced, not obeyed: obeyed, one
+      // written without a TTL refused this server uuid on every node forever.
+      if (r[1] !== undefined) this.#opts.log.warn({ code: 'RELAY_CLUSTER_RECORD_INVALID', key: k, type: r[1] }, 'a tunnel-proxy directory entry not written by a gateway node was replaced');
       this.#held.set(k, value);
       return { ok: true };
     }
@@ -179,9 +190,11 @@ export class RedisTpDirectory implements TpDirectory {
   }
 
   async lookup(key: string): Promise<TpServerLocation | undefined> {
-    const v = await this.#redis.get(this.#redisKey(key));
+    const k = this.#redisKey(key);
+    const v = await this.#redis.get(k);
     if (v === null) return undefined;
     const m = /^(\S+) \S+ (\S+)$/.exec(v);
+    if (m === null) this.#opts.log.warn({ code: 'RELAY_CLUSTER_RECORD_INVALID', key: k }, 'a tunnel-proxy directory entry not written by a gateway node was ignored');
     return m === null ? undefined : { node: m[1] ?? '', address: m[2] ?? '' };
   }
 
