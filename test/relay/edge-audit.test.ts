@@ -12,7 +12,7 @@ import { connect as tlsConnect } from 'node:tls';
 import { join } from 'node:path';
 import fc from 'fast-check';
 import { startRelay, rawClient, request, authenticate, selfSignedCert, tempDir, deadline as deadlineOf, NO_ERROR, type StartedRelay } from '../helpers/relay.ts';
-import { PROTOTYPE_KEYS, hostileJsonValue } from '../helpers/hostile.ts';
+import { PROTOTYPE_KEYS, hostileJsonValue, hostileName, objectWithOwnKeys } from '../helpers/hostile.ts';
 import { toIndentedJson } from '../../src/relay/protocol/json.ts';
 import { MAX_ECHOED_PARAMS_CHARS, decodeRequest } from '../../src/relay/protocol/jsonrpc.ts';
 import { decodeTunnelProxyRequest } from '../../src/relay/protocol/tunnel-proxy-api.ts';
@@ -504,4 +504,32 @@ test('a client name as long as a message: the monitor document shows its first M
   assert.ok(b.received().includes(`"name":"${name}"`), 'the partner hears the whole name');
   a.destroy();
   b.destroy();
+});
+
+test('hostile requests over a real socket: each is answered exactly as the pure decoder says, then closed on error; the relay goes on', { timeout: 15000 }, async () => {
+  const method = fc.oneof(fc.constantFrom('RemoteProxy.Hello', 'RemoteProxy.Introspect', 'Authentication.Authenticate'), hostileName(), fc.tuple(hostileName(), hostileName()).map(([a, b]) => `${a}.${b}`));
+  const message = fc
+    .tuple(hostileJsonValue(), method, fc.oneof(hostileJsonValue(), fc.constant(undefined)), fc.array(fc.tuple(hostileName(), hostileJsonValue()), { maxLength: 2 }))
+    .map(([id, m, params, extra]) => JSON.stringify(objectWithOwnKeys([...extra, ['id', id], ['method', m], ...(params === undefined ? [] : [['params', params] as const])])));
+  await fc.assert(
+    fc.asyncProperty(message, async (text) => {
+      const decoded = decodeRequest(text);
+      const c = await rawClient(relay.url('tcp'));
+      try {
+        c.send(`${text}\n`);
+        await c.waitFor('\n', 3000);
+        const [answer] = answers(c);
+        if (!decoded.ok) {
+          assert.deepEqual(answer, { error: decoded.failure.text, id: decoded.failure.id, status: 'error' });
+          await c.closed(3000);
+        } else {
+          assert.deepEqual([answer!.id, answer!.status], [decoded.request.id, 'success']);
+        }
+      } finally {
+        c.destroy();
+      }
+    }),
+    { numRuns: 120 },
+  );
+  await stillServes('tcp');
 });
