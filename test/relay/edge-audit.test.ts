@@ -11,7 +11,7 @@ import { connect as netConnect, type Socket } from 'node:net';
 import { connect as tlsConnect } from 'node:tls';
 import { join } from 'node:path';
 import fc from 'fast-check';
-import { startRelay, rawClient, request, authenticate, selfSignedCert, tempDir, deadline as deadlineOf, NO_ERROR, type StartedRelay } from '../helpers/relay.ts';
+import { startRelay, rawClient, request, authenticate, pair, selfSignedCert, tempDir, deadline as deadlineOf, NO_ERROR, type StartedRelay } from '../helpers/relay.ts';
 import { PROTOTYPE_KEYS, hostileJsonValue, hostileName, objectWithOwnKeys } from '../helpers/hostile.ts';
 import { toIndentedJson } from '../../src/relay/protocol/json.ts';
 import { MAX_ECHOED_PARAMS_CHARS, decodeRequest } from '../../src/relay/protocol/jsonrpc.ts';
@@ -532,4 +532,22 @@ test('hostile requests over a real socket: each is answered exactly as the pure 
     { numRuns: 120 },
   );
   await stillServes('tcp');
+});
+
+test('ws/wss: the handshake deadline ends with the upgrade: a tunnel idle for longer still relays', { timeout: 15000 }, async () => {
+  const quick = await startRelay({
+    listeners: [{ kind: 'ws', host: '127.0.0.1', port: 0 }, { kind: 'wss', host: '127.0.0.1', port: 0 }],
+    tls: selfSignedCert(tempDir()),
+    timeouts: { inactiveMs: 200 },
+  });
+  try {
+    const { a, b, bOffset } = await pair(quick.url('ws'), quick.url('wss'));
+    await sleep(700);
+    a.send('still here');
+    await b.waitFor('still here');
+    assert.equal(b.received().subarray(bOffset).toString(), 'still here');
+    assert.equal(a.isClosed || b.isClosed, false);
+  } finally {
+    await quick.close();
+  }
 });
