@@ -145,6 +145,13 @@ test('the bounded indented echo is a prefix of the whole text plus `…`, and th
   );
 });
 
+test('the echo limit, exactly: a text of maxChars is whole, one more character is cut', () => {
+  const value = { a: 'x'.repeat(100) };
+  const whole = toIndentedJson(value);
+  assert.equal(toIndentedJson(value, whole.length), whole);
+  assert.equal(toIndentedJson(value, whole.length - 1), `${whole.slice(0, -1)}…`);
+});
+
 test('both JSON-RPC APIs echo at most MAX_ECHOED_PARAMS_CHARS of refused params (Missing key and Forbidden key)', () => {
   const missing = `{"id":1,"method":"Authentication.Authenticate","params":{"a":[${[DEEP, DEEP].join(',')}]}}`;
   for (const [decoded, prefix] of [
@@ -498,6 +505,16 @@ test('a client name as long as a message: the monitor document shows its first M
   const doc = monitorDocument(relay.server, relay.config) as { proxyStatistic: { clients: { name: string }[] } };
   const shown = doc.proxyStatistic.clients.map((c) => c.name).find((n) => n.startsWith('nnnn'));
   assert.equal(shown, `${'n'.repeat(MAX_SHOWN_NAME_CHARS)}…`);
+  // At the limit a name is shown whole; one character more is cut.
+  const edge = await Promise.all([MAX_SHOWN_NAME_CHARS, MAX_SHOWN_NAME_CHARS + 1].map(async (n) => {
+    const c = await rawClient(relay.url('tcp'));
+    c.send(authenticate(`edge-${crypto.randomUUID()}`, { name: 'e'.repeat(n) }));
+    await c.waitFor(NO_ERROR);
+    return c;
+  }));
+  const edgeNames = (monitorDocument(relay.server, relay.config) as { proxyStatistic: { clients: { name: string }[] } }).proxyStatistic.clients.map((c) => c.name).filter((n) => n.startsWith('eee')).sort();
+  assert.deepEqual(edgeNames, ['e'.repeat(MAX_SHOWN_NAME_CHARS), `${'e'.repeat(MAX_SHOWN_NAME_CHARS)}…`]);
+  for (const c of edge) c.destroy();
   const b = await rawClient(relay.url('tcp'));
   b.send(authenticate(token, { name: 'b' }));
   await b.waitFor('TunnelEstablished');
