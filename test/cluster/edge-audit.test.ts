@@ -267,8 +267,86 @@ test('tunnel-proxy directory entries no node of ours writes do not block a serve
     await r.set(`ea-tp:tp:s:${taken}`, 'other-node 3 127.0.0.1:9', 'PX', 5000);
     assert.deepEqual(await dir.register(taken, '127.0.0.1:7'), { ok: false, node: 'other-node' });
     assert.equal(dirLog.records().filter((rec) => rec.code === 'RELAY_CLUSTER_RECORD_INVALID' && /replaced/.test(String(rec.msg))).length, writes.length);
+    // A held entry turned into another type: the renewal writes it back (it is not another node's), the
+    // server is not reported lost, the other entries of the batch are renewed.
+    const fast = new RedisTpDirectory({ redisUrl: redis.socket, secret: new Secret(SECRET), nodeId: 'edge-tp2', leaseMs: 300, keyPrefix: 'ea-tp:', commandTimeoutMs: 1000, log: dirLog.log });
+    await fast.start();
+    const lost: string[] = [];
+    fast.onLost((k) => lost.push(k));
+    try {
+      const [k1, k2] = [fast.keyOf(crypto.randomUUID()), fast.keyOf(crypto.randomUUID())];
+      for (const k of [k1, k2]) assert.deepEqual(await fast.register(k, '127.0.0.1:8'), { ok: true });
+      await r.del(`ea-tp:tp:s:${k1}`);
+      await r.rpush(`ea-tp:tp:s:${k1}`, 'x');
+      await new Promise((res) => setTimeout(res, 700));
+      assert.deepEqual(await fast.lookup(k1), { node: 'edge-tp2', address: '127.0.0.1:8' });
+      assert.deepEqual(await fast.lookup(k2), { node: 'edge-tp2', address: '127.0.0.1:8' });
+      assert.deepEqual(lost, []);
+    } finally {
+      await fast.close();
+    }
   } finally {
     await dir.close();
+    await closeRedisClient(r);
+  }
+});
+
+/** The Redis key of a token's waiting set (rendezvous-redis.ts). */
+function tokenSetKey(token: string, prefix = 'gatehouse:'): string {
+  return `${prefix}rv:t:${createHmac('sha256', SECRET).update('token').update(`${Buffer.byteLength(token)}:${token}`).digest('hex')}`;
+}
+
+test('keys of another type where a node keeps its sets and leases: the token\'s waiting set, a tunnel lease, the presence index; the node keeps pairing, renewing and publishing', { skip, timeout: 10000 }, async () => {
+  const r = redisClient();
+  await r.connect();
+  try {
+    // The token's waiting set as a string: every offer under that token failed with WRONGTYPE.
+    const token = `tok-${crypto.randomUUID()}`;
+    await r.set(tokenSetKey(token), 'not a sorted set');
+    const x = await client(tlsNodes[0]!.url('tcp'));
+    x.send(authenticate(token, { name: 'x' }));
+    await x.waitFor(NO_ERROR, 3000).catch(() => assert.fail(`refused: ${x.received().toString()}`));
+    const y = await client(tlsNodes[0]!.url('tcp'));
+    y.send(authenticate(token, { name: 'y' }));
+    await y.waitFor(TUNNEL_ESTABLISHED);
+    x.end();
+    await y.closed();
+
+    // Two tunnel leases renewed in one batch; one key turned into a hash: the other is renewed all the same, the hash replaced.
+    const rv = testRendezvous<string>(redis, 'edge-leases', { secret: new Secret(SECRET), keyPrefix: 'ea-lease:', tunnelLeaseMs: 600 });
+    await rv.start();
+    try {
+      const keys = [0, 1].map(() => ({ token: `tok-${crypto.randomUUID()}`, nonce: '' }));
+      for (const k of keys) {
+        assert.equal((await rv.offer(k, 'first')).kind, 'waiting');
+        assert.equal((await rv.offer(k, 'second')).kind, 'paired');
+      }
+      const slots = keys.map((k) => slotKey(k.token).replace('gatehouse:', 'ea-lease:'));
+      await r.del(slots[0]!);
+      await r.hset(slots[0]!, 'x', '1');
+      await new Promise((res) => setTimeout(res, 1200));
+      assert.match((await r.get(slots[1]!)) ?? '', /^t edge-leases /, 'the healthy lease is still held after two lease periods');
+      // The hash is not a node's: the open tunnel's lease is written back over it (its key stays taken).
+      assert.match((await r.get(slots[0]!)) ?? '', /^t edge-leases /);
+    } finally {
+      await rv.close();
+    }
+
+    // The presence index as a string: the node published nothing, ever.
+    await r.set('ea-index:nodes', 'not a sorted set');
+    const pub = new PresencePublisher({ redis: redisClient(), nodeId: 'indexed', keyPrefix: 'ea-index:', intervalMs: 200, version: 'test', summary: () => undefined, log: silentLogger() });
+    try {
+      await pub.start();
+      let listed: string[] = [];
+      for (let i = 0; i < 40 && listed.length === 0; i++) {
+        listed = (await readClusterView(r, 'ea-index:').catch(() => ({ nodes: [] }))).nodes.map((n) => n.node);
+        if (listed.length === 0) await new Promise((res) => setTimeout(res, 25));
+      }
+      assert.deepEqual(listed, ['indexed']);
+    } finally {
+      await pub.close();
+    }
+  } finally {
     await closeRedisClient(r);
   }
 });

@@ -86,6 +86,11 @@ if v then
     return {'paired', party}
   end
 end
+local setKind = redis.call('TYPE', KEYS[2])['ok']
+if setKind ~= 'zset' and setKind ~= 'none' then
+  redis.call('DEL', KEYS[2])
+  replaced = setKind
+end
 local ms = now()
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ms)
 if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[4]) then return {'too-many-waiting'} end
@@ -97,7 +102,7 @@ return {'waiting', replaced}
 
 /** Deletes KEYS[1] if it still holds ARGV[1]; removes ARGV[2] from the token set KEYS[2] (if given). */
 const DELETE_IF = `
-if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+if redis.call('TYPE', KEYS[1])['ok'] == 'string' and redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
 if ARGV[2] ~= '' then redis.call('ZREM', KEYS[2], ARGV[2]) end
 return 1
 `;
@@ -105,13 +110,21 @@ return 1
 /**
  * Renews the leases KEYS[i] that still hold ARGV[i+1] to ARGV[1] ms, and writes back a lease whose key is
  * gone (Redis restarted empty, or away longer than a lease): the tunnel is still open, so its key stays
- * taken. A key someone else holds by now (a party waiting there) is left alone.
+ * taken. A key someone else holds by now (a party waiting there) is left alone; a value no node writes
+ * (another key type, another format) is replaced by the lease (GET on another type would fail the script,
+ * and with it the renewal of the whole batch).
  */
 const RENEW = `
 for i, k in ipairs(KEYS) do
-  local v = redis.call('GET', k)
+  local kind = redis.call('TYPE', k)['ok']
+  local v = kind == 'string' and redis.call('GET', k) or nil
   if v == ARGV[i + 1] then redis.call('PEXPIRE', k, ARGV[1])
-  elseif not v then redis.call('SET', k, ARGV[i + 1], 'PX', ARGV[1]) end
+  elseif kind == 'none' or (v ~= nil and not string.match(v, '^[tw] %S+ %S+')) then
+    redis.call('SET', k, ARGV[i + 1], 'PX', ARGV[1])
+  elseif kind ~= 'string' then
+    redis.call('DEL', k)
+    redis.call('SET', k, ARGV[i + 1], 'PX', ARGV[1])
+  end
 end
 return 1
 `;

@@ -88,7 +88,7 @@ return {'ok', replaced}
 
 /** Deletes KEYS[1] if it still holds ARGV[1]. */
 const DELETE_IF = `
-if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+if redis.call('TYPE', KEYS[1])['ok'] == 'string' and redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
 return 1
 `;
 
@@ -99,9 +99,14 @@ return 1
 const RENEW = `
 local lost = {}
 for i, k in ipairs(KEYS) do
-  local v = redis.call('GET', k)
+  local kind = redis.call('TYPE', k)['ok']
+  local v = kind == 'string' and redis.call('GET', k) or nil
   if v == ARGV[i + 1] then redis.call('PEXPIRE', k, ARGV[1])
-  elseif not v then redis.call('SET', k, ARGV[i + 1], 'PX', ARGV[1])
+  elseif kind == 'none' or (v ~= nil and not string.match(v, '^%S+ %S+ %S+$')) then
+    redis.call('SET', k, ARGV[i + 1], 'PX', ARGV[1])
+  elseif kind ~= 'string' then
+    redis.call('DEL', k)
+    redis.call('SET', k, ARGV[i + 1], 'PX', ARGV[1])
   else table.insert(lost, i) end
 end
 return lost
