@@ -43,6 +43,19 @@ function isView(m: unknown): m is ViewAnswer {
   return typeof m === 'object' && m !== null && (m as { gh?: unknown }).gh === 'view' && typeof (m as { id?: unknown }).id === 'number';
 }
 
+/**
+ * An answer's parts have the shapes the primary merges (each one optional): a worker's answer of another
+ * shape is left out as one that did not come, not merged (one bad answer failed the whole /metrics scrape).
+ */
+function isWellFormedAnswer(m: ViewAnswer): boolean {
+  const isObject = (x: unknown) => typeof x === 'object' && x !== null && !Array.isArray(x);
+  const { metrics, doc, traffic, error } = m as { metrics?: unknown; doc?: unknown; traffic?: unknown; error?: unknown };
+  if (metrics !== undefined && !(Array.isArray(metrics) && metrics.every((a) => Array.isArray(a) && a.every(isObject)))) return false;
+  if (doc !== undefined && !isObject(doc)) return false;
+  if (traffic !== undefined && !(isObject(traffic) && typeof (traffic as MonitorTraffic).relay === 'number' && typeof (traffic as MonitorTraffic).tunnelProxy === 'number')) return false;
+  return error === undefined || typeof error === 'string';
+}
+
 function isQuestion(m: unknown): m is ViewQuestion {
   return isView(m) && typeof (m as { what?: unknown }).what === 'string';
 }
@@ -145,7 +158,7 @@ export class WorkerQuestions {
   /** Routes a worker's message; true when it was an answer (consumed). */
   onMessage(worker: number, m: unknown): boolean {
     if (!isView(m)) return false;
-    this.#settle(m.id, worker, m);
+    this.#settle(m.id, worker, isWellFormedAnswer(m) ? m : undefined);
     return true;
   }
 

@@ -17,6 +17,7 @@ import { Secret } from '../../src/core/config/secret.ts';
 import type { Session } from '../../src/relay/session.ts';
 import type { RedisRendezvous } from '../../src/relay/cluster/rendezvous-redis.ts';
 import { startRelay, rawClient, authenticate, selfSignedCert, tempDir, captureLog, NO_ERROR, TUNNEL_ESTABLISHED, type StartedRelay, type RawClient } from '../helpers/relay.ts';
+import { WorkerQuestions, type WorkerHandle } from '../../src/ops/workers.ts';
 import { RedisTpDirectory } from '../../src/relay/cluster/tp-directory.ts';
 import { PresencePublisher, readClusterView } from '../../src/relay/cluster/presence.ts';
 import { createRedisClient, closeRedisClient } from '../../src/core/redis.ts';
@@ -348,5 +349,33 @@ test('keys of another type where a node keeps its sets and leases: the token\'s 
     }
   } finally {
     await closeRedisClient(r);
+  }
+});
+
+test('worker IPC: a view answer of the wrong shape is left out like one that never came; the others are merged', { timeout: 5000 }, async () => {
+  let q: WorkerQuestions | undefined;
+  const bad: unknown[] = [
+    { metrics: 'junk' },
+    { metrics: [[1, 2]] },
+    { metrics: [{ name: 'x' }] },
+    { doc: 'junk' },
+    { traffic: { relay: '5', tunnelProxy: 0 } },
+    { traffic: null },
+    { error: 42 },
+  ];
+  const worker = (id: number, answer: () => Record<string, unknown>): WorkerHandle => ({
+    id,
+    isConnected: () => true,
+    send(m: unknown) {
+      const qid = (m as { id: number }).id;
+      setImmediate(() => q!.onMessage(id, { gh: 'view', id: qid, ...answer() }));
+      return true;
+    },
+  });
+  for (const shape of bad) {
+    q = new WorkerQuestions(() => [worker(1, () => ({ metrics: [[{ name: 'gatehouse_x', type: 'counter', values: [] }]], traffic: { relay: 10, tunnelProxy: 0 } })), worker(2, () => shape as Record<string, unknown>)]);
+    const answers = await q.ask('traffic', 1000);
+    assert.equal(answers.length, 1, JSON.stringify(shape));
+    assert.equal(answers[0]!.traffic?.relay, 10);
   }
 });
