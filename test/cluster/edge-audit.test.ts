@@ -117,6 +117,31 @@ test('forwardTls: connections that never start TLS count against the handshake l
   }
 });
 
+test('forwardTls: a claim gives its handshake slot back once its tunnel runs (a held slot per open tunnel would refuse claims past 256)', { skip, timeout: 15000 }, async () => {
+  const at = tlsNodes[0]!.server.forwardAddress!;
+  const idle: Awaited<ReturnType<typeof rawTcp>>[] = [];
+  const open: RawClient[] = [];
+  try {
+    // 254 silent connections from the nodes' own address: two slots of 256 are left for claims.
+    for (let i = 0; i < 254; i += 127) idle.push(...(await Promise.all(Array.from({ length: 127 }, () => rawTcp(at, '127.0.0.1')))));
+    await new Promise((r) => setTimeout(r, 200));
+    // Four tunnels whose partner waits on node 1, all kept open: claims three and four need freed slots.
+    for (let i = 0; i < 4; i++) {
+      const token = `tok-${crypto.randomUUID()}`;
+      const x = await client(tlsNodes[0]!.url('tcp'));
+      x.send(authenticate(token, { name: `x${i}` }));
+      await x.waitFor(NO_ERROR);
+      const y = await client(tlsNodes[1]!.url('tcp'));
+      y.send(authenticate(token, { name: `y${i}` }));
+      await y.waitFor(TUNNEL_ESTABLISHED, 3000).catch(() => assert.fail(`claim ${i + 1}: ${y.received().toString()}`));
+      open.push(x, y);
+    }
+  } finally {
+    for (const x of idle) x.socket.destroy();
+    for (const c of open) c.destroy();
+  }
+});
+
 test('forwardTls: a client with no certificate, or one that dribbles its handshake, is ended; nodes still claim', { skip, timeout: 15000 }, async () => {
   const at = parseForwardAddress(tlsNodes[0]!.server.forwardAddress!);
   assert.ok(!('path' in at));

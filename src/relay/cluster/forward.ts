@@ -251,7 +251,7 @@ export class ForwardListener {
   readonly #pending = new Set<Socket>();
   readonly #pendingPerAddress = new Map<string, number>();
   /** TLS mode: a raw connection's slot, until its TLS socket takes it over (or it closes). */
-  readonly #tlsSlots = new WeakMap<Socket, () => void>();
+  readonly #tlsSlots = new Map<Socket, () => void>();
   /** Refusals are peer-caused: one line per reason every 10 s (a flood must not flood the log). */
   readonly #refusals: RateLimitedWarnings;
   #address: ListenAddress | undefined;
@@ -267,9 +267,9 @@ export class ForwardListener {
     } else {
       const tlsServer = createTlsServer({ ...opts.tls, requestCert: true, rejectUnauthorized: true, allowHalfOpen: true, handshakeTimeout: opts.handshakeMs }, (s: TLSSocket) => {
         // The slot was taken by the raw connection (below): the TLS handshake and the claim share it.
-        const raw = (s as unknown as { _parent?: unknown })._parent;
-        const release = raw instanceof Socket ? this.#tlsSlots.get(raw) : undefined;
-        if (raw instanceof Socket) this.#tlsSlots.delete(raw);
+        const raw = this.#rawOf(s);
+        const release = raw === undefined ? undefined : this.#tlsSlots.get(raw);
+        if (raw !== undefined) this.#tlsSlots.delete(raw);
         this.#accept(s, release ?? (() => undefined));
       });
       // The limits count from the TCP accept: a stranger that never starts (or never finishes) TLS holds a
@@ -277,7 +277,9 @@ export class ForwardListener {
       // whole TLS handshake timeout.
       tlsServer.on('connection', (raw: Socket) => {
         const release = this.#admit(raw);
-        if (release !== undefined) this.#tlsSlots.set(raw, release);
+        if (release === undefined) return;
+        this.#tlsSlots.set(raw, release);
+        raw.once('close', () => this.#tlsSlots.delete(raw));
       });
       // A listener here means Node no longer drops a failed handshake itself.
       tlsServer.on('tlsClientError', (err: Error, socket: TLSSocket) => {
@@ -305,6 +307,18 @@ export class ForwardListener {
     for (const s of this.#pending) s.destroy();
     this.#pending.clear();
     if (this.#address !== undefined) await Promise.race([stopListening(this.#server), new Promise((r) => setTimeout(r, 50))]);
+  }
+
+  /**
+   * The raw connection under a TLS socket: Node's `_parent` (set on every server-side TLSSocket), else the
+   * connection in its TLS handshake with the same peer address and port.
+   */
+  #rawOf(s: TLSSocket): Socket | undefined {
+    const parent = (s as unknown as { _parent?: unknown })._parent;
+    if (parent instanceof Socket && this.#tlsSlots.has(parent)) return parent;
+    if (s.remotePort === undefined) return undefined;
+    for (const raw of this.#tlsSlots.keys()) if (raw.remotePort === s.remotePort && raw.remoteAddress === s.remoteAddress) return raw;
+    return undefined;
   }
 
   /**
