@@ -111,6 +111,12 @@ export interface RelayServer extends Service {
   reload(next: RelayConfig): Promise<void>;
 }
 
+/**
+ * Connections tls, ws and wss listeners hold past the admission limits (in total, and per address) while
+ * their handshakes run: those are then refused with the limit's error; further ones are closed at accept.
+ */
+const ACCEPT_SLACK = 16;
+
 export function createRelayServer(config: RelayConfig, deps: RelayDeps): RelayServer {
   const log = deps.log.child({ frontEnd: 'relay' });
   const sessions = new Set<Session>();
@@ -123,6 +129,14 @@ export function createRelayServer(config: RelayConfig, deps: RelayDeps): RelaySe
   /** Listeners that terminate TLS (tls, wss), for certificate reloads. */
   const tlsServers: import('node:tls').Server[] = [];
   const admission = new Admission(config.limits);
+  /**
+   * tls, ws and wss listeners: connections counted from their TCP accept, before their TLS handshake or
+   * HTTP upgrade reaches `admission`. Without it a stranger that never finished either held a connection no
+   * limit counted until the handshake deadline, so one address could take every file the process has. The
+   * slack above the admission limits keeps a client past those answered with its limit's error (after its
+   * handshake); past these, a connection is closed at accept, unanswered.
+   */
+  const accepted = new Admission({ maxConnections: config.limits.maxConnections + ACCEPT_SLACK, maxConnectionsPerIp: config.limits.maxConnectionsPerIp + ACCEPT_SLACK });
   const tracker = new ConnectionTracker();
   /** Admission slots of live sessions, released when the session's link is gone. */
   const slots = new Map<Session, () => void>();
@@ -378,6 +392,18 @@ export function createRelayServer(config: RelayConfig, deps: RelayDeps): RelaySe
     refuseConnection(socket, text === undefined ? undefined : errorResponse(-1, text), closeFlushMs);
   }
 
+  /** A tls, ws or wss listener's raw connection: counted until it closes, or closed at once past the limits. */
+  function gateAccept(raw: Socket): void {
+    const slot = accepted.admit(raw.remoteAddress ?? 'unknown');
+    if (!slot.ok) {
+      refusals.warn(`accept:${slot.code}`, { code: slot.code, remote: raw.remoteAddress, phase: 'accept' }, 'connection closed at accept: too many connections before their handshakes');
+      raw.on('error', () => undefined);
+      raw.destroy();
+      return;
+    }
+    raw.once('close', slot.release);
+  }
+
   /** Where an admitted link goes: the legacy relay's session, or the tunnel-proxy mode. */
   type Adopt = (link: Link, release: () => void) => void;
 
@@ -485,6 +511,7 @@ export function createRelayServer(config: RelayConfig, deps: RelayDeps): RelaySe
     // connections with its own error before the kernel-level cap silently drops them.
     server.maxConnections = config.limits.maxConnections + 64;
     tracker.watch(server);
+    if (l.kind !== 'tcp' && l.kind !== 'unix') server.on('connection', gateAccept);
     const port = await listen(server, addr, `relay ${tp === undefined ? '' : 'tunnel-proxy '}${l.kind} listener`);
     if (l.kind === 'unix' && 'path' in addr) await chmod(addr.path, parseInt(l.mode, 8));
     servers.push(wss === undefined ? { server } : { server, wss });

@@ -1,10 +1,11 @@
 /** Every relay limit, one past it: its own error code and wire answer. */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { connect } from 'node:net';
+import { connect, type Socket } from 'node:net';
+import { connect as tlsConnect } from 'node:tls';
 import { WebSocket } from 'ws';
 import { errorSpec } from '../../src/core/errors.ts';
-import { startRelay, rawClient, authenticate, pair, request, NO_ERROR, deadline } from '../helpers/relay.ts';
+import { startRelay, rawClient, authenticate, pair, request, NO_ERROR, deadline, selfSignedCert, tempDir, captureLog } from '../helpers/relay.ts';
 
 test('total connections: one past maxConnections is refused with its own error (TCP bytes, WS 503)', async () => {
   const relay = await startRelay({ limits: { maxConnections: 3 } });
@@ -171,6 +172,76 @@ test('a WebSocket message one byte over tunnelBufferBytes is refused with close 
     assert.deepEqual(how, errorSpec('RELAY_WS_MESSAGE_TOO_LARGE').close);
     await b.closed();
     assert.equal(b.received().length - bOffset, cap);
+  } finally {
+    await relay.close();
+  }
+});
+
+test('tls, ws and wss: connections count from the TCP accept; one address past maxConnectionsPerIp + 16 unfinished handshakes is closed at accept, unanswered; another address is served; closed ones give their slots back', { timeout: 20000 }, async () => {
+  const dir = tempDir();
+  const capture = captureLog();
+  const relay = await startRelay(
+    {
+      listeners: [
+        { kind: 'tcp', host: '127.0.0.1', port: 0 },
+        { kind: 'tls', host: '127.0.0.1', port: 0 },
+        { kind: 'ws', host: '127.0.0.1', port: 0 },
+        { kind: 'wss', host: '127.0.0.1', port: 0 },
+      ],
+      tls: selfSignedCert(dir),
+      limits: { maxConnectionsPerIp: 2 },
+    },
+    { log: capture.log },
+  );
+  const open = (port: number, localAddress = '127.0.0.1') =>
+    new Promise<Socket>((resolve, reject) => {
+      const s = connect({ host: '127.0.0.1', port, localAddress }, () => resolve(s));
+      s.on('error', () => undefined);
+      s.once('close', () => reject(new Error('closed before connecting')));
+    });
+  const endsWithin = (s: Socket, ms: number) =>
+    deadline(new Promise<Buffer>((resolve) => {
+      const got: Buffer[] = [];
+      s.on('data', (d: Buffer) => got.push(d));
+      s.once('close', () => resolve(Buffer.concat(got)));
+    }), ms, 'closed at accept');
+  /** A client that finishes its handshake and is answered Hello, from `localAddress`. */
+  const served = async (kind: 'tls' | 'ws' | 'wss', localAddress: string) => {
+    const port = relay.port(kind);
+    if (kind === 'tls') {
+      const t = tlsConnect({ socket: connect({ host: '127.0.0.1', port, localAddress }), rejectUnauthorized: false });
+      await deadline(new Promise<void>((resolve) => t.once('secureConnect', () => resolve())), 3000, 'tls handshake');
+      t.write(request(0, 'RemoteProxy.Hello'));
+      await deadline(new Promise<void>((resolve) => t.once('data', () => resolve())), 3000, 'tls hello');
+      t.destroy();
+      return;
+    }
+    const ws = new WebSocket(`${kind}://127.0.0.1:${port}`, { localAddress, rejectUnauthorized: false });
+    await deadline(new Promise<void>((resolve) => ws.once('open', () => resolve())), 3000, `${kind} open`);
+    ws.send(request(0, 'RemoteProxy.Hello'));
+    await deadline(new Promise<void>((resolve) => ws.once('message', () => resolve())), 3000, `${kind} hello`);
+    ws.terminate();
+  };
+  try {
+    for (const kind of ['tls', 'ws', 'wss'] as const) {
+      const port = relay.port(kind);
+      // Silent connections: no TLS ClientHello, no upgrade request. maxConnectionsPerIp + 16 are held...
+      const held: Socket[] = [];
+      for (let i = 0; i < 2 + 16; i++) held.push(await open(port));
+      await new Promise((r) => setTimeout(r, 50));
+      // ...one more is closed at once (the handshake deadline is 8 s), with nothing written to it.
+      const over = await open(port);
+      assert.equal((await endsWithin(over, 2000)).length, 0, `${kind}: nothing written to a connection closed at accept`);
+      // Another address is not affected.
+      await served(kind, '127.0.0.2');
+      // Closed connections give their slots back: the address is served again. (Reset: a TLS listener
+      // keeps a connection that only half-closed before its handshake until the handshake deadline.)
+      for (const s of held) s.resetAndDestroy();
+      await new Promise((r) => setTimeout(r, 100));
+      await served(kind, '127.0.0.1');
+    }
+    const lines = capture.records().filter((r) => r.code === 'CORE_LIMIT_CONNECTIONS_PER_IP' && r.phase === 'accept');
+    assert.equal(lines.length, 1, 'logged once (refusals are rate-limited)');
   } finally {
     await relay.close();
   }
