@@ -18,6 +18,7 @@ import type { Session } from '../../src/relay/session.ts';
 import type { RedisRendezvous } from '../../src/relay/cluster/rendezvous-redis.ts';
 import { startRelay, rawClient, authenticate, selfSignedCert, tempDir, captureLog, NO_ERROR, TUNNEL_ESTABLISHED, type StartedRelay, type RawClient } from '../helpers/relay.ts';
 import { WorkerQuestions, type WorkerHandle } from '../../src/ops/workers.ts';
+import { RedisSharedState } from '../../src/core/cluster/shared-state.ts';
 import { RedisTpDirectory } from '../../src/relay/cluster/tp-directory.ts';
 import { PresencePublisher, readClusterView } from '../../src/relay/cluster/presence.ts';
 import { createRedisClient, closeRedisClient } from '../../src/core/redis.ts';
@@ -235,7 +236,7 @@ test('rendezvous entries no node of ours writes (garbage, a fake lease, another 
       x.end();
       await y.closed();
     }
-    assert.ok(log.records().filter((rec) => rec.code === 'RELAY_CLUSTER_RECORD_INVALID').length >= cases.length);
+    assert.ok(log.records().filter((rec) => rec.code === 'CORE_CLUSTER_RECORD_INVALID').length >= cases.length);
   } finally {
     await closeRedisClient(r);
   }
@@ -292,7 +293,7 @@ test('tunnel-proxy directory entries no node of ours writes do not block a serve
     const taken = dir.keyOf(crypto.randomUUID());
     await r.set(`ea-tp:tp:s:${taken}`, 'other-node 3 127.0.0.1:9', 'PX', 5000);
     assert.deepEqual(await dir.register(taken, '127.0.0.1:7'), { ok: false, node: 'other-node' });
-    assert.equal(dirLog.records().filter((rec) => rec.code === 'RELAY_CLUSTER_RECORD_INVALID' && /replaced/.test(String(rec.msg))).length, writes.length);
+    assert.equal(dirLog.records().filter((rec) => rec.code === 'CORE_CLUSTER_RECORD_INVALID' && /replaced/.test(String(rec.msg))).length, writes.length);
     // A held entry turned into another type: the renewal writes it back (it is not another node's), the
     // server is not reported lost, the other entries of the batch are renewed.
     const fast = new RedisTpDirectory({ redisUrl: redis.socket, secret: new Secret(SECRET), nodeId: 'edge-tp2', leaseMs: 300, keyPrefix: 'ea-tp:', commandTimeoutMs: 1000, log: dirLog.log });
@@ -402,5 +403,28 @@ test('worker IPC: a view answer of the wrong shape is left out like one that nev
     const answers = await q.ask('traffic', 1000);
     assert.equal(answers.length, 1, JSON.stringify(shape));
     assert.equal(answers[0]!.traffic?.relay, 10);
+  }
+});
+
+test('shared state: an epoch key or a failure counter of another type does not disable the shared replay cache or back-off', { skip, timeout: 10000 }, async () => {
+  const r = redisClient();
+  await r.connect();
+  const stateLog = captureLog();
+  const s = new RedisSharedState({ redisUrl: redis.socket, secret: new Secret(SECRET), nodeId: 'edge-ss', keyPrefix: 'ea-ss:', commandTimeoutMs: 1000, log: stateLog.log });
+  try {
+    // Before this node starts: its first epoch read meets a hash (every `once` then failed: sealed 503s forever).
+    await r.hset('ea-ss:epoch', 'x', '1');
+    await s.start();
+    assert.equal(await s.once('replay', 'k1', 60_000), 'fresh');
+    assert.equal(await s.once('replay', 'k1', 60_000), 'duplicate');
+    assert.ok(stateLog.records().some((rec) => rec.code === 'CORE_CLUSTER_RECORD_INVALID'));
+    // A failure counter of another type: counted in Redis all the same (not only by this process).
+    const key = 'a'.repeat(64);
+    await r.set(`ea-ss:bo:relay:${key}`, 'x');
+    assert.equal(await s.countFailure('relay', key, 2, 10_000), 0);
+    assert.ok((await s.countFailure('relay', key, 2, 10_000)) > 0, 'the second failure reaches the limit');
+  } finally {
+    await s.close();
+    await closeRedisClient(r);
   }
 });

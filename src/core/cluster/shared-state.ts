@@ -93,6 +93,9 @@ export class Listeners<A extends unknown[]> {
 }
 
 const COUNT_FAILURE = `
+-- A key of another type (not written by a node) would fail every count for this address: replaced.
+local kind = redis.call('TYPE', KEYS[1])['ok']
+if kind ~= 'zset' and kind ~= 'none' then redis.call('DEL', KEYS[1]) end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local max = tonumber(ARGV[2])
@@ -113,17 +116,21 @@ redis.call('PUBLISH', KEYS[2], ARGV[4] .. ' ' .. ARGV[5] .. ' ' .. forMs)
 return forMs
 `;
 
-/** Returns the epoch, setting ARGV[1] first when there is none. */
+/**
+ * Returns {epoch, ''}, setting ARGV[1] first when there is none; a key of another type (not written by a
+ * node: it failed every read, and with it every \`once\`) is replaced: {ARGV[1], its type}.
+ */
 const EPOCH = `
-local v = redis.call('GET', KEYS[1])
-if v then return v end
+local kind = redis.call('TYPE', KEYS[1])['ok']
+if kind == 'string' then return {redis.call('GET', KEYS[1]), ''} end
+if kind ~= 'none' then redis.call('DEL', KEYS[1]) else kind = '' end
 redis.call('SET', KEYS[1], ARGV[1])
-return ARGV[1]
+return {ARGV[1], kind}
 `;
 
 type Scripts = Redis & {
   csCountFailure(zset: string, channel: string, member: string, max: number, windowMs: number, scope: string, key: string): Promise<number>;
-  csEpoch(key: string, fresh: string): Promise<string>;
+  csEpoch(key: string, fresh: string): Promise<[string, string]>;
 };
 
 export interface RedisSharedStateOptions {
@@ -242,7 +249,8 @@ export class RedisSharedState implements SharedState, RedisAccess {
 
   async #checkEpoch(): Promise<void> {
     try {
-      const epoch = await this.client.csEpoch(this.#channel('epoch'), randomBytes(12).toString('hex'));
+      const [epoch, replaced] = await this.client.csEpoch(this.#channel('epoch'), randomBytes(12).toString('hex'));
+      if (replaced !== '') this.#opts.log.warn({ node: this.#opts.nodeId, code: 'CORE_CLUSTER_RECORD_INVALID', key: this.#channel('epoch'), type: replaced }, 'the epoch key was not written by a gateway node; replaced');
       const before = this.#epoch;
       this.#epoch = epoch;
       this.#epochRead = true;

@@ -10,6 +10,10 @@ export const coreErrors = {
     summary: 'The state the cluster shares (Redis, or the primary of serve --workers) could not be reached: the failed-auth back-off counts in this process only, sealed API requests are refused with SEALED_REPLAY_STORE_FAILED, registry changes wait; all recover by themselves (log code only).',
     httpStatus: 503,
   },
+  CORE_CLUSTER_RECORD_INVALID: {
+    summary: "A record in Redis under this gateway's `keyPrefix` was not in a form any node writes (another key type, an unknown format): a rendezvous entry, a tunnel-proxy directory entry or the shared state's epoch is replaced (logged, with the key), never obeyed (keys of another type where a node keeps its sets and leases are replaced without a line). Something else writes into the gateway's keys, or Redis lost data: check `keyPrefix` and who can write to Redis (log code only).",
+    httpStatus: 500,
+  },
   CORE_SHUTTING_DOWN: {
     summary: 'The gateway is draining for shutdown and takes no new work.',
     httpStatus: 503,

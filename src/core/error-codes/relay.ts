@@ -60,14 +60,6 @@ export const relayErrors = {
     httpStatus: 503,
     close: closeWith('Proxy error.'),
   },
-  RELAY_CLUSTER_RECORD_INVALID: {
-    summary: 'A record in Redis under this gateway\'s `keyPrefix` was not in a form any node writes (another key type, an unknown format): a rendezvous entry or a tunnel-proxy directory entry is replaced (logged, with the key), never obeyed. Something else writes into the gateway\'s keys, or Redis lost data: check `keyPrefix` and who can write to Redis.',
-    httpStatus: 500,
-  },
-  RELAY_CLUSTER_RECORD_INVALID: {
-    summary: 'A record in Redis under this gateway\'s `keyPrefix` was not in a form any node writes (another key type, an unknown format): a rendezvous entry or a tunnel-proxy directory entry is replaced (logged, with the key), never obeyed. Something else writes into the gateway\'s keys, or Redis lost data: check `keyPrefix` and who can write to Redis.',
-    httpStatus: 500,
-  },
   RELAY_FORWARD_BUSY: {
     summary: 'The cluster forward listener already had 1,024 handshakes under way (or 256 from one address), counted from the TCP accept (with `forwardTls`, the TLS handshake included); the new connection was closed without a byte (logged at most every 10 s). A node of ours whose claim is refused answers its client ProxyError (`RELAY_FORWARD_FAILED`).',
     httpStatus: 503,

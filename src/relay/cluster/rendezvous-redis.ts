@@ -25,7 +25,7 @@
  * per (token, nonce), so nothing pairs across keys; the next renewal writes the open tunnels' leases back
  * (a third client of a tunnel's key is refused again, as before the restart). A value in no form a node
  * writes (another key type, an unknown format) is replaced by the next offer and logged
- * (RELAY_CLUSTER_RECORD_INVALID): obeyed, one without a TTL would hold its key forever.
+ * (CORE_CLUSTER_RECORD_INVALID): obeyed, one without a TTL would hold its key forever.
  */
 import { createHmac } from 'node:crypto';
 import type { Redis } from 'ioredis';
@@ -228,7 +228,7 @@ export class RedisRendezvous<P> implements Rendezvous<P> {
         case 'waiting': {
           if (r[1] !== undefined) {
             // Redis holds what no node of ours writes: someone else writes our keys, or Redis is corrupt.
-            this.#opts.log.warn({ code: 'RELAY_CLUSTER_RECORD_INVALID', key: slot, type: r[1] }, 'a rendezvous entry not written by a gateway node was replaced');
+            this.#opts.log.warn({ code: 'CORE_CLUSTER_RECORD_INVALID', key: slot, type: r[1] }, 'a rendezvous entry not written by a gateway node was replaced');
           }
           this.#waiting.add(party, { slot, value: `w ${node} ${id} ${address}`, member: `${node} ${id}`, tokenKey, id });
           return { kind: 'waiting' };

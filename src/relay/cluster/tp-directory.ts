@@ -174,7 +174,7 @@ export class RedisTpDirectory implements TpDirectory {
     if (r[0] === 'ok') {
       // An entry no node of ours writes (another key type or format) is replaced, not obeyed: obeyed, one
       // written without a TTL refused this server uuid on every node forever.
-      if (r[1] !== undefined) this.#opts.log.warn({ code: 'RELAY_CLUSTER_RECORD_INVALID', key: k, type: r[1] }, 'a tunnel-proxy directory entry not written by a gateway node was replaced');
+      if (r[1] !== undefined) this.#opts.log.warn({ code: 'CORE_CLUSTER_RECORD_INVALID', key: k, type: r[1] }, 'a tunnel-proxy directory entry not written by a gateway node was replaced');
       this.#held.set(k, value);
       return { ok: true };
     }
@@ -199,7 +199,7 @@ export class RedisTpDirectory implements TpDirectory {
     const v = await this.#redis.get(k);
     if (v === null) return undefined;
     const m = /^(\S+) \S+ (\S+)$/.exec(v);
-    if (m === null) this.#opts.log.warn({ code: 'RELAY_CLUSTER_RECORD_INVALID', key: k }, 'a tunnel-proxy directory entry not written by a gateway node was ignored');
+    if (m === null) this.#opts.log.warn({ code: 'CORE_CLUSTER_RECORD_INVALID', key: k }, 'a tunnel-proxy directory entry not written by a gateway node was ignored');
     return m === null ? undefined : { node: m[1] ?? '', address: m[2] ?? '' };
   }
 
