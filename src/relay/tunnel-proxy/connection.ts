@@ -112,6 +112,14 @@ export class TpConnection {
   #held: { chunk: Buffer; binary: boolean }[] | undefined;
   #heldBytes = 0;
   #heldEnd = false;
+  /**
+   * Before registration: an answer sent past the unread limit (see #unreadLimit) has not been flushed yet.
+   * While it has not, the peer is behind on reading its answers: it is not read, and the requests of the
+   * read that got it there wait in `#behind` (at most one read) until that answer is flushed.
+   */
+  #flushWatch = false;
+  #behind: Buffer[] | undefined;
+  #behindEnd = false;
 
   constructor(
     readonly link: Link,
@@ -161,14 +169,45 @@ export class TpConnection {
       this.txBytes += frame.length;
       this.link.sendData(frame);
     } else {
-      this.txBytes += Buffer.byteLength(text);
+      const bytes = Buffer.byteLength(text);
+      this.txBytes += bytes;
+      // Answers can be much larger than their requests (Introspect): one that takes the unread answers past
+      // the limit is watched until it is flushed (writes flush in order), and the peer is not read meanwhile
+      // (handshakeData). Not a byte count: on TLS and WebSocket what one read's answers wrote counts as
+      // unread until their writes complete, also for a peer that reads.
+      if (this.role === 'none' && !this.#flushWatch && this.link.pendingBytes + bytes > this.#unreadLimit()) {
+        this.#flushWatch = true;
+        this.link.sendText(text, () => this.boundary.run(() => this.#caughtUp()));
+        return;
+      }
       this.link.sendText(text);
+    }
+  }
+
+  #unreadLimit(): number {
+    return Math.min(this.#ctx.config.limits.clientBufferBytes, this.#ctx.config.limits.serverBufferBytes);
+  }
+
+  /** The watched answer was flushed: the peer reads. Handles what waited, then reads again. */
+  #caughtUp(): void {
+    this.#flushWatch = false;
+    const held = this.#behind;
+    if (held === undefined || this.role === 'closed') return;
+    this.#behind = undefined;
+    this.#handleMessages(held, 0);
+    if (this.#behind !== undefined || (this.role as TpRole) === 'closed') return;
+    this.link.resume();
+    if (this.#behindEnd) {
+      this.#behindEnd = false;
+      this.handshakeEnd();
     }
   }
 
   /** Closes with a catalogue reason after flushing; optionally answers a request with the code's error text. */
   fail(code: ErrorCode, answer?: { id: number; text?: string }): void {
     if (this.role === 'closed') return;
+    // The deadline passed while the peer did not read its answers: nothing more is worth sending it.
+    if (this.#behind !== undefined && code === 'RELAY_TP_INACTIVE_TIMEOUT') return this.drop('RELAY_TP_UNREAD_ANSWERS');
     const spec = errorSpec(code);
     if (answer !== undefined) this.sendJson(errorResponse(answer.id, answer.text ?? spec.jsonRpcText ?? spec.summary));
     const level = code === 'RELAY_SHUTDOWN' || code === 'RELAY_TP_SERVER_GONE' ? 'debug' : 'info';
@@ -225,6 +264,11 @@ export class TpConnection {
       this.#heldEnd = true;
       return;
     }
+    // Requests wait for the peer to read its answers: they are answered first.
+    if (this.#behind !== undefined) {
+      this.#behindEnd = true;
+      return;
+    }
     // Before registration a peer that stops sending has left.
     if (this.role === 'none') {
       this.#leave();
@@ -247,17 +291,33 @@ export class TpConnection {
     } catch {
       return this.fail('RELAY_MESSAGE_TOO_LARGE');
     }
-    // Answers can be much larger than their requests (Introspect): a peer that does not read them is
-    // dropped as soon as they pass the link's buffer, checked after each one (one read may hold many).
-    const unreadLimit = Math.min(this.#ctx.config.limits.clientBufferBytes, this.#ctx.config.limits.serverBufferBytes);
-    for (const message of messages) {
+    // Paused while behind, so at most what was already on its way arrives meanwhile: it waits too.
+    if (this.#behind !== undefined) {
+      this.#behind.push(...messages);
+      if (this.#behind.reduce((n, m) => n + m.length, 0) > this.#ctx.tunnelBufferBytes) this.drop('RELAY_TP_UNREAD_ANSWERS');
+      return;
+    }
+    this.#handleMessages(messages, 0);
+  }
+
+  /**
+   * Handles whole messages from `from` on, in order. While the peer is behind on reading its answers
+   * (sendJson) the rest wait in `#behind` and the link is paused.
+   */
+  #handleMessages(messages: Buffer[], from: number): void {
+    for (let i = from; i < messages.length; i++) {
       if (this.role !== 'none' || this.#busy) break;
-      this.#handle(message);
-      if (this.role === 'none' && this.link.pendingBytes > unreadLimit) return this.drop('RELAY_TP_UNREAD_ANSWERS');
+      if (this.#flushWatch) {
+        this.#behind = messages.slice(i);
+        this.link.pause();
+        return;
+      }
+      this.#handle(messages[i]!);
     }
     // Bytes that followed a registration in the same read belong to the new role's data path.
-    const role = this.role as TpRole;
-    if (role === 'server' || role === 'client') {
+    const role = this.role;
+    const splitter = this.#splitter;
+    if ((role === 'server' || role === 'client') && splitter !== undefined) {
       const rest = splitter.drain();
       this.#splitter = undefined;
       if (rest.length > 0) this.link.handlers.data(rest, false);

@@ -22,29 +22,60 @@ const uuid = () => crypto.randomUUID();
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const INTROSPECT = request(1, 'RemoteProxy.Introspect');
 
-test('before registration: a peer that sends requests and never reads is closed once its unread answers pass the buffer; others are served', { timeout: 15000 }, async () => {
-  const c = await rawClient(tp.tpUrl('tcp'));
-  c.pause();
-  const conn = [...tp.server.tunnelProxy!.connections].at(-1)!;
-  let maxPending = 0;
-  const batch = INTROSPECT.repeat(200);
-  // About 16 MiB of answers asked for (each Introspect answer is a few KiB), in 45 KiB writes.
-  for (let i = 0; i < 40 && !c.isClosed && conn.role !== 'closed'; i++) {
-    c.send(batch);
-    await sleep(5);
-    maxPending = Math.max(maxPending, conn.link.pendingBytes);
-  }
-  maxPending = Math.max(maxPending, conn.link.pendingBytes);
-  assert.equal(conn.role, 'closed', 'the connection that does not read is closed');
-  // The limit plus one answer (the answer that crosses it).
-  assert.ok(maxPending <= BUFFER + 16384, `unread answers reached ${maxPending} bytes`);
-  c.destroy();
-  // Another connection is served as usual.
-  const ok = await rawClient(tp.tpUrl('tcp'));
-  ok.send(request(2, 'TunnelProxy.Ping', { timestamp: 5 }));
-  await ok.waitFor('"timestamp":5');
-  ok.destroy();
+/** Pre-registration tests: every transport, and a short inactive deadline (the phase's deadline). */
+const PHASE_MS = 800;
+let pre: StartedTp;
+before(async () => {
+  pre = await startTp({ limits: { clientBufferBytes: BUFFER, serverBufferBytes: BUFFER }, timeouts: { inactiveMs: PHASE_MS } }, { kinds: ['tcp', 'tls', 'ws', 'wss'] });
 });
+after(() => pre.close());
+
+for (const kind of ['tcp', 'tls', 'ws', 'wss'] as const) {
+  test(`before registration, ${kind}: a peer that floods requests and never reads is not read either (its unread answers stay within the buffer plus one answer), then dropped at the deadline; others are served`, { timeout: 15000 }, async () => {
+    const known = new Set(pre.server.tunnelProxy!.connections);
+    const c = await rawClient(pre.tpUrl(kind));
+    c.pause();
+    let conn = [...pre.server.tunnelProxy!.connections].find((x) => !known.has(x));
+    for (let i = 0; i < 200 && conn === undefined; i++) {
+      await sleep(5);
+      conn = [...pre.server.tunnelProxy!.connections].find((x) => !known.has(x));
+    }
+    assert.ok(conn !== undefined, 'the connection is known');
+    let maxPending = 0;
+    const batch = INTROSPECT.repeat(200);
+    // About 16 MiB of answers asked for (each Introspect answer is a few KiB), in 45 KiB writes.
+    for (let i = 0; i < 40 && !c.isClosed && conn.role !== 'closed'; i++) {
+      c.send(batch);
+      await sleep(5);
+      maxPending = Math.max(maxPending, conn.link.pendingBytes);
+    }
+    const answeredAt = conn.txBytes;
+    await sleep(PHASE_MS / 2);
+    maxPending = Math.max(maxPending, conn.link.pendingBytes);
+    assert.equal(conn.txBytes, answeredAt, 'nothing more is answered while it does not read');
+    // The limit plus one answer (the answer that crosses it).
+    assert.ok(maxPending <= BUFFER + 16384, `unread answers reached ${maxPending} bytes`);
+    for (let i = 0; i < 200 && conn.role !== 'closed'; i++) await sleep(10);
+    assert.equal(conn.role, 'closed', 'dropped at the deadline');
+    c.destroy();
+    // Another connection is served as usual.
+    const ok = await rawClient(pre.tpUrl(kind));
+    ok.send(request(2, 'TunnelProxy.Ping', { timestamp: 5 }));
+    await ok.waitFor('"timestamp":5');
+    ok.destroy();
+  });
+
+  test(`before registration, ${kind}: a peer that reads gets every answer to 200 requests sent in one write, in order`, { timeout: 15000 }, async () => {
+    const c = await rawClient(pre.tpUrl(kind));
+    const n = 200;
+    c.send(Array.from({ length: n }, (_, i) => request(i + 1, 'RemoteProxy.Introspect')).join(''));
+    await c.waitFor(`"id":${n},`, 10000);
+    const ids = [...c.received().toString().matchAll(/\{"id":(\d+),/g)].map((m) => Number(m[1]));
+    assert.deepEqual(ids, Array.from({ length: n }, (_, i) => i + 1));
+    assert.equal(c.isClosed, false, 'still connected');
+    c.destroy();
+  });
+}
 
 test('a server that floods control requests and never reads: its unread answers stay bounded, then it is dropped', { timeout: 15000 }, async () => {
   const sid = uuid();
