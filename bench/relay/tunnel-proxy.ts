@@ -71,7 +71,7 @@ enabled = true
 listeners = [{ kind = "tcp", host = "127.0.0.1", port = ${TP_PORT} }]
 
 [relay.tunnelProxy.limits]
-maxClientsPerServer = 4096
+maxClientsPerServer = 8192
 ${deps.otherSections}`,
   );
   return path;
@@ -91,9 +91,11 @@ export async function runTunnelProxySection(deps: TpBenchDeps): Promise<string> 
   // are not theirs. Two counts, because a fresh gateway's growth has a part that does not scale with the
   // clients (V8 grows its young generation, up to 16 MiB a semi-space, under the first allocations): the
   // average over the larger count includes it, the difference between the counts (the marginal cost of
-  // one more client, what capacity planning needs) does not.
+  // one more client, what capacity planning needs) does not, once both counts are past that growth (at
+  // 1,000 clients it was still under way: 9.3-11.4 KiB per client between 1,000 and 4,000, 2.4-3.1
+  // between 4,000 and 8,000; docs/benchmarks.md).
   let bigTransferRssMib = NaN;
-  const idleCounts = deps.quick ? [250, 1000] : [1000, 4000];
+  const idleCounts = deps.quick ? [1000, 2000] : [4000, 8000];
   const idleGrowthKib: number[] = [];
   for (const idle of idleCounts) {
     const gwIdle = await deps.startGateway(configPath);
