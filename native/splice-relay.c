@@ -626,8 +626,8 @@ static long now_ns(void) {
    batch that moved bytes, while BULK sleeps: on a ping-pong tunnel the answer comes back within tens of
    microseconds, and a thread that went to sleep must be woken by the kernel, which on a virtual machine
    whose idle vCPUs halt (this VM's guest halt-polling is off) cost ~60 us per wake-up: one tunnel's 64-byte
-   round trip took 175-200 us through either this relay or socat, ~60 us with the spin (docs/benchmarks.md,
-   "Spinning before sleeping"). What it costs is CPU: the window adapts to the gaps between batches (see
+   round trip took 135-200 us through either this relay or socat, 40-60 us with the polling
+   (docs/benchmarks.md, "Polling before sleeping"). What it costs is CPU: the window adapts to the gaps between batches (see
    SPIN_GROW_START_NS), so a quiet tunnel, whose gaps are long, soon spins not at all; a busy BULK thread
    stops it at once (on a small machine LIGHT would spin on the core BULK needs), and each poll yields
    the core to any other runnable thread first. Operators turn it off with relay.splice.spinMicros = 0. */
