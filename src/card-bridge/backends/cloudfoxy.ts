@@ -146,7 +146,9 @@ export class CloudFoxyBackend implements CardBackend {
    */
   async #get(path: string, signal: AbortSignal, idempotent = true): Promise<{ status: number; text: string }> {
     const url = `${this.#base}${path}`;
-    const init = { headers: { 'X-Auth-Token': this.cfg.token.reveal() }, signal };
+    // No redirects: fetch would follow one to any origin with our X-Auth-Token (it strips only Authorization
+    // and cookies), and a CloudFoxy server never redirects.
+    const init = { headers: { 'X-Auth-Token': this.cfg.token.reveal() }, signal, redirect: 'error' } as const;
     let res: Response;
     try {
       res = await fetch(url, init);
@@ -154,7 +156,7 @@ export class CloudFoxyBackend implements CardBackend {
       // A kept-alive connection the upstream closed (e.g. it restarted) fails once; a fresh one decides.
       if (signal.aborted) throw err;
       const cause = (err as { cause?: { code?: unknown } }).cause;
-      if (!idempotent && cause?.code !== 'ECONNREFUSED') throw err;
+      if (isRedirect(err) || (!idempotent && cause?.code !== 'ECONNREFUSED')) throw err;
       res = await fetch(url, init);
     }
     const reader = res.body?.getReader();
@@ -185,7 +187,7 @@ export class CloudFoxyBackend implements CardBackend {
       } catch (err) {
         if (signal.aborted) throw signal.reason as Error;
         if (err instanceof GatewayError) throw err;
-        throw new GatewayError('CARD_UPSTREAM_FAILED', `upstream request failed: ${(err as Error).message}`, { cause: err });
+        throw new GatewayError('CARD_UPSTREAM_FAILED', `upstream request failed: ${describeFetchError(err)}`, { cause: err });
       }
       const first = (res.text.split(/\r?\n/)[0] ?? '').trim();
       if (res.status !== 200) {
@@ -205,4 +207,21 @@ export class CloudFoxyBackend implements CardBackend {
       return out;
     }
   }
+}
+
+/** undici answers a redirect under `redirect: 'error'` with `fetch failed` caused by `unexpected redirect`. */
+function isRedirect(err: unknown): boolean {
+  const cause = (err as { cause?: unknown }).cause;
+  return cause instanceof Error && /redirect/i.test(cause.message);
+}
+
+/** undici reports `fetch failed` with the socket error as `cause`; the cause is the useful part. */
+function describeFetchError(err: unknown): string {
+  if (!(err instanceof Error)) return String(err);
+  const cause: unknown = err.cause;
+  if (cause instanceof Error) {
+    const code = (cause as NodeJS.ErrnoException).code;
+    return code !== undefined ? `${code} (${cause.message})` : cause.message;
+  }
+  return err.message;
 }

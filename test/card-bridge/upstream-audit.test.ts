@@ -1,0 +1,161 @@
+/**
+ * The CloudFoxy REST upstream (backends/cloudfoxy.ts) as a client of a hostile or broken server on
+ * 127.0.0.1: redirects, absurd lengths, bad bytes, resets. Each bad answer fails its one request with a coded
+ * error, the token never leaves for another origin, and later requests still work.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer as createNetServer, type Server as NetServer, type Socket } from 'node:net';
+import type { AddressInfo } from 'node:net';
+import { validateConfig } from '../../src/core/config/load.ts';
+import { cardBridgeConfigSchema } from '../../src/card-bridge/config.ts';
+import { CloudFoxyBackend } from '../../src/card-bridge/backends/cloudfoxy.ts';
+import { isGatewayError } from '../../src/core/errors.ts';
+import { captureLog } from '../helpers/relay.ts';
+
+const TOKEN = 'cf-token-5e1d-very-secret';
+const TERMINAL = '/10.9.9.9@1';
+const SELECT = Buffer.from('00A40400', 'hex');
+
+type Handler = (req: IncomingMessage, res: ServerResponse) => void;
+
+async function listen(server: Server | NetServer): Promise<string> {
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  return `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+}
+
+async function stop(server: Server): Promise<void> {
+  server.closeAllConnections();
+  await new Promise((r) => server.close(r));
+}
+
+/** An upstream that answers /hello and /inventory normally and `/api/v1/basic` with `basic`. */
+async function upstream(basic: () => Handler): Promise<{ url: string; server: Server }> {
+  const server = createServer((req, res) => {
+    const path = new URL(req.url ?? '/', 'http://x').pathname;
+    if (path === '/api/v1/hello') return res.end('CloudFoxy\nuptime 100 s\n\n');
+    if (path === '/api/v1/inventory') return res.end(`${TERMINAL} 3B021450\n`);
+    basic()(req, res);
+  });
+  return { url: await listen(server), server };
+}
+
+function backendFor(url: string, log = captureLog().log, extra: Record<string, unknown> = {}): CloudFoxyBackend {
+  const cfg = validateConfig(cardBridgeConfigSchema, {
+    backends: [{ kind: 'cloudfoxy', url, token: TOKEN, pollIntervalMs: 60000, requestTimeoutMs: 1500, maxResponseBytes: 4096, ...extra }],
+  }).backends[0];
+  assert.ok(cfg?.kind === 'cloudfoxy');
+  return new CloudFoxyBackend(cfg, log);
+}
+
+const outcome = (p: Promise<Buffer>): Promise<unknown> => p.then((b) => b.toString('hex').toUpperCase(), (e: unknown) => e);
+
+test('a redirect to another origin: the token is not sent there, the request fails CARD_UPSTREAM_FAILED', async () => {
+  const elsewhere: (string | undefined)[] = [];
+  const other = createServer((req, res) => {
+    elsewhere.push(req.headers['x-auth-token'] as string | undefined);
+    res.end('9000\n');
+  });
+  const otherUrl = await listen(other);
+  let mode: 'away' | 'loop' | 'ok' = 'away';
+  const up = await upstream(() => (req, res) => {
+    if (mode === 'ok') return res.end('9000\n');
+    res.writeHead(302, { location: mode === 'away' ? `${otherUrl}${req.url ?? '/'}` : (req.url ?? '/') });
+    res.end();
+  });
+  const c = captureLog();
+  const be = backendFor(up.url, c.log);
+  try {
+    await be.start();
+    for (const m of ['away', 'loop'] as const) {
+      mode = m;
+      const err = await outcome(be.transmit(TERMINAL, SELECT, new AbortController().signal));
+      assert.ok(isGatewayError(err, 'CARD_UPSTREAM_FAILED'), `${m}: ${String(err)}`);
+      assert.match((err as Error).message, /redirect/i, m);
+    }
+    assert.deepEqual(elsewhere, [], 'the other origin saw no request (and so no X-Auth-Token)');
+    mode = 'ok';
+    assert.equal(await outcome(be.transmit(TERMINAL, SELECT, new AbortController().signal)), '9000');
+    assert.ok(!c.text().includes(TOKEN));
+  } finally {
+    await be.close();
+    await stop(up.server);
+    await stop(other);
+  }
+});
+
+test('absurd or broken bodies: Content-Length 1e15, invalid UTF-8, endless chunks, reset mid-answer, 5xx: one coded failure each, then it works', async () => {
+  let mode = '';
+  const up = await upstream(() => (_req, res) => {
+    switch (mode) {
+      case 'length':
+        res.writeHead(200, { 'content-length': '1000000000000000' });
+        res.write('9000\n');
+        return;
+      case 'utf8':
+        res.end(Buffer.from([0x39, 0x30, 0xff, 0xfe, 0x30, 0x30, 0x0a]));
+        return;
+      case 'chunks': {
+        res.writeHead(200);
+        const t = setInterval(() => res.write('90'.repeat(512)), 2);
+        res.on('close', () => clearInterval(t));
+        return;
+      }
+      case 'reset':
+        res.writeHead(200, { 'content-length': '100' });
+        res.write('90');
+        setTimeout(() => res.socket?.destroy(), 10);
+        return;
+      case '5xx':
+        res.writeHead(503);
+        res.end('C0FF\n');
+        return;
+      default:
+        res.end('6F0090 00\n'.replace(' ', ''));
+    }
+  });
+  const be = backendFor(up.url);
+  try {
+    await be.start();
+    for (const m of ['length', 'utf8', 'chunks', 'reset', '5xx']) {
+      mode = m;
+      const err = await outcome(be.transmit(TERMINAL, SELECT, new AbortController().signal));
+      assert.ok(isGatewayError(err, 'CARD_UPSTREAM_FAILED'), `${m}: ${String(err)}`);
+      mode = '';
+      assert.equal(await outcome(be.transmit(TERMINAL, SELECT, new AbortController().signal)), '6F009000', `after ${m}`);
+    }
+  } finally {
+    await be.close();
+    await stop(up.server);
+  }
+});
+
+test('a raw TCP upstream that answers garbage or closes at once: coded failure, no crash', async () => {
+  let mode = 'garbage';
+  const sockets = new Set<Socket>();
+  const raw = createNetServer((s) => {
+    sockets.add(s);
+    s.on('close', () => sockets.delete(s));
+    s.on('error', () => undefined);
+    s.once('data', () => {
+      if (mode === 'garbage') s.end('HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n9000');
+      else if (mode === 'http0') s.end('SSH-2.0-OpenSSH\r\n');
+      else s.destroy();
+    });
+  });
+  const url = await listen(raw);
+  const be = backendFor(url);
+  try {
+    await be.start();
+    for (const m of ['garbage', 'http0', 'close']) {
+      mode = m;
+      const err = await outcome(be.transmit(TERMINAL, SELECT, new AbortController().signal));
+      assert.ok(isGatewayError(err, 'CARD_UPSTREAM_FAILED'), `${m}: ${String(err)}`);
+    }
+  } finally {
+    await be.close();
+    for (const s of sockets) s.destroy();
+    await new Promise((r) => raw.close(r));
+  }
+});
