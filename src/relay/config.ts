@@ -172,6 +172,11 @@ export const relayConfigSchema = z
         maxMessageBytes: z.number().int().min(64).default(10240),
         /** Bytes buffered toward one side of a tunnel before the other side is paused. */
         tunnelBufferBytes: z.number().int().min(16384).default(1048576),
+        /**
+         * Answers a client may leave unread before its tunnel (legacy mode) or its registration (tunnel-proxy
+         * mode); past it the client is not read until it catches up (RELAY_UNREAD_ANSWERS at its deadline).
+         */
+        maxUnreadAnswerBytes: z.number().int().min(4096).default(65536),
       })
       .prefault({}),
     /** Kernel-side relaying (Linux splice) for tunnels whose two sides are plain TCP or unix sockets. */

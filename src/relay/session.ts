@@ -10,7 +10,7 @@
  * Every error is answered (where the protocol has an answer), then the link is flushed and closed with
  * the catalogue's reason. Authentication and the rendezvous offer after it share one deadline
  * (`jsonRpcMs`): a rendezvous that stalls or fails closes the client, never leaves it without a timer.
- * Backpressure before the tunnel: while more than `limits.tunnelBufferBytes` of answers wait to be read,
+ * Backpressure before the tunnel: while more than `limits.maxUnreadAnswerBytes` of answers wait to be read,
  * the client is not read (its requests wait); a deadline that passes meanwhile drops it
  * (RELAY_UNREAD_ANSWERS).
  * Every entry point (link events, timers, promise continuations) runs inside the session's fault
@@ -97,7 +97,7 @@ export class Session {
   /** An Authenticate is being decided and its outcome not yet published (metrics count the real answer). */
   #authOpen = false;
   /**
-   * Before the tunnel: more than `limits.tunnelBufferBytes` of answers wait to be read by the client. Its
+   * Before the tunnel: more than `limits.maxUnreadAnswerBytes` of answers wait to be read by the client. Its
    * link is paused and the requests already read wait in `#held` until the last answer sent is flushed.
    */
   #readerBehind = false;
@@ -157,7 +157,7 @@ export class Session {
     // Answers can be much larger than their requests (Introspect: ~2 KiB for 40 bytes): past the limit,
     // stop reading this client until what it was sent so far is flushed (writes flush in order).
     const preTunnel = this.state === 'handshake' || this.state === 'authenticating' || this.state === 'waiting';
-    if (!preTunnel || this.#readerBehind || this.link.pendingBytes + bytes <= this.#ctx.config.limits.tunnelBufferBytes) {
+    if (!preTunnel || this.#readerBehind || this.link.pendingBytes + bytes <= this.#ctx.config.limits.maxUnreadAnswerBytes) {
       this.link.sendText(text, onFlushed);
       return;
     }

@@ -41,6 +41,15 @@ test('every problem is reported at once, each with its key', () => {
   assert.match(err.message, /test\.toml: relay\.timeouts\.bogus: unknown key/);
 });
 
+test('relay.limits.maxUnreadAnswerBytes: 4096 at least (default 65536); one below is refused with its key', () => {
+  const limit = (v: unknown) => validateConfig(gatewayConfigSchema, { relay: { limits: { maxUnreadAnswerBytes: v } } }).relay.limits.maxUnreadAnswerBytes;
+  assert.equal(defaultConfig().relay.limits.maxUnreadAnswerBytes, 65536);
+  assert.equal(limit(4096), 4096);
+  for (const bad of [4095, 1.5, '65536']) {
+    assert.throws(() => limit(bad), (e: unknown) => isGatewayError(e) && /relay\.limits\.maxUnreadAnswerBytes/.test(e.message), String(bad));
+  }
+});
+
 test('relay.splice.spinMicros: 0 to 1000 microseconds (default 100); one past either end is refused with its key', () => {
   const spin = (v: unknown) => validateConfig(gatewayConfigSchema, { relay: { splice: { spinMicros: v } } }).relay.splice.spinMicros;
   assert.equal(defaultConfig().relay.splice.spinMicros, 100);

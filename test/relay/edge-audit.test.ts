@@ -32,7 +32,7 @@ before(async () => {
       { kind: 'unix', path: join(dir, 'relay.sock') },
     ],
     tls: selfSignedCert(dir),
-    limits: { tunnelBufferBytes: BUFFER },
+    limits: { tunnelBufferBytes: BUFFER, maxUnreadAnswerBytes: BUFFER },
     // Short phase deadlines: a client that stops reading its answers is dropped when its phase's passes.
     timeouts: { inactiveMs: PHASE_MS, jsonRpcMs: PHASE_MS },
   });

@@ -119,7 +119,7 @@ export const relayErrors = {
     close: closeWith('Data buffer size violation.'),
   },
   RELAY_UNREAD_ANSWERS: {
-    summary: 'Before the tunnel, a client sent requests (Hello, Introspect) without reading the answers: past limits.tunnelBufferBytes of unread answers it is no longer read (nor answered) until it catches up, and when its phase deadline (inactiveMs; jsonRpcMs while authenticating; aloneMs while waiting) passes meanwhile it is dropped at once, nothing flushed.',
+    summary: 'Before the tunnel, a client sent requests (Hello, Introspect) without reading the answers: past limits.maxUnreadAnswerBytes of unread answers it is no longer read (nor answered) until it catches up, and when its phase deadline (inactiveMs; jsonRpcMs while authenticating; aloneMs while waiting) passes meanwhile it is dropped at once, nothing flushed.',
     httpStatus: 503,
     close: closeWith('Answers were not read.'),
   },
@@ -218,7 +218,7 @@ export const relayErrors = {
     close: closeWith('Client did not read its data in time.'),
   },
   RELAY_TP_UNREAD_ANSWERS: {
-    summary: 'Tunnel proxy: a connection kept sending requests without reading the answers: before registration, more than the smaller of limits.clientBufferBytes and limits.serverBufferBytes unread (it is then not read) until its inactive deadline passed; on a server connection, more than limits.serverBufferBytes of control answers queued while it was paused for them. Dropped at once.',
+    summary: 'Tunnel proxy: a connection kept sending requests without reading the answers: before registration, more than the relay limits.maxUnreadAnswerBytes unread (it is then not read) until its inactive deadline passed; on a server connection, more than limits.serverBufferBytes of control answers queued while it was paused for them. Dropped at once.',
     httpStatus: 503,
     close: closeWith('Answers were not read.'),
   },

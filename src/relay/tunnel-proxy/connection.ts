@@ -42,6 +42,8 @@ export interface TpContext {
   readonly maxMessageBytes: number;
   /** The largest WebSocket message once registered (relay limits.tunnelBufferBytes). */
   readonly tunnelBufferBytes: number;
+  /** Answers a peer may leave unread before its registration (relay limits.maxUnreadAnswerBytes). */
+  readonly maxUnreadAnswerBytes: number;
   readonly closeFlushMs: number;
   readonly log: Logger;
   readonly registry: Registry;
@@ -185,7 +187,7 @@ export class TpConnection {
   }
 
   #unreadLimit(): number {
-    return Math.min(this.#ctx.config.limits.clientBufferBytes, this.#ctx.config.limits.serverBufferBytes);
+    return this.#ctx.maxUnreadAnswerBytes;
   }
 
   /** The watched answer was flushed: the peer reads. Handles what waited, then reads again. */

@@ -74,6 +74,7 @@ export function createTunnelProxy(config: RelayConfig, deps: { readonly log: Log
     config: config.tunnelProxy,
     maxMessageBytes: config.limits.maxMessageBytes,
     tunnelBufferBytes: config.limits.tunnelBufferBytes,
+    maxUnreadAnswerBytes: config.limits.maxUnreadAnswerBytes,
     closeFlushMs: config.timeouts.closeFlushMs,
     log,
     registry,

@@ -26,12 +26,12 @@ const INTROSPECT = request(1, 'RemoteProxy.Introspect');
 const PHASE_MS = 800;
 let pre: StartedTp;
 before(async () => {
-  pre = await startTp({ limits: { clientBufferBytes: BUFFER, serverBufferBytes: BUFFER }, timeouts: { inactiveMs: PHASE_MS } }, { kinds: ['tcp', 'tls', 'ws', 'wss'] });
+  pre = await startTp({ limits: { clientBufferBytes: BUFFER, serverBufferBytes: BUFFER }, timeouts: { inactiveMs: PHASE_MS } }, { kinds: ['tcp', 'tls', 'ws', 'wss'], relay: { limits: { maxUnreadAnswerBytes: BUFFER / 4 } } });
 });
 after(() => pre.close());
 
 for (const kind of ['tcp', 'tls', 'ws', 'wss'] as const) {
-  test(`before registration, ${kind}: a peer that floods requests and never reads is not read either (its unread answers stay within the buffer plus one answer), then dropped at the deadline; others are served`, { timeout: 15000 }, async () => {
+  test(`before registration, ${kind}: a peer that floods requests and never reads is not read either (its unread answers stay within maxUnreadAnswerBytes plus one answer), then dropped at the deadline; others are served`, { timeout: 15000 }, async () => {
     const known = new Set(pre.server.tunnelProxy!.connections);
     const c = await rawClient(pre.tpUrl(kind));
     c.pause();
@@ -54,7 +54,7 @@ for (const kind of ['tcp', 'tls', 'ws', 'wss'] as const) {
     maxPending = Math.max(maxPending, conn.link.pendingBytes);
     assert.equal(conn.txBytes, answeredAt, 'nothing more is answered while it does not read');
     // The limit plus one answer (the answer that crosses it).
-    assert.ok(maxPending <= BUFFER + 16384, `unread answers reached ${maxPending} bytes`);
+    assert.ok(maxPending <= BUFFER / 4 + 16384, `unread answers reached ${maxPending} bytes`);
     for (let i = 0; i < 200 && conn.role !== 'closed'; i++) await sleep(10);
     assert.equal(conn.role, 'closed', 'dropped at the deadline');
     c.destroy();
