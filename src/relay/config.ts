@@ -109,6 +109,8 @@ const authenticatorSchema = z.discriminatedUnion('kind', [
     url: z.url({ protocol: /^https?$/ }),
     /** Sent as `Authorization: Bearer <secret>` to the authorizer. */
     bearer: secretString().optional(),
+    /** Requests to the authorizer at a time; past it a client is refused at once (ProxyError). */
+    maxInFlight: z.number().int().min(1).default(256),
   }),
   z.strictObject({
     kind: z.literal('lambda'),
@@ -119,6 +121,8 @@ const authenticatorSchema = z.discriminatedUnion('kind', [
     accessKeyId: secretString(),
     secretAccessKey: secretString(),
     sessionToken: secretString().optional(),
+    /** Invocations at a time; past it a client is refused at once (ProxyError). */
+    maxInFlight: z.number().int().min(1).default(256),
   }),
 ]);
 export type AuthenticatorConfig = z.output<typeof authenticatorSchema>;

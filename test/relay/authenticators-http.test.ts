@@ -64,7 +64,7 @@ async function make(
   bearer: string | null = BEARER,
 ): Promise<Authenticator> {
   return createHttpAuthenticator(
-    { kind: 'http', url: `${base}${path}`, ...(bearer === null ? {} : { bearer: new Secret(bearer) }) },
+    { kind: 'http', url: `${base}${path}`, maxInFlight: 256, ...(bearer === null ? {} : { bearer: new Secret(bearer) }) },
     { log: c.log, baseDir: '/' },
   );
 }
@@ -150,7 +150,7 @@ test('unreachable authorizer (nothing listens) → ProxyError, reason ECONNREFUS
   await new Promise((r) => closed.close(r));
   const c = capture();
   const auth = await createHttpAuthenticator(
-    { kind: 'http', url: `http://127.0.0.1:${port}/a`, bearer: new Secret(BEARER) },
+    { kind: 'http', url: `http://127.0.0.1:${port}/a`, bearer: new Secret(BEARER), maxInFlight: 256 },
     { log: c.log, baseDir: '/' },
   );
   assert.deepEqual(await run(auth), { error: 'AuthenticationErrorProxyError' });
@@ -209,7 +209,7 @@ test('abort (the session timeout) ends the request at once: Aborted, the authori
 test('config: only http(s) URLs; user:password in the URL is refused at start', async () => {
   await assert.rejects(
     createHttpAuthenticator(
-      { kind: 'http', url: `http://u:p@127.0.0.1:1/a` },
+      { kind: 'http', url: `http://u:p@127.0.0.1:1/a`, maxInFlight: 256 },
       { log: capture().log, baseDir: '/' },
     ),
     (err: unknown) => isGatewayError(err, 'CORE_CONFIG_INVALID'),

@@ -162,6 +162,7 @@ function make(
       region: REGION,
       accessKeyId: new Secret(ACCESS_KEY),
       secretAccessKey: new Secret(opts.secret ?? SECRET_KEY),
+      maxInFlight: 256,
       ...(opts.sessionToken === undefined ? {} : { sessionToken: new Secret(opts.sessionToken) }),
     },
     { log: (opts.c ?? capture()).log, baseDir: '/' },
@@ -317,6 +318,7 @@ test('unreachable endpoint → ProxyError; abort → Aborted at once', async () 
       region: REGION,
       accessKeyId: new Secret(ACCESS_KEY),
       secretAccessKey: new Secret(SECRET_KEY),
+      maxInFlight: 256,
     },
     { log: c.log, baseDir: '/' },
   );

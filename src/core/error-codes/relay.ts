@@ -164,6 +164,11 @@ export const relayErrors = {
     summary: 'The authenticator backend failed (unreachable, bad answer); the client got ProxyError.',
     httpStatus: 502,
   },
+  RELAY_AUTHORIZER_BUSY: {
+    summary:
+      'The HTTP or Lambda authorizer already had `maxInFlight` requests open (it is slow or hangs); the client got ProxyError at once.',
+    httpStatus: 503,
+  },
   RELAY_AUTHORIZER_RESPONSE_TOO_LARGE: {
     summary: 'The HTTP or Lambda authorizer answered with a body over 64 KiB; the client got ProxyError.',
     httpStatus: 502,

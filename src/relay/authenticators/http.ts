@@ -6,12 +6,13 @@
  * `{"isValid": boolean, "user"?: string}`. `isValid: false` is AuthenticationFailed; anything else going
  * wrong (unreachable, non-2xx, not JSON, no boolean `isValid`, a body over 64 KiB) is ProxyError with a
  * warning that names the reason and never the token or the bearer. The call ends when the session's
- * signal aborts (the authentication timeout).
+ * signal aborts (the authentication timeout). At most `maxInFlight` requests are open at a time; past it a
+ * client gets ProxyError at once (RELAY_AUTHORIZER_BUSY).
  */
 import type { AuthenticatorConfig } from '../config.ts';
 import type { Authenticator, AuthResult } from './types.ts';
 import type { AuthenticatorDeps } from './index.ts';
-import { postJson } from './post-json.ts';
+import { InFlightLimit, postJson } from './post-json.ts';
 import { GatewayError } from '../../core/errors.ts';
 
 /** Longest user name taken from an authorizer's answer; longer names are cut (the monitor shows them). */
@@ -33,7 +34,8 @@ export function createHttpAuthenticator(
     );
   }
   const target = url.href;
-  log.info({ origin: url.origin }, 'HTTP authorizer configured');
+  const inFlight = new InFlightLimit(config.maxInFlight, log, 'HTTP authorizer busy; clients refused');
+  log.info({ origin: url.origin, maxInFlight: config.maxInFlight }, 'HTTP authorizer configured');
 
   return Promise.resolve({
     kind: 'http',
@@ -49,7 +51,13 @@ export function createHttpAuthenticator(
         name: request.name,
         nonce: request.nonce,
       });
-      const outcome = await postJson(target, headers, body, signal);
+      if (!inFlight.tryEnter()) return { error: 'AuthenticationErrorProxyError' };
+      let outcome;
+      try {
+        outcome = await postJson(target, headers, body, signal);
+      } finally {
+        inFlight.leave();
+      }
       if (outcome.kind === 'aborted') return { error: 'AuthenticationErrorAborted' };
       if (outcome.kind === 'failed') {
         log.warn(

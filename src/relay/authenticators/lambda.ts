@@ -9,12 +9,14 @@
  * `verifiedData.verifiedParsedToken.email`); any other non-empty object is AuthenticationFailed; an empty
  * object, non-JSON, a non-2xx status, an `X-Amz-Function-Error` header (the function threw), a transport
  * error or a body over 64 KiB is ProxyError. (nymea 1.8.4 leaves the client hanging until the timeout on a
- * transport error; we answer ProxyError at once.) Credentials come from the config; none are logged.
+ * transport error; we answer ProxyError at once.) At most `maxInFlight` invocations are open at a time;
+ * past it a client gets ProxyError at once (RELAY_AUTHORIZER_BUSY). Credentials come from the config; none
+ * are logged.
  */
 import type { AuthenticatorConfig } from '../config.ts';
 import type { Authenticator, AuthResult } from './types.ts';
 import type { AuthenticatorDeps } from './index.ts';
-import { postJson } from './post-json.ts';
+import { InFlightLimit, postJson } from './post-json.ts';
 import { awsUriEncode, signRequest, type SigV4Credentials } from './sigv4.ts';
 import { AUTHORIZER_MAX_USER_CHARS } from './http.ts';
 
@@ -53,8 +55,14 @@ export function createLambdaAuthenticator(
     secretAccessKey: config.secretAccessKey.reveal(),
     ...(config.sessionToken === undefined ? {} : { sessionToken: config.sessionToken.reveal() }),
   });
+  const inFlight = new InFlightLimit(config.maxInFlight, log, 'Lambda authorizer busy; clients refused');
   log.info(
-    { origin: url.origin, functionName: config.functionName, region: config.region },
+    {
+      origin: url.origin,
+      functionName: config.functionName,
+      region: config.region,
+      maxInFlight: config.maxInFlight,
+    },
     'Lambda authorizer configured',
   );
 
@@ -81,7 +89,13 @@ export function createLambdaAuthenticator(
       );
       // fetch sets Host itself, from the same URL we signed.
       const { host: _host, ...headers } = signed.headers;
-      const outcome = await postJson(url.href, headers, body, signal);
+      if (!inFlight.tryEnter()) return { error: 'AuthenticationErrorProxyError' };
+      let outcome;
+      try {
+        outcome = await postJson(url.href, headers, body, signal);
+      } finally {
+        inFlight.leave();
+      }
       if (outcome.kind === 'aborted') return { error: 'AuthenticationErrorAborted' };
       if (outcome.kind === 'failed') {
         return proxyError({

@@ -6,6 +6,51 @@
  * writes the warning. Nothing here includes the request body or headers in a reason (they carry secrets).
  */
 import type { ErrorCode } from '../../core/errors.ts';
+import type { Logger } from '../../core/log.ts';
+
+/** Least time between two RELAY_AUTHORIZER_BUSY warnings, ms (a flood of clients gives one line, not one each). */
+const BUSY_WARN_EVERY_MS = 10_000;
+
+/**
+ * Bounds the requests one authorizer has open: while it hangs, clients would otherwise each hold a request
+ * and a socket to it until their authentication deadline (up to `limits.maxConnections` of them). Overflow
+ * policy: refuse the newcomer at once (the caller answers ProxyError), a warning at most every 10 s.
+ */
+export class InFlightLimit {
+  #open = 0;
+  #refused = 0;
+  #lastWarnMs = Number.NEGATIVE_INFINITY;
+
+  constructor(
+    readonly max: number,
+    private readonly log: Logger,
+    private readonly message: string,
+  ) {}
+
+  /** Takes a slot; false (and a rate-limited warning) when all `max` are taken. */
+  tryEnter(): boolean {
+    if (this.#open < this.max) {
+      this.#open++;
+      return true;
+    }
+    this.#refused++;
+    const now = Date.now();
+    if (now - this.#lastWarnMs >= BUSY_WARN_EVERY_MS) {
+      this.#lastWarnMs = now;
+      this.log.warn(
+        { code: 'RELAY_AUTHORIZER_BUSY' satisfies ErrorCode, maxInFlight: this.max, refused: this.#refused },
+        this.message,
+      );
+      this.#refused = 0;
+    }
+    return false;
+  }
+
+  /** Gives a slot back (once per successful tryEnter). */
+  leave(): void {
+    this.#open--;
+  }
+}
 
 /** Largest authorizer response body we read, bytes (one byte more is RELAY_AUTHORIZER_RESPONSE_TOO_LARGE). */
 export const AUTHORIZER_MAX_RESPONSE_BYTES = 64 * 1024;
