@@ -73,7 +73,10 @@ const backendSchema = z.discriminatedUnion('kind', [
   z.strictObject({
     kind: z.literal('cloudfoxy'),
     /** Base URL of a CloudFoxy REST server (or another Gatehouse), e.g. http://127.0.0.1:8081 */
-    url: z.url(),
+    url: z.url().refine((u) => {
+      const parsed = new URL(u);
+      return parsed.username === '' && parsed.password === '';
+    }, 'must not contain user:password@ (fetch refuses it, and logs name the url); use token'),
     token: secretString(),
     /** Bound on one upstream HTTP request. */
     requestTimeoutMs: positiveMs.default(15000),

@@ -159,3 +159,52 @@ test('a raw TCP upstream that answers garbage or closes at once: coded failure, 
     await new Promise((r) => raw.close(r));
   }
 });
+
+test('a failed upstream request is logged at warn with its code and reason, never the token or the APDU (a VERIFY carries the PIN)', async () => {
+  let mode = '5xx';
+  const up = await upstream(() => (_req, res) => {
+    if (mode === '5xx') {
+      res.writeHead(500);
+      res.end('oops\n');
+    } else if (mode === 'nothex') {
+      res.end('<html>31323334</html>\n');
+    } else {
+      res.socket?.destroy();
+    }
+  });
+  const c = captureLog();
+  const be = backendFor(up.url, c.log);
+  const verify = Buffer.from('00200081083132333435363738', 'hex');
+  try {
+    await be.start();
+    for (const m of ['5xx', 'nothex', 'reset']) {
+      mode = m;
+      const err = await outcome(be.transmit(TERMINAL, verify, new AbortController().signal));
+      assert.ok(isGatewayError(err, 'CARD_UPSTREAM_FAILED'), `${m}: ${String(err)}`);
+    }
+    const warns = c.records().filter((r) => r.level === 'warn' && r.code === 'CARD_UPSTREAM_FAILED');
+    assert.equal(warns.length, 3, c.text());
+    assert.match(String(warns[0]?.reason), /HTTP 500/);
+    assert.match(String(warns[1]?.reason), /not hex/);
+    assert.equal(warns[0]?.terminal, TERMINAL);
+    assert.equal(c.records().filter((r) => r.level === 'error' || r.level === 'fatal').length, 0, c.text());
+    assert.ok(!c.text().includes(TOKEN) && !c.text().includes('3132333435363738'), c.text());
+    // A caller that gave up (its client went away) is not the upstream's fault: no warning.
+    const before = c.records().length;
+    mode = '5xx';
+    const ac = new AbortController();
+    ac.abort();
+    await outcome(be.transmit(TERMINAL, verify, ac.signal));
+    assert.equal(c.records().slice(before).filter((r) => r.level === 'warn').length, 0, c.text());
+  } finally {
+    await be.close();
+    await stop(up.server);
+  }
+});
+
+test('config: a CloudFoxy url with user:password@ is refused (fetch refuses it, and the logs would carry the password)', () => {
+  assert.throws(
+    () => validateConfig(cardBridgeConfigSchema, { backends: [{ kind: 'cloudfoxy', url: 'http://admin:hunter2-secret@127.0.0.1:1', token: 't' }] }),
+    (err: unknown) => /url/.test(String(err)) && /password/.test(String(err)) && !String(err).includes('hunter2-secret'),
+  );
+});

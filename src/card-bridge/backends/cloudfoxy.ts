@@ -5,12 +5,13 @@
  * - `GET /api/v1/basic?reset=&terminal=&apdu=` with `X-Auth-Token`; the first result line is the answer.
  *   A first line with SW1 `C0` is a hardware error: retried `hardwareRetries` times, then
  *   CARD_UPSTREAM_FAILED. Non-200 → the body's C08x result when it is one we know, else CARD_UPSTREAM_FAILED.
- * - Every request has its own deadline (`requestTimeoutMs`, and the caller's signal) and a bounded body.
+ * - Every request has its own deadline (`requestTimeoutMs`, and the caller's signal) and a bounded body;
+ *   redirects are refused (the token would follow them). A failure is logged at warn, without the APDU.
  * - `/hello` and `/inventory` are polled every `pollIntervalMs`; a restart (a smaller uptime than before, or
  *   another `started` line 3 from a Gatehouse upstream) or a changed inventory fires a change, which makes
  *   the bridge rebuild its caches.
  */
-import { GatewayError, type ErrorCode } from '../../core/errors.ts';
+import { GatewayError, isGatewayError, type ErrorCode } from '../../core/errors.ts';
 import type { Logger } from '../../core/log.ts';
 import type { CardBackendConfig } from '../config.ts';
 import { statusWord, toHex } from '../protocol/apdu.ts';
@@ -125,7 +126,7 @@ export class CloudFoxyBackend implements CardBackend {
         this.#log.warn({ status: inv.status }, 'upstream inventory failed');
       }
     } catch (err) {
-      this.#log.warn({ err: (err as Error).message }, 'upstream poll failed');
+      this.#log.warn({ code: 'CARD_UPSTREAM_FAILED' satisfies ErrorCode, reason: describeFetchError(err) }, 'upstream poll failed');
     }
     if (restarted) {
       // Listeners forget what belongs to readers that changed: show every reader gone for one event, so a
@@ -177,7 +178,20 @@ export class CloudFoxyBackend implements CardBackend {
     return { status: res.status, text: Buffer.concat(parts).toString('utf8') };
   }
 
+  /** One exchange; an upstream failure is logged at warn here (the card layer only answers C083). */
   async #basic(terminal: string, reset: boolean, apdu: Buffer | undefined, signal: AbortSignal): Promise<Buffer> {
+    try {
+      return await this.#exchange(terminal, reset, apdu, signal);
+    } catch (err) {
+      // Never the APDU: a VERIFY carries the PIN.
+      if (isGatewayError(err, 'CARD_UPSTREAM_FAILED') && !signal.aborted) {
+        this.#log.warn({ code: err.code, terminal, reason: err.message }, 'upstream request failed');
+      }
+      throw err;
+    }
+  }
+
+  async #exchange(terminal: string, reset: boolean, apdu: Buffer | undefined, signal: AbortSignal): Promise<Buffer> {
     const q = new URLSearchParams({ reset: reset ? '1' : '0', terminal });
     if (apdu !== undefined) q.set('apdu', toHex(apdu));
     for (let attempt = 0; ; attempt++) {
