@@ -13,6 +13,7 @@
  * Not a kernel lock: it is released by the holder (or taken over as above), not by the kernel. Within one
  * process, serialise with KeyedMutex (atomic.ts) first.
  */
+import { constants } from 'node:fs';
 import { link, lstat, open, readFile, rename, unlink } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
@@ -131,21 +132,40 @@ interface Seen {
   readonly mtimeMs: number;
 }
 
+/**
+ * Reads what is at the lock path; undefined when nothing is. Anything we never write there (a symlink,
+ * a FIFO, a directory, a device) is seen with empty text, so it is taken over like a torn lock: it is
+ * never followed nor opened in a way that blocks (a FIFO without writer would hold a pool thread for ever).
+ */
 async function look(lock: string): Promise<Seen | undefined> {
   let fh;
   try {
-    fh = await open(lock, 'r');
+    fh = await open(
+      lock,
+      constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK | constants.O_NOCTTY,
+    );
   } catch {
-    return undefined;
+    return foreign(lock);
   }
   try {
     const st = await fh.stat();
+    if (!st.isFile()) return { text: '', ino: st.ino, mtimeMs: st.mtimeMs };
     // A lock file is tiny; anything large is not ours (read only a bounded prefix).
     const buf = Buffer.alloc(Math.min(st.size, 4096));
     const { bytesRead } = await fh.read(buf, 0, buf.length, 0);
     return { text: buf.subarray(0, bytesRead).toString('utf8'), ino: st.ino, mtimeMs: st.mtimeMs };
   } finally {
     await fh.close();
+  }
+}
+
+/** A lock path that cannot be opened as a file (a symlink, or unreadable): seen by its own metadata. */
+async function foreign(lock: string): Promise<Seen | undefined> {
+  try {
+    const st = await lstat(lock);
+    return { text: '', ino: st.ino, mtimeMs: st.mtimeMs };
+  } catch {
+    return undefined;
   }
 }
 

@@ -70,6 +70,11 @@ export const sealedApiErrors = {
       'The backup of the current content could not be written durably (disk full, file size limit, a broken backup folder); the managed file was not changed.',
     httpStatus: 500,
   },
+  SEALED_FILE_IO_FAILED: {
+    summary:
+      'A managed file could not be read or written: its path is not a regular file (a directory, FIFO or device), or the disk refused (permissions, read-only, I/O error); a write that fails this way leaves the file unchanged.',
+    httpStatus: 500,
+  },
   SEALED_LIMIT_FILE: {
     summary: 'A managed file or new content exceeded limits.maxFileBytes.',
     httpStatus: 413,

@@ -11,10 +11,10 @@
 import { createHash } from 'node:crypto';
 import { execFile } from 'node:child_process';
 import { constants } from 'node:fs';
-import { lstat, mkdir, open, readdir, readFile, stat, unlink, chmod, realpath } from 'node:fs/promises';
+import { lstat, mkdir, open, readdir, stat, unlink, chmod, realpath } from 'node:fs/promises';
 import { dirname, join, relative, resolve, isAbsolute, sep } from 'node:path';
 import { z } from 'zod';
-import { GatewayError } from '../../core/errors.ts';
+import { GatewayError, isGatewayError } from '../../core/errors.ts';
 import type { Logger } from '../../core/log.ts';
 import type { ManagedFileConfig } from '../config.ts';
 import { formatOf, FormatError } from '../formats/index.ts';
@@ -112,15 +112,50 @@ export class FileManager {
     return f;
   }
 
+  /**
+   * The current content, or undefined when the file does not exist. Only a regular file is read, and at
+   * most maxFileBytes + 1 bytes of it: a directory, FIFO or device at the path (or behind its symlink)
+   * would fail, block a pool thread for ever (a FIFO without writer) or never end (/dev/zero).
+   * @throws GatewayError SEALED_FILE_IO_FAILED, SEALED_LIMIT_FILE
+   */
   async #readCurrent(f: Managed): Promise<string | undefined> {
+    const notRegular = () =>
+      new GatewayError(
+        'SEALED_FILE_IO_FAILED',
+        `file ${f.name} is not a regular file (a directory, FIFO or device); nothing was read or written`,
+      );
+    const tooLarge = () => new GatewayError('SEALED_LIMIT_FILE', `file ${f.name} is larger than maxFileBytes`);
+    let fh;
     try {
+      // stat before open: opening a device or a FIFO can block or have effects of its own.
       const st = await stat(f.path);
-      if (st.size > this.o.maxFileBytes)
-        throw new GatewayError('SEALED_LIMIT_FILE', `file ${f.name} is larger than maxFileBytes`);
-      return await readFile(f.path, 'utf8');
+      if (!st.isFile()) throw notRegular();
+      if (st.size > this.o.maxFileBytes) throw tooLarge();
+      fh = await open(f.path, constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOCTTY);
+      // The path may have been swapped between stat and open: check what was opened.
+      if (!(await fh.stat()).isFile()) throw notRegular();
+      const chunks: Buffer[] = [];
+      let length = 0;
+      for (;;) {
+        const chunk = Buffer.allocUnsafe(65536);
+        const { bytesRead } = await fh.read(chunk, 0, chunk.length, null);
+        if (bytesRead === 0) break;
+        chunks.push(chunk.subarray(0, bytesRead));
+        length += bytesRead;
+        // The file may grow after the stat: never read more than the limit allows.
+        if (length > this.o.maxFileBytes) throw tooLarge();
+      }
+      return Buffer.concat(chunks, length).toString('utf8');
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-      throw err;
+      if (isGatewayError(err)) throw err;
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT') return undefined;
+      this.o.log.error({ err, code: 'SEALED_FILE_IO_FAILED', file: f.name }, 'managed file not readable');
+      throw new GatewayError('SEALED_FILE_IO_FAILED', `file ${f.name} could not be read (${code ?? 'error'})`, {
+        cause: err,
+      });
+    } finally {
+      await fh?.close();
     }
   }
 
@@ -170,7 +205,13 @@ export class FileManager {
           throw err;
         }
         const backup = f.config.backup && current !== undefined ? await this.#backup(f, current) : null;
-        await writeFileAtomic(f.path, next, { mode: 0o600 });
+        try {
+          await writeFileAtomic(f.path, next, { mode: 0o600 });
+        } catch (err) {
+          // Only the folder's fsync comes after the rename: then the new content is in place (not durable).
+          const now = await this.#readCurrent(f).catch(() => undefined);
+          throw this.#writeFailed(f, err, now === next && now !== current);
+        }
         log.info({ file: name, backup }, 'managed file written');
         const postWrite = f.config.postWrite === undefined ? null : await this.#hook(f, log);
         return { etag: etagOf(next), backup, postWrite };
@@ -178,13 +219,37 @@ export class FileManager {
     );
   }
 
+  /**
+   * A write that the disk refused (read-only folder or file system, permissions, full disk, I/O error).
+   * Logged at error: the operator has to act; the peer learns the file and the errno code, not the path.
+   */
+  #writeFailed(f: Managed, err: unknown, replaced = false): GatewayError {
+    if (isGatewayError(err)) return err;
+    const code = (err as NodeJS.ErrnoException).code ?? 'error';
+    const outcome = replaced ? 'the new content is in place but may not survive a crash' : 'it is unchanged';
+    this.o.log.error({ err, code: 'SEALED_FILE_IO_FAILED', file: f.name }, `managed file not written; ${outcome}`);
+    return new GatewayError('SEALED_FILE_IO_FAILED', `file ${f.name} could not be written (${code}); ${outcome}`, {
+      cause: err,
+    });
+  }
+
   /** The cross-process lock (another gateway process managing the same file waits its turn). */
   async #locked<T>(f: Managed, fn: () => Promise<T>): Promise<T> {
+    let inside = false;
     try {
-      return await withFileLock(f.path, fn, { waitMs: this.o.lockWaitMs });
+      return await withFileLock(
+        f.path,
+        () => {
+          inside = true;
+          return fn();
+        },
+        { waitMs: this.o.lockWaitMs },
+      );
     } catch (err) {
       if (err instanceof FileLockedError)
         throw new GatewayError('SEALED_FILE_LOCKED', `file ${f.name} is being written by another process`);
+      // Taking the lock writes next to the file: a read-only folder fails here, before anything changed.
+      if (!inside) throw this.#writeFailed(f, err);
       throw err;
     }
   }
@@ -233,7 +298,7 @@ export class FileManager {
     if (entry === undefined) return undefined;
     let fh;
     try {
-      fh = await open(join(f.backupDir, entry.file), constants.O_RDONLY | constants.O_NOFOLLOW);
+      fh = await open(join(f.backupDir, entry.file), constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
     } catch {
       return undefined;
     }
