@@ -152,11 +152,18 @@ export class CardService {
     return l;
   }
 
+  /** A card lock's state: held, and how many requests wait for it (tests and monitoring read it). */
+  lockQueue(terminal: string): { readonly held: boolean; readonly queued: number } {
+    const l = this.#locks.get(terminal);
+    return { held: l?.held ?? false, queued: l?.queued ?? 0 };
+  }
+
   /**
-   * Locks a reader's card. @throws GatewayError CARD_QUEUE_FULL, CARD_LOCK_TIMEOUT, CARD_NO_CARD
+   * Locks a reader's card. `signal` aborts the wait (the client went away): its place in the queue is given
+   * back at once. @throws GatewayError CARD_QUEUE_FULL, CARD_LOCK_TIMEOUT, CARD_NO_CARD; the signal's reason
    */
-  async lock(reader: Reader): Promise<CardHandle> {
-    const unlock = await this.#lock(reader.terminal).acquire(this.opts.lockWaitMs);
+  async lock(reader: Reader, signal?: AbortSignal): Promise<CardHandle> {
+    const unlock = await this.#lock(reader.terminal).acquire(this.opts.lockWaitMs, signal);
     let busy: Promise<unknown> = Promise.resolve();
     let released = false;
     const auto = this.opts.autoGetResponse.includes('*') || this.opts.autoGetResponse.includes(reader.terminal);

@@ -102,7 +102,11 @@ export async function executeRequest(request: Request, ctx: ExecuteContext): Pro
     if (held !== undefined && held.reader.terminal === r.terminal) return held;
     release();
     if (r.atr === undefined) throw new GatewayError('CARD_NO_CARD');
-    const h = await ctx.cards.lock(r);
+    const h = await ctx.cards.lock(r, ctx.signal).catch((err: unknown) => {
+      // A client that went away while waiting gave its place back; its answer goes nowhere.
+      if (ctx.signal?.aborted === true) throw new GatewayError('CARD_INTERNAL', 'the client went away');
+      throw err;
+    });
     if (ctx.signal?.aborted === true) {
       h.release();
       throw new GatewayError('CARD_INTERNAL', 'the client went away');

@@ -28,6 +28,11 @@ export interface VpcdCardBehaviour {
   readonly delayPrefixes?: readonly string[];
   /** An APDU starting with one of these is never answered, nor anything after it (the card is stuck). */
   readonly stallPrefixes?: readonly string[];
+  /**
+   * An APDU starting with `prefix` is answered with exactly `response` (hex, any length, even none or one
+   * byte), in place of the card's own answer: a card that breaks ISO 7816-4 (no status word, huge answers).
+   */
+  readonly rawAnswers?: readonly { readonly prefix: string; readonly response: string }[];
 }
 
 /** After a late answer, the gap before the answers queued behind it (so vpcd's reader takes them one by one). */
@@ -43,6 +48,7 @@ export function connectVpcdCard(
   const delayMs = behaviour.delayMs ?? 0;
   const delayPrefixes = behaviour.delayPrefixes ?? [''];
   const stall = behaviour.stallPrefixes ?? [];
+  const raw = behaviour.rawAnswers ?? [];
   return new Promise((resolve, reject) => {
     const socket = connect({ host, port });
     const decoder = new VpcdDecoder();
@@ -82,7 +88,9 @@ export function connectVpcdCard(
           continue;
         }
         const late = delayMs > 0 && delayPrefixes.some((p) => hex.startsWith(p));
-        queue.push({ frame: vpcdFrame(card.process(m.apdu)), delayMs: late ? delayMs : 0 });
+        const rawAnswer = raw.find((r) => hex.startsWith(r.prefix));
+        const answer = rawAnswer === undefined ? card.process(m.apdu) : Buffer.from(rawAnswer.response, 'hex');
+        queue.push({ frame: vpcdFrame(answer), delayMs: late ? delayMs : 0 });
       }
       pump();
     });
