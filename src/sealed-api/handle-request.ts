@@ -7,6 +7,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import { errorSpec } from '../core/errors.ts';
 import type { Logger } from '../core/log.ts';
 import type { SealedApiConfig } from './config.ts';
 import { MEDIA_TYPE, parseCompactJwe, sealResponse } from './envelope.ts';
@@ -118,14 +119,20 @@ export function createRequestHandler(d: RequestHandlerDeps): RequestHandler {
         requestId,
         remoteAddress: ip,
       });
-    const { status, ...sealedBody } = answer;
     const ring = d.ring();
-    const jwe = await sealResponse(
-      claims.rk,
-      claims.jti,
-      sealedBody,
-      config.signResponses ? { kid: ring.signing.kid, key: ring.signing.key } : undefined,
-    );
+    const signer = config.signResponses ? { kid: ring.signing.kid, key: ring.signing.key } : undefined;
+    let { status, ...sealedBody } = answer;
+    let jwe: string;
+    try {
+      jwe = await sealResponse(claims.rk, claims.jti, sealedBody, signer);
+    } catch (err) {
+      // A result JSON cannot carry (a module's BigInt, a cycle, a throwing toJSON): the action has run, so
+      // the client gets that as a sealed failure, not an unsealed 500 it cannot tell from a transport fault.
+      log.error({ requestId, err, code: 'SEALED_ACTION_FAILED', action: seen.action }, 'action result cannot be sealed');
+      ({ status, ...sealedBody } = fail('SEALED_ACTION_FAILED', errorSpec('SEALED_ACTION_FAILED').summary));
+      publishRefusal('SEALED_ACTION_FAILED');
+      jwe = await sealResponse(claims.rk, claims.jti, sealedBody, signer);
+    }
     log.debug({ requestId, client: client.entry.name, action: claims.act, status }, 'request done');
     sendSealed(res, status, jwe, requestId);
   }

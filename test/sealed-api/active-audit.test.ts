@@ -408,3 +408,44 @@ test(
     assert.deepEqual(errorLines(s), []);
   },
 );
+
+test(
+  'a custom module whose result cannot be serialised (BigInt, a cycle, a throwing toJSON): a sealed 500, not an unsealed one',
+  { timeout: 15000 },
+  async () => {
+    const dir = tempDir();
+    const mod = write(
+      dir,
+      'bad-result.mjs',
+      `export default { run(args) {
+      if (args.mode === 'bigint') return { n: 10n ** 30n };
+      if (args.mode === 'cycle') { const o = {}; o.self = o; return o; }
+      if (args.mode === 'tojson') return { toJSON() { throw new Error('boom ' + String(args.secret)); } };
+      return { echoed: args };
+    } };\n`,
+    );
+    const s = await start({ modules: { bad: { file: mod } } });
+    const c = await s.client('modder');
+    for (const mode of ['bigint', 'cycle', 'tojson']) {
+      await assert.rejects(c.call('bad', { mode, secret: 's3cr3t' }), (e: unknown) => {
+        assert.ok(e instanceof SealedCallError, String(e));
+        assert.equal(
+          `${e.sealed} ${e.status} ${e.code}`,
+          'true 500 SEALED_ACTION_FAILED',
+          `${mode}: ${e.message}`,
+        );
+        assert.doesNotMatch(e.message, /s3cr3t|boom/);
+        return true;
+      });
+    }
+    // Hostile params to a module without a schema: an own `__proto__` key is dropped (never made the args'
+    // prototype), `constructor` stays data.
+    const params = JSON.parse(
+      '{"mode":"echo","__proto__":{"polluted":1},"constructor":{"prototype":{"x":1}}}',
+    ) as Record<string, unknown>;
+    const r = await c.call<{ echoed: Record<string, unknown> }>('bad', params);
+    assert.deepEqual(r.echoed, { mode: 'echo', constructor: { prototype: { x: 1 } } });
+    assert.equal(({} as Record<string, unknown>).polluted, undefined);
+    assert.deepEqual(await c.call('ping'), { pong: true });
+  },
+);
