@@ -86,6 +86,8 @@ const backendSchema = z.discriminatedUnion('kind', [
     pollIntervalMs: positiveMs.default(10000),
     /** Largest upstream answer body read. */
     maxResponseBytes: z.number().int().min(1024).default(262144),
+    /** Upstream requests (connections) open at a time; the rest wait for one within their own deadline. */
+    maxConcurrentRequests: z.number().int().min(1).default(128),
   }),
   z.strictObject({
     kind: z.literal('pcsc'),

@@ -208,3 +208,46 @@ test('config: a CloudFoxy url with user:password@ is refused (fetch refuses it, 
     (err: unknown) => /url/.test(String(err)) && /password/.test(String(err)) && !String(err).includes('hunter2-secret'),
   );
 });
+
+test('at most maxConcurrentRequests upstream requests (sockets) at a time; past it they wait, within their own deadline', async () => {
+  let hang = false;
+  let open = 0;
+  let most = 0;
+  const up = await upstream(() => (_req, res) => {
+    if (hang) return;
+    open++;
+    most = Math.max(most, open);
+    // Counted down before the answer leaves: the backend cannot free the slot before this.
+    setTimeout(() => {
+      open--;
+      res.end('9000\n');
+    }, 30);
+  });
+  let be: CloudFoxyBackend | undefined;
+  try {
+    be = backendFor(up.url, captureLog().log, { requestTimeoutMs: 5000, maxConcurrentRequests: 4 });
+    await be.start();
+    // 16 cards at once (an ALIASES over a big inventory reads every card's certificates in parallel).
+    const ok = await Promise.all(
+      Array.from({ length: 16 }, (_, i) => outcome(be!.transmit(`/10.9.9.9@${i}`, SELECT, new AbortController().signal))),
+    );
+    assert.deepEqual(ok, Array.from({ length: 16 }, () => '9000'));
+    assert.ok(most >= 1 && most <= 4, `the upstream saw ${most} requests at once`);
+    // A hanging upstream: every request, holding a slot or waiting for one, leaves by its deadline, coded.
+    hang = true;
+    const be2 = backendFor(up.url, captureLog().log, { requestTimeoutMs: 800, maxConcurrentRequests: 2 });
+    try {
+      const failed = await Promise.all(
+        Array.from({ length: 6 }, (_, i) => outcome(be2.transmit(`/10.9.9.9@${i}`, SELECT, new AbortController().signal))),
+      );
+      for (const r of failed) assert.ok(isGatewayError(r, 'CARD_UPSTREAM_FAILED'), String(r));
+      hang = false;
+      assert.equal(await outcome(be2.transmit(TERMINAL, SELECT, new AbortController().signal)), '9000', 'slots are free again');
+    } finally {
+      await be2.close();
+    }
+  } finally {
+    await be?.close();
+    await stop(up.server);
+  }
+});

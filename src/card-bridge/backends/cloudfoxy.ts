@@ -7,6 +7,7 @@
  *   CARD_UPSTREAM_FAILED. Non-200 → the body's C08x result when it is one we know, else CARD_UPSTREAM_FAILED.
  * - Every request has its own deadline (`requestTimeoutMs`, and the caller's signal) and a bounded body;
  *   redirects are refused (the token would follow them). A failure is logged at warn, without the APDU.
+ *   At most `maxConcurrentRequests` are open at once; the others wait for a slot within their deadline.
  * - `/hello` and `/inventory` are polled every `pollIntervalMs`; a restart (a smaller uptime than before, or
  *   another `started` line 3 from a Gatehouse upstream) or a changed inventory fires a change, which makes
  *   the bridge rebuild its caches.
@@ -40,6 +41,13 @@ export class CloudFoxyBackend implements CardBackend {
   readonly #changes = new ChangeListeners();
   readonly #log: Logger;
   readonly #base: string;
+  /** Request slots not taken (at most `maxConcurrentRequests` requests, hence sockets, open at once). */
+  #freeSlots: number;
+  /**
+   * Requests waiting for a slot, FIFO. Bounded without a limit of its own: a card runs one operation at a
+   * time (its lock), so at most one per reader of the inventory, plus the poll; each leaves by its deadline.
+   */
+  readonly #slotWaiters: (() => void)[] = [];
   /** Polls done (tests wait on this). */
   polls = 0;
 
@@ -49,6 +57,7 @@ export class CloudFoxyBackend implements CardBackend {
   ) {
     this.#log = log.child({ backend: 'cloudfoxy', upstream: cfg.url });
     this.#base = cfg.url.replace(/\/+$/, '');
+    this.#freeSlots = cfg.maxConcurrentRequests;
   }
 
   async start(): Promise<void> {
@@ -146,6 +155,44 @@ export class CloudFoxyBackend implements CardBackend {
    * upstream cannot have seen it.
    */
   async #get(path: string, signal: AbortSignal, idempotent = true): Promise<{ status: number; text: string }> {
+    await this.#takeSlot(signal);
+    try {
+      return await this.#request(path, signal, idempotent);
+    } finally {
+      this.#giveSlot();
+    }
+  }
+
+  /** Waits for a request slot until `signal` aborts. @throws GatewayError CARD_UPSTREAM_FAILED */
+  #takeSlot(signal: AbortSignal): Promise<void> {
+    if (this.#freeSlots > 0) {
+      this.#freeSlots--;
+      return Promise.resolve();
+    }
+    if (signal.aborted) return Promise.reject(noSlot());
+    return new Promise((resolve, reject) => {
+      const grant = () => {
+        signal.removeEventListener('abort', onAbort);
+        resolve();
+      };
+      const onAbort = () => {
+        const i = this.#slotWaiters.indexOf(grant);
+        if (i >= 0) this.#slotWaiters.splice(i, 1);
+        reject(noSlot());
+      };
+      this.#slotWaiters.push(grant);
+      signal.addEventListener('abort', onAbort, { once: true });
+    });
+  }
+
+  /** A finished request's slot goes to the first waiter, else back to the pool. */
+  #giveSlot(): void {
+    const next = this.#slotWaiters.shift();
+    if (next !== undefined) next();
+    else this.#freeSlots++;
+  }
+
+  async #request(path: string, signal: AbortSignal, idempotent: boolean): Promise<{ status: number; text: string }> {
     const url = `${this.#base}${path}`;
     // No redirects: fetch would follow one to any origin with our X-Auth-Token (it strips only Authorization
     // and cookies), and a CloudFoxy server never redirects.
@@ -238,4 +285,8 @@ function describeFetchError(err: unknown): string {
     return code !== undefined ? `${code} (${cause.message})` : cause.message;
   }
   return err.message;
+}
+
+function noSlot(): GatewayError {
+  return new GatewayError('CARD_UPSTREAM_FAILED', 'deadline passed waiting for a free upstream connection (maxConcurrentRequests)');
 }
