@@ -251,3 +251,31 @@ test('at most maxConcurrentRequests upstream requests (sockets) at a time; past 
     await stop(up.server);
   }
 });
+
+test('an https upstream whose certificate is not trusted: coded failure naming it, the token never sent', async () => {
+  const { selfSignedCert, tempDir } = await import('../helpers/relay.ts');
+  const { readFileSync } = await import('node:fs');
+  const { createServer: createHttpsServer } = await import('node:https');
+  const files = selfSignedCert(tempDir());
+  let requests = 0;
+  const server = createHttpsServer({ cert: readFileSync(files.certFile), key: readFileSync(files.keyFile) }, (_req, res) => {
+    requests++;
+    res.end('9000\n');
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const c = captureLog();
+  const be = backendFor(`https://127.0.0.1:${(server.address() as AddressInfo).port}`, c.log);
+  try {
+    await be.start();
+    const err = await outcome(be.transmit(TERMINAL, SELECT, new AbortController().signal));
+    assert.ok(isGatewayError(err, 'CARD_UPSTREAM_FAILED'), String(err));
+    assert.match((err as Error).message, /SELF_SIGNED|certificate/i);
+    assert.equal(requests, 0);
+    assert.ok(c.records().some((r) => r.level === 'warn' && r.msg === 'upstream poll failed' && /certificate|SELF_SIGNED/i.test(String(r.reason))), c.text());
+    assert.ok(!c.text().includes(TOKEN));
+  } finally {
+    await be.close();
+    server.closeAllConnections();
+    await new Promise((r) => server.close(r));
+  }
+});

@@ -148,6 +148,34 @@ for (const [kind, make] of Object.entries(kinds)) {
   });
 }
 
+test('http and lambda: an https authorizer whose certificate is not trusted → ProxyError, the warning names it, nothing sent', async () => {
+  const { selfSignedCert, tempDir } = await import('../helpers/relay.ts');
+  const { readFileSync } = await import('node:fs');
+  const { createServer: createHttpsServer } = await import('node:https');
+  const files = selfSignedCert(tempDir());
+  let seen = 0;
+  const tlsServer = createHttpsServer({ cert: readFileSync(files.certFile), key: readFileSync(files.keyFile) }, (_req, res) => {
+    seen++;
+    res.end('{"isValid":true}');
+  });
+  await new Promise<void>((r) => tlsServer.listen(0, '127.0.0.1', r));
+  const tlsBase = `https://127.0.0.1:${(tlsServer.address() as AddressInfo).port}`;
+  try {
+    for (const kind of ['http', 'lambda'] as const) {
+      const c = captureLog();
+      const auth = await kinds[kind]!(c.log, kind === 'http' ? { url: `${tlsBase}/auth` } : { endpoint: tlsBase });
+      assert.deepEqual(await auth.authenticate(request, new AbortController().signal), { error: 'AuthenticationErrorProxyError' }, kind);
+      const warn = c.records().find((r) => r.level === 'warn' && r.code === 'RELAY_AUTHENTICATOR_ERROR');
+      assert.match(String(warn?.reason), /SELF_SIGNED|certificate/i, c.text());
+      assert.ok(![TOKEN, BEARER, AWS_SECRET].some((x) => c.text().includes(x)), c.text());
+    }
+    assert.equal(seen, 0);
+  } finally {
+    tlsServer.closeAllConnections();
+    await new Promise((r) => tlsServer.close(r));
+  }
+});
+
 test('config: maxInFlight defaults to 256 for http and lambda, at least 1', () => {
   const parse = (authenticator: Record<string, unknown>) => validateConfig(relayConfigSchema, { authenticator }).authenticator;
   const http = parse({ kind: 'http', url: 'http://127.0.0.1:1/a' });
