@@ -7,7 +7,16 @@
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, openSync, closeSync, constants, readdirSync, readFileSync, symlinkSync } from 'node:fs';
+import {
+  mkdirSync,
+  openSync,
+  closeSync,
+  constants,
+  readdirSync,
+  readFileSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { join } from 'node:path';
 import { base64url } from 'jose';
 import { SealedCallError } from '../../src/sealed-api/client.ts';
@@ -447,5 +456,50 @@ test(
     assert.deepEqual(r.echoed, { mode: 'echo', constructor: { prototype: { x: 1 } } });
     assert.equal(({} as Record<string, unknown>).polluted, undefined);
     assert.deepEqual(await c.call('ping'), { pong: true });
+  },
+);
+
+test(
+  'a managed file that is not valid UTF-8 (Latin-1 bytes): its backup keeps the exact bytes, restore brings them back, an update is refused (422) instead of rewriting bytes it does not edit',
+  { timeout: 15000 },
+  async () => {
+    const dir = tempDir();
+    const original = Buffer.from('# caf\xe9\n[s]\nname = Andr\xe9\n', 'latin1');
+    const path = join(dir, 'app.ini');
+    writeFileSync(path, original);
+    const s = await start({ files: { app: { path, format: 'ini' } } });
+    const c = await s.client('bytes');
+    const read = await c.call<{ etag: string }>('files.read', { file: 'app' });
+    await assert.rejects(
+      c.call('files.update', {
+        file: 'app',
+        ops: [{ op: 'set', section: 's', key: 'k', value: 'v' }],
+        if_match: read.etag,
+      }),
+      (e: unknown) => {
+        assert.ok(e instanceof SealedCallError && e.sealed);
+        assert.equal(`${e.status} ${e.code}`, '422 SEALED_INVALID_CONTENT', e.message);
+        return true;
+      },
+    );
+    assert.deepEqual(readFileSync(path), original, 'the refused update left the bytes alone');
+    const w = await c.call<{ etag: string; backup: string }>('files.write', {
+      file: 'app',
+      content: '[s]\nname = new\n',
+      if_match: read.etag,
+    });
+    const backupFile = readdirSync(join(s.dir, 'state', 'backups', 'app')).find((n) =>
+      n.startsWith(w.backup),
+    );
+    assert.ok(backupFile !== undefined);
+    assert.deepEqual(
+      readFileSync(join(s.dir, 'state', 'backups', 'app', backupFile)),
+      original,
+      'the backup holds the exact bytes',
+    );
+    const listed = await c.call<{ id: string }[]>('files.backups', { file: 'app' });
+    assert.equal(listed[0]?.id, w.backup);
+    await c.call('files.restore', { file: 'app', backup: w.backup, if_match: w.etag });
+    assert.deepEqual(readFileSync(path), original, 'restore brings back the exact bytes');
   },
 );

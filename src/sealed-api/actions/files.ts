@@ -8,6 +8,7 @@
  * fsync dir; mode, owner and symlinks kept) → optional post-write command (argv, no shell). A failed post-write command is reported in the
  * result, not as an error: the write has happened and must not look as if it had not.
  */
+import { isUtf8 } from 'node:buffer';
 import { createHash } from 'node:crypto';
 import { execFile } from 'node:child_process';
 import { constants } from 'node:fs';
@@ -119,6 +120,11 @@ export class FileManager {
    * @throws GatewayError SEALED_FILE_IO_FAILED, SEALED_LIMIT_FILE
    */
   async #readCurrent(f: Managed): Promise<string | undefined> {
+    return (await this.#readCurrentBytes(f))?.toString('utf8');
+  }
+
+  /** The current bytes (see #readCurrent). */
+  async #readCurrentBytes(f: Managed): Promise<Buffer | undefined> {
     const notRegular = () =>
       new GatewayError(
         'SEALED_FILE_IO_FAILED',
@@ -145,7 +151,7 @@ export class FileManager {
         // The file may grow after the stat: never read more than the limit allows.
         if (length > this.o.maxFileBytes) throw tooLarge();
       }
-      return Buffer.concat(chunks, length).toString('utf8');
+      return Buffer.concat(chunks, length);
     } catch (err) {
       if (isGatewayError(err)) throw err;
       const code = (err as NodeJS.ErrnoException).code;
@@ -174,20 +180,28 @@ export class FileManager {
   async #modify(
     name: string,
     ifMatch: string,
-    produce: (current: string | undefined, f: Managed) => Promise<string> | string,
+    produce: (
+      current: string | undefined,
+      f: Managed,
+      bytes: Buffer | undefined,
+    ) => Promise<string | Buffer> | string | Buffer,
     log: Logger,
   ): Promise<WriteResult> {
     const f = this.#get(name);
     return this.#lock.run(f.name, () =>
       this.#locked(f, async () => {
-        const current = await this.#readCurrent(f);
+        const bytes = await this.#readCurrentBytes(f);
+        const current = bytes?.toString('utf8');
         const etag = current === undefined ? ABSENT_ETAG : etagOf(current);
         if (ifMatch !== etag)
           throw new GatewayError('SEALED_ETAG_MISMATCH', `file ${name} changed (if_match is stale)`);
         let next: string;
+        let data: string | Buffer;
         try {
-          next = await produce(current, f);
-          if (Buffer.byteLength(next) > this.o.maxFileBytes)
+          data = await produce(current, f, bytes);
+          // A restored backup is written as its exact bytes; the format checks read them as text.
+          next = typeof data === 'string' ? data : data.toString('utf8');
+          if (Buffer.byteLength(data) > this.o.maxFileBytes)
             throw new GatewayError('SEALED_LIMIT_FILE', `new content of ${name} is larger than maxFileBytes`);
           formatOf(f.config.format).validate(next);
           if (
@@ -204,9 +218,10 @@ export class FileManager {
             throw new GatewayError('SEALED_INVALID_CONTENT', `${name}: ${err.message}`);
           throw err;
         }
-        const backup = f.config.backup && current !== undefined ? await this.#backup(f, current) : null;
+        // The backup holds the bytes on disk, not their UTF-8 decoding (which replaces invalid bytes).
+        const backup = f.config.backup && bytes !== undefined ? await this.#backup(f, bytes) : null;
         try {
-          await writeFileAtomic(f.path, next, { mode: 0o600 });
+          await writeFileAtomic(f.path, data, { mode: 0o600 });
         } catch (err) {
           // Only the folder's fsync comes after the rename: then the new content is in place (not durable).
           const now = await this.#readCurrent(f).catch(() => undefined);
@@ -262,9 +277,15 @@ export class FileManager {
     return this.#modify(
       name,
       ifMatch,
-      (current, f) => {
+      (current, f, bytes) => {
         if (current === undefined)
           throw new GatewayError('SEALED_INVALID_CONTENT', `${name} does not exist yet: use files.write`);
+        // Decoding replaced invalid bytes with U+FFFD: writing the edit back would change bytes it does not edit.
+        if (bytes !== undefined && !isUtf8(bytes))
+          throw new GatewayError(
+            'SEALED_INVALID_CONTENT',
+            `${name} is not valid UTF-8: an update would change bytes it does not edit (use files.write)`,
+          );
         return formatOf(f.config.format).apply(current, ops);
       },
       log,
@@ -292,7 +313,7 @@ export class FileManager {
   async #readBackup(
     f: Managed,
     id: string,
-  ): Promise<{ content: string; size: number; mtime: Date } | undefined> {
+  ): Promise<{ content: string; bytes: Buffer; size: number; mtime: Date } | undefined> {
     if (!BACKUP_ID.test(id)) return undefined;
     const entry = (await this.#backupFiles(f)).find((b) => b.id === id && b.digest !== undefined);
     if (entry === undefined) return undefined;
@@ -310,7 +331,7 @@ export class FileManager {
         this.o.log.warn({ file: f.name, backup: id }, 'backup does not match its digest (cut short?); ignored');
         return undefined;
       }
-      return { content: bytes.toString('utf8'), size: st.size, mtime: st.mtime };
+      return { content: bytes.toString('utf8'), bytes, size: st.size, mtime: st.mtime };
     } finally {
       await fh.close();
     }
@@ -329,7 +350,7 @@ export class FileManager {
       async (_current, f) => {
         const b = await this.#readBackup(f, backup);
         if (b === undefined) throw new GatewayError('SEALED_UNKNOWN_BACKUP', `no backup ${backup} of ${name}`);
-        return b.content;
+        return b.bytes;
       },
       log,
     );
@@ -359,10 +380,9 @@ export class FileManager {
    * Backs up `content` durably before the live file changes (temp file, fsync, rename, fsync of the
    * folder). @throws GatewayError SEALED_BACKUP_FAILED (the caller then leaves the live file alone)
    */
-  async #backup(f: Managed, content: string): Promise<string> {
+  async #backup(f: Managed, bytes: Buffer): Promise<string> {
     const stamp = new Date().toISOString().replace(/[-:.]/g, '');
     const id = `${stamp}-${String(++this.#seq % 1000000).padStart(6, '0')}`;
-    const bytes = Buffer.from(content, 'utf8');
     const digest = createHash('sha256').update(bytes).digest('base64url');
     try {
       await mkdir(f.backupDir, { recursive: true, mode: 0o700 });
