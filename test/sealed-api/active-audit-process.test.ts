@@ -6,11 +6,14 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { chmodSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { SealedCallError } from '../../src/sealed-api/client.ts';
 import { etagOf } from '../../src/sealed-api/actions/files.ts';
 import { spawnSealed, startSealed, tempDir } from './helpers.ts';
+
+const SEALED_DIR = new URL('.', import.meta.url).pathname;
 
 const FILES = { data: { path: 'etc/data.json', format: 'json', backupsKept: 4 } };
 
@@ -127,6 +130,74 @@ test(
     } finally {
       chmodSync(etc, 0o755);
       await s.stop();
+    }
+  },
+);
+
+/** A child process that holds the cross-process writer lock of `path` until killed (fixtures/locker.ts). */
+function holdLock(path: string): Promise<ChildProcess> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(
+      process.execPath,
+      ['--import', 'tsx', join(SEALED_DIR, 'fixtures', 'locker.ts'), path],
+      {
+        stdio: ['ignore', 'pipe', 'inherit'],
+      },
+    );
+    const deadline = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error('locker never took the lock'));
+    }, 15000);
+    child.stdout.once('data', () => {
+      clearTimeout(deadline);
+      resolve(child);
+    });
+    child.once('exit', () => {
+      clearTimeout(deadline);
+      reject(new Error('locker exited'));
+    });
+  });
+}
+
+test(
+  'a write that timed out (504) waiting for the writer lock does not happen later, once the lock is free',
+  { timeout: 19000 },
+  async () => {
+    const dir = tempDir();
+    mkdirSync(join(dir, 'etc'));
+    const original = '{"v":1}\n';
+    writeFileSync(join(dir, 'etc', 'data.json'), original);
+    const s = await startSealed({ files: FILES, timeouts: { actionMs: 400, fileLockMs: 5000 } }, { dir });
+    try {
+      const c = await s.client('late');
+      const holder = await holdLock(join(dir, 'etc', 'data.json'));
+      try {
+        await assert.rejects(
+          c.call('files.write', { file: 'data', content: '{"v":2}\n', if_match: etagOf(original) }),
+          (e: unknown) => {
+            assert.ok(e instanceof SealedCallError && e.sealed);
+            assert.equal(`${e.status} ${e.code}`, '504 SEALED_ACTION_TIMEOUT');
+            return true;
+          },
+        );
+      } finally {
+        const gone = new Promise((done) => holder.once('exit', done));
+        holder.kill('SIGKILL');
+        await gone;
+      }
+      // The timed-out write now finds the lock free (a dead holder is taken over at once).
+      const deadline = Date.now() + 1500;
+      while (Date.now() < deadline && readdirSync(join(dir, 'etc')).length > 1)
+        await new Promise((r) => setTimeout(r, 20));
+      await new Promise((r) => setTimeout(r, 200));
+      assert.equal(
+        readFileSync(join(dir, 'etc', 'data.json'), 'utf8'),
+        original,
+        'the client was told 504: the file must not change after',
+      );
+      assert.deepEqual(await c.call<unknown[]>('files.backups', { file: 'data' }), [], 'no backup either');
+    } finally {
+      await s.close();
     }
   },
 );

@@ -186,10 +186,18 @@ export class FileManager {
       bytes: Buffer | undefined,
     ) => Promise<string | Buffer> | string | Buffer,
     log: Logger,
+    signal: AbortSignal | undefined,
   ): Promise<WriteResult> {
     const f = this.#get(name);
+    // The runner answers 504 when actionMs runs out (and aborts on shutdown) while the action may still be
+    // queued for the locks: a write the client was told did not finish must not happen later.
+    const cancelled = () => {
+      if (signal?.aborted === true)
+        throw new GatewayError('SEALED_ACTION_TIMEOUT', `file ${name}: cancelled before anything was changed`);
+    };
     return this.#lock.run(f.name, () =>
       this.#locked(f, async () => {
+        cancelled();
         const bytes = await this.#readCurrentBytes(f);
         const current = bytes?.toString('utf8');
         const etag = current === undefined ? ABSENT_ETAG : etagOf(current);
@@ -219,7 +227,9 @@ export class FileManager {
           throw err;
         }
         // The backup holds the bytes on disk, not their UTF-8 decoding (which replaces invalid bytes).
+        cancelled();
         const backup = f.config.backup && bytes !== undefined ? await this.#backup(f, bytes) : null;
+        cancelled();
         try {
           await writeFileAtomic(f.path, data, { mode: 0o600 });
         } catch (err) {
@@ -269,11 +279,12 @@ export class FileManager {
     }
   }
 
-  write(name: string, content: string, ifMatch: string, log: Logger): Promise<WriteResult> {
-    return this.#modify(name, ifMatch, () => content, log);
+  /** `signal` aborted (timeout, shutdown) before the write starts → nothing is changed. */
+  write(name: string, content: string, ifMatch: string, log: Logger, signal?: AbortSignal): Promise<WriteResult> {
+    return this.#modify(name, ifMatch, () => content, log, signal);
   }
 
-  update(name: string, ops: unknown, ifMatch: string, log: Logger): Promise<WriteResult> {
+  update(name: string, ops: unknown, ifMatch: string, log: Logger, signal?: AbortSignal): Promise<WriteResult> {
     return this.#modify(
       name,
       ifMatch,
@@ -289,6 +300,7 @@ export class FileManager {
         return formatOf(f.config.format).apply(current, ops);
       },
       log,
+      signal,
     );
   }
 
@@ -343,7 +355,7 @@ export class FileManager {
     return st !== undefined && st.isDirectory();
   }
 
-  restore(name: string, backup: string, ifMatch: string, log: Logger): Promise<WriteResult> {
+  restore(name: string, backup: string, ifMatch: string, log: Logger, signal?: AbortSignal): Promise<WriteResult> {
     return this.#modify(
       name,
       ifMatch,
@@ -353,6 +365,7 @@ export class FileManager {
         return b.bytes;
       },
       log,
+      signal,
     );
   }
 
@@ -451,14 +464,14 @@ export function fileActions(files: FileManager): Action[] {
       description: 'Replace a managed file (if_match = current etag, "absent" for a new file).',
       args: writeArgs,
       file: byFile,
-      run: (a, ctx) => files.write(a.file, a.content, a.if_match, ctx.log),
+      run: (a, ctx) => files.write(a.file, a.content, a.if_match, ctx.log, ctx.signal),
     }),
     defineAction({
       name: 'files.update',
       description: 'Apply format-aware operations to a managed file.',
       args: updateArgs,
       file: byFile,
-      run: (a, ctx) => files.update(a.file, a.ops, a.if_match, ctx.log),
+      run: (a, ctx) => files.update(a.file, a.ops, a.if_match, ctx.log, ctx.signal),
     }),
     defineAction({
       name: 'files.backups',
@@ -472,7 +485,7 @@ export function fileActions(files: FileManager): Action[] {
       description: 'Restore a backup (the current content is backed up first).',
       args: restoreArgs,
       file: byFile,
-      run: (a, ctx) => files.restore(a.file, a.backup, a.if_match, ctx.log),
+      run: (a, ctx) => files.restore(a.file, a.backup, a.if_match, ctx.log, ctx.signal),
     }),
   ];
 }
