@@ -13,7 +13,9 @@
  *   once, the host is told to cancel (SCardCancel), and when the call has still not ended `cancelGraceMs`
  *   later the host is killed (its context and card connection go with it) and the next call starts a new one.
  * pcscd itself may be absent at start, restarted or crashed: the monitor then reports it, every reader is
- * detached (their hosts closed), and the monitor tries a new context every `reconnectMs`.
+ * detached (their hosts closed), and the monitor tries a new context every `reconnectMs`. A monitor that
+ * exits is started again `reconnectMs` later; one that sends nothing, not even its heartbeat, for
+ * `monitorStallMs` is stuck in a PC/SC call and is killed (and so started again).
  * Cards are connected lazily in shared mode (T=0 or T=1) and kept; a card change drops the connection.
  * APDUs go through raw: no automatic GET RESPONSE here (the card layer does it when configured).
  */
@@ -42,6 +44,11 @@ export interface PcscHostTimings {
   readonly monitorPollMs: number;
   /** How long `start()` waits for the monitor's first reader list, ms. */
   readonly firstListMs: number;
+  /**
+   * A monitor that sends nothing (not even its heartbeat, every `monitorPollMs`) for this long is stuck in
+   * a PC/SC call: it is killed and a new one started, ms.
+   */
+  readonly monitorStallMs: number;
 }
 
 export const PCSC_HOST_TIMINGS: PcscHostTimings = Object.freeze({
@@ -50,11 +57,15 @@ export const PCSC_HOST_TIMINGS: PcscHostTimings = Object.freeze({
   hostCloseMs: 1000,
   monitorPollMs: 1000,
   firstListMs: 5000,
+  monitorStallMs: 10000,
 });
 
 export class PcscBackend implements CardBackend {
   readonly kind = 'pcsc';
   #monitor: HostProcess | undefined;
+  /** When the monitor last sent anything (its heartbeat included), performance.now() ms. */
+  #monitorSeen = 0;
+  #watchdog: NodeJS.Timeout | undefined;
   #readers: ReaderState[] = [];
   readonly #channels = new Map<string, ReaderChannel>();
   readonly #changes = new ChangeListeners();
@@ -99,9 +110,16 @@ export class PcscBackend implements CardBackend {
     if (this.#closed) return;
     const mon = new HostProcess('monitor');
     this.#monitor = mon;
-    mon.onMessage((m) => this.#onMonitor(m));
+    mon.onMessage((m) => {
+      this.#monitorSeen = performance.now();
+      this.#onMonitor(m);
+    });
     mon.ready(this.timings.hostStartMs).then(
-      () => mon.send({ t: 'init', reconnectMs: this.cfg.reconnectMs, pollMs: this.timings.monitorPollMs }),
+      () => {
+        this.#monitorSeen = performance.now();
+        mon.send({ t: 'init', reconnectMs: this.cfg.reconnectMs, pollMs: this.timings.monitorPollMs });
+        this.#watch(mon);
+      },
       (err: unknown) => this.#setUnavailable(`the PC/SC monitor did not start: ${(err as Error).message}`),
     );
     mon.onExit((e) => {
@@ -115,6 +133,23 @@ export class PcscBackend implements CardBackend {
       this.#retry = setTimeout(() => this.#startMonitor(), this.cfg.reconnectMs);
       this.#retry.unref();
     });
+  }
+
+  /** Kills `mon` when it goes silent for monitorStallMs (stuck in a PC/SC call); its exit restarts it. */
+  #watch(mon: HostProcess): void {
+    clearInterval(this.#watchdog);
+    this.#watchdog = setInterval(() => {
+      if (this.#monitor !== mon || this.#closed) {
+        clearInterval(this.#watchdog);
+        return;
+      }
+      const silentMs = performance.now() - this.#monitorSeen;
+      if (silentMs < this.timings.monitorStallMs) return;
+      clearInterval(this.#watchdog);
+      this.#log.warn({ silentMs: Math.round(silentMs) }, 'PC/SC monitor stopped answering; killing it');
+      mon.kill();
+    }, this.timings.monitorPollMs);
+    this.#watchdog.unref();
   }
 
   #onMonitor(m: HostMessage): void {
@@ -186,6 +221,7 @@ export class PcscBackend implements CardBackend {
   async close(): Promise<void> {
     this.#closed = true;
     if (this.#retry !== undefined) clearTimeout(this.#retry);
+    clearInterval(this.#watchdog);
     const channels = [...this.#channels.values()];
     this.#channels.clear();
     const mon = this.#monitor;

@@ -4,6 +4,7 @@
  * the gateway can kill. pcsc-lite serves one call at a time per context, so each host holds its own.
  * - `monitor`: one context; follows readers and cards (the binding's ReaderMonitor plus a slow poll) and
  *   sends the whole reader list whenever it changes; while pcscd does not answer it says why and retries.
+ *   It sends a heartbeat every poll interval, so the parent can tell a monitor stuck in a call.
  * - `reader`: one context and one card connection for one reader; runs `transmit`/`reset` one at a time;
  *   `cancel` calls SCardCancel on its context (the parent kills the host when that does not free it).
  * A host exits when its parent goes away. It is started by host-process.ts, never imported by the gateway.
@@ -96,6 +97,8 @@ function runMonitor(pcsc: PcscModule, init: MonitorInit): void {
     poll = setInterval(publish, init.pollMs);
   };
   connect();
+  // The heartbeat runs on the same event loop as every PC/SC call here: a call that blocks stops it.
+  setInterval(() => send({ t: 'alive' }), init.pollMs);
 }
 
 function runReader(pcsc: PcscModule, terminal: string): void {

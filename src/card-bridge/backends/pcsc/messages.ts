@@ -30,6 +30,8 @@ export interface ReaderEntry {
 export type HostMessage =
   | { readonly t: 'ready' }
   | { readonly t: 'readers'; readonly readers: readonly ReaderEntry[] }
+  /** The monitor's heartbeat (every pollMs): its event loop turns, no PC/SC call holds it. */
+  | { readonly t: 'alive' }
   | { readonly t: 'unavailable'; readonly reason: string }
   | { readonly t: 'result'; readonly id: number; readonly ok: true; readonly data: Uint8Array }
   | { readonly t: 'result'; readonly id: number; readonly ok: false; readonly message: string }
@@ -41,6 +43,7 @@ export function isHostMessage(m: unknown): m is HostMessage {
   const t = (m as { t: unknown }).t;
   switch (t) {
     case 'ready':
+    case 'alive':
     case 'closed':
       return true;
     case 'readers':
