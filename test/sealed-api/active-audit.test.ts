@@ -113,7 +113,10 @@ test(
       ['encrypted key present', `${h}.${base64url.encode('key')}.${iv}.${ct}.${tag}`],
       ['short iv', `${h}.${k}.${iv.slice(0, 4)}.${ct}.${tag}`],
       ['huge ciphertext', `${h}.${k}.${iv}.${'A'.repeat(500000)}.${tag}`],
-      ['bit flip', `${h}.${k}.${iv}.${ct.slice(0, -2)}${ct.at(-2) === 'A' ? 'B' : 'A'}${ct.slice(-1)}.${tag}`],
+      [
+        'bit flip',
+        `${h}.${k}.${iv}.${ct.slice(0, -2)}${ct.at(-2) === 'A' ? 'B' : 'A'}${ct.slice(-1)}.${tag}`,
+      ],
       [
         'epk missing',
         withHeader(good, JSON.stringify({ alg: 'ECDH-ES', enc: 'A256GCM', kid: info.kid, skid: c.kid })),
@@ -137,35 +140,39 @@ test(
   },
 );
 
-test(
-  'replays: the same body twice, concurrent identical bodies (one wins), a fresh outer envelope around a used inner JWS',
-  { timeout: 15000 },
-  async () => {
-    const s = await start({ limits: { maxAuthFailuresPerIp: 100000 } });
-    const c = await s.client('replayer');
-    const body = await craft(s, c);
-    assert.equal((await rawPost(s.server.url, body)).status, 200);
-    assert.equal((await rawPost(s.server.url, body)).status, 401);
-    // 20 identical requests at once: exactly one is served.
-    const race = await craft(s, c);
-    const statuses = (await Promise.all(Array.from({ length: 20 }, () => rawPost(s.server.url, race)))).map(
-      (r) => r.status,
-    );
-    assert.equal(statuses.filter((x) => x === 200).length, 1, statuses.join(','));
-    assert.equal(statuses.filter((x) => x === 401).length, 19);
-    // Same signed claims (same jti), freshly encrypted: still a replay.
-    const claims = claimsFor(s);
-    const { signRaw } = await import('./helpers.ts');
-    const jws = signRaw({ alg: 'EdDSA', kid: c.kid }, base64url.encode(JSON.stringify(claims)), c.key);
-    assert.equal((await rawPost(s.server.url, await craft(s, c, { jws }))).status, 200);
-    assert.equal((await rawPost(s.server.url, await craft(s, c, { jws }))).status, 401);
-    // A changed jti needs a new signature: the old signature over changed claims is refused.
-    const sig = jws.split('.')[2]!;
-    const changed = `${jws.split('.')[0]!}.${base64url.encode(JSON.stringify({ ...claims, jti: base64url.encode(Buffer.alloc(16, 7)) }))}.${sig}`;
-    assert.equal((await rawPost(s.server.url, await craft(s, c, { jws: changed }))).status, 401);
-    assert.deepEqual(errorLines(s), []);
-  },
-);
+for (const store of ['memory', 'directory'] as const)
+  test(
+    `replays (${store} store): the same body twice, concurrent identical bodies (one wins), a fresh outer envelope around a used inner JWS`,
+    { timeout: 15000 },
+    async () => {
+      const s = await start({
+        limits: { maxAuthFailuresPerIp: 100000 },
+        ...(store === 'directory' ? { replayDir: 'replay' } : {}),
+      });
+      const c = await s.client('replayer');
+      const body = await craft(s, c);
+      assert.equal((await rawPost(s.server.url, body)).status, 200);
+      assert.equal((await rawPost(s.server.url, body)).status, 401);
+      // 20 identical requests at once: exactly one is served.
+      const race = await craft(s, c);
+      const statuses = (await Promise.all(Array.from({ length: 20 }, () => rawPost(s.server.url, race)))).map(
+        (r) => r.status,
+      );
+      assert.equal(statuses.filter((x) => x === 200).length, 1, statuses.join(','));
+      assert.equal(statuses.filter((x) => x === 401).length, 19);
+      // Same signed claims (same jti), freshly encrypted: still a replay.
+      const claims = claimsFor(s);
+      const { signRaw } = await import('./helpers.ts');
+      const jws = signRaw({ alg: 'EdDSA', kid: c.kid }, base64url.encode(JSON.stringify(claims)), c.key);
+      assert.equal((await rawPost(s.server.url, await craft(s, c, { jws }))).status, 200);
+      assert.equal((await rawPost(s.server.url, await craft(s, c, { jws }))).status, 401);
+      // A changed jti needs a new signature: the old signature over changed claims is refused.
+      const sig = jws.split('.')[2]!;
+      const changed = `${jws.split('.')[0]!}.${base64url.encode(JSON.stringify({ ...claims, jti: base64url.encode(Buffer.alloc(16, 7)) }))}.${sig}`;
+      assert.equal((await rawPost(s.server.url, await craft(s, c, { jws: changed }))).status, 401);
+      assert.deepEqual(errorLines(s), []);
+    },
+  );
 
 test(
   'clock edges: iat one second past now+skew and exp one second before now−skew refused; inside accepted',
