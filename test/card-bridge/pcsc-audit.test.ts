@@ -8,7 +8,7 @@
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { readdirSync, readFileSync } from 'node:fs';
+import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { validateConfig } from '../../src/core/config/load.ts';
 import { cardBridgeConfigSchema } from '../../src/card-bridge/config.ts';
 import { PCSC_HOST_TIMINGS, PcscBackend, loadPcsc } from '../../src/card-bridge/backends/pcsc.ts';
@@ -17,8 +17,8 @@ import { startVpcdCards, type VpcdCards } from './vpcd-worker.ts';
 import { pcscRequired, startPcscd, type RunningPcscd } from './pcscd.ts';
 import { LineClient, oneShot, simCards, testLogger, startBridge, type StartedBridge } from './helpers.ts';
 
-const COMMAND_MS = 3000;
-const SLOW_MS = 2000;
+const COMMAND_MS = 2000;
+const SLOW_MS = 1200;
 const ECHO = '80EE000004DEADBEEF';
 const ECHOED = '>1:DEADBEEF9000\n@@\n';
 /** Answered after SLOW_MS by card 0. */
@@ -80,6 +80,19 @@ function hostPids(role: 'monitor' | 'reader'): number[] {
     }
   }
   return out;
+}
+
+/** How many sockets the (one) monitor host holds open (its IPC channel, and one per PC/SC context). */
+function monitorSockets(): number {
+  const [mon] = hostPids('monitor');
+  assert.ok(mon !== undefined, 'a monitor');
+  return readdirSync(`/proc/${mon}/fd`).filter((fd) => {
+    try {
+      return readlinkSync(`/proc/${mon}/fd/${fd}`).startsWith('socket:');
+    } catch {
+      return false;
+    }
+  }).length;
 }
 
 before(async () => {
@@ -164,6 +177,23 @@ test('PC/SC audit: a reader host killed mid-APDU fails that request with a code;
   assert.ok(backend!.hostsStarted(r0) > before);
 });
 
+test('PC/SC audit: a reader host that hangs (stopped) costs one C089 at commandMs, then is replaced', async (t) => {
+  if (skip !== undefined) return t.skip(skip);
+  const pids = hostPids('reader');
+  assert.equal(pids.length, 2);
+  for (const pid of pids) process.kill(pid, 'SIGSTOP');
+  try {
+    for (const r of [r1, r0]) {
+      assert.equal(await apdu(r), '>1:C089\n@@\n');
+      assert.equal(await apdu(r), ECHOED);
+    }
+    // Both stopped hosts were killed by the bridge.
+    await until(() => !hostPids('reader').some((p) => pids.includes(p)), 'the stopped hosts to go', 2000);
+  } finally {
+    for (const pid of pids) if (hostPids('reader').includes(pid)) process.kill(pid, 'SIGKILL');
+  }
+});
+
 test('PC/SC audit: an extended-length APDU as long as vpcd carries (65,535 bytes) is answered; the card stays in step', async (t) => {
   if (skip !== undefined) return t.skip(skip);
   // vpcd frames a message with a 16-bit length: a longer (legal, up to 65,544-byte) APDU breaks that
@@ -220,6 +250,7 @@ test('PC/SC audit: a monitor stuck (stopped) is killed and replaced; the readers
 
 test('PC/SC audit: pcscd killed mid-APDU: the request gets a code, readers go, and come back with a new pcscd', async (t) => {
   if (skip !== undefined) return t.skip(skip);
+  const socketsBefore = monitorSockets();
   const slow = apdu(r0, SLOW_APDU);
   await until(() => bridge!.server.cards.lockQueue(r0).held, 'the slow APDU to start');
   await new Promise((r) => setTimeout(r, 200));
@@ -238,6 +269,9 @@ test('PC/SC audit: pcscd killed mid-APDU: the request gets a code, readers go, a
   await until(() => present(r0) && present(r1), 'the readers to come back', 20000);
   assert.equal(await apdu(r0), ECHOED);
   assert.equal(await apdu(r1), ECHOED);
+  // The monitor's lost context was released, not kept beside the new one.
+  await new Promise((r) => setTimeout(r, 1000));
+  assert.equal(monitorSockets(), socketsBefore);
 });
 
 test('PC/SC audit: after close no host process is left', async (t) => {
