@@ -6,8 +6,8 @@
  * `ReplayStore` is the seam for a store shared by several gateway processes (e.g. Redis `SET NX PX`);
  * the memory store serves one process, the directory store several processes on one host.
  */
-import { createHash } from 'node:crypto';
-import { chmod, mkdir, open, readdir, stat, unlink } from 'node:fs/promises';
+import { createHash, randomBytes } from 'node:crypto';
+import { chmod, link, mkdir, open, readdir, stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from '../core/log.ts';
 
@@ -65,6 +65,9 @@ export class MemoryReplayStore implements ReplayStore {
  * held are gone and an operator should know (recreate it 0700; requests it held could be replayed until
  * they expire, at most clock.maxLifetimeMs + skewMs).
  */
+/** Entries being written (never a SHA-256 base64url name, which has no `.`). */
+const TEMP_PREFIX = '.tmp-';
+
 export class DirectoryReplayStore implements ReplayStore {
   #count = 0;
   #timer: NodeJS.Timeout | undefined;
@@ -120,24 +123,33 @@ export class DirectoryReplayStore implements ReplayStore {
       }
       if (this.#count >= this.maxEntries) return 'full';
     }
-    for (let attempt = 0; attempt < 2; attempt++) {
-      try {
-        const fh = await open(file, 'wx', 0o600);
-        try {
-          await fh.utimes(untilMs / 1000, untilMs / 1000);
-        } finally {
-          await fh.close();
-        }
-        this.#count++;
-        return 'fresh';
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
-        const st = await stat(file).catch(() => undefined);
-        if (st !== undefined && st.mtimeMs >= nowMs) return 'duplicate';
-        await unlink(file).catch(() => undefined);
-      }
+    // The entry appears whole: written with its expiry under a temp name, then hard-linked into place
+    // (which fails when it exists). Created in place, an entry was seen for a moment with its creation
+    // time as expiry, so a concurrent identical request took it for expired, removed it and ran again.
+    const temp = join(this.dir, `${TEMP_PREFIX}${process.pid}-${randomBytes(6).toString('hex')}`);
+    const fh = await open(temp, 'wx', 0o600);
+    try {
+      await fh.utimes(untilMs / 1000, untilMs / 1000);
+    } finally {
+      await fh.close();
     }
-    return 'duplicate';
+    try {
+      for (let attempt = 0; attempt < 2; attempt++) {
+        try {
+          await link(temp, file);
+          this.#count++;
+          return 'fresh';
+        } catch (err) {
+          if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+          const st = await stat(file).catch(() => undefined);
+          if (st !== undefined && st.mtimeMs >= nowMs) return 'duplicate';
+          await unlink(file).catch(() => undefined);
+        }
+      }
+      return 'duplicate';
+    } finally {
+      await unlink(temp).catch(() => undefined);
+    }
   }
 
   /** Deletes expired entries and re-counts the directory (entries of every process). */
@@ -148,8 +160,9 @@ export class DirectoryReplayStore implements ReplayStore {
         const path = join(this.dir, name);
         const st = await stat(path).catch(() => undefined);
         if (st === undefined) continue;
+        // A temp entry carries its expiry too: left by a crash, it goes once expired; never counted.
         if (st.mtimeMs < nowMs) await unlink(path).catch(() => undefined);
-        else count++;
+        else if (!name.startsWith(TEMP_PREFIX)) count++;
       }
       this.#count = count;
     })().finally(() => (this.#sweeping = undefined));

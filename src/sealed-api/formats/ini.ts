@@ -130,6 +130,16 @@ export function applyIniOps(text: string, ops: readonly IniOp[]): string {
       f.lines.splice(last + 1, 0, { text: `${op.key} = ${op.value}`, eol });
     }
     f.reindex();
+    // What was written must read back as that key (a key starting with ; or # makes a comment line:
+    // the set would report success, and every later set would add another such line).
+    const back = f.section(op.section);
+    if (
+      back === undefined ||
+      !f.parsed.some((p, n) => n > back.header && n < back.end && p.kind === 'kv' && p.key === op.key)
+    )
+      throw new FormatError(
+        `key ${JSON.stringify(op.key)} would not be read back as a key (; or # first makes a comment)`,
+      );
   }
   const out = joinLines(f.lines);
   validateIni(out);
