@@ -38,14 +38,25 @@ export class CardClient {
     socket.on('close', () => this.#fail(new Error('connection closed by the bridge')));
   }
 
+  /** Connects (and, with `tls`, handshakes) within `timeoutMs` (30000); a bridge that accepts and says nothing fails it. */
   static connect(opts: CardClientOptions): Promise<CardClient> {
+    const timeoutMs = opts.timeoutMs ?? 30000;
     return new Promise((resolve, reject) => {
       const socket = opts.tls === true ? tlsConnect({ host: opts.host, port: opts.port, rejectUnauthorized: opts.insecure !== true }) : netConnect({ host: opts.host, port: opts.port });
+      const timer = setTimeout(() => {
+        socket.destroy();
+        reject(new Error(`no connection within ${timeoutMs} ms`));
+      }, timeoutMs);
+      const failed = (err: Error) => {
+        clearTimeout(timer);
+        reject(err);
+      };
       socket.once(opts.tls === true ? 'secureConnect' : 'connect', () => {
-        socket.off('error', reject);
+        clearTimeout(timer);
+        socket.off('error', failed);
         resolve(new CardClient(socket, opts));
       });
-      socket.once('error', reject);
+      socket.once('error', failed);
     });
   }
 

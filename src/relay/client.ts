@@ -117,12 +117,31 @@ function wsTransport(ws: WebSocket): RawTransport {
   };
 }
 
-/** Connects to a relay URL (tcp://, tls://, ssl://, ws://, wss://, unix:PATH). */
-export function openTransport(opts: Pick<TunnelClientOptions, 'url' | 'insecure'>): Promise<RawTransport> {
+/**
+ * Connects to a relay URL (tcp://, tls://, ssl://, ws://, wss://, unix:PATH). The connect, TLS handshake and
+ * WebSocket upgrade together have `timeoutMs` (30000): a server that accepts and then says nothing would
+ * otherwise hold the caller forever. @throws TunnelOpenError `timeout` past it.
+ */
+export function openTransport(opts: Pick<TunnelClientOptions, 'url' | 'insecure' | 'timeoutMs'>): Promise<RawTransport> {
   const url = opts.url;
-  return new Promise((resolve, reject) => {
+  const timeoutMs = opts.timeoutMs ?? 30000;
+  return new Promise((res, rej) => {
+    let abandon = (): void => undefined;
+    const timer = setTimeout(() => {
+      abandon();
+      rej(new TunnelOpenError(`no connection to the relay within ${timeoutMs} ms (--timeout)`, 'timeout'));
+    }, timeoutMs);
+    const resolve = (t: RawTransport) => {
+      clearTimeout(timer);
+      res(t);
+    };
+    const reject = (err: unknown) => {
+      clearTimeout(timer);
+      rej(err instanceof Error ? err : new Error(String(err)));
+    };
     if (url.startsWith('ws://') || url.startsWith('wss://')) {
       const ws = new WebSocket(url, { rejectUnauthorized: opts.insecure !== true, perMessageDeflate: false });
+      abandon = () => ws.terminate();
       ws.once('open', () => resolve(wsTransport(ws)));
       ws.once('error', reject);
       return;
@@ -137,6 +156,7 @@ export function openTransport(opts: Pick<TunnelClientOptions, 'url' | 'insecure'
       else if (u.protocol === 'tls:' || u.protocol === 'ssl:') socket = tlsConnect({ host, port, servername: host, rejectUnauthorized: opts.insecure !== true });
       else return reject(new Error(`unsupported URL scheme ${u.protocol} (use tcp, tls, ssl, ws, wss or unix:PATH)`));
     }
+    abandon = () => socket.destroy();
     socket.once(url.startsWith('tls:') || url.startsWith('ssl:') ? 'secureConnect' : 'connect', () => resolve(streamTransport(socket)));
     socket.once('error', reject);
   });
@@ -144,6 +164,9 @@ export function openTransport(opts: Pick<TunnelClientOptions, 'url' | 'insecure'
 
 /** Connects and authenticates; resolves once the tunnel is established. */
 export async function openTunnel(opts: TunnelClientOptions): Promise<OpenTunnel> {
+  // One deadline for the whole opening: connect, handshake, authentication, waiting for the partner.
+  const timeoutMs = opts.timeoutMs ?? 30000;
+  const started = Date.now();
   const t = await openTransport(opts);
   const splitter = new MessageSplitter();
   const trace = opts.trace ?? (() => undefined);
@@ -161,8 +184,8 @@ export async function openTunnel(opts: TunnelClientOptions): Promise<OpenTunnel>
     let waiting = false;
     const timer = setTimeout(() => {
       t.destroy();
-      reject(new TunnelOpenError(`no tunnel within ${opts.timeoutMs ?? 30000} ms (--timeout)${waiting ? '; the relay was still waiting for a partner' : ''}`, 'timeout'));
-    }, opts.timeoutMs ?? 30000);
+      reject(new TunnelOpenError(`no tunnel within ${timeoutMs} ms (--timeout)${waiting ? '; the relay was still waiting for a partner' : ''}`, 'timeout'));
+    }, Math.max(0, timeoutMs - (Date.now() - started)));
     /**
      * Partner bytes that came before the caller asked for them with `onData`: in the same chunk as
      * TunnelEstablished, or in later chunks (frames) that arrived first. Delivered first by onData.

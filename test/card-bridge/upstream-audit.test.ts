@@ -279,3 +279,32 @@ test('an https upstream whose certificate is not trusted: coded failure naming i
     await new Promise((r) => server.close(r));
   }
 });
+
+test('CardClient (gatehouse card): a bridge that accepts and never finishes the TLS handshake fails the connect by timeoutMs', async () => {
+  const { CardClient } = await import('../../src/card-bridge/client.ts');
+  const sockets = new Set<Socket>();
+  let closed = 0;
+  const mute = createNetServer((s) => {
+    sockets.add(s);
+    s.resume();
+    s.on('error', () => undefined);
+    s.on('close', () => closed++);
+  });
+  const url = new URL(await listen(mute));
+  try {
+    const { deadline } = await import('../helpers/relay.ts');
+    const err = await deadline(CardClient.connect({ host: '127.0.0.1', port: Number(url.port), tls: true, timeoutMs: 300 }), 5000, 'connect').then(
+      (c) => {
+        c.close();
+        return undefined;
+      },
+      (e: unknown) => e,
+    );
+    assert.match(String(err), /300 ms/);
+    for (let i = 0; i < 200 && closed < sockets.size; i++) await new Promise((r) => setTimeout(r, 10));
+    assert.equal(closed, 1, 'the connection was closed');
+  } finally {
+    for (const s of sockets) s.destroy();
+    await new Promise((r) => mute.close(r));
+  }
+});

@@ -5,7 +5,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer, type IncomingMessage, type ServerResponse, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { captureLog } from '../helpers/relay.ts';
+import { captureLog, deadline } from '../helpers/relay.ts';
 import { Secret } from '../../src/core/config/secret.ts';
 import { validateConfig } from '../../src/core/config/load.ts';
 import { relayConfigSchema } from '../../src/relay/config.ts';
@@ -173,6 +173,34 @@ test('http and lambda: an https authorizer whose certificate is not trusted → 
   } finally {
     tlsServer.closeAllConnections();
     await new Promise((r) => tlsServer.close(r));
+  }
+});
+
+test('relay client (gatehouse tunnel): a relay that accepts and never finishes the TLS handshake or WebSocket upgrade fails by timeoutMs', async () => {
+  const { createServer: createNetServer } = await import('node:net');
+  const { openTunnel } = await import('../../src/relay/client.ts');
+  const sockets = new Set<import('node:net').Socket>();
+  const mute = createNetServer((s) => {
+    sockets.add(s);
+    s.on('error', () => undefined);
+  });
+  await new Promise<void>((r) => mute.listen(0, '127.0.0.1', r));
+  const port = (mute.address() as AddressInfo).port;
+  try {
+    for (const scheme of ['tls', 'wss', 'ws'] as const) {
+      const err = await deadline(openTunnel({ url: `${scheme}://127.0.0.1:${port}`, token: TOKEN, timeoutMs: 300 }), 5000, scheme).then(
+        (t) => {
+          t.destroy();
+          return undefined;
+        },
+        (e: unknown) => e,
+      );
+      assert.match(String(err), /300 ms/, scheme);
+      assert.ok(!String(err).includes(TOKEN));
+    }
+  } finally {
+    for (const s of sockets) s.destroy();
+    await new Promise((r) => mute.close(r));
   }
 });
 
