@@ -398,6 +398,20 @@ function appendPeer(f: WgFile, publicKey: string): Section {
 }
 
 /**
+ * The entries of a `set` object; keys are case-insensitive, so one key in two spellings (`AllowedIPs` and
+ * `allowedips`) is refused rather than letting whichever comes last silently win.
+ */
+function setEntries<V>(set: Readonly<Record<string, V>>): [string, V][] {
+  const seen = new Set<string>();
+  for (const k of Object.keys(set)) {
+    const lower = k.toLowerCase();
+    if (seen.has(lower)) throw new FormatError(`key ${k} is given twice (keys are case-insensitive)`);
+    seen.add(lower);
+  }
+  return Object.entries(set);
+}
+
+/**
  * Applies operations to a valid file and validates the result.
  * @throws FormatError (the file is then left unchanged by the caller)
  */
@@ -405,7 +419,7 @@ export function applyWireGuardOps(text: string, ops: readonly WireGuardOp[]): st
   const f = validateWireGuard(text);
   for (const op of ops) {
     if (op.op === 'interface.set') {
-      for (const [k, v] of Object.entries(op.set))
+      for (const [k, v] of setEntries(op.set))
         setKey(
           f,
           f.sections.find((s) => s.kind === 'interface')!,
@@ -423,7 +437,7 @@ export function applyWireGuardOps(text: string, ops: readonly WireGuardOp[]): st
       continue;
     }
     let header = (found ?? appendPeer(f, op.publicKey)).header;
-    for (const [k, v] of Object.entries(op.set)) {
+    for (const [k, v] of setEntries(op.set)) {
       setKey(
         f,
         f.sections.find((s) => s.header === header)!,
