@@ -308,3 +308,22 @@ test('CardClient (gatehouse card): a bridge that accepts and never finishes the 
     await new Promise((r) => mute.close(r));
   }
 });
+
+test('a gzip bomb (50 MB of zeros in 50 KB): the cap counts decoded bytes, the request fails coded', async () => {
+  const { gzipSync } = await import('node:zlib');
+  const bomb = gzipSync(Buffer.alloc(50 * 1024 * 1024, 0x30));
+  const up = await upstream(() => (_req, res) => {
+    res.writeHead(200, { 'content-encoding': 'gzip', 'content-length': String(bomb.length) });
+    res.end(bomb);
+  });
+  const be = backendFor(up.url);
+  try {
+    await be.start();
+    const err = await outcome(be.transmit(TERMINAL, SELECT, new AbortController().signal));
+    assert.ok(isGatewayError(err, 'CARD_UPSTREAM_FAILED'), String(err));
+    assert.match((err as Error).message, /over 4096 bytes/);
+  } finally {
+    await be.close();
+    await stop(up.server);
+  }
+});

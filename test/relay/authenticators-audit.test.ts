@@ -204,6 +204,21 @@ test('relay client (gatehouse tunnel): a relay that accepts and never finishes t
   }
 });
 
+test('http and lambda: a gzip bomb (50 MB in 50 KB) → ProxyError RELAY_AUTHORIZER_RESPONSE_TOO_LARGE (the cap counts decoded bytes)', async () => {
+  const { gzipSync } = await import('node:zlib');
+  const bomb = gzipSync(Buffer.alloc(50 * 1024 * 1024, 0x20));
+  handler = (_req, res) => {
+    res.writeHead(200, { 'content-type': 'application/json', 'content-encoding': 'gzip', 'content-length': String(bomb.length) });
+    res.end(bomb);
+  };
+  for (const kind of ['http', 'lambda'] as const) {
+    const c = captureLog();
+    const auth = await kinds[kind]!(c.log);
+    assert.deepEqual(await auth.authenticate(request, new AbortController().signal), { error: 'AuthenticationErrorProxyError' }, kind);
+    assert.ok(c.records().some((r) => r.level === 'warn' && r.code === 'RELAY_AUTHORIZER_RESPONSE_TOO_LARGE'), c.text());
+  }
+});
+
 test('config: maxInFlight defaults to 256 for http and lambda, at least 1', () => {
   const parse = (authenticator: Record<string, unknown>) => validateConfig(relayConfigSchema, { authenticator }).authenticator;
   const http = parse({ kind: 'http', url: 'http://127.0.0.1:1/a' });
