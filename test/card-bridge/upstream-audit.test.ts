@@ -327,3 +327,35 @@ test('a gzip bomb (50 MB of zeros in 50 KB): the cap counts decoded bytes, the r
     await stop(up.server);
   }
 });
+
+test('through the bridge: an inventory naming readers __proto__, constructor, toString is served as plain names; a hanging upstream answers C083 by its deadline', async () => {
+  const { startBridge, LineClient } = await import('./helpers.ts');
+  const names = ['__proto__', 'constructor', 'toString'];
+  let hang = false;
+  const terminals: string[] = [];
+  const server = createServer((req, res) => {
+    const url = new URL(req.url ?? '/', 'http://x');
+    if (url.pathname === '/api/v1/hello') return res.end('CloudFoxy\nuptime 100 s\n\n');
+    if (url.pathname === '/api/v1/inventory') return res.end(names.map((n) => `${n} 3B021450\n`).join(''));
+    terminals.push(url.searchParams.get('terminal') ?? '');
+    if (!hang) res.end('9000\n');
+  });
+  const be = backendFor(await listen(server), captureLog().log, { requestTimeoutMs: 600 });
+  await be.start();
+  const bridge = await startBridge({ backends: [be] });
+  try {
+    const c = await LineClient.connect(bridge.port);
+    const list = await c.request('>*|\n>1:LIST\n\n');
+    const listed = /^>1:(.*)$/m.exec(list)?.[1]?.split('|').map((b) => Buffer.from(b, 'base64').toString()) ?? [];
+    assert.deepEqual(listed.sort(), names.map((n) => `Foxy USB ${n}`).sort(), list);
+    for (const [i, n] of names.entries()) assert.match(await c.request(`>${n}|\n>${i + 2}:APDU:00A40400\n\n`), new RegExp(`^>${i + 2}:9000$`, 'm'), n);
+    assert.deepEqual(terminals, names);
+    assert.match(await c.request('>hasOwnProperty|\n>9:APDU:00A40400\n\n'), /^>9:C083$/m);
+    hang = true;
+    assert.match(await c.request('>__proto__|\n>10:APDU:00A40400\n\n'), /^>10:C083$/m);
+  } finally {
+    await bridge.close();
+    await be.close();
+    await stop(server);
+  }
+});
