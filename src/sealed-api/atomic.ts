@@ -4,7 +4,7 @@
  * `writeFileAtomic` writes a temp file next to the target (same filesystem), fsyncs it, renames it over
  * the target and fsyncs the directory, so a crash at any instant leaves either the old or the new content.
  * A symlinked target is resolved and the link kept; mode and owner of an existing target are kept.
- * Temp files are named `.<base>.gh-tmp-<pid>-<random>`; `removeStrayTemps` deletes leftovers at start.
+ * Temp files are named `.<base>.gh-tmp-<pid>-<random>`; `removeStrayTemps` deletes those of dead writers at start.
  */
 import { open, rename, realpath, stat, unlink, readdir, chown, lstat, readlink } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
@@ -118,7 +118,25 @@ export async function writeNewFileDurably(
   await fsyncDir(dir);
 }
 
-/** Deletes our temp files (`.<x>.gh-tmp-…`) directly in `dir`. Returns how many were removed. */
+/**
+ * True when the temp file `name` (`….gh-tmp-<pid>-…`) may belong to a write in progress: its writer is
+ * alive. Another gateway process (or a `serve --workers` sibling) managing the same file writes such
+ * files; removing one at our start made its write fail. A temp file of a reused pid waits for a later start.
+ */
+function writerAlive(name: string): boolean {
+  const m = /\.gh-tmp-(\d+)-/.exec(name);
+  if (m === null) return false;
+  const pid = Number(m[1]);
+  if (!Number.isSafeInteger(pid) || pid <= 0) return false;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/** Deletes our temp files (`.<x>.gh-tmp-…`) of dead writers directly in `dir`. Returns how many were removed. */
 export async function removeTempsIn(dir: string): Promise<number> {
   let names: string[];
   try {
@@ -128,7 +146,7 @@ export async function removeTempsIn(dir: string): Promise<number> {
   }
   let removed = 0;
   for (const name of names) {
-    if (!name.startsWith('.') || !name.includes(TEMP_MARK)) continue;
+    if (!name.startsWith('.') || !name.includes(TEMP_MARK) || writerAlive(name)) continue;
     try {
       await unlink(join(dir, name));
       removed++;
@@ -149,7 +167,7 @@ export async function fsyncDir(dir: string): Promise<void> {
   }
 }
 
-/** Deletes temp files our writer left next to `path` (after a crash). Returns how many were removed. */
+/** Deletes temp files a dead writer left next to `path` (after a crash). Returns how many were removed. */
 export async function removeStrayTemps(path: string): Promise<number> {
   let target: string;
   try {
@@ -166,7 +184,7 @@ export async function removeStrayTemps(path: string): Promise<number> {
     return 0;
   }
   for (const name of names) {
-    if (!name.startsWith(prefix)) continue;
+    if (!name.startsWith(prefix) || writerAlive(name)) continue;
     try {
       await unlink(join(dirname(target), name));
       removed++;

@@ -201,3 +201,38 @@ test(
     }
   },
 );
+
+test(
+  'a starting gateway removes only the temp files of dead writers, not the in-flight temp file of a live one',
+  { timeout: 19000 },
+  async () => {
+    const dir = tempDir();
+    const etc = join(dir, 'etc');
+    mkdirSync(etc);
+    writeFileSync(join(etc, 'data.json'), '{}\n');
+    // A live process (this one) and a pid that is not running.
+    let dead = 4_000_000;
+    for (;;) {
+      try {
+        process.kill(dead, 0);
+        dead--;
+      } catch {
+        break;
+      }
+    }
+    const live = `.data.json.gh-tmp-${process.pid}-inflight01`;
+    const stale = `.data.json.gh-tmp-${dead}-deadbeef0101`;
+    writeFileSync(join(etc, live), 'half');
+    writeFileSync(join(etc, stale), 'half');
+    const s = await startSealed({ files: FILES }, { dir });
+    try {
+      assert.deepEqual(
+        readdirSync(etc).sort(),
+        [live, 'data.json'].sort(),
+        'only the dead writer’s temp file is removed',
+      );
+    } finally {
+      await s.close();
+    }
+  },
+);
