@@ -209,9 +209,9 @@ export class CardService {
     };
   }
 
-  /** Runs `fn` with the reader's card locked. */
-  async withCard<T>(reader: Reader, fn: (h: CardHandle) => Promise<T>): Promise<T> {
-    const h = await this.lock(reader);
+  /** Runs `fn` with the reader's card locked; `signal` aborts the wait for the lock (see lock). */
+  async withCard<T>(reader: Reader, fn: (h: CardHandle) => Promise<T>, signal?: AbortSignal): Promise<T> {
+    const h = await this.lock(reader, signal);
     try {
       return await fn(h);
     } finally {

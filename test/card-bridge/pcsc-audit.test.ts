@@ -42,6 +42,7 @@ const BEHAVIOURS: VpcdCardBehaviour[] = [
   },
   { stallPrefixes: [STALL_APDU.slice(0, 10)] },
 ];
+const API_TOKEN = 'pcsc-audit-token';
 const CARDS = simCards([{ name: 'audit 0' }, { name: 'audit 1' }]);
 
 let pcscd: RunningPcscd | undefined;
@@ -117,7 +118,11 @@ before(async () => {
   backend = new PcscBackend(cfg, testLogger(), loadPcsc, { ...PCSC_HOST_TIMINGS, monitorStallMs: 2500 });
   bridge = await startBridge({
     backends: [backend],
-    config: { timeouts: { commandMs: COMMAND_MS, lockWaitMs: 8000 }, limits: { maxQueuedPerCard: 2 } },
+    config: {
+      timeouts: { commandMs: COMMAND_MS, lockWaitMs: 8000 },
+      limits: { maxQueuedPerCard: 2 },
+      cloudfoxyApi: { enabled: true, host: '127.0.0.1', port: 0, token: API_TOKEN },
+    },
   });
   await until(() => present(r0) && present(r1), 'both vpcd cards to appear');
   assert.equal(await apdu(r0), ECHOED);
@@ -156,6 +161,32 @@ test('PC/SC audit: a client that leaves while it waits for a card gives its plac
   const stayers = [apdu(r0), apdu(r0)];
   assert.equal(await holder, SLOW_ANSWER);
   assert.deepEqual(await Promise.all(stayers), [ECHOED, ECHOED]);
+});
+
+test('PC/SC audit: on the CloudFoxy API too, a client that leaves while it waits for a card gives its place back', async (t) => {
+  if (skip !== undefined) return t.skip(skip);
+  const base = bridge!.url('cloudfoxy-api').replace(/\/$/, '');
+  const url = `${base}/basic?reset=0&terminal=${encodeURIComponent(r0)}&apdu=${ECHO}`;
+  // fetch loads and connects once first, so the waiters below queue while the slow APDU runs.
+  assert.equal((await fetch(`${base}/hello`, { headers: { 'X-Auth-Token': API_TOKEN } })).status, 200);
+  let holderDone = false;
+  const holder = apdu(r0, SLOW_APDU).finally(() => (holderDone = true));
+  await until(() => bridge!.server.cards.lockQueue(r0).held, 'the slow APDU to hold the card');
+  const leavers = [new AbortController(), new AbortController()];
+  const requests = leavers.map((ac) =>
+    fetch(url, { headers: { 'X-Auth-Token': API_TOKEN }, signal: ac.signal }).catch((err: unknown) => err),
+  );
+  await until(() => bridge!.server.cards.lockQueue(r0).queued === 2, 'two waiters');
+  for (const ac of leavers) ac.abort();
+  await Promise.all(requests);
+  await until(() => {
+    const q = bridge!.server.cards.lockQueue(r0);
+    return (q.held && q.queued === 0) || holderDone;
+  }, 'the leavers to give their places back');
+  assert.equal(holderDone, false, 'the leavers kept their places until the card was free');
+  const stayer = await fetch(url, { headers: { 'X-Auth-Token': API_TOKEN } });
+  assert.equal(await stayer.text(), 'DEADBEEF9000\n');
+  assert.equal(await holder, SLOW_ANSWER);
 });
 
 test('PC/SC audit: a reader host killed mid-APDU fails that request with a code; the next one gets a new host', async (t) => {

@@ -73,6 +73,11 @@ export function createCloudFoxyApi(cards: CardService, opts: CloudFoxyApiOptions
             .join(''),
         );
       case '/api/v1/basic': {
+        // A client that goes away while waiting for the card gives its place back and sends nothing.
+        const gone = new AbortController();
+        res.on('close', () => {
+          if (!res.writableFinished) gone.abort();
+        });
         try {
           const terminal = url.searchParams.get('terminal') ?? '';
           const reset = url.searchParams.get('reset') === '1';
@@ -81,12 +86,15 @@ export function createCloudFoxyApi(cards: CardService, opts: CloudFoxyApiOptions
           const reader = cards.resolve(terminal);
           if (reader.atr === undefined) return fail(res, new GatewayError('CARD_NO_CARD'));
           const out = await cards.withCard(reader, async (h) => {
+            if (gone.signal.aborted) throw new GatewayError('CARD_INTERNAL', 'the client went away');
             let atr: Buffer | undefined;
             if (reset || apdu === undefined) atr = await h.reset();
             return apdu === undefined ? atr! : await h.transmit(apdu);
-          });
+          }, gone.signal);
           return send(res, 200, `${toHex(out)}\n`);
         } catch (err) {
+          // Its client is gone: nothing to answer, nothing to log as a failure.
+          if (gone.signal.aborted) return;
           return fail(res, err);
         }
       }
