@@ -127,7 +127,8 @@ function writerAlive(name: string): boolean {
   const m = /\.gh-tmp-(\d+)-/.exec(name);
   if (m === null) return false;
   const pid = Number(m[1]);
-  if (!Number.isSafeInteger(pid) || pid <= 0) return false;
+  // Our own pid at start is a previous process's (pid 1 in a container restarted after a crash).
+  if (!Number.isSafeInteger(pid) || pid <= 0 || pid === process.pid) return false;
   try {
     process.kill(pid, 0);
     return true;

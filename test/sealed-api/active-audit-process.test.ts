@@ -210,7 +210,9 @@ test(
     const etc = join(dir, 'etc');
     mkdirSync(etc);
     writeFileSync(join(etc, 'data.json'), '{}\n');
-    // A live process (this one) and a pid that is not running.
+    // A live writer (a child that sleeps), our own pid (a previous process's, as pid 1 in a container
+    // restarted after a crash) and a pid that is not running.
+    const sleeper = spawn('sleep', ['30'], { stdio: 'ignore' });
     let dead = 4_000_000;
     for (;;) {
       try {
@@ -220,18 +222,19 @@ test(
         break;
       }
     }
-    const live = `.data.json.gh-tmp-${process.pid}-inflight01`;
-    const stale = `.data.json.gh-tmp-${dead}-deadbeef0101`;
+    const live = `.data.json.gh-tmp-${String(sleeper.pid)}-inflight01`;
     writeFileSync(join(etc, live), 'half');
-    writeFileSync(join(etc, stale), 'half');
+    writeFileSync(join(etc, `.data.json.gh-tmp-${dead}-deadbeef0101`), 'half');
+    writeFileSync(join(etc, `.data.json.gh-tmp-${process.pid}-previous01`), 'half');
     const s = await startSealed({ files: FILES }, { dir });
     try {
       assert.deepEqual(
         readdirSync(etc).sort(),
         [live, 'data.json'].sort(),
-        'only the dead writer’s temp file is removed',
+        'only the live writer’s temp file is kept',
       );
     } finally {
+      sleeper.kill('SIGKILL');
       await s.close();
     }
   },
