@@ -31,11 +31,16 @@ const HUGE_ANSWER = `${'AB'.repeat(65533)}9000`;
 /** Never answered by card 1 (nor anything after it). */
 const STALL_APDU = '80EE000002BBBB';
 
+/** Card 0 answers these one byte every 20 ms. */
+const DRIP_APDU = '80EE1300';
+const DRIPPED = '1122334455667788';
 const BEHAVIOURS: VpcdCardBehaviour[] = [
   {
     delayMs: SLOW_MS,
     delayPrefixes: [SLOW_APDU.slice(0, 10)],
+    dripPrefixes: [DRIP_APDU],
     rawAnswers: [
+      { prefix: DRIP_APDU, response: `${DRIPPED}9000` },
       { prefix: ONE_BYTE_APDU, response: '90' },
       { prefix: HUGE_APDU, response: HUGE_ANSWER },
     ],
@@ -138,6 +143,12 @@ test('PC/SC audit: a one-byte answer (no status word) gets C086, a 65,535-byte a
   if (skip !== undefined) return t.skip(skip);
   assert.equal(await apdu(r0, `${ONE_BYTE_APDU}01AA`), '>1:C086\n@@\n');
   assert.equal(await apdu(r0, `${HUGE_APDU}01AA`), `>1:${HUGE_ANSWER}\n@@\n`);
+  assert.equal(await apdu(r0), ECHOED);
+});
+
+test('PC/SC audit: an answer that drips in byte by byte comes through whole; the card stays in step', async (t) => {
+  if (skip !== undefined) return t.skip(skip);
+  assert.equal(await apdu(r0, `${DRIP_APDU}01AA`), `>1:${DRIPPED}9000\n@@\n`);
   assert.equal(await apdu(r0), ECHOED);
 });
 

@@ -33,6 +33,9 @@ export interface VpcdCardBehaviour {
    * byte), in place of the card's own answer: a card that breaks ISO 7816-4 (no status word, huge answers).
    */
   readonly rawAnswers?: readonly { readonly prefix: string; readonly response: string }[];
+  /** An APDU starting with one of these is answered one byte every `dripMs` (default 20), length included. */
+  readonly dripPrefixes?: readonly string[];
+  readonly dripMs?: number;
 }
 
 /** After a late answer, the gap before the answers queued behind it (so vpcd's reader takes them one by one). */
@@ -52,13 +55,28 @@ export function connectVpcdCard(
   return new Promise((resolve, reject) => {
     const socket = connect({ host, port });
     const decoder = new VpcdDecoder();
-    const queue: { frame: Buffer; delayMs: number }[] = [];
+    const queue: { frame: Buffer; delayMs: number; drip?: boolean }[] = [];
     let timer: NodeJS.Timeout | undefined;
     let stuck = false;
     // Writes queued answers in order; a late one waits its delay, the ones behind it a short gap.
     const pump = (): void => {
       while (timer === undefined && queue.length > 0) {
         const next = queue[0]!;
+        if (next.drip === true) {
+          const step = (i: number): void => {
+            if (socket.destroyed) return;
+            if (i >= next.frame.length) {
+              timer = undefined;
+              queue.shift();
+              pump();
+              return;
+            }
+            socket.write(next.frame.subarray(i, i + 1));
+            timer = setTimeout(() => step(i + 1), behaviour.dripMs ?? 20);
+          };
+          timer = setTimeout(() => step(0), 0);
+          return;
+        }
         if (next.delayMs > 0) {
           timer = setTimeout(() => {
             timer = undefined;
@@ -90,7 +108,8 @@ export function connectVpcdCard(
         const late = delayMs > 0 && delayPrefixes.some((p) => hex.startsWith(p));
         const rawAnswer = raw.find((r) => hex.startsWith(r.prefix));
         const answer = rawAnswer === undefined ? card.process(m.apdu) : Buffer.from(rawAnswer.response, 'hex');
-        queue.push({ frame: vpcdFrame(answer), delayMs: late ? delayMs : 0 });
+        const drip = (behaviour.dripPrefixes ?? []).some((p) => hex.startsWith(p));
+        queue.push({ frame: vpcdFrame(answer), delayMs: late ? delayMs : 0, drip });
       }
       pump();
     });
