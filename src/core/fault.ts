@@ -81,3 +81,14 @@ export class FaultBoundary {
 export function asError(err: unknown): Error {
   return err instanceof Error ? err : new Error(String(err));
 }
+
+/** undici reports `fetch failed` with the socket error as `cause`; the cause (its code and message) is what a log line should say. */
+export function describeFetchError(err: unknown): string {
+  if (!(err instanceof Error)) return String(err);
+  const cause: unknown = err.cause;
+  if (cause instanceof Error) {
+    const code = (cause as NodeJS.ErrnoException).code;
+    return code !== undefined ? `${code} (${cause.message})` : cause.message;
+  }
+  return err.message;
+}

@@ -13,6 +13,7 @@
  *   the bridge rebuild its caches.
  */
 import { GatewayError, isGatewayError, type ErrorCode } from '../../core/errors.ts';
+import { describeFetchError } from '../../core/fault.ts';
 import type { Logger } from '../../core/log.ts';
 import type { CardBackendConfig } from '../config.ts';
 import { statusWord, toHex } from '../protocol/apdu.ts';
@@ -274,17 +275,6 @@ export class CloudFoxyBackend implements CardBackend {
 function isRedirect(err: unknown): boolean {
   const cause = (err as { cause?: unknown }).cause;
   return cause instanceof Error && /redirect/i.test(cause.message);
-}
-
-/** undici reports `fetch failed` with the socket error as `cause`; the cause is the useful part. */
-function describeFetchError(err: unknown): string {
-  if (!(err instanceof Error)) return String(err);
-  const cause: unknown = err.cause;
-  if (cause instanceof Error) {
-    const code = (cause as NodeJS.ErrnoException).code;
-    return code !== undefined ? `${code} (${cause.message})` : cause.message;
-  }
-  return err.message;
 }
 
 function noSlot(): GatewayError {

@@ -6,6 +6,7 @@
  * writes the warning. Nothing here includes the request body or headers in a reason (they carry secrets).
  */
 import type { ErrorCode } from '../../core/errors.ts';
+import { describeFetchError } from '../../core/fault.ts';
 import type { Logger } from '../../core/log.ts';
 
 /** Least time between two RELAY_AUTHORIZER_BUSY warnings, ms (a flood of clients gives one line, not one each). */
@@ -162,15 +163,4 @@ async function readCapped(res: Response, max: number): Promise<Uint8Array | null
     at += c.byteLength;
   }
   return out;
-}
-
-/** undici reports `fetch failed` with the socket error as `cause`; the cause's code is the useful part. */
-function describeFetchError(err: unknown): string {
-  if (!(err instanceof Error)) return String(err);
-  const cause: unknown = err.cause;
-  if (cause instanceof Error) {
-    const code = (cause as NodeJS.ErrnoException).code;
-    return code !== undefined ? `${code} (${cause.message})` : cause.message;
-  }
-  return err.message;
 }
