@@ -31,8 +31,8 @@ function heapAfterGc(gc: () => void): number {
   return process.memoryUsage().heapUsed;
 }
 
-/** A bare server connection that reads and drops everything after its registration (nothing kept per client). */
-function bareServer(port: number, serverUuid: string): Promise<Socket> {
+/** A bare socket that sends one registration and resolves once its answer says `ok` (rejects otherwise). */
+function register(port: number, body: string, ok: string): Promise<Socket> {
   return new Promise((resolve, reject) => {
     const s = connect({ port, host: '127.0.0.1' });
     let got = '';
@@ -40,32 +40,25 @@ function bareServer(port: number, serverUuid: string): Promise<Socket> {
       got += d.toString('latin1');
       if (!got.includes('\n')) return;
       s.off('data', onData);
-      s.on('data', () => undefined);
-      if (got.includes('"slipEnabled":true')) resolve(s);
+      if (got.includes(ok)) resolve(s);
       else reject(new Error(got));
     };
     s.on('data', onData);
     s.once('error', reject);
-    s.write(request(1, 'TunnelProxy.RegisterServer', { serverName: 's', serverUuid }));
+    s.write(body);
   });
+}
+
+/** A bare server connection that reads and drops everything after its registration (nothing kept per client). */
+async function bareServer(port: number, serverUuid: string): Promise<Socket> {
+  const s = await register(port, request(1, 'TunnelProxy.RegisterServer', { serverName: 's', serverUuid }), '"slipEnabled":true');
+  s.on('data', () => undefined);
+  return s;
 }
 
 /** A bare client socket registered for `serverUuid`; resolves once it has its NoError answer. */
 function idleClient(port: number, serverUuid: string): Promise<Socket> {
-  return new Promise((resolve, reject) => {
-    const s = connect({ port, host: '127.0.0.1' });
-    let got = '';
-    const onData = (d: Buffer) => {
-      got += d.toString('latin1');
-      if (!got.includes('\n')) return;
-      s.off('data', onData);
-      if (got.includes('TunnelProxyErrorNoError')) resolve(s);
-      else reject(new Error(got));
-    };
-    s.on('data', onData);
-    s.once('error', reject);
-    s.write(request(1, 'TunnelProxy.RegisterClient', { clientName: 'c', clientUuid: crypto.randomUUID(), serverUuid }));
-  });
+  return register(port, request(1, 'TunnelProxy.RegisterClient', { clientName: 'c', clientUuid: crypto.randomUUID(), serverUuid }), 'TunnelProxyErrorNoError');
 }
 
 async function openClients(port: number, serverUuid: string, n: number): Promise<Socket[]> {
