@@ -158,7 +158,10 @@ function listening(port: number): boolean {
  * it cannot run here. One reader only: Debian's vpcd 3.3 keeps its slots in driver-global state, so a
  * second vpcd reader in the same pcscd takes over the first one's slots.
  */
-export async function startPcscd(): Promise<RunningPcscd | string> {
+export async function startPcscd(
+  /** The reader's FRIENDLYNAME as raw bytes (default VPCD_NAME); pcscd appends ` 00 00` / ` 00 01`. */
+  name: Buffer = Buffer.from(VPCD_NAME),
+): Promise<RunningPcscd | string> {
   if (!existsSync(PCSCD_BIN))
     return `pcscd is not installed (${PCSCD_BIN}); see .ci/packages-card-bridge.txt`;
   if (!existsSync(VPCD_DRIVER))
@@ -187,7 +190,11 @@ export async function startPcscd(): Promise<RunningPcscd | string> {
   const channel = `0x${port.toString(16).toUpperCase()}`;
   writeFileSync(
     join(conf, 'vpcd'),
-    `FRIENDLYNAME "${VPCD_NAME}"\nDEVICENAME /dev/null:${channel}\nLIBPATH ${VPCD_DRIVER}\nCHANNELID ${channel}\n`,
+    Buffer.concat([
+      Buffer.from('FRIENDLYNAME "'),
+      name,
+      Buffer.from(`"\nDEVICENAME /dev/null:${channel}\nLIBPATH ${VPCD_DRIVER}\nCHANNELID ${channel}\n`),
+    ]),
   );
   let output = '';
   const child: ChildProcess = spawn(PCSCD_BIN, ['-f', '-c', conf], { stdio: ['ignore', 'pipe', 'pipe'] });
@@ -212,7 +219,7 @@ export async function startPcscd(): Promise<RunningPcscd | string> {
   }
   return {
     port,
-    readers: [`${VPCD_NAME} 00 00`, `${VPCD_NAME} 00 01`],
+    readers: [`${name.toString('utf8')} 00 00`, `${name.toString('utf8')} 00 01`],
     stop: () =>
       new Promise<void>((resolve) => {
         if (exited) {
