@@ -160,6 +160,27 @@ test('a raw TCP upstream that answers garbage or closes at once: coded failure, 
   }
 });
 
+test('a failing upstream is logged once per kind of failure every 10 s, not once per request (a storm cannot flood the log)', async () => {
+  const up = await upstream(() => (_req, res) => {
+    res.writeHead(500);
+    res.end('oops\n');
+  });
+  const c = captureLog();
+  const be = backendFor(up.url, c.log);
+  try {
+    await be.start();
+    for (let i = 0; i < 30; i++) {
+      const err = await outcome(be.transmit(TERMINAL, Buffer.from('00A4040000', 'hex'), new AbortController().signal));
+      assert.ok(isGatewayError(err, 'CARD_UPSTREAM_FAILED'), String(err));
+    }
+    const warns = c.records().filter((r) => r.level === 'warn' && r.msg === 'upstream request failed');
+    assert.equal(warns.length, 1, c.text());
+  } finally {
+    await be.close();
+    await stop(up.server);
+  }
+});
+
 test('a failed upstream request is logged at warn with its code and reason, never the token or the APDU (a VERIFY carries the PIN)', async () => {
   let mode = '5xx';
   const up = await upstream(() => (_req, res) => {

@@ -219,6 +219,25 @@ test('http and lambda: a gzip bomb (50 MB in 50 KB) → ProxyError RELAY_AUTHORI
   }
 });
 
+for (const [kind, make] of Object.entries(kinds)) {
+  test(`${kind}: a failing authorizer is logged once per kind of failure every 10 s, not once per client (a storm of clients cannot flood the log)`, async () => {
+    handler = (_req, res) => {
+      res.writeHead(500);
+      res.end('down');
+    };
+    const c = captureLog();
+    const auth = await make(c.log);
+    for (let i = 0; i < 50; i++) assert.deepEqual(await auth.authenticate(request, new AbortController().signal), { error: 'AuthenticationErrorProxyError' });
+    handler = json('[]');
+    for (let i = 0; i < 50; i++) assert.deepEqual(await auth.authenticate(request, new AbortController().signal), { error: 'AuthenticationErrorProxyError' });
+    const warns = c.records().filter((r) => r.level === 'warn' && /authorizer failed/.test(String(r.msg)));
+    assert.equal(warns.length, 2, c.text());
+    assert.match(String(warns[0]!.reason), /500/);
+    assert.equal(warns[1]!.code, 'RELAY_AUTHENTICATOR_ERROR');
+    handler = json('{}');
+  });
+}
+
 test('config: maxInFlight defaults to 256 for http and lambda, at least 1', () => {
   const parse = (authenticator: Record<string, unknown>) => validateConfig(relayConfigSchema, { authenticator }).authenticator;
   const http = parse({ kind: 'http', url: 'http://127.0.0.1:1/a' });

@@ -14,7 +14,7 @@
  */
 import { GatewayError, isGatewayError, type ErrorCode } from '../../core/errors.ts';
 import { describeFetchError } from '../../core/fault.ts';
-import type { Logger } from '../../core/log.ts';
+import { RateLimitedWarnings, type Logger } from '../../core/log.ts';
 import type { CardBackendConfig } from '../config.ts';
 import { statusWord, toHex } from '../protocol/apdu.ts';
 import { ChangeListeners, type CardBackend, type ReaderState } from './types.ts';
@@ -41,6 +41,8 @@ export class CloudFoxyBackend implements CardBackend {
   #closed = false;
   readonly #changes = new ChangeListeners();
   readonly #log: Logger;
+  /** Request failures: one line per kind every 10 s (a failing upstream fails every request). */
+  readonly #failures: RateLimitedWarnings;
   readonly #base: string;
   /** Request slots not taken (at most `maxConcurrentRequests` requests, hence sockets, open at once). */
   #freeSlots: number;
@@ -57,6 +59,7 @@ export class CloudFoxyBackend implements CardBackend {
     log: Logger,
   ) {
     this.#log = log.child({ backend: 'cloudfoxy', upstream: cfg.url });
+    this.#failures = new RateLimitedWarnings(this.#log);
     this.#base = cfg.url.replace(/\/+$/, '');
     this.#freeSlots = cfg.maxConcurrentRequests;
   }
@@ -233,7 +236,7 @@ export class CloudFoxyBackend implements CardBackend {
     } catch (err) {
       // Never the APDU: a VERIFY carries the PIN.
       if (isGatewayError(err, 'CARD_UPSTREAM_FAILED') && !signal.aborted) {
-        this.#log.warn({ code: err.code, terminal, reason: err.message }, 'upstream request failed');
+        this.#failures.warn(failureKind(err.message), { code: err.code, terminal, reason: err.message }, 'upstream request failed');
       }
       throw err;
     }
@@ -261,7 +264,7 @@ export class CloudFoxyBackend implements CardBackend {
       const out = Buffer.from(first, 'hex');
       if (statusWord(out) >> 8 === 0xc0 && (apdu !== undefined || out.length === 2)) {
         if (attempt < this.cfg.hardwareRetries) {
-          this.#log.warn({ terminal, sw: first, attempt: attempt + 1 }, 'upstream hardware error; retrying');
+          this.#failures.warn('hardware', { terminal, sw: first, attempt: attempt + 1 }, 'upstream hardware error; retrying');
           continue;
         }
         throw new GatewayError('CARD_UPSTREAM_FAILED', `upstream hardware error ${first} after ${attempt + 1} attempts`);
@@ -276,6 +279,12 @@ function isRedirect(err: unknown): boolean {
   const cause = (err as { cause?: unknown }).cause;
   return cause instanceof Error && /redirect/i.test(cause.message);
 }
+
+/** The kind of an upstream failure, from our own message texts: a small fixed set of rate-limit keys. */
+function failureKind(message: string): string {
+  return FAILURE_KINDS.find((k) => message.includes(k)) ?? 'other';
+}
+const FAILURE_KINDS = ['request failed', 'answer over', 'not hex', 'hardware error', 'answered HTTP', 'deadline passed'];
 
 function noSlot(): GatewayError {
   return new GatewayError('CARD_UPSTREAM_FAILED', 'deadline passed waiting for a free upstream connection (maxConcurrentRequests)');

@@ -14,6 +14,7 @@ import type { Authenticator, AuthResult } from './types.ts';
 import type { AuthenticatorDeps } from './index.ts';
 import { InFlightLimit, postJson } from './post-json.ts';
 import { GatewayError } from '../../core/errors.ts';
+import { RateLimitedWarnings } from '../../core/log.ts';
 
 /** Longest user name taken from an authorizer's answer; longer names are cut (the monitor shows them). */
 export const AUTHORIZER_MAX_USER_CHARS = 256;
@@ -35,6 +36,9 @@ export function createHttpAuthenticator(
   }
   const target = url.href;
   const inFlight = new InFlightLimit(config.maxInFlight, log, 'HTTP authorizer busy; clients refused');
+  // One line per kind of failure every 10 s (with the count left out): a failing authorizer fails every
+  // client, and a flood of clients must not flood the log. Keyed by our own codes, never by its answers.
+  const failures = new RateLimitedWarnings(log);
   log.info({ origin: url.origin, maxInFlight: config.maxInFlight }, 'HTTP authorizer configured');
 
   return Promise.resolve({
@@ -60,7 +64,8 @@ export function createHttpAuthenticator(
       }
       if (outcome.kind === 'aborted') return { error: 'AuthenticationErrorAborted' };
       if (outcome.kind === 'failed') {
-        log.warn(
+        failures.warn(
+          outcome.code,
           { code: outcome.code, status: outcome.status, reason: outcome.reason, uuid: request.uuid },
           'HTTP authorizer failed',
         );
@@ -73,7 +78,8 @@ export function createHttpAuthenticator(
         Array.isArray(answer) ||
         typeof (answer as { isValid?: unknown }).isValid !== 'boolean'
       ) {
-        log.warn(
+        failures.warn(
+          'no-isValid',
           {
             code: 'RELAY_AUTHENTICATOR_ERROR',
             status: outcome.status,

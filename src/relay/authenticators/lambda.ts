@@ -17,6 +17,7 @@ import type { AuthenticatorConfig } from '../config.ts';
 import type { Authenticator, AuthResult } from './types.ts';
 import type { AuthenticatorDeps } from './index.ts';
 import { InFlightLimit, postJson } from './post-json.ts';
+import { RateLimitedWarnings } from '../../core/log.ts';
 import { awsUriEncode, signRequest, type SigV4Credentials } from './sigv4.ts';
 import { AUTHORIZER_MAX_USER_CHARS } from './http.ts';
 
@@ -66,8 +67,11 @@ export function createLambdaAuthenticator(
     'Lambda authorizer configured',
   );
 
-  const proxyError = (fields: Record<string, unknown>): AuthResult => {
-    log.warn(fields, 'Lambda authorizer failed');
+  // One line per kind of failure every 10 s (with the count left out): a failing authorizer fails every
+  // client, and a flood of clients must not flood the log. Keyed by our own codes and reasons.
+  const failures = new RateLimitedWarnings(log);
+  const proxyError = (key: string, fields: Record<string, unknown>): AuthResult => {
+    failures.warn(key, fields, 'Lambda authorizer failed');
     return { error: 'AuthenticationErrorProxyError' };
   };
 
@@ -98,7 +102,7 @@ export function createLambdaAuthenticator(
       }
       if (outcome.kind === 'aborted') return { error: 'AuthenticationErrorAborted' };
       if (outcome.kind === 'failed') {
-        return proxyError({
+        return proxyError(outcome.code, {
           code: outcome.code,
           status: outcome.status,
           reason: outcome.reason,
@@ -107,7 +111,7 @@ export function createLambdaAuthenticator(
       }
       const functionError = outcome.headers.get('x-amz-function-error');
       if (functionError !== null) {
-        return proxyError({
+        return proxyError('function-error', {
           code: 'RELAY_AUTHENTICATOR_ERROR',
           reason: `function error: ${functionError.slice(0, 64)}`,
         });
@@ -119,7 +123,7 @@ export function createLambdaAuthenticator(
         Array.isArray(answer) ||
         Object.keys(answer).length === 0
       ) {
-        return proxyError({
+        return proxyError('not-an-object', {
           code: 'RELAY_AUTHENTICATOR_ERROR',
           reason: 'answer is not a non-empty JSON object',
         });
