@@ -63,6 +63,11 @@ export interface Gateway extends Service {
    */
   reload(next: GatewayConfig): Promise<ReloadReport>;
   /**
+   * A SIGHUP whose config file could not be read or validated: logs `err` (its code and every problem,
+   * with the file and key) once at error and counts a failed reload. Nothing changes.
+   */
+  reloadRefused(err: unknown): void;
+  /**
    * Human-readable lines saying how to reach each enabled front end; the CLI lines start with `command`
    * (default: `cliCommand()`).
    */
@@ -219,15 +224,16 @@ export async function createGateway(config: GatewayConfig, deps: GatewayDeps): P
         log.error({ err, code: (err as { code?: unknown }).code, part }, 'reload failed; the previous state stays in force');
       }
     };
-    if (next.log.level !== logLevel) {
-      logLevel = next.log.level;
-      deps.setLogLevel?.(logLevel);
-      log.info({ level: logLevel }, 'log level changed');
-    }
     // A front end enabled or disabled in the file is a restart-needed key (`relay.enabled`), not a reload.
     if (relay !== undefined && next.relay.enabled) await attempt('relay', () => relay.reload(next.relay));
     if (cardBridge !== undefined && next.cardBridge.enabled) await attempt('cardBridge', () => cardBridge.reload(next.cardBridge));
     if (sealedApi !== undefined && next.sealedApi.enabled) await attempt('sealedApi', () => sealedApi.reload(next.sealedApi));
+    // Last, and only when every part took: a failed reload leaves the level in force too.
+    if (failed.length === 0 && next.log.level !== logLevel) {
+      logLevel = next.log.level;
+      deps.setLogLevel?.(logLevel);
+      log.info({ level: logLevel }, 'log level changed');
+    }
     // Compared with the config the process started with: that is what is in force for these keys.
     const restartNeeded = changedKeys(config, next).filter((k) => !isReloadable(k));
     for (const key of restartNeeded) {
@@ -247,6 +253,10 @@ export async function createGateway(config: GatewayConfig, deps: GatewayDeps): P
     sealedApi,
     ops,
     reload,
+    reloadRefused(err) {
+      log.error({ code: (err as { code?: unknown }).code, reason: err instanceof Error ? err.message : String(err) }, 'reload refused: the config file is not valid; nothing changed');
+      metrics?.reloaded(false);
+    },
     async start() {
       // Ops first: /healthz answers at once and /readyz says 503 while the front ends start.
       await ops?.start();

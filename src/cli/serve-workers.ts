@@ -39,6 +39,11 @@ export interface PrimaryOptions {
   readonly hostTable: boolean;
   /** `[cluster] acceptBy`: the primary hands connections round robin, or the workers accept themselves. */
   readonly acceptBy?: 'primary' | 'kernel';
+  /**
+   * `[shutdown] graceMs`: how long each worker may drain. A worker still there `graceMs` +
+   * STOP_MARGIN_MS after SIGTERM (hung, stopped, stuck in a loop) is killed. Default 10000.
+   */
+  readonly graceMs?: number;
   readonly log: Logger;
   /** The ops listener and the relay monitor socket, served here for every worker (ops/workers.ts). */
   readonly views?: Pick<PrimaryViewsOptions, 'ops' | 'relay' | 'baseDir'>;
@@ -53,6 +58,12 @@ export interface ReadyMessage {
 function isReady(m: unknown): m is ReadyMessage {
   return typeof m === 'object' && m !== null && (m as { gh?: unknown }).gh === 'ready' && Array.isArray((m as { lines?: unknown }).lines);
 }
+
+/**
+ * Beyond `graceMs`, what a draining worker may still take before it is killed: closing sockets flush for
+ * up to `timeouts.closeFlushMs` (5 s by default) and the log is flushed before exit (a 2 s backstop).
+ */
+const STOP_MARGIN_MS = 5000;
 
 export function runPrimary(opts: PrimaryOptions): void {
   const { log } = opts;
@@ -201,6 +212,14 @@ export function runPrimary(opts: PrimaryOptions): void {
     const workers = Object.values(cluster.workers ?? {});
     if (workers.length === 0) process.exit(0);
     for (const w of workers) if (w?.isConnected() === true) w.send({ gh: 'shutdown' });
+    // A worker that does not stop (hung, stopped, its channel gone) must not keep the machine up forever.
+    setTimeout(() => {
+      for (const w of Object.values(cluster.workers ?? {})) {
+        if (w === undefined) continue;
+        log.warn({ worker: w.id, pid: w.process.pid, graceMs: opts.graceMs ?? 10000 }, 'a worker did not stop within the grace period; killing it');
+        w.process.kill('SIGKILL');
+      }
+    }, (opts.graceMs ?? 10000) + STOP_MARGIN_MS).unref();
   };
   process.on('SIGINT', stop);
   process.on('SIGTERM', stop);

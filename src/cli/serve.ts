@@ -64,7 +64,7 @@ export function serveCommand(): Command {
       const viaPrimary = config.cluster.redisUrl === undefined;
       if (workers > 1 && cluster.isPrimary) {
         const { runPrimary } = await import('./serve-workers.ts');
-        runPrimary({ workers, maxWaitingPerToken: config.relay.limits.maxWaitingPerToken, hostTable: viaPrimary, acceptBy: config.cluster.acceptBy, log: log.child({ role: 'primary' }), views: { ops: config.ops, relay: config.relay, baseDir } });
+        runPrimary({ workers, maxWaitingPerToken: config.relay.limits.maxWaitingPerToken, hostTable: viaPrimary, acceptBy: config.cluster.acceptBy, graceMs: config.shutdown.graceMs, log: log.child({ role: 'primary' }), views: { ops: config.ops, relay: config.relay, baseDir } });
         return;
       }
       let rendezvous: GatewayDeps['rendezvous'];
@@ -117,7 +117,7 @@ export function serveCommand(): Command {
         try {
           next = await load();
         } catch (err) {
-          log.error({ code: (err as { code?: unknown }).code, reason: (err as Error).message }, 'reload refused: the config file is not valid; nothing changed');
+          g.reloadRefused(err);
           return;
         }
         await g.reload(next);

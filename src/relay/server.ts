@@ -545,12 +545,14 @@ export function createRelayServer(config: RelayConfig, deps: RelayDeps): RelaySe
     },
     kernelStats: () => tunnelCtx.splice?.stats(),
     async reload(next: RelayConfig) {
-      if (tlsServers.length > 0 && next.tls !== undefined) {
-        const opts = await loadTlsFiles(next.tls, deps.baseDir);
-        for (const s of tlsServers) s.setSecureContext(opts);
-        log.info({ certFile: next.tls.certFile, listeners: tlsServers.length }, 'TLS certificate reloaded');
-      }
+      // Every file is read and checked before anything is applied: a bad token file leaves the
+      // certificate in force too. (The token table is the last check and applies itself when it passes.)
+      const tls = tlsServers.length > 0 && next.tls !== undefined ? { files: next.tls, opts: await loadTlsFiles(next.tls, deps.baseDir) } : undefined;
       await authenticator?.reload?.();
+      if (tls !== undefined) {
+        for (const s of tlsServers) s.setSecureContext(tls.opts);
+        log.info({ certFile: tls.files.certFile, listeners: tlsServers.length }, 'TLS certificate reloaded');
+      }
     },
 
     async start() {

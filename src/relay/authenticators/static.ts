@@ -186,7 +186,11 @@ export async function readTokenFile(path: string): Promise<{ text: string; finge
 export interface StaticAuthenticator extends Authenticator {
   /** Number of entries in force. */
   readonly size: number;
-  /** Re-reads the file now (what the watchers call). Resolves true when a new table took effect. */
+  /**
+   * Re-reads the file now (SIGHUP). Resolves true when a new table took effect, false when the file is
+   * unchanged; rejects with the file's problem (RELAY_TOKEN_FILE_INVALID, RELAY_TOKEN_FILE_TOO_LARGE)
+   * when the file on disk cannot be used, the previous table staying in force.
+   */
   reload(): Promise<boolean>;
   /** Stops the watcher and the poll. */
   close(): Promise<void>;
@@ -215,6 +219,8 @@ export async function createStaticAuthenticator(
   let running: Promise<boolean> | undefined;
   let again = false;
   let debounce: NodeJS.Timeout | undefined;
+  /** Why the file on disk is not the table in force (kept while the file stays bad), else undefined. */
+  let problem: Error | undefined;
 
   async function reloadOnce(): Promise<boolean> {
     statKey = await statKeyOf(path);
@@ -228,6 +234,7 @@ export async function createStaticAuthenticator(
           'token file not reloaded; keeping the previous table',
         );
       fingerprint = 'unreadable';
+      problem = err as Error;
       return false;
     }
     if (read.fingerprint === fingerprint) return false;
@@ -240,14 +247,16 @@ export async function createStaticAuthenticator(
         { code: (err as GatewayError).code, reason: (err as Error).message },
         'token file not reloaded; keeping the previous table',
       );
+      problem = err as Error;
       return false;
     }
+    problem = undefined;
     log.info({ entries: entries.length }, 'token file reloaded');
     return true;
   }
 
-  /** Serializes reloads; a change during a reload triggers one more. */
-  function reload(): Promise<boolean> {
+  /** Serializes reloads (the watchers' and SIGHUP's); a change during a reload triggers one more. */
+  function refresh(): Promise<boolean> {
     if (closed) return Promise.resolve(false);
     if (running !== undefined) {
       again = true;
@@ -270,7 +279,7 @@ export async function createStaticAuthenticator(
     if (closed) return;
     clearTimeout(debounce);
     debounce = setTimeout(() => {
-      reload().catch((err: unknown) => log.error({ err }, 'token file reload failed; keeping the previous table'));
+      refresh().catch((err: unknown) => log.error({ err }, 'token file reload failed; keeping the previous table'));
     }, WATCH_DEBOUNCE_MS);
   };
 
@@ -308,7 +317,11 @@ export async function createStaticAuthenticator(
     get size() {
       return entries.length;
     },
-    reload,
+    async reload() {
+      const changed = await refresh();
+      if (problem !== undefined) throw problem;
+      return changed;
+    },
     authenticate(request): Promise<AuthResult> {
       const entry = lookupToken(index, request.token);
       if (entry === undefined) return Promise.resolve({ error: 'AuthenticationErrorAuthenticationFailed' });
