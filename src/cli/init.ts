@@ -1,13 +1,15 @@
 /**
  * `gatehouse init [DIR]`: writes a working, commented starting point for production: gatehouse.toml,
  * a token file with one fresh token (shown once), and, with --tls, a self-signed certificate made with
- * the openssl CLI. Never overwrites existing files: if one exists, nothing is written and it exits 73
- * (EX_CANTCREAT).
+ * the openssl CLI. Never overwrites existing files nor writes through a symlink by a target's name: if
+ * one exists, nothing is written and it exits 73 (EX_CANTCREAT). Secrets (the token file, the TLS key)
+ * are created 0600; the token is printed once on stdout, never logged.
  */
 import { Command } from 'commander';
 import { randomBytes } from 'node:crypto';
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync, writeFileSync, chmodSync } from 'node:fs';
+import { lstatSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { hashToken } from '../relay/authenticators/static.ts';
 import { cliCommand } from '../gateway.ts';
@@ -108,27 +110,46 @@ export function initDirectory(opts: InitOptions): { token: string; files: string
   const cert = join(opts.dir, 'cert.pem');
   const key = join(opts.dir, 'key.pem');
   const targets = [config, tokens, ...(opts.tls ? [cert, key] : [])];
-  const existing = targets.filter((f) => existsSync(f));
+  // lstat, not exists: a symlink (dangling or not) is there too, and nothing is written through it.
+  const existing = targets.filter((f) => {
+    try {
+      lstatSync(f);
+      return true;
+    } catch {
+      return false;
+    }
+  });
   if (existing.length > 0)
     throw new CliError(`refusing to overwrite ${existing.join(', ')} (remove them or choose another directory)`, EXIT.cantCreate);
   const token = randomBytes(24).toString('base64url');
+  // 'wx' (O_CREAT|O_EXCL): a file or link that appeared since the check is not overwritten or followed.
+  const create = (path: string, data: string | Buffer, mode: number) => writeFileSync(path, data, { mode, flag: 'wx' });
   // The certificate first: when openssl is missing, nothing else has been written and a second run works.
+  // openssl writes into a private scratch folder (it would follow a link at the target); we copy from it.
+  let pem: { cert: Buffer; key: Buffer } | undefined;
   if (opts.tls) {
+    const scratch = mkdtempSync(join(tmpdir(), 'gatehouse-init-'));
     try {
       execFileSync('openssl', [
         'req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-days', '825',
         '-subj', '/CN=gatehouse', '-addext', 'subjectAltName=DNS:localhost,IP:127.0.0.1',
-        '-keyout', key, '-out', cert,
+        '-keyout', join(scratch, 'key.pem'), '-out', join(scratch, 'cert.pem'),
       ], { stdio: 'ignore' });
-      chmodSync(key, 0o600);
+      pem = { cert: readFileSync(join(scratch, 'cert.pem')), key: readFileSync(join(scratch, 'key.pem')) };
     } catch (err) {
       if ((err as { code?: unknown }).code === 'ENOENT') throw new CliError('--tls needs the openssl command: install it, or run init without --tls', EXIT.unavailable);
       throw cannotCreate(err, `${cert} and ${key} with openssl`);
+    } finally {
+      rmSync(scratch, { recursive: true, force: true });
     }
   }
   try {
-    writeFileSync(tokens, `# Relay tokens: sha256:<hex> [user]. Add lines with: gatehouse tokens hash <token> --user NAME\n${hashToken(token, 'first-client')}\n`, { mode: 0o600 });
-    writeFileSync(config, renderInitConfig(opts), { mode: 0o640 });
+    if (pem !== undefined) {
+      create(key, pem.key, 0o600);
+      create(cert, pem.cert, 0o644);
+    }
+    create(tokens, `# Relay tokens: sha256:<hex> [user]. Add lines with: gatehouse tokens hash <token> --user NAME\n${hashToken(token, 'first-client')}\n`, 0o600);
+    create(config, renderInitConfig(opts), 0o640);
   } catch (err) {
     throw cannotCreate(err, `the files in ${opts.dir}`);
   }
