@@ -8,7 +8,8 @@
  * socket and, by default, hands accepted connections to the workers in turn (round robin); with
  * `[cluster] acceptBy = "kernel"` the workers accept from the shared socket themselves (cheaper per
  * connection, spread by whichever worker wakes first).
- * A worker that dies after start is replaced (at most one replacement per second) in the same slot
+ * A worker that dies after start is replaced (at most one replacement per second; a slot whose workers
+ * keep dying within 10 s of their fork waits 1 s, 2 s, 4 s, … up to 30 s) in the same slot
  * (`GATEHOUSE_WORKER_SLOT`, 0-based: its forward port is port + slot); one that fails to start stops the
  * whole gateway (exit code of that worker).
  *
@@ -64,6 +65,10 @@ function isReady(m: unknown): m is ReadyMessage {
  * up to `timeouts.closeFlushMs` (5 s by default) and the log is flushed before exit (a 2 s backstop).
  */
 const STOP_MARGIN_MS = 5000;
+/** A worker that exits sooner than this after its fork counts as crashing again (its slot backs off). */
+const STABLE_AFTER_MS = 10_000;
+/** The back-off of a slot whose workers keep crashing: 1 s, doubled per crash, at most this. */
+const MAX_BACKOFF_MS = 30_000;
 
 export function runPrimary(opts: PrimaryOptions): void {
   const { log } = opts;
@@ -87,11 +92,15 @@ export function runPrimary(opts: PrimaryOptions): void {
   };
   process.once('exit', removeDir);
   const slots = new Map<number, number>();
+  /** Per slot: when its current worker was forked, and how many of its workers in a row crashed early. */
+  const forkedAt = new Map<number, number>();
+  const crashes = new Map<number, number>();
   // Before the first fork: node:cluster reads it once.
   cluster.schedulingPolicy = opts.acceptBy === 'kernel' ? cluster.SCHED_NONE : cluster.SCHED_RR;
   const fork = (slot: number): Worker => {
     const w = cluster.fork({ GATEHOUSE_WORKER: '1', GATEHOUSE_WORKER_SLOT: String(slot), ...(forwardDir === undefined ? {} : { GATEHOUSE_FORWARD_DIR: forwardDir, GATEHOUSE_FORWARD_KEY: forwardKey }) });
     slots.set(w.id, slot);
+    forkedAt.set(slot, Date.now());
     return w;
   };
 
@@ -192,9 +201,17 @@ export function runPrimary(opts: PrimaryOptions): void {
       if (Object.keys(cluster.workers ?? {}).length === 0) process.exit(code ?? 1);
       return;
     }
-    log.error({ worker: worker.id, code, signal }, 'a worker exited; starting a replacement');
-    const wait = Math.max(0, lastReplacement + 1000 - Date.now());
-    lastReplacement = Date.now() + wait;
+    // A worker that keeps dying soon after its start (a file it reads is now bad, a crash at start) is
+    // replaced ever more slowly, not in a loop; one that ran a while is replaced at once.
+    const early = Date.now() - (forkedAt.get(slot) ?? 0) < STABLE_AFTER_MS;
+    const n = early ? (crashes.get(slot) ?? 0) + 1 : 0;
+    crashes.set(slot, n);
+    const backoffMs = n === 0 ? 0 : Math.min(MAX_BACKOFF_MS, 1000 * 2 ** (n - 1));
+    // One replacement per second across slots; a slot's own back-off does not hold up the others.
+    const turn = Math.max(0, lastReplacement + 1000 - Date.now());
+    lastReplacement = Date.now() + turn;
+    const wait = Math.max(backoffMs, turn);
+    log.error({ worker: worker.id, code, signal, slot, delayMs: wait, crashesInARow: n }, 'a worker exited; starting a replacement');
     setTimeout(() => {
       if (!stopping) fork(slot);
     }, wait);

@@ -177,3 +177,44 @@ test('serve --workers 2: a worker that hangs at shutdown is killed after the gra
     server.child.kill('SIGKILL');
   }
 });
+
+test('serve --workers 2: a slot whose replacements keep crashing backs off (1 s, 2 s, 4 s); the other worker serves on', { timeout: 28000 }, async () => {
+  const dir = tempDir();
+  const cfg = join(dir, 'gatehouse.toml');
+  const good = '[shutdown]\ngraceMs = 300\n[relay]\nlisteners = [{ kind = "tcp", host = "127.0.0.1", port = 0 }]\n[relay.monitor]\nenabled = false\n';
+  writeFileSync(cfg, good);
+  const server = gatehouse(['serve', '--config', cfg, '--workers', '2', '--log-format', 'json'], { cwd: dir });
+  try {
+    const banner = await server.waitForStdout(/2 worker processes[\s\S]*Press Ctrl-C/, 20000);
+    const url = /(tcp:\/\/127\.0\.0\.1:\d+)/.exec(banner)![1]!;
+    const primary = server.child.pid!;
+    const workerPids = [...new Set(server.stderr().split('\n').map((l) => Number(/"pid":(\d+)/.exec(l)?.[1] ?? NaN)).filter((p) => !Number.isNaN(p) && p !== primary))];
+    assert.equal(workerPids.length, 2);
+    // Every replacement now fails at its start (exit 78): the slot keeps crashing.
+    writeFileSync(cfg, `${good}bogus = 1\n`);
+    process.kill(workerPids[0]!, 'SIGKILL');
+    const exits = () =>
+      server
+        .stderr()
+        .split('\n')
+        .filter((l) => l.includes('a worker exited; starting a replacement'))
+        .map((l) => JSON.parse(l) as { delayMs: number });
+    await until(() => exits().length >= 3, 20000, 'three exits in the crashing slot');
+    const seen = exits().slice(0, 3);
+    assert.deepEqual(seen.map((e) => e.delayMs), [1000, 2000, 4000], 'the back-off doubles');
+    // The other worker was never touched: pairs keep forming on the shared port.
+    const a = await rawClient(url);
+    a.send(authenticate('still-serving'));
+    await a.waitFor(NO_ERROR);
+    const b = await rawClient(url);
+    b.send(authenticate('still-serving', { id: 5 }));
+    await b.waitFor(TUNNEL_ESTABLISHED);
+    a.destroy();
+    b.destroy();
+    process.kill(workerPids[1]!, 0);
+    server.child.kill('SIGTERM');
+    assert.deepEqual(await server.exited(10000), { code: 0, signal: null });
+  } finally {
+    server.child.kill('SIGKILL');
+  }
+});
