@@ -25,7 +25,10 @@ export type TransportKind = 'tcp' | 'tls' | 'unix' | 'ws' | 'wss';
 export interface LinkHandlers {
   /** Bytes from the peer; `binary` is true only for WebSocket binary frames. */
   data: (chunk: Buffer, binary: boolean) => void;
-  /** The peer ended its sending side (stream FIN, WebSocket close frame). */
+  /**
+   * The peer ended its sending side (stream FIN; WebSocket: once data frames are streamed, its close frame
+   * or a protocol violation, before `close`).
+   */
   end: () => void;
   /** The link is fully gone (after finish/destroy or a peer reset). Fires once. */
   close: () => void;
@@ -643,14 +646,28 @@ export class WsLink extends OwnedLink implements Link {
       data: (piece, binary) => this.#deliver(piece, binary),
       control: (frame) => {
         rx.write(frame);
+        if ((frame[0]! & 0x0f) === 0x08) this.#peerEnded();
       },
       // `ws` refuses a frame of the same kind with the same code and runs its own failure path (close
       // frame, then the socket ends), as if it had read the violation itself.
       fail: (code) => {
         rx.write(code === 1009 ? REFUSED_1009 : REFUSED_1002);
+        this.#peerEnded();
       },
     };
   }
+
+  /**
+   * The peer's close frame (or a violation) ends its sending: the owner hears `end` at once, after every
+   * data byte before it. `ws` only reports `close` once the peer has also closed its TCP side, up to 30 s
+   * later (its close timeout), and a peer that never does would hold its tunnel partner open that long.
+   */
+  #peerEnded(): void {
+    if (this.#endSent || this.#closed) return;
+    this.#endSent = true;
+    dispatch(this.h, () => this.h.end());
+  }
+  #endSent = false;
 
   #deliver(piece: Buffer, binary: boolean): void {
     if (piece.length === 0) return;
