@@ -242,7 +242,9 @@ export function runPrimary(opts: PrimaryOptions): void {
   process.on('SIGTERM', stop);
   process.on('SIGHUP', () => {
     if (stopping) return;
-    for (const w of Object.values(cluster.workers ?? {})) if (w?.process.pid !== undefined) w.process.kill('SIGHUP');
+    // Only to workers that listen: one still starting reads the file anyway, and may not handle SIGHUP yet
+    // (node's default for it ends the process, and a worker that fails its start stops the gateway).
+    for (const w of Object.values(cluster.workers ?? {})) if (w !== undefined && ready.has(w.id) && w.process.pid !== undefined) w.process.kill('SIGHUP');
   });
 
   const forkAll = () => {

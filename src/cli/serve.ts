@@ -48,6 +48,13 @@ export function serveCommand(): Command {
     .addOption(new Option('--log-format <format>', 'log lines: auto (readable on a terminal, JSON otherwise), json or pretty').choices(['auto', 'json', 'pretty']))
     .option('-w, --workers <n>', 'processes accepting on the same ports (a number, or auto = one per core; overrides [cluster] workers)')
     .action(async (opts: ServeOpts) => {
+      // A SIGHUP with no handler ends the process (129): from here on one never does. One that comes
+      // before the reload handler below is remembered and reloads once the gateway runs.
+      let earlyHup = false;
+      const onEarlyHup = (): void => {
+        earlyHup = true;
+      };
+      process.on('SIGHUP', onEarlyHup);
       const override = levelOverride(opts);
       const load = (): Promise<GatewayConfig> => (opts.config === undefined ? Promise.resolve(defaultConfig()) : loadGatewayConfig(opts.config));
       const config = await load();
@@ -64,6 +71,8 @@ export function serveCommand(): Command {
       const viaPrimary = config.cluster.redisUrl === undefined;
       if (workers > 1 && cluster.isPrimary) {
         const { runPrimary } = await import('./serve-workers.ts');
+        // The workers read the file as they start: a SIGHUP before that has nothing to add.
+        process.off('SIGHUP', onEarlyHup);
         runPrimary({ workers, maxWaitingPerToken: config.relay.limits.maxWaitingPerToken, hostTable: viaPrimary, acceptBy: config.cluster.acceptBy, graceMs: config.shutdown.graceMs, log: log.child({ role: 'primary' }), views: { ops: config.ops, relay: config.relay, baseDir } });
         return;
       }
@@ -140,6 +149,8 @@ export function serveCommand(): Command {
           });
       };
       process.on('SIGHUP', reload);
+      process.off('SIGHUP', onEarlyHup);
+      if (earlyHup) again = true;
 
       // A worker told to drain while it still starts (SIGTERM during a replacement's start) must not lose
       // the word: it is kept, and acted on as soon as the gateway is up.

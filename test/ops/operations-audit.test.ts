@@ -7,7 +7,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { connect as tlsConnect } from 'node:tls';
-import { copyFileSync, unlinkSync, writeFileSync } from 'node:fs';
+import { copyFileSync, readFileSync, unlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { validateConfig } from '../../src/core/config/load.ts';
 import { gatewayConfigSchema } from '../../src/config.ts';
@@ -215,6 +215,49 @@ test('serve --workers 2: a slot whose replacements keep crashing backs off (1 s,
     server.child.kill('SIGTERM');
     assert.deepEqual(await server.exited(10000), { code: 0, signal: null });
   } finally {
+    server.child.kill('SIGKILL');
+  }
+});
+
+test('serve --workers 2: SIGHUPs while the workers start (systemctl reload right after start) do not kill them; rapid SIGHUPs coalesce', { timeout: 28000 }, async () => {
+  const dir = tempDir();
+  const cfg = join(dir, 'gatehouse.toml');
+  writeFileSync(cfg, '[shutdown]\ngraceMs = 300\n[relay]\nlisteners = [{ kind = "tcp", host = "127.0.0.1", port = 0 }]\n[relay.monitor]\nenabled = false\n');
+  const server = gatehouse(['serve', '--config', cfg, '--workers', '2', '--log-format', 'json'], { cwd: dir });
+  // The primary handles SIGHUP before it forks: once it has a child, every SIGHUP lands on a handler of
+  // its, while the workers are still starting.
+  const children = () => {
+    try {
+      return readFileSync(`/proc/${server.child.pid!}/task/${server.child.pid!}/children`, 'utf8').trim();
+    } catch {
+      return '';
+    }
+  };
+  await until(() => children() !== '', 20000, 'the primary forking its workers');
+  const hups = setInterval(() => server.child.kill('SIGHUP'), 30);
+  try {
+    const banner = await server.waitForStdout(/2 worker processes[\s\S]*Press Ctrl-C/, 20000);
+    clearInterval(hups);
+    const url = /(tcp:\/\/127\.0\.0\.1:\d+)/.exec(banner)![1]!;
+    assert.doesNotMatch(server.stderr(), /a worker exited|failed to start/);
+    // A burst of SIGHUPs: each worker runs at most the one in progress and one more.
+    const before = server.stderr().split('\n').filter((l) => l.includes('"configuration reloaded"')).length;
+    for (let i = 0; i < 20; i++) server.child.kill('SIGHUP');
+    await new Promise((r) => setTimeout(r, 1500));
+    const reloads = server.stderr().split('\n').filter((l) => l.includes('"configuration reloaded"')).length - before;
+    assert.ok(reloads >= 2 && reloads <= 4, `2 workers × (1 + 1 queued) reloads at most, got ${reloads}`);
+    const a = await rawClient(url);
+    a.send(authenticate('after-hups'));
+    await a.waitFor(NO_ERROR);
+    const b = await rawClient(url);
+    b.send(authenticate('after-hups', { id: 5 }));
+    await b.waitFor(TUNNEL_ESTABLISHED);
+    a.destroy();
+    b.destroy();
+    server.child.kill('SIGTERM');
+    assert.deepEqual(await server.exited(10000), { code: 0, signal: null });
+  } finally {
+    clearInterval(hups);
     server.child.kill('SIGKILL');
   }
 });
