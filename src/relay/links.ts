@@ -430,6 +430,7 @@ export class WsLink extends OwnedLink implements Link {
     ws.on('close', () => {
       this.#closed = true;
       if (this.#flushTimer !== undefined) clearTimeout(this.#flushTimer);
+      if (this.#carryTimer !== undefined) clearTimeout(this.#carryTimer);
       // A WebSocket has no half-close: the peer's close frame ends the whole link.
       dispatch(this.h, () => this.h.close());
     });
@@ -489,6 +490,7 @@ export class WsLink extends OwnedLink implements Link {
         if (cut < out.length) {
           this.#carry = Buffer.from(out.subarray(cut));
           out = out.subarray(0, cut);
+          this.#armCarryFlush();
         }
       } else {
         binary = true;
@@ -499,6 +501,26 @@ export class WsLink extends OwnedLink implements Link {
     if (!below) this.#waitingDrain = true;
     return below;
   }
+
+  /**
+   * A held-back UTF-8 sequence whose end does not follow within UTF8_CARRY_WAIT_MS goes on alone, as a
+   * binary frame (it is not UTF-8): a sender waiting for an answer to bytes ending in such a sequence
+   * (any binary protocol) would otherwise wait forever for its last bytes to be delivered.
+   */
+  #armCarryFlush(): void {
+    if (this.#carryTimer !== undefined) {
+      this.#carryTimer.refresh();
+      return;
+    }
+    this.#carryTimer = setTimeout(() => {
+      const carry = this.#carry;
+      if (carry === undefined || this.#finishing || this.ws.readyState !== this.ws.OPEN) return;
+      this.#carry = undefined;
+      this.ws.send(carry, { binary: true }, this.#afterSend);
+    }, UTF8_CARRY_WAIT_MS);
+    this.#carryTimer.unref();
+  }
+  #carryTimer: NodeJS.Timeout | undefined;
 
   readonly #afterSend = (): void => {
     if (this.#waitingDrain && this.ws.bufferedAmount < this.highWaterBytes / 2) {
@@ -731,6 +753,14 @@ interface WsReceiverInternals {
   _mask: Buffer | undefined;
   write(chunk: Buffer): boolean;
 }
+
+/**
+ * How long the start of a UTF-8 sequence cut at a chunk's end waits for its end before it is sent alone
+ * (WsLink.sendData). A text sender's next bytes follow within a read or two, or a TCP retransmission
+ * (at least 200 ms on Linux) when a segment was lost: a stock client would not read a binary frame in
+ * the middle of its text. Only bytes that are not UTF-8 at all wait this long.
+ */
+const UTF8_CARRY_WAIT_MS = 500;
 
 /** A masked binary frame announcing a payload of 2^64 - 1 bytes: `ws` refuses it with 1009. */
 const REFUSED_1009 = Buffer.from([0x82, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0]);

@@ -462,3 +462,22 @@ test('kernel relay hand-off mid-stream with bytes in flight both ways (tcp ↔ u
     await r.close();
   }
 });
+
+test('toward a text-only WebSocket peer, a chunk ending in an unfinished UTF-8 sequence that is never finished still arrives whole (a request waiting for its answer is not held back)', async () => {
+  for (const tail of [[0xe2], [0xe2, 0x82], [0xf0, 0x9f, 0x98]]) {
+    const { a, b, bOffset } = await pair(relay.url('tcp'), relay.url('ws'));
+    const req = Buffer.from([0x41, 0x42, ...tail]);
+    a.send(req);
+    const got = await b.waitForBytes(bOffset + req.length, 3000);
+    assert.ok(got.subarray(bOffset).equals(req), `tail ${tail.join(',')}`);
+    // The answer comes back, and the stream goes on exactly.
+    b.send('ok');
+    await a.waitFor('ok');
+    const more = Buffer.from('€ and more ✓');
+    a.send(more);
+    const got2 = await b.waitForBytes(bOffset + req.length + more.length);
+    assert.ok(got2.subarray(bOffset).equals(Buffer.concat([req, more])));
+    a.destroy();
+    await b.closed();
+  }
+});
