@@ -63,12 +63,20 @@ test('SIGHUP with a refused file (invalid TOML, token file gone): old config kep
     assert.ok(second.includes('ops.bogusKey') && second.includes('ops.scrapeTimeoutMs'), second);
     assert.equal(await reloadCount(opsUrl, 'failed'), 2);
 
+    // The config file itself gone (moved away mid-edit): refused with CORE_CONFIG_UNREADABLE and the path.
+    unlinkSync(cfg);
+    server.child.kill('SIGHUP');
+    await until(() => count('reload refused') === 3, 5000, 'the refused reload of a missing file');
+    const third = server.stderr().split('\n').filter((l) => l.includes('reload refused'))[2]!;
+    assert.ok(third.includes('CORE_CONFIG_UNREADABLE') && third.includes('gatehouse.toml'), third);
+    assert.equal(await reloadCount(opsUrl, 'failed'), 3);
+
     // The token file vanishes: the SIGHUP reload fails (the file named), the old table stays in force.
     writeFileSync(cfg, good);
     unlinkSync(tokens);
     server.child.kill('SIGHUP');
     await until(() => count('configuration reloaded') === 1, 5000, 'the reload after the token file went');
-    assert.equal(await reloadCount(opsUrl, 'failed'), 3, 'a token file that cannot be read fails the reload');
+    assert.equal(await reloadCount(opsUrl, 'failed'), 4, 'a token file that cannot be read fails the reload');
     assert.equal(await reloadCount(opsUrl, 'ok'), 0);
     const failedLine = server.stderr().split('\n').find((l) => l.includes('reload failed; the previous state stays in force'));
     assert.ok(failedLine !== undefined && failedLine.includes('RELAY_TOKEN_FILE_INVALID') && failedLine.includes('tokens'), `one error line naming the token file:\n${server.stderr().slice(-3000)}`);
@@ -116,7 +124,7 @@ test('a reload that fails part-way applies nothing: a renewed certificate with a
   writeFileSync(join(dir, 'tokens'), `${hashToken('t1', 'a')}\n`);
   const raw = (level: string) => ({
     log: { level },
-    relay: { listeners: [{ kind: 'tls', port: 0 }], tls: { certFile: 'cert.pem', keyFile: 'key.pem' }, authenticator: { kind: 'static', file: 'tokens' }, monitor: { enabled: false } },
+    relay: { listeners: [{ kind: 'tls', port: 0 }], tls: { certFile: 'cert.pem', keyFile: 'key.pem' }, authenticator: { kind: 'static', file: 'tokens' }, monitor: { enabled: false }, timeouts: { closeFlushMs: 700 } },
   });
   const cap = captureLog();
   const levels: string[] = [];
@@ -133,8 +141,18 @@ test('a reload that fails part-way applies nothing: a renewed certificate with a
     assert.equal(await peerFingerprint(port), before, 'the renewed certificate is not applied when the token file is refused');
     assert.deepEqual(levels, [], 'the log level is not applied by a failed reload');
 
-    // Fixed: all of it applies.
+    // A certificate with a key that is not its own: refused (CORE_TLS_MATERIAL), nothing applied.
     writeFileSync(join(dir, 'tokens'), `${hashToken('t2', 'b')}\n`);
+    const other = selfSignedCert(tempDir());
+    copyFileSync(other.keyFile, old.keyFile);
+    const mismatched = await gw.reload(validateConfig(gatewayConfigSchema, raw('debug')));
+    assert.deepEqual(mismatched.failed, ['relay']);
+    assert.equal(await peerFingerprint(port), before);
+    assert.ok(cap.records().some((r) => r.msg === 'reload failed; the previous state stays in force' && r.code === 'CORE_TLS_MATERIAL' && String((r.err as { message?: unknown } | undefined)?.message).includes('key.pem')));
+    assert.deepEqual(levels, []);
+
+    // Fixed: all of it applies.
+    copyFileSync(renewed.keyFile, old.keyFile);
     const ok = await gw.reload(validateConfig(gatewayConfigSchema, raw('debug')));
     assert.deepEqual(ok.failed, []);
     assert.notEqual(await peerFingerprint(port), before);
@@ -147,11 +165,13 @@ test('a reload that fails part-way applies nothing: a renewed certificate with a
 test('serve --workers 2: a worker that hangs at shutdown is killed after the grace period; the primary exits 0', { timeout: 25000 }, async () => {
   const dir = tempDir();
   const cfg = join(dir, 'gatehouse.toml');
-  writeFileSync(cfg, '[shutdown]\ngraceMs = 500\n[relay]\nlisteners = [{ kind = "tcp", host = "127.0.0.1", port = 0 }]\n[relay.monitor]\nenabled = false\n');
+  writeFileSync(cfg, '[shutdown]\ngraceMs = 500\n[relay]\nlisteners = [{ kind = "tcp", host = "127.0.0.1", port = 0 }]\n[relay.monitor]\nenabled = false\n[ops]\nport = 0\n');
   const server = gatehouse(['serve', '--config', cfg, '--workers', '2', '--log-format', 'json'], { cwd: dir });
   let stoppedPid: number | undefined;
   try {
-    await server.waitForStdout(/2 worker processes[\s\S]*Press Ctrl-C/, 20000);
+    const banner = await server.waitForStdout(/2 worker processes[\s\S]*Press Ctrl-C/, 20000);
+    const opsUrl = /Ops: (http:\/\/127\.0\.0\.1:\d+)\/metrics/.exec(banner)![1]!;
+    assert.equal((await fetch(`${opsUrl}/readyz`)).status, 200);
     const primary = server.child.pid!;
     const pids = new Set<number>();
     for (const line of server.stderr().split('\n')) {
@@ -163,6 +183,10 @@ test('serve --workers 2: a worker that hangs at shutdown is killed after the gra
     // A stopped process reads no message and runs no timer: it hangs until killed.
     process.kill(stoppedPid, 'SIGSTOP');
     server.child.kill('SIGTERM');
+    // While the other worker drains and this one hangs, the load balancer is told to stay away.
+    await until(() => server.stderr().includes('shutting down: every worker drains'), 5000, 'the drain');
+    const readyz = await fetch(`${opsUrl}/readyz`);
+    assert.deepEqual([readyz.status, await readyz.text()], [503, 'draining\n']);
     assert.deepEqual(await server.exited(10000), { code: 0, signal: null }, `exited:\n${server.stderr().slice(-2000)}`);
     assert.throws(() => process.kill(stoppedPid!, 0), /ESRCH/, 'the hung worker is gone');
     assert.match(server.stderr(), /"worker":\d+.*did not stop within the grace period/);
