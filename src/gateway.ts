@@ -224,10 +224,15 @@ export async function createGateway(config: GatewayConfig, deps: GatewayDeps): P
         log.error({ err, code: (err as { code?: unknown }).code, part }, 'reload failed; the previous state stays in force');
       }
     };
-    // A front end enabled or disabled in the file is a restart-needed key (`relay.enabled`), not a reload.
-    if (relay !== undefined && next.relay.enabled) await attempt('relay', () => relay.reload(next.relay));
-    if (cardBridge !== undefined && next.cardBridge.enabled) await attempt('cardBridge', () => cardBridge.reload(next.cardBridge));
-    if (sealedApi !== undefined && next.sealedApi.enabled) await attempt('sealedApi', () => sealedApi.reload(next.sealedApi));
+    // All or nothing: the relay and the card bridge check every file first (each failure is reported), the
+    // sealed API (whose keys and registry apply as they load) runs only when they can apply, and they
+    // apply only when it did. A front end enabled or disabled in the file is a restart-needed key.
+    const apply: (() => void)[] = [];
+    const prepare = (part: string, fn: () => Promise<() => void>) => attempt(part, async () => void apply.push(await fn()));
+    if (relay !== undefined && next.relay.enabled) await prepare('relay', () => relay.prepareReload(next.relay));
+    if (cardBridge !== undefined && next.cardBridge.enabled) await prepare('cardBridge', () => cardBridge.prepareReload(next.cardBridge));
+    if (failed.length === 0 && sealedApi !== undefined && next.sealedApi.enabled) await attempt('sealedApi', () => sealedApi.reload(next.sealedApi));
+    if (failed.length === 0) for (const fn of apply) fn();
     // Last, and only when every part took: a failed reload leaves the level in force too.
     if (failed.length === 0 && next.log.level !== logLevel) {
       logLevel = next.log.level;

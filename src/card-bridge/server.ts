@@ -51,6 +51,8 @@ export interface CardBridgeServer extends Service {
    * use it; open connections keep theirs). @throws GatewayError CORE_TLS_MATERIAL (the old one stays).
    */
   reload(next: CardBridgeConfig): Promise<void>;
+  /** `reload` in two steps: checks the files, resolves with the function that applies them (cannot fail). */
+  prepareReload(next: CardBridgeConfig): Promise<() => void>;
 }
 
 export function createCardBridgeServer(config: CardBridgeConfig, deps: CardBridgeDeps): CardBridgeServer {
@@ -180,6 +182,16 @@ export function createCardBridgeServer(config: CardBridgeConfig, deps: CardBridg
     log.info('card bridge stopped');
   }
 
+  async function prepareReload(next: CardBridgeConfig): Promise<() => void> {
+    const tls = next.tls;
+    if (tlsServers.length === 0 || tls === undefined) return () => undefined;
+    const opts = await loadTlsFiles(tls, deps.baseDir);
+    return () => {
+      for (const s of tlsServers) s.setSecureContext(opts);
+      log.info({ certFile: tls.certFile }, 'TLS certificate reloaded');
+    };
+  }
+
   return {
     name: 'card-bridge',
     cards,
@@ -190,11 +202,9 @@ export function createCardBridgeServer(config: CardBridgeConfig, deps: CardBridg
     },
     start,
     async reload(next: CardBridgeConfig) {
-      if (tlsServers.length === 0 || next.tls === undefined) return;
-      const opts = await loadTlsFiles(next.tls, deps.baseDir);
-      for (const s of tlsServers) s.setSecureContext(opts);
-      log.info({ certFile: next.tls.certFile }, 'TLS certificate reloaded');
+      (await prepareReload(next))();
     },
+    prepareReload,
     close(options: CloseOptions = {}) {
       return lifecycle.close(() => doClose(options.graceMs ?? DEFAULT_GRACE_MS));
     },

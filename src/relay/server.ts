@@ -109,6 +109,11 @@ export interface RelayServer extends Service {
    * @throws GatewayError CORE_TLS_MATERIAL (the old certificate stays in force).
    */
   reload(next: RelayConfig): Promise<void>;
+  /**
+   * `reload` in two steps: reads and checks every file (certificate, token file) and resolves with the
+   * function that applies them (which cannot fail). @throws as `reload`, having applied nothing.
+   */
+  prepareReload(next: RelayConfig): Promise<() => void>;
 }
 
 /**
@@ -545,14 +550,21 @@ export function createRelayServer(config: RelayConfig, deps: RelayDeps): RelaySe
     },
     kernelStats: () => tunnelCtx.splice?.stats(),
     async reload(next: RelayConfig) {
+      (await relay.prepareReload(next))();
+    },
+    async prepareReload(next: RelayConfig) {
       // Every file is read and checked before anything is applied: a bad token file leaves the
-      // certificate in force too. (The token table is the last check and applies itself when it passes.)
+      // certificate in force too, and a failure in another front end leaves both.
       const tls = tlsServers.length > 0 && next.tls !== undefined ? { files: next.tls, opts: await loadTlsFiles(next.tls, deps.baseDir) } : undefined;
-      await authenticator?.reload?.();
-      if (tls !== undefined) {
-        for (const s of tlsServers) s.setSecureContext(tls.opts);
-        log.info({ certFile: tls.files.certFile, listeners: tlsServers.length }, 'TLS certificate reloaded');
-      }
+      const a = authenticator;
+      const applyTokens = a?.prepareReload !== undefined ? await a.prepareReload() : (await a?.reload?.(), () => undefined);
+      return () => {
+        applyTokens();
+        if (tls !== undefined) {
+          for (const s of tlsServers) s.setSecureContext(tls.opts);
+          log.info({ certFile: tls.files.certFile, listeners: tlsServers.length }, 'TLS certificate reloaded');
+        }
+      };
     },
 
     async start() {

@@ -189,11 +189,14 @@ export function createSealedApiServer(config: SealedApiConfig, deps: SealedApiDe
       return replay.size;
     },
     async reload(next?: SealedApiConfig) {
+      // The certificate is checked first: a bad one leaves the keys and the registry as they were too.
+      const https = next?.tls !== undefined && server !== undefined && 'setSecureContext' in server ? (server as import('node:https').Server) : undefined;
+      const tls = https !== undefined && next?.tls !== undefined ? await loadTlsFiles(next.tls, deps.baseDir) : undefined;
       await keys.load(false);
       await registry.reload();
-      if (next?.tls !== undefined && server !== undefined && 'setSecureContext' in server) {
-        (server as import('node:https').Server).setSecureContext(await loadTlsFiles(next.tls, deps.baseDir));
-        log.info({ certFile: next.tls.certFile }, 'TLS certificate reloaded');
+      if (https !== undefined && tls !== undefined) {
+        https.setSecureContext(tls);
+        log.info({ certFile: next?.tls?.certFile }, 'TLS certificate reloaded');
       }
     },
     async start() {

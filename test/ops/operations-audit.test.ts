@@ -285,3 +285,42 @@ test('serve --workers 2: SIGHUPs while the workers start (systemctl reload right
     server.child.kill('SIGKILL');
   }
 });
+
+test('a reload that fails in one front end applies nothing in another: the relay keeps its certificate while the card bridge\'s is refused', async () => {
+  const dir = tempDir();
+  const relayCert = selfSignedCert(dir);
+  const cardDir = join(dir, 'card');
+  const { mkdirSync } = await import('node:fs');
+  mkdirSync(cardDir);
+  const cardCert = selfSignedCert(cardDir);
+  const renewed = selfSignedCert(tempDir());
+  const raw = {
+    relay: { listeners: [{ kind: 'tls', port: 0 }], tls: { certFile: 'cert.pem', keyFile: 'key.pem' }, monitor: { enabled: false }, timeouts: { closeFlushMs: 700 } },
+    cardBridge: { listeners: [{ kind: 'tls', port: 0 }], backends: [{ kind: 'simulator' }], tls: { certFile: 'card/cert.pem', keyFile: 'card/key.pem' } },
+  };
+  const cap = captureLog();
+  const gw = await createGateway(validateConfig(gatewayConfigSchema, raw), { log: cap.log, baseDir: dir });
+  await gw.start();
+  try {
+    const relayPort = gw.relay!.listeners[0]!.port;
+    const cardPort = gw.cardBridge!.listeners[0]!.port;
+    const relayBefore = await peerFingerprint(relayPort);
+    const cardBefore = await peerFingerprint(cardPort);
+    copyFileSync(renewed.certFile, relayCert.certFile);
+    copyFileSync(renewed.keyFile, relayCert.keyFile);
+    writeFileSync(cardCert.certFile, 'not a certificate');
+    const bad = await gw.reload(validateConfig(gatewayConfigSchema, raw));
+    assert.deepEqual(bad.failed, ['cardBridge']);
+    assert.equal(await peerFingerprint(relayPort), relayBefore, 'the relay\'s renewed certificate waits for a reload that succeeds');
+    assert.equal(await peerFingerprint(cardPort), cardBefore);
+
+    copyFileSync(renewed.certFile, cardCert.certFile);
+    copyFileSync(renewed.keyFile, cardCert.keyFile);
+    const ok = await gw.reload(validateConfig(gatewayConfigSchema, raw));
+    assert.deepEqual(ok.failed, []);
+    assert.notEqual(await peerFingerprint(relayPort), relayBefore);
+    assert.notEqual(await peerFingerprint(cardPort), cardBefore);
+  } finally {
+    await gw.close({ graceMs: 0 });
+  }
+});

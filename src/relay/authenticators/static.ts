@@ -322,6 +322,23 @@ export async function createStaticAuthenticator(
       if (problem !== undefined) throw problem;
       return changed;
     },
+    async prepareReload() {
+      await running?.catch(() => undefined);
+      const base = fingerprint;
+      const read = await readTokenFile(path);
+      if (read.fingerprint === base && problem === undefined) return () => undefined;
+      const nextEntries = parseTokenFile(read.text, path);
+      const nextIndex = indexTokens(nextEntries);
+      return () => {
+        // A watcher applied a newer file meanwhile: that one stays.
+        if (fingerprint !== base) return;
+        entries = nextEntries;
+        index = nextIndex;
+        fingerprint = read.fingerprint;
+        problem = undefined;
+        log.info({ entries: entries.length }, 'token file reloaded');
+      };
+    },
     authenticate(request): Promise<AuthResult> {
       const entry = lookupToken(index, request.token);
       if (entry === undefined) return Promise.resolve({ error: 'AuthenticationErrorAuthenticationFailed' });

@@ -29,6 +29,12 @@ export interface Authenticator {
   authenticate(request: AuthRequest, signal: AbortSignal): Promise<AuthResult>;
   /** Re-reads what the authenticator loads from files (SIGHUP); rejects when the new file is unusable. */
   reload?(): Promise<unknown>;
+  /**
+   * Reads and checks what `reload` would, applying nothing: resolves with the function that applies it
+   * (which cannot fail), rejects when the new file is unusable. SIGHUP uses it so a reload that fails
+   * elsewhere applies none of it.
+   */
+  prepareReload?(): Promise<() => void>;
   /** Releases watchers and sockets. */
   close?(): Promise<void>;
 }
