@@ -101,7 +101,9 @@ function cannotCreate(err: unknown, what: string): CliError {
  */
 export function initDirectory(opts: InitOptions): { token: string; files: string[] } {
   try {
-    mkdirSync(opts.dir, { recursive: true, mode: 0o750 });
+    // A folder made here holds the token file and, with --tls, the private key: private to its owner
+    // (an existing folder keeps its mode, e.g. /etc/gatehouse 0750 root:gatehouse as operations.md sets).
+    mkdirSync(opts.dir, { recursive: true, mode: 0o700 });
   } catch (err) {
     throw cannotCreate(err, opts.dir);
   }

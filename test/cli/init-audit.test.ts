@@ -17,6 +17,7 @@ test('init in a path with spaces, run twice: the second run exits 73 and leaves 
   const token = /Relay token \(shown once; only its hash is stored\): (\S+)/.exec(first.stdout)![1]!;
   assert.ok(!first.stderr.includes(token), 'the token is not on stderr');
   for (const f of ['tokens', 'key.pem']) assert.equal(statSync(join(dir, f)).mode & 0o777, 0o600, f);
+  assert.equal(statSync(dir).mode & 0o777, 0o700, 'the folder init made for the key is private');
   assert.equal(statSync(join(dir, 'gatehouse.toml')).mode & 0o077 & 0o002, 0, 'not world-writable');
   const before = new Map(readdirSync(dir).map((f) => [f, readFileSync(join(dir, f))]));
   assert.deepEqual([...before.keys()].sort(), ['cert.pem', 'gatehouse.toml', 'key.pem', 'tokens']);
