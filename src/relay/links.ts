@@ -389,8 +389,18 @@ export class StreamLink extends OwnedLink implements Link {
   spliceFd(): number | undefined {
     const s = this.socket as Socket & { _handle?: { fd?: number } | null; _readableState?: { ended?: boolean } };
     const fd = s._handle?.fd;
-    if (typeof fd !== 'number' || fd < 0 || s.writableLength > 0 || this.#finishing || s.destroyed || s._readableState?.ended === true) return undefined;
+    if (typeof fd !== 'number' || fd < 0 || this.writesInFlight || this.#finishing || s.destroyed || s.errored !== null || s._readableState?.ended === true) return undefined;
     return fd;
+  }
+
+  /**
+   * True while a write has not completed: bytes wait, or a write's outcome is still to be reported. A write
+   * that failed (the peer reset) leaves nothing waiting, yet Node reports the failure a tick later and then
+   * destroys the socket: with its fd handed to the kernel relay, that would close the fd under its thread.
+   */
+  get writesInFlight(): boolean {
+    const state = (this.socket as Socket & { _writableState?: { pendingcb?: number } })._writableState;
+    return this.socket.writableLength > 0 || (state?.pendingcb ?? 0) > 0;
   }
 }
 

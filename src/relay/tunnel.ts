@@ -16,7 +16,8 @@
  * passes. When A is gone entirely, B is flushed and closed. The key is free for a new pair from A's end on.
  * Kernel relay: when both sides are plain TCP/unix sockets and the native splice addon is loaded, a tunnel
  * that has carried `splice.afterBytes` is handed to the kernel (splice.ts): Node stops reading both
- * sockets, what it had already read is forwarded, and once nothing waits to be written the fds move to
+ * sockets, what it had already read is forwarded, and once nothing waits to be written (nor a write's
+ * outcome to be reported: a reset peer's write error would destroy a socket the kernel relay holds) the fds move to
  * the addon's thread. Its events (half-close, done, error) map onto the same rules as above.
  */
 import type { Logger } from '../core/log.ts';
@@ -238,7 +239,7 @@ export class Tunnel {
       const fa = la.spliceFd();
       const fb = lb.spliceFd();
       if (fa === undefined || fb === undefined) {
-        if (Date.now() < giveUp && la.pendingBytes + lb.pendingBytes > 0 && !la.closed && !lb.closed) {
+        if (Date.now() < giveUp && (la.writesInFlight || lb.writesInFlight) && !la.closed && !lb.closed) {
           setTimeout(() => this.#boundary.run(attempt), 1);
           return;
         }
