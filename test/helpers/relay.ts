@@ -309,6 +309,22 @@ export function lines(buf: Buffer): string[] {
 }
 
 /** Generates a self-signed certificate for 127.0.0.1/localhost with the openssl CLI (EC P-256). */
+/** The SHA-256 fingerprint of the certificate a fresh TLS handshake on `port` (127.0.0.1) presents. */
+export function peerFingerprint(port: number): Promise<string> {
+  return deadline(
+    new Promise<string>((resolve, reject) => {
+      const s = tlsConnect({ host: '127.0.0.1', port, rejectUnauthorized: false }, () => {
+        const fp = s.getPeerCertificate().fingerprint256;
+        s.destroy();
+        resolve(fp);
+      });
+      s.once('error', reject);
+    }),
+    5000,
+    `TLS handshake on ${port}`,
+  );
+}
+
 export function selfSignedCert(dir: string): { certFile: string; keyFile: string } {
   const certFile = join(dir, 'cert.pem');
   const keyFile = join(dir, 'key.pem');

@@ -6,7 +6,6 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { connect as tlsConnect } from 'node:tls';
 import { copyFileSync, readFileSync, unlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { validateConfig } from '../../src/core/config/load.ts';
@@ -14,7 +13,7 @@ import { gatewayConfigSchema } from '../../src/config.ts';
 import { createGateway } from '../../src/gateway.ts';
 import { hashToken } from '../../src/relay/authenticators/static.ts';
 import { gatehouse } from '../helpers/cli.ts';
-import { authenticate, captureLog, deadline, NO_ERROR, rawClient, selfSignedCert, tempDir, TUNNEL_ESTABLISHED } from '../helpers/relay.ts';
+import { authenticate, captureLog, deadline, NO_ERROR, peerFingerprint, rawClient, selfSignedCert, tempDir, TUNNEL_ESTABLISHED } from '../helpers/relay.ts';
 
 async function until(check: () => boolean, ms: number, what: string): Promise<void> {
   await deadline(
@@ -101,21 +100,6 @@ test('SIGHUP with a refused file (invalid TOML, token file gone): old config kep
     server.child.kill('SIGKILL');
   }
 });
-
-function peerFingerprint(port: number): Promise<string> {
-  return deadline(
-    new Promise<string>((resolve, reject) => {
-      const s = tlsConnect({ host: '127.0.0.1', port, rejectUnauthorized: false }, () => {
-        const fp = s.getPeerCertificate().fingerprint256;
-        s.destroy();
-        resolve(fp);
-      });
-      s.once('error', reject);
-    }),
-    5000,
-    `TLS handshake on ${port}`,
-  );
-}
 
 test('a reload that fails part-way applies nothing: a renewed certificate with a broken token file, a changed log level', async () => {
   const dir = tempDir();

@@ -6,30 +6,13 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { connect as tlsConnect } from 'node:tls';
 import { copyFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { validateConfig } from '../../src/core/config/load.ts';
 import { gatewayConfigSchema } from '../../src/config.ts';
 import { createGateway } from '../../src/gateway.ts';
-import { captureLog, deadline, pair, selfSignedCert, tempDir } from '../helpers/relay.ts';
+import { captureLog, deadline, pair, peerFingerprint, selfSignedCert, tempDir } from '../helpers/relay.ts';
 import { gatehouse } from '../helpers/cli.ts';
-
-/** The SHA-256 fingerprint of the certificate a fresh handshake on `port` presents. */
-function peerFingerprint(port: number): Promise<string> {
-  return deadline(
-    new Promise<string>((resolve, reject) => {
-      const s = tlsConnect({ host: '127.0.0.1', port, rejectUnauthorized: false }, () => {
-        const fp = s.getPeerCertificate().fingerprint256;
-        s.destroy();
-        resolve(fp);
-      });
-      s.once('error', reject);
-    }),
-    5000,
-    `TLS handshake on ${port}`,
-  );
-}
 
 test('a renewed certificate: open tls and wss tunnels keep relaying, new handshakes get the new certificate', async () => {
   const dir = tempDir();
