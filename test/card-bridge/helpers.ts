@@ -229,3 +229,12 @@ export async function untilServerRead(session: LineSession, bytes: number, timeo
     await new Promise((r) => setImmediate(r));
   }
 }
+
+/** Polls `pred` every 25 ms until it holds; throws (naming `what`) after `ms`. */
+export async function pollUntil(pred: () => boolean, what: string, ms: number): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!pred()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 25));
+  }
+}

@@ -15,7 +15,7 @@ import { PCSC_HOST_TIMINGS, PcscBackend, loadPcsc } from '../../src/card-bridge/
 import type { VpcdCardBehaviour } from '../../src/card-bridge/backends/vpcd-card.ts';
 import { startVpcdCards, type VpcdCards } from './vpcd-worker.ts';
 import { pcscRequired, startPcscd, type RunningPcscd } from './pcscd.ts';
-import { LineClient, oneShot, simCards, testLogger, startBridge, type StartedBridge } from './helpers.ts';
+import { LineClient, oneShot, pollUntil, simCards, testLogger, startBridge, type StartedBridge } from './helpers.ts';
 
 const COMMAND_MS = 2000;
 const SLOW_MS = 1200;
@@ -58,13 +58,8 @@ let cards: VpcdCards | undefined;
 let r0 = '';
 let r1 = '';
 
-async function until(pred: () => boolean, what: string, ms = 15000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!pred()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 25));
-  }
-}
+/** Polls `pred` (every 25 ms) until it holds; throws after 15000 ms. */
+const until = (pred: () => boolean, what: string, ms = 15000): Promise<void> => pollUntil(pred, what, ms);
 
 const apdu = (terminal: string, hex = ECHO) => oneShot(bridge!.port, `>${terminal}\n>1:APDU:${hex}\n\n`);
 const present = (terminal: string) =>

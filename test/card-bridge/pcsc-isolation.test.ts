@@ -14,7 +14,7 @@ import { PcscBackend, loadPcsc } from '../../src/card-bridge/backends/pcsc.ts';
 import type { PcscModule } from '../../src/card-bridge/backends/pcsc/binding.ts';
 import { startVpcdCards, type VpcdCards } from './vpcd-worker.ts';
 import { pcscRequired, startPcscd, type RunningPcscd } from './pcscd.ts';
-import { oneShot, simCards, testLogger, startBridge, type StartedBridge } from './helpers.ts';
+import { oneShot, pollUntil, simCards, testLogger, startBridge, type StartedBridge } from './helpers.ts';
 
 // The benchmark (bench/cards) uses the issue's 5 s slow APDU; the test keeps the same shape at half the wait.
 const SLOW_MS = 2500;
@@ -37,13 +37,8 @@ let pcsc: PcscModule | undefined;
 let slow = '';
 let quick = '';
 
-async function until(pred: () => boolean, what: string, ms = 20000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!pred()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
+/** Polls `pred` (every 25 ms) until it holds; throws after 20000 ms. */
+const until = (pred: () => boolean, what: string, ms = 20000): Promise<void> => pollUntil(pred, what, ms);
 
 async function timed<T>(f: () => Promise<T>): Promise<{ value: T; ms: number }> {
   const s = performance.now();

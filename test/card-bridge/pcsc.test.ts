@@ -15,6 +15,7 @@ import { pcscRequired, startPcscd, type RunningPcscd } from './pcscd.ts';
 import {
   startBridge,
   oneShot,
+  pollUntil,
   decodeListing,
   simCards,
   testLogger,
@@ -39,13 +40,8 @@ const CARDS = simCards([
   },
 ]);
 
-async function until(pred: () => boolean, what: string, ms = 15000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!pred()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
+/** Polls `pred` (every 25 ms) until it holds; throws after 15000 ms. */
+const until = (pred: () => boolean, what: string, ms = 15000): Promise<void> => pollUntil(pred, what, ms);
 
 before(async () => {
   const loaded = await loadPcsc();
