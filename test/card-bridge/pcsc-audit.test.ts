@@ -14,7 +14,7 @@ import { cardBridgeConfigSchema } from '../../src/card-bridge/config.ts';
 import { PCSC_HOST_TIMINGS, PcscBackend, loadPcsc } from '../../src/card-bridge/backends/pcsc.ts';
 import type { VpcdCardBehaviour } from '../../src/card-bridge/backends/vpcd-card.ts';
 import { startVpcdCards, type VpcdCards } from './vpcd-worker.ts';
-import { pcscRequired, startPcscd, type RunningPcscd } from './pcscd.ts';
+import { pcscdOrSkip, startPcscd, type RunningPcscd } from './pcscd.ts';
 import { LineClient, oneShot, pollUntil, simCards, testLogger, startBridge, type StartedBridge } from './helpers.ts';
 
 const COMMAND_MS = 2000;
@@ -97,13 +97,8 @@ function monitorSockets(): number {
 }
 
 before(async () => {
-  const loaded = await loadPcsc();
-  const started =
-    'error' in loaded
-      ? `the optional 'smartcard' binding is not available: ${loaded.error}`
-      : await startPcscd();
+  const started = await pcscdOrSkip();
   if (typeof started === 'string') {
-    if (pcscRequired()) throw new Error(`GATEHOUSE_REQUIRE_PCSC=1 but ${started}`);
     skip = started;
     return;
   }

@@ -13,7 +13,7 @@ import { cardBridgeConfigSchema } from '../../src/card-bridge/config.ts';
 import { PcscBackend, loadPcsc } from '../../src/card-bridge/backends/pcsc.ts';
 import type { PcscModule } from '../../src/card-bridge/backends/pcsc/binding.ts';
 import { startVpcdCards, type VpcdCards } from './vpcd-worker.ts';
-import { pcscRequired, startPcscd, type RunningPcscd } from './pcscd.ts';
+import { pcscdOrSkip, type RunningPcscd } from './pcscd.ts';
 import { oneShot, pollUntil, simCards, testLogger, startBridge, type StartedBridge } from './helpers.ts';
 
 // The benchmark (bench/cards) uses the issue's 5 s slow APDU; the test keeps the same shape at half the wait.
@@ -74,16 +74,12 @@ const apdu = (terminal: string, hex = ECHO) => oneShot(bridge!.port, `>${termina
 const readersLine = () => oneShot(bridge!.port, '>*\n>1:READERS\n\n');
 
 before(async () => {
-  const loaded = await loadPcsc();
-  const started =
-    'error' in loaded
-      ? `the optional 'smartcard' binding is not available: ${loaded.error}`
-      : await startPcscd();
+  const started = await pcscdOrSkip();
   if (typeof started === 'string') {
-    if (pcscRequired()) throw new Error(`GATEHOUSE_REQUIRE_PCSC=1 but ${started}`);
     skip = started;
     return;
   }
+  const loaded = await loadPcsc();
   if ('error' in loaded) return;
   pcsc = loaded.module;
   pcscd = started;

@@ -9,9 +9,9 @@ import assert from 'node:assert/strict';
 import { createHash, verify, X509Certificate } from 'node:crypto';
 import { validateConfig } from '../../src/core/config/load.ts';
 import { cardBridgeConfigSchema } from '../../src/card-bridge/config.ts';
-import { PcscBackend, loadPcsc } from '../../src/card-bridge/backends/pcsc.ts';
+import { PcscBackend } from '../../src/card-bridge/backends/pcsc.ts';
 import { startVpcdCards, type VpcdCards } from './vpcd-worker.ts';
-import { pcscRequired, startPcscd, type RunningPcscd } from './pcscd.ts';
+import { pcscdOrSkip, startPcscd, type RunningPcscd } from './pcscd.ts';
 import {
   startBridge,
   oneShot,
@@ -44,13 +44,8 @@ const CARDS = simCards([
 const until = (pred: () => boolean, what: string, ms = 15000): Promise<void> => pollUntil(pred, what, ms);
 
 before(async () => {
-  const loaded = await loadPcsc();
-  const started =
-    'error' in loaded
-      ? `the optional 'smartcard' binding is not available: ${loaded.error}`
-      : await startPcscd();
+  const started = await pcscdOrSkip();
   if (typeof started === 'string') {
-    if (pcscRequired()) throw new Error(`GATEHOUSE_REQUIRE_PCSC=1 but ${started}`);
     skip = started;
     return;
   }

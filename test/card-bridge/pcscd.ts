@@ -12,6 +12,7 @@ import { tmpdir } from 'node:os';
 import { connect, createServer } from 'node:net';
 import { join } from 'node:path';
 import { tempDir } from '../helpers/relay.ts';
+import { loadPcsc } from '../../src/card-bridge/backends/pcsc.ts';
 
 export const PCSCD_BIN = '/usr/sbin/pcscd';
 export const VPCD_DRIVER = '/usr/lib/pcsc/drivers/serial/libifdvpcd.so';
@@ -24,6 +25,17 @@ export const PCSCD_LOCK_WAIT_MS = 150_000;
 /** True on CI: a missing binding or pcscd must fail the PC/SC tests instead of skipping them. */
 export function pcscRequired(): boolean {
   return process.env.GATEHOUSE_REQUIRE_PCSC === '1';
+}
+
+/**
+ * For a test file's setup: the PC/SC binding loaded and pcscd started with the vpcd driver, or why not (a
+ * reason to skip). Under GATEHOUSE_REQUIRE_PCSC=1 that reason throws instead.
+ */
+export async function pcscdOrSkip(): Promise<RunningPcscd | string> {
+  const loaded = await loadPcsc();
+  const started = 'error' in loaded ? `the optional 'smartcard' binding is not available: ${loaded.error}` : await startPcscd();
+  if (typeof started === 'string' && pcscRequired()) throw new Error(`GATEHOUSE_REQUIRE_PCSC=1 but ${started}`);
+  return started;
 }
 
 let lockHeld = false;
