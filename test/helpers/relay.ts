@@ -309,6 +309,17 @@ export function lines(buf: Buffer): string[] {
 }
 
 /** Generates a self-signed certificate for 127.0.0.1/localhost with the openssl CLI (EC P-256). */
+/** A listener of every kind: tcp, tls, ws and wss on 127.0.0.1 port 0, and unix at `dir`/relay.sock (tls needs a certificate). */
+export function everyListener(dir: string): Record<string, unknown>[] {
+  return [
+    { kind: 'tcp', host: '127.0.0.1', port: 0 },
+    { kind: 'tls', host: '127.0.0.1', port: 0 },
+    { kind: 'ws', host: '127.0.0.1', port: 0 },
+    { kind: 'wss', host: '127.0.0.1', port: 0 },
+    { kind: 'unix', path: join(dir, 'relay.sock') },
+  ];
+}
+
 /** The SHA-256 fingerprint of the certificate a fresh TLS handshake on `port` (127.0.0.1) presents. */
 export function peerFingerprint(port: number): Promise<string> {
   return deadline(

@@ -9,9 +9,8 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { connect as netConnect, type Socket } from 'node:net';
 import { connect as tlsConnect } from 'node:tls';
-import { join } from 'node:path';
 import fc from 'fast-check';
-import { startRelay, rawClient, request, authenticate, pair, selfSignedCert, tempDir, deadline as deadlineOf, NO_ERROR, type StartedRelay } from '../helpers/relay.ts';
+import { startRelay, rawClient, request, authenticate, pair, selfSignedCert, tempDir, deadline as deadlineOf, NO_ERROR, type StartedRelay, everyListener } from '../helpers/relay.ts';
 import { PROTOTYPE_KEYS, hostileJsonValue, hostileName, objectWithOwnKeys } from '../helpers/hostile.ts';
 import { toIndentedJson } from '../../src/relay/protocol/json.ts';
 import { MAX_ECHOED_PARAMS_CHARS, decodeRequest } from '../../src/relay/protocol/jsonrpc.ts';
@@ -24,13 +23,7 @@ let relay: StartedRelay;
 before(async () => {
   const dir = tempDir();
   relay = await startRelay({
-    listeners: [
-      { kind: 'tcp', host: '127.0.0.1', port: 0 },
-      { kind: 'tls', host: '127.0.0.1', port: 0 },
-      { kind: 'ws', host: '127.0.0.1', port: 0 },
-      { kind: 'wss', host: '127.0.0.1', port: 0 },
-      { kind: 'unix', path: join(dir, 'relay.sock') },
-    ],
+    listeners: everyListener(dir),
     tls: selfSignedCert(dir),
     limits: { tunnelBufferBytes: BUFFER, maxUnreadAnswerBytes: BUFFER },
     // Short phase deadlines: a client that stops reading its answers is dropped when its phase's passes.

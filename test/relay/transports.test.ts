@@ -2,9 +2,8 @@
 import { test, after, before } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer, connect } from 'node:net';
-import { join } from 'node:path';
 import { WebSocket } from 'ws';
-import { startRelay, rawClient, authenticate, pair, request, selfSignedCert, tempDir, deadline, TUNNEL_ESTABLISHED, type StartedRelay } from '../helpers/relay.ts';
+import { startRelay, rawClient, authenticate, pair, request, selfSignedCert, tempDir, deadline, TUNNEL_ESTABLISHED, type StartedRelay, everyListener } from '../helpers/relay.ts';
 import { isGatewayError } from '../../src/core/errors.ts';
 
 let relay: StartedRelay;
@@ -13,13 +12,7 @@ before(async () => {
   const tls = selfSignedCert(dir);
   relay = await startRelay({
     tls,
-    listeners: [
-      { kind: 'tcp', host: '127.0.0.1', port: 0 },
-      { kind: 'tls', host: '127.0.0.1', port: 0 },
-      { kind: 'ws', host: '127.0.0.1', port: 0 },
-      { kind: 'wss', host: '127.0.0.1', port: 0 },
-      { kind: 'unix', path: join(dir, 'relay.sock') },
-    ],
+    listeners: everyListener(dir),
   });
 });
 after(() => relay.close());

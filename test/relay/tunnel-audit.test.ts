@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { connect, type Socket } from 'node:net';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
-import { startRelay, rawClient, pair, authenticate, deadline, selfSignedCert, tempDir, NO_ERROR, TUNNEL_ESTABLISHED, type StartedRelay } from '../helpers/relay.ts';
+import { startRelay, rawClient, pair, authenticate, deadline, selfSignedCert, tempDir, NO_ERROR, TUNNEL_ESTABLISHED, type StartedRelay, everyListener } from '../helpers/relay.ts';
 import { loadSplice } from '../../src/relay/splice.ts';
 
 const BUFFER = 65536;
@@ -20,13 +20,7 @@ before(async () => {
     tls: selfSignedCert(dir),
     limits: { tunnelBufferBytes: BUFFER },
     timeouts: { halfCloseMs: 3000, closeFlushMs: 2000 },
-    listeners: [
-      { kind: 'tcp', host: '127.0.0.1', port: 0 },
-      { kind: 'tls', host: '127.0.0.1', port: 0 },
-      { kind: 'ws', host: '127.0.0.1', port: 0 },
-      { kind: 'wss', host: '127.0.0.1', port: 0 },
-      { kind: 'unix', path: join(dir, 'relay.sock') },
-    ],
+    listeners: everyListener(dir),
   });
 });
 const rawSockets = new Set<Socket>();
